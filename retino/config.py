@@ -1,0 +1,190 @@
+"""Config schemas (dataclasses) registered with Hydra, value validation and flat params for logging.
+
+Hydra checks types and unknown keys when it composes (via these schemas); `validate_config` checks
+values and choices before any data is read, and names the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from retino.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("demo", "kaggle")
+FREEZE_MODES = ("none", "backbone")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+IMBALANCE_MODES = ("none", "weighted_loss", "balanced_sampler")
+STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+
+
+@dataclass
+class PretrainConfig:
+    source: str = "imagenet"
+    variant: str = "IMAGENET1K_V1"  # torchvision's weights; V1 is what `pretrained=True` loaded
+    weights: Optional[str] = None  # a local state-dict file, for machines without internet
+
+
+@dataclass
+class DataConfig:
+    name: str = "demo"
+    root: Optional[str] = None  # kaggle: folder of the four CSVs; demo: where it is generated
+    image_dir: str = "images"  # relative to root unless absolute
+    train_size: int = 1000  # demo only: number of generated images
+    test_size: int = 250
+    image_size: int = 128  # demo only: side of the generated JPEGs
+    seed: int = 2024  # demo only: the data stays the same when the training seed changes
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = "flip"
+    hflip: float = 0.5  # probabilities
+    vflip: float = 0.5
+    rotate_degrees: float = 0.0
+    color_jitter: float = 0.0
+    crop_scale_min: float = 1.0  # < 1 enables random resized crops of that minimum area
+
+
+@dataclass
+class ResolutionConfig:
+    size: int = 64  # pixels; the network input is size x size
+
+
+@dataclass
+class FreezeConfig:
+    name: str = "none"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    step_size: int = 10  # step only: epochs between decays
+    gamma: float = 0.1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    pretrained: bool = False
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    imbalance: str = "none"
+    experiment: str = "retino"
+
+
+def register_configs() -> None:
+    """Make the schema available to conf/config.yaml as `retino_schema`."""
+    ConfigStore.instance().store(name="retino_schema", node=Config)
+
+
+def _check(problems: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        problems.append(message)
+
+
+def _check_choice(problems: list[str], key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    _check(problems, value in allowed, f"{key}={value!r} is not valid; choose one of: "
+                                       f"{', '.join(allowed)}.")
+
+
+def _check_numbers(cfg: DictConfig, problems: list[str]) -> None:
+    _check(problems, cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
+    _check(problems, cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
+    _check(problems, cfg.lr > 0, f"lr={cfg.lr} must be a positive number (e.g. 0.001).")
+    size = cfg.resolution.size
+    _check(problems, size >= STRIDE and size % STRIDE == 0,
+           f"resolution.size={size} cannot be taken by a ResNet: use a multiple of {STRIDE} "
+           f"of at least {STRIDE} (e.g. 64, 128, 224, 512).")
+    for key in ("hflip", "vflip"):
+        p = cfg.augmentation[key]
+        _check(problems, 0 <= p <= 1, f"augmentation.{key}={p} must be a probability in [0, 1].")
+    scale = cfg.augmentation.crop_scale_min
+    _check(problems, 0 < scale <= 1, f"augmentation.crop_scale_min={scale} must be in (0, 1].")
+
+
+def _check_data(data: DictConfig, problems: list[str]) -> None:
+    _check_choice(problems, "data.name", data.name, DATASETS)
+    if data.name == "kaggle":
+        _check(problems, bool(data.root), "data=kaggle needs data.root=/path/to/folder holding "
+                                          "train_img.csv, train_label.csv, test_img.csv, "
+                                          "test_label.csv.")
+    if data.name == "demo":
+        _check(problems, data.train_size >= 5 and data.test_size >= 5,
+               f"data.train_size={data.train_size} and data.test_size={data.test_size} must each "
+               "be at least 5, so that every grade can appear.")
+        _check(problems, data.image_size >= STRIDE,
+               f"data.image_size={data.image_size} must be at least {STRIDE}.")
+    _check(problems, data.num_workers >= 0, f"data.num_workers={data.num_workers} must be >= 0.")
+
+
+def validate_config(cfg: DictConfig, model_names: Iterable[str],
+                    pretrain_sources: Iterable[str]) -> None:
+    """Raise ConfigError listing every invalid value, with the key and what it may be."""
+    problems: list[str] = []
+    _check_choice(problems, "model.name", cfg.model.name, model_names)
+    _check_choice(problems, "pretrain.source", cfg.pretrain.source, pretrain_sources)
+    _check_choice(problems, "device", cfg.device, DEVICES)
+    _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
+    _check_choice(problems, "optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _check_choice(problems, "schedule.name", cfg.schedule.name, SCHEDULES)
+    _check_choice(problems, "imbalance", cfg.imbalance, IMBALANCE_MODES)
+    _check_numbers(cfg, problems)
+    _check_data(cfg.data, problems)
+    if problems:
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any]:
+    """Every leaf as a dotted key: {'model.name': 'resnet18', 'epochs': 10, ...}."""
+    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def run_name(cfg: DictConfig) -> str:
+    """A readable name from the choices, e.g. 'resnet50-pretrained-frozen-224px'."""
+    parts = [cfg.model.name, "pretrained" if cfg.pretrained else "scratch"]
+    if cfg.pretrained and cfg.pretrain.source != "imagenet":
+        parts[1] = f"pretrained-{cfg.pretrain.source}"
+    if cfg.freeze.name == "backbone":
+        parts.append("frozen")
+    parts.append(f"{cfg.resolution.size}px")
+    return "-".join(parts)

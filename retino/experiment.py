@@ -1,0 +1,111 @@
+"""One experiment from a composed config: data -> model -> fit -> figures and files.
+
+Called by run.py with an MLflow tracker, and by tests with a NullTracker and a temp folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from retino.config import run_name
+from retino.data import build_loaders, class_weights, grade_histogram, read_index
+from retino.models import ResNet, build_model, freeze_backbone
+from retino.plots import plot_accuracy, plot_confusion_matrix
+from retino.pretrained import load_backbone_weights, resolve_pretrained_weights
+from retino.tracking import NullTracker, Tracker
+from retino.train import FitResult, fit, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def prepare_model(cfg: DictConfig) -> ResNet:
+    """Build the network, load pretrained weights when asked, freeze the backbone when asked."""
+    model = build_model(cfg.model.name, num_classes=5)
+    if cfg.pretrained:
+        path = resolve_pretrained_weights(cfg.pretrain.source, cfg.model.name,
+                                          cfg.pretrain.variant, cfg.pretrain.weights)
+        load_backbone_weights(model, path)
+    if cfg.freeze.name == "backbone":
+        if not cfg.pretrained:
+            log.warning("freeze=backbone with pretrained=false trains a head on random features.")
+        freeze_backbone(model)
+    return model
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]  # only the head when frozen
+    opt = cfg.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=opt.weight_decay)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    """Learning-rate schedule, stepped once per epoch."""
+    schedule = cfg.schedule
+    if schedule.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if schedule.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, schedule.step_size, schedule.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
+    if cfg.imbalance == "weighted_loss":
+        return nn.CrossEntropyLoss(weight=class_weights(train_grades))
+    return nn.CrossEntropyLoss()
+
+
+def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
+                    out_dir: Path) -> list[Path]:
+    """The run's figures, tables, config and final weights, as files in out_dir."""
+    title = run_name(cfg)
+    files = [
+        plot_accuracy(result.history, out_dir / "accuracy.png", title=f"{title}: accuracy"),
+        plot_confusion_matrix(result.confusion, out_dir / "confusion_matrix.png",
+                              title=f"{title}: normalized confusion matrix"),
+        out_dir / "confusion_matrix.csv", out_dir / "history.csv", out_dir / "config.yaml",
+        out_dir / "model_state.pt",
+    ]
+    header = "true\\pred," + ",".join(f"grade{g}" for g in range(5))
+    rows = [f"grade{g}," + ",".join(map(str, row)) for g, row in enumerate(result.confusion)]
+    (out_dir / "confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+    keys = list(result.history[0])
+    table = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in result.history]
+    (out_dir / "history.csv").write_text("\n".join(table) + "\n")
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.save(model.state_dict(), out_dir / "model_state.pt")
+    return files
+
+
+def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None) -> FitResult:
+    """Train and evaluate one configuration; everything it writes lands in out_dir and tracker."""
+    tracker = tracker or NullTracker()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    model = prepare_model(cfg)  # before the data: missing weights fail within seconds
+    index = read_index(cfg.data)
+    log.info("Data: %d train / %d test images; train grades %s", len(index["train"]),
+             len(index["test"]), grade_histogram(index["train"].grades).tolist())
+    train_loader, test_loader = build_loaders(
+        index, cfg.augmentation, cfg.resolution.size, cfg.batch_size, cfg.data.num_workers,
+        cfg.seed, balanced=cfg.imbalance == "balanced_sampler")
+    optimizer = build_optimizer(cfg, model)
+    result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
+                 optimizer, build_scheduler(cfg, optimizer), cfg.epochs, device, out_dir,
+                 config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker)
+    for path in write_run_files(result, cfg, model, out_dir):
+        tracker.log_artifact(path)
+    majority = float(np.max(grade_histogram(index["test"].grades)) / len(index["test"]))
+    log.info("Final test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK %.3f",
+             100 * result.history[-1]["test_acc"], 100 * majority, result.history[-1]["test_qwk"])
+    return result

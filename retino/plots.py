@@ -1,0 +1,51 @@
+"""Figures of a run: accuracy per epoch and the normalised confusion matrix (files on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in tests
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from retino.metrics import normalize_by_true_class  # noqa: E402
+
+GRADE_NAMES = ("0 no DR", "1 mild", "2 moderate", "3 severe", "4 proliferative")
+
+
+def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Train and test accuracy (%) per epoch, as in the lab's comparison figure."""
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [100 * row["train_acc"] for row in history], "o-", label="train")
+    ax.plot(epochs, [100 * row["test_acc"] for row in history], "s-", label="test")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "Accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
+    """Confusion matrix normalised by true grade (each row sums to 1), with the values printed."""
+    normalized = normalize_by_true_class(counts)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    for (i, j), value in np.ndenumerate(normalized):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center",
+                color="white" if value > 0.5 else "black", fontsize=9)
+    ticks = range(len(normalized))
+    ax.set_xticks(ticks, GRADE_NAMES[: len(normalized)], rotation=30, ha="right")
+    ax.set_yticks(ticks, GRADE_NAMES[: len(normalized)])
+    ax.set(xlabel="predicted grade", ylabel="true grade",
+           title=title or "Normalized confusion matrix")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,140 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Default store: `sqlite:///<project root>/mlflow.db` with artifacts in `<project root>/mlruns/`, so
+`mlflow ui` started in the project root shows every run; `MLFLOW_TRACKING_URI` wins when set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from retino import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+_MAX_TAG_CHARS = 5000
+
+
+class Tracker(Protocol):
+    """What training needs from a tracker (fit() runs with NullTracker in tests)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_artifact(self, path: Path) -> None: ...
+
+
+class NullTracker:
+    """Records nothing: for fit() called from code or tests without MLflow."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path) -> None:
+        pass
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """For a SQLite store, artifacts go to `mlruns/` beside the database file (absolute)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db_path = Path(tracking_uri.removeprefix("sqlite:///"))
+        return (db_path.parent / "mlruns").resolve().as_uri()
+    return None  # a server or file store decides for itself
+
+
+def git_commit(folder: Path = PROJECT_ROOT) -> str:
+    """The checked-out commit, with '-dirty' when tracked files have uncommitted changes."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class MlflowTracker:
+    """One MLflow run, driven through MlflowClient (no global active-run state)."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id = self._experiment_id(experiment)
+        self.run_id: str | None = None
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, _artifact_location(self.tracking_uri))
+        except Exception:  # another job created it between our two calls
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
+        log.info("MLflow run %s (%s) in %s", run_name, self.run_id, self.tracking_uri)
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
+    """Keep the error with the run: a short tag for the UI, the traceback as an artifact."""
+    message = f"{type(err).__name__}: {err}"
+    tracker.set_tags({"error": message[:_MAX_TAG_CHARS]})
+    text = "".join(traceback.format_exception(err))
+    tracker.client.log_text(tracker.run_id, text, "error.txt")
+
+
+@contextmanager
+def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
+               tags: Mapping[str, str]) -> Iterator[MlflowTracker]:
+    """A run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with its error: never RUNNING."""
+    tracker = MlflowTracker(experiment)
+    tracker.start(run_name, params, tags)
+    try:
+        yield tracker
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        try:
+            _record_failure(tracker, err)
+        finally:
+            tracker.end(status)
+        raise
+    tracker.end("FINISHED")

@@ -1,0 +1,143 @@
+"""The training program, shaped like torchvision's references: epoch loop, evaluation, fit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retino.errors import ConfigError
+from retino.metrics import confusion_matrix, grading_metrics
+from retino.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' takes CUDA when present; asking for CUDA without it is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally force deterministic kernels (slower)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _progress(loader: DataLoader, desc: str):
+    """A progress bar in a terminal; plain iteration in logs and CI (one line per epoch there)."""
+    if sys.stderr.isatty():
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    return loader
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device,
+                    epoch: int) -> dict[str, float]:
+    """One pass over the training set; returns mean loss and accuracy."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, grades in _progress(loader, f"epoch {epoch} train"):
+        images, grades = images.to(device), grades.to(device)  # (B, 3, H, W), (B,)
+        logits = model(images)  # (B, 5)
+        loss = criterion(logits, grades)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(grades)
+        correct += (logits.argmax(dim=1) == grades).sum().item()
+        seen += len(grades)
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+             device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, true grades and predicted grades over a split."""
+    model.eval()
+    loss_sum, true, pred = 0.0, [], []
+    for images, grades in _progress(loader, "evaluate"):
+        images, grades = images.to(device), grades.to(device)
+        logits = model(images)
+        loss_sum += criterion(logits, grades).item() * len(grades)
+        true.append(grades.cpu())
+        pred.append(logits.argmax(dim=1).cpu())
+    true_arr, pred_arr = torch.cat(true).numpy(), torch.cat(pred).numpy()
+    return loss_sum / len(true_arr), true_arr, pred_arr
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, epoch: int, config: dict) -> None:
+    """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config}
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> int:
+    """Restore a checkpoint in place; returns the last completed epoch."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    confusion: np.ndarray | None = None  # test counts after the last epoch, (5, 5)
+
+
+def _log_epoch(row: dict[str, float], epochs: int) -> None:
+    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%% qwk %.3f  (%.0fs)",
+             row["epoch"], epochs, row["train_loss"], 100 * row["train_acc"], row["test_loss"],
+             100 * row["test_acc"], row["test_qwk"], row["epoch_time_s"])
+
+
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
+        criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
+        device: torch.device, out_dir: Path, config: dict,
+        tracker: Tracker | None = None, start_epoch: int = 1) -> FitResult:
+    """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch."""
+    tracker = tracker or NullTracker()
+    model.to(device)
+    result = FitResult()
+    for epoch in range(start_epoch, epochs + 1):
+        started = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch}
+        row |= train_one_epoch(model, train_loader, criterion, optimizer, device, epoch)
+        test_loss, true, pred = evaluate(model, test_loader, criterion, device)
+        row |= {"test_loss": test_loss, **grading_metrics(true, pred, prefix="test_")}
+        row |= {"lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - started}
+        scheduler.step()
+        save_checkpoint(Path(out_dir) / "last.pt", model, optimizer, scheduler, epoch, config)
+        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        _log_epoch(row, epochs)
+        result.history.append(row)
+        result.confusion = confusion_matrix(true, pred)
+    return result

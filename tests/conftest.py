@@ -1,0 +1,38 @@
+"""Shared fixtures: the real composed config, shrunk; an isolated MLflow store and torch hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from retino import PROJECT_ROOT
+from retino.config import register_configs
+
+CONF_DIR = PROJECT_ROOT / "conf"
+
+# A run small enough for a CPU test: a few tiny images, one epoch.
+TINY = ["data.train_size=20", "data.test_size=10", "data.image_size=64", "resolution=64px",
+        "epochs=1", "batch_size=8"]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config run.py would get for these command-line overrides."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+@pytest.fixture(autouse=True)
+def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes to the project's mlflow.db or the user's torch hub cache."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> DictConfig:
+    """Tiny demo run, its data generated under tmp_path."""
+    return compose_config(TINY + [f"data.root={tmp_path / 'demo'}"])

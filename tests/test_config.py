@@ -1,0 +1,89 @@
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from retino import PROJECT_ROOT
+from retino.config import flatten_config, run_name, validate_config
+from retino.errors import ConfigError
+from retino.models import MODEL_BUILDERS
+from retino.pretrained import PRETRAIN_SOURCES
+from tests.conftest import compose_config
+
+
+def validate(overrides):
+    validate_config(compose_config(overrides), MODEL_BUILDERS, PRETRAIN_SOURCES)
+
+
+def test_defaults_compose_and_validate():
+    cfg = compose_config()
+    validate_config(cfg, MODEL_BUILDERS, PRETRAIN_SOURCES)
+    assert (cfg.model.name, cfg.data.name, cfg.resolution.size) == ("resnet18", "demo", 64)
+    assert cfg.pretrained is False and cfg.freeze.name == "none"
+
+
+def test_group_options_change_the_config():
+    cfg = compose_config(["model=resnet50", "resolution=224px", "freeze=backbone",
+                          "augmentation=none", "optimizer=sgd", "pretrained=true"])
+    assert cfg.model.name == "resnet50" and cfg.resolution.size == 224
+    assert cfg.augmentation.hflip == 0 and cfg.optimizer.momentum == 0.9
+    assert run_name(cfg) == "resnet50-pretrained-frozen-224px"
+
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("epochs=0", "epochs=0", "at least 1"),
+    ("lr=-1", "lr=-1", "positive"),
+    ("batch_size=0", "batch_size=0", "at least 1"),
+    ("model.name=resnet9", "model.name='resnet9'", "resnet18, resnet34, resnet50"),
+    ("resolution.size=100", "resolution.size=100", "multiple of 32"),
+    ("device=tpu", "device='tpu'", "auto, cpu, cuda"),
+    ("data=kaggle", "data=kaggle needs data.root", "train_img.csv"),
+    ("imbalance=oversample", "imbalance='oversample'", "weighted_loss"),
+])
+def test_bad_values_name_the_key_and_the_allowed_values(override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        validate([override])
+    assert key in str(err.value) and allowed in str(err.value)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        validate(["epochs=0", "lr=-1"])
+    assert "epochs=0" in str(err.value) and "lr=-1" in str(err.value)
+
+
+def test_wrong_types_and_unknown_keys_fail_at_compose():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["epochs=ten"])
+    assert isinstance(err.value.__cause__, ValidationError)
+    with pytest.raises(ConfigCompositionException, match="epoch"):
+        compose_config(["epoch=3"])
+
+
+def test_group_typo_lists_the_options():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["model=resnet5"])
+    assert "resnet18" in str(err.value) and "resnet50" in str(err.value)
+
+
+def test_flat_params_have_dotted_keys_for_every_leaf():
+    flat = flatten_config(compose_config())
+    assert flat["model.name"] == "resnet18" and flat["pretrained"] is False
+    assert flat["data.train_size"] == 1000 and "optimizer.weight_decay" in flat
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model=resnet9", "Available options in 'model'"),
+    ("epochs=0", "epochs=0 must be at least 1"),
+])
+def test_cli_rejects_bad_config_fast_without_reading_data(tmp_path, override, expected):
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "run.py", override, f"data.root={tmp_path / 'd'}"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "d").exists()  # nothing generated, nothing read

@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from retino.data import build_loaders, class_weights, locate_dataset, read_index
+from retino.data.dataset import RetinopathyLoader, build_transform, read_rgb
+from retino.data.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
+from retino.data.layout import read_split_index, write_split_csvs
+from retino.errors import DataError
+from tests.conftest import compose_config
+
+BGR_RED = (0, 0, 255)  # OpenCV order: pure red
+
+
+def make_kaggle_folder(root: Path, n_train: int = 6, n_test: int = 4) -> Path:
+    """The lab's layout with tiny solid-red JPEGs: four headerless CSVs and images/<name>.jpeg."""
+    (root / "images").mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        names = [f"{i}_{'left' if i % 2 else 'right'}_{split}" for i in range(n)]
+        for name in names:
+            cv2.imwrite(str(root / "images" / f"{name}.jpeg"), np.full((40, 40, 3), BGR_RED,
+                                                                       np.uint8))
+        write_split_csvs(root, split, names, [i % 5 for i in range(n)])
+    return root
+
+
+def test_reads_lab_layout_in_csv_order(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    index = read_split_index(root, root / "images", "train")
+    assert len(index) == 6
+    assert index.grades == [0, 1, 2, 3, 4, 0]
+    assert index.paths[1] == root / "images" / "1_left_train.jpeg"
+
+
+def test_images_come_back_rgb(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    rgb = read_rgb(root / "images" / "0_right_train.jpeg")
+    red, green, blue = rgb[20, 20]
+    assert red > 200 and green < 40 and blue < 40  # a red JPEG stays red (BGR converted)
+
+
+def test_dataset_returns_normalized_tensor_and_grade(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    dataset = RetinopathyLoader(read_split_index(root, root / "images", "test"),
+                                build_transform(32, train=True, hflip=0.5, vflip=0.5))
+    image, grade = dataset[3]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert grade == 3
+    assert image[0].mean() > 1.5 and image[2].mean() < -1.0  # red high, blue low after normalize
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "2 of 6 train images are missing"),
+    ("bad_label", r"2 label\(s\) outside the grades 0-4"),
+    ("short_labels", "lists 6 images but train_label.csv has 5 labels"),
+    ("empty", "split .* is empty"),
+])
+def test_index_problems_are_clear_errors(tmp_path, damage, message):
+    root = make_kaggle_folder(tmp_path / "dr")
+    labels = root / "train_label.csv"
+    if damage == "missing":
+        for name in ("0_right_train", "3_left_train"):
+            (root / "images" / f"{name}.jpeg").unlink()
+    elif damage == "bad_label":
+        labels.write_text("0\n1\n7\n2\n-1\n3\n")
+    elif damage == "short_labels":
+        labels.write_text("0\n1\n2\n3\n4\n")
+    else:
+        write_split_csvs(root, "train", [], [])
+    with pytest.raises(DataError, match=message):
+        read_split_index(root, root / "images", "train")
+
+
+def test_missing_files_error_names_the_first_ones(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    (root / "images" / "4_right_train.jpeg").unlink()
+    with pytest.raises(DataError, match="4_right_train.jpeg"):
+        read_split_index(root, root / "images", "train")
+
+
+def test_undecodable_image_error_names_the_file(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    broken = root / "images" / "2_right_train.jpeg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    dataset = RetinopathyLoader(read_split_index(root, root / "images", "train"),
+                                build_transform(32, train=False))
+    with pytest.raises(DataError, match="2_right_train.jpeg"):
+        dataset[2]
+
+
+def test_kaggle_config_reads_root_and_rejects_missing_folder(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    index = read_index(compose_config(["data=kaggle", f"data.root={root}"]).data)
+    assert (len(index["train"]), len(index["test"])) == (6, 4)
+    with pytest.raises(DataError, match="is not a folder"):
+        locate_dataset(compose_config(["data=kaggle", f"data.root={tmp_path / 'nope'}"]).data)
+
+
+def test_grade_counts_follow_kaggle_balance():
+    counts = grade_counts(1000)
+    assert sum(counts) == 1000 and min(counts) >= 1
+    shares = np.array(KAGGLE_GRADE_SHARES) / sum(KAGGLE_GRADE_SHARES)
+    assert np.abs(np.array(counts) / 1000 - shares).max() < 0.005
+    assert grade_counts(5) == [1, 1, 1, 1, 1]
+
+
+def test_demo_set_is_kaggle_layout_deterministic_and_cached(tmp_path):
+    first = ensure_demo_dataset(tmp_path / "a", 12, 6, 64, seed=7)
+    second = ensure_demo_dataset(tmp_path / "b", 12, 6, 64, seed=7)
+    index = read_split_index(first, first / "images", "train")  # the same loader reads it
+    assert len(index) == 12 and set(index.grades) == {0, 1, 2, 3, 4}
+    for name in ("train_img.csv", "test_label.csv", "images/demo_test_00003.jpeg"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    mtime = (first / "train_img.csv").stat().st_mtime_ns
+    assert ensure_demo_dataset(tmp_path / "a", 12, 6, 64, seed=7) == first
+    assert (first / "train_img.csv").stat().st_mtime_ns == mtime  # reused, not regenerated
+
+
+def test_demo_fundus_is_round_reddish_on_black(tmp_path):
+    root = ensure_demo_dataset(tmp_path, 5, 5, 64, seed=1)
+    rgb = read_rgb(root / "images" / "demo_train_00000.jpeg")
+    assert rgb[:3, :3].max() < 20  # corner: black surround
+    red, green, blue = rgb[24:40, 24:40].reshape(-1, 3).mean(axis=0)
+    assert red > green > blue  # orange-red fundus
+
+
+def test_balanced_sampler_and_weights_favour_rare_grades(tmp_path):
+    root = ensure_demo_dataset(tmp_path, 100, 5, 32, seed=1)
+    index = {s: read_split_index(root, root / "images", s) for s in ("train", "test")}
+    cfg = compose_config(["augmentation=none"])
+    train, _ = build_loaders(index, cfg.augmentation, 32, 100, 0, seed=0, balanced=True)
+    _, grades = next(iter(train))
+    assert (grades == 0).float().mean() < 0.5  # 73% of the images, about 20% of the draws
+    weights = class_weights(index["train"].grades)
+    assert weights[4] > weights[0] * 10

@@ -1,0 +1,74 @@
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from retino.errors import WeightsUnavailableError
+from retino.experiment import prepare_model
+from retino.pretrained import hub_checkpoint_dir, load_backbone_weights, resolve_imagenet_weights
+from tests.conftest import compose_config
+
+# torchvision's own file names for the IMAGENET1K_V1 weights, as they lie in the hub cache.
+HUB_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}
+
+
+def fill_hub_cache(name: str) -> dict[str, torch.Tensor]:
+    """Save torchvision's model of that name where torchvision would have downloaded it."""
+    state = getattr(torchvision.models, name)(weights=None).state_dict()
+    folder = hub_checkpoint_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / HUB_FILES[name])
+    return state
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any connection attempt fails at once, as on a machine without internet."""
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_hub_cache_is_under_torch_home(tmp_path):
+    assert hub_checkpoint_dir() == tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_pretrained_true_loads_backbone_from_hub_cache(name, offline):
+    state = fill_hub_cache(name)
+    model = prepare_model(compose_config([f"model={name}", "pretrained=true"]))
+    for key, value in model.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, state[key]), key
+    assert model.fc.out_features == 5
+
+
+def test_missing_weights_offline_fail_fast_naming_file_and_folder(offline):
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as err:
+        resolve_imagenet_weights("resnet18", "IMAGENET1K_V1", None)
+    assert time.monotonic() - started < 5
+    assert "resnet18-f37072fd.pth" in str(err.value)
+    assert str(hub_checkpoint_dir()) in str(err.value)
+    assert "pretrain.weights=" in str(err.value)
+
+
+def test_local_weights_file_is_used_and_checked(tmp_path, offline):
+    path = tmp_path / "my_resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    cfg = compose_config(["pretrained=true", f"pretrain.weights={path}"])
+    prepare_model(cfg)  # loads without touching the hub cache or network
+    assert not hub_checkpoint_dir().exists()
+    with pytest.raises(WeightsUnavailableError, match="no such file"):
+        resolve_imagenet_weights("resnet18", "IMAGENET1K_V1", str(tmp_path / "nope.pth"))
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = Path(tmp_path / "r50.pth")
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    model = compose_config(["model=resnet18"])
+    with pytest.raises(WeightsUnavailableError, match="does not match"):
+        load_backbone_weights(prepare_model(model), path)

@@ -1,0 +1,71 @@
+"""run.py end to end in a subprocess, as a user runs it; checks the MLflow store afterwards."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retino import PROJECT_ROOT
+from tests.conftest import TINY
+from tests.test_data import make_kaggle_folder
+from tests.test_pretrained import fill_hub_cache
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args, tmp_path, timeout=600):
+    env = dict(os.environ)  # carries the test's MLFLOW_TRACKING_URI and TORCH_HOME
+    return subprocess.run([sys.executable, "run.py", *args,
+                           f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                           f"hydra.run.dir={tmp_path / 'outputs'}"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def experiment_runs(name="retino"):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(name)
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_four_way_multirun_logs_four_complete_runs(tmp_path):
+    fill_hub_cache("resnet18")
+    fill_hub_cache("resnet50")
+    args = ["-m", "model=resnet18,resnet50", "pretrained=true,false", *TINY, "epochs=2",
+            f"data.root={tmp_path / 'demo'}"]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = experiment_runs()
+    assert sorted(r.info.run_name for r in runs) == [
+        "resnet18-pretrained-64px", "resnet18-scratch-64px",
+        "resnet50-pretrained-64px", "resnet50-scratch-64px"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        assert params["model.name"] in run.info.run_name and params["epochs"] == "2"
+        assert params["pretrained"] == str("pretrained" in run.info.run_name)
+        assert {"resolution.size", "data.name", "optimizer.name", "lr", "seed"} <= params.keys()
+        assert "model=" in run.data.tags["hydra_overrides"] and run.data.tags["git_commit"]
+        for metric in ("train_loss", "train_acc", "test_loss", "test_acc", "test_qwk",
+                       "test_macro_f1", "test_recall_grade4"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert sorted(m.step for m in history) == [1, 2], metric
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
+                "model_state.pt", "history.csv"} <= artifacts
+
+
+def test_failing_run_ends_failed_with_its_error(tmp_path):
+    root = make_kaggle_folder(tmp_path / "dr")
+    (root / "images" / "1_left_train.jpeg").write_bytes(b"truncated")
+    proc = run_cli(["data=kaggle", f"data.root={root}", "resolution=64px", "epochs=1",
+                    "batch_size=2", "data.num_workers=0"], tmp_path)
+    output = proc.stdout + proc.stderr  # Hydra logs to stdout
+    assert proc.returncode == 2
+    assert "Cannot decode image" in output and "1_left_train.jpeg" in output
+    assert "Traceback" not in output
+    _, runs = experiment_runs()
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "1_left_train.jpeg" in runs[0].data.tags["error"]
