@@ -81,9 +81,19 @@ def test_flat_params_have_dotted_keys_for_every_leaf():
 ])
 def test_cli_rejects_bad_config_fast_without_reading_data(tmp_path, override, expected):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "run.py", override, f"data.root={tmp_path / 'd'}"],
+    proc = subprocess.run([sys.executable, "run.py", override, f"data.root={tmp_path / 'd'}",
+                           f"hydra.run.dir={tmp_path / 'out'}"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert expected in proc.stderr + proc.stdout
     assert time.monotonic() - started < 60
     assert not (tmp_path / "d").exists()  # nothing generated, nothing read
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (PROJECT_ROOT / "sweeps").glob("*.yaml")))
+def test_every_sweep_file_composes_with_its_axes(study):
+    command = [sys.executable, "run.py", "-cd", "sweeps", "-cn", study, "--cfg", "hydra"]
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sweeper = proc.stdout.split("sweeper:")[1].split("launcher:")[0]
+    assert "params:" in sweeper and "model:" in sweeper  # the study names its axes

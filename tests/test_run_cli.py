@@ -1,8 +1,13 @@
 """run.py end to end in a subprocess, as a user runs it; checks the MLflow store afterwards."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -55,6 +60,55 @@ def test_four_way_multirun_logs_four_complete_runs(tmp_path):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
                 "model_state.pt", "history.csv"} <= artifacts
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_ui(folder):
+    """`mlflow ui` started in folder with no tracking URI set, as a user starts it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--port", str(port)],
+                              cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def api(url, path, body=None):
+    data = json.dumps(body).encode() if body else None
+    request = urllib.request.Request(f"{url}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    for _ in range(120):  # the server needs a few seconds to start
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"mlflow ui did not answer at {url}")
+
+
+def test_plain_mlflow_ui_in_the_store_folder_shows_runs_and_artifacts(tmp_path):
+    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with mlflow_ui(tmp_path) as url:  # tmp_path holds mlflow.db and mlruns/, like the project
+        experiments = json.loads(api(url, "/api/2.0/mlflow/experiments/search",
+                                     {"max_results": 10}))["experiments"]
+        retino_id = next(e["experiment_id"] for e in experiments if e["name"] == "retino")
+        runs = json.loads(api(url, "/api/2.0/mlflow/runs/search",
+                              {"experiment_ids": [retino_id]}))["runs"]
+        assert [r["info"]["run_name"] for r in runs] == ["resnet18-scratch-64px"]
+        run_id = runs[0]["info"]["run_id"]
+        csv = api(url, f"/get-artifact?path=confusion_matrix.csv&run_uuid={run_id}")
+        assert csv.decode().startswith("true\\pred,grade0")
 
 
 def test_failing_run_ends_failed_with_its_error(tmp_path):
