@@ -1,0 +1,84 @@
+"""The lab's on-disk layout: headerless CSVs of image names and grades, and a folder of JPEGs.
+
+    <root>/train_img.csv    one image name per line (no suffix, no header)
+    <root>/train_label.csv  one grade 0-4 per line, same order
+    <root>/test_img.csv, <root>/test_label.csv
+    <image dir>/<name>.jpeg
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from retino.errors import DataError
+
+IMAGE_SUFFIX = ".jpeg"
+NUM_GRADES = 5
+SPLITS = ("train", "test")
+_SHOW_AT_MOST = 5  # how many offending names an error message lists
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """The images of one split: their paths and grades, in CSV order."""
+
+    split: str
+    paths: list[Path]
+    grades: list[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def csv_paths(root: Path, split: str) -> tuple[Path, Path]:
+    return Path(root) / f"{split}_img.csv", Path(root) / f"{split}_label.csv"
+
+
+def write_split_csvs(root: Path, split: str, names: list[str], grades: list[int]) -> None:
+    """Write the two headerless CSVs of a split."""
+    img_csv, label_csv = csv_paths(root, split)
+    img_csv.write_text("".join(f"{n}\n" for n in names))
+    label_csv.write_text("".join(f"{g}\n" for g in grades))
+
+
+def _read_column(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path} not found. data=kaggle expects train_img.csv, train_label.csv, "
+                        f"test_img.csv and test_label.csv in data.root ({path.parent}).")
+    with path.open(newline="") as f:
+        return [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+
+
+def _parse_grades(values: list[str], label_csv: Path) -> list[int]:
+    bad = [(i + 1, v) for i, v in enumerate(values) if v not in {str(g) for g in range(NUM_GRADES)}]
+    if bad:
+        shown = ", ".join(f"line {line}: {v!r}" for line, v in bad[:_SHOW_AT_MOST])
+        raise DataError(f"{label_csv}: {len(bad)} label(s) outside the grades 0-4 ({shown}). "
+                        "Each line must hold one integer grade from 0 (no DR) to 4 (proliferative).")
+    return [int(v) for v in values]
+
+
+def _check_files_exist(paths: list[Path], image_dir: Path, split: str) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(p.name for p in missing[:_SHOW_AT_MOST])
+        raise DataError(f"{len(missing)} of {len(paths)} {split} images are missing from "
+                        f"{image_dir} (first: {shown}). Check data.image_dir, or prepare the images "
+                        f"so that each name in {split}_img.csv has a file <name>{IMAGE_SUFFIX}.")
+
+
+def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
+    """Read and validate one split; any problem raises DataError naming the file and the fix."""
+    img_csv, label_csv = csv_paths(root, split)
+    names, labels = _read_column(img_csv), _read_column(label_csv)
+    if len(names) != len(labels):
+        raise DataError(f"{img_csv.name} lists {len(names)} images but {label_csv.name} has "
+                        f"{len(labels)} labels; the two files must have one line per image.")
+    if not names:
+        raise DataError(f"The {split} split in {root} is empty: {img_csv.name} lists no images.")
+    grades = _parse_grades(labels, label_csv)
+    paths = [Path(image_dir) / f"{name}{IMAGE_SUFFIX}" for name in names]
+    _check_files_exist(paths, Path(image_dir), split)
+    return SplitIndex(split, paths, grades)
