@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -15,15 +16,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from retino.config import flatten_config, register_configs, run_name, validate_config
-from retino.errors import RetinoError
+from retino.config import params_to_log, register_configs, run_name, validate_config
+from retino.errors import RetinoError, user_message
 
 log = logging.getLogger("retino")
 register_configs()
 
 
-def tracked_experiment(cfg: DictConfig) -> float:
-    """Run the experiment inside an MLflow run; returns the final test accuracy."""
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: values, choices, and the pretrained weights' variant."""
+    from retino.models import MODEL_BUILDERS
+    from retino.pretrained import PRETRAIN_SOURCES, imagenet_weights_url
+
+    validate_config(cfg, MODEL_BUILDERS, PRETRAIN_SOURCES)
+    if cfg.pretrained and cfg.pretrain.source == "imagenet" and not cfg.pretrain.weights:
+        imagenet_weights_url(cfg.model.name, cfg.pretrain.variant)
+
+
+def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None) -> float:
+    """Run the experiment inside an MLflow run; returns the final test accuracy.
+
+    With config_error, the run is only recorded as FAILED with that error (a bad sweep job)."""
     from retino.experiment import run_experiment  # heavy imports after validation
     from retino.tracking import git_commit, mlflow_run
 
@@ -31,22 +44,33 @@ def tracked_experiment(cfg: DictConfig) -> float:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     tags = {"hydra_overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
             "git_commit": git_commit(), "output_dir": str(out_dir)}
-    with mlflow_run(cfg.experiment, run_name(cfg), flatten_config(cfg), tags) as tracker:
+    with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags) as tracker:
+        if config_error is not None:
+            raise config_error
         result = run_experiment(cfg, out_dir, tracker)
     return result.history[-1]["test_acc"]
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a cluster's time limit) unwinds like Ctrl-C, so the run ends as KILLED."""
+    raise SystemExit(128 + signum)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from retino.models import MODEL_BUILDERS
-    from retino.pretrained import PRETRAIN_SOURCES
-
+    signal.signal(signal.SIGTERM, _terminate)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        validate_config(cfg, MODEL_BUILDERS, PRETRAIN_SOURCES)
+        try:
+            check_config(cfg)
+        except RetinoError as err:
+            if not in_sweep:
+                raise
+            return tracked_experiment(cfg, config_error=err)  # keep the bad job in MLflow
         return tracked_experiment(cfg)
     except RetinoError as err:
-        log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.RUN:
+        log.error("%s", user_message(err))
+        if not in_sweep:
             sys.exit(2)  # a user error: the message says it all, no traceback
         raise  # in a sweep, Hydra runs the other jobs and reports this one at the end
 

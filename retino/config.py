@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -119,19 +120,40 @@ def _check_choice(problems: list[str], key: str, value: Any, allowed: Iterable[s
                                        f"{', '.join(allowed)}.")
 
 
-def _check_numbers(cfg: DictConfig, problems: list[str]) -> None:
+def _check_training(cfg: DictConfig, problems: list[str]) -> None:
     _check(problems, cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
     _check(problems, cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     _check(problems, cfg.lr > 0, f"lr={cfg.lr} must be a positive number (e.g. 0.001).")
+    _check(problems, cfg.seed >= 0, f"seed={cfg.seed} must be 0 or more.")
+    _check(problems, bool(cfg.experiment.strip()), "experiment= must name an MLflow experiment.")
+    opt, schedule = cfg.optimizer, cfg.schedule
+    _check(problems, opt.weight_decay >= 0,
+           f"optimizer.weight_decay={opt.weight_decay} must be 0 or more.")
+    _check(problems, 0 <= opt.momentum < 1, f"optimizer.momentum={opt.momentum} must be in [0, 1).")
+    _check(problems, schedule.step_size >= 1,
+           f"schedule.step_size={schedule.step_size} must be at least 1 (epochs).")
+    _check(problems, 0 < schedule.gamma <= 1, f"schedule.gamma={schedule.gamma} must be in (0, 1].")
+
+
+def _check_input(cfg: DictConfig, problems: list[str]) -> None:
     size = cfg.resolution.size
     _check(problems, size >= STRIDE and size % STRIDE == 0,
            f"resolution.size={size} cannot be taken by a ResNet: use a multiple of {STRIDE} "
            f"of at least {STRIDE} (e.g. 64, 128, 224, 512).")
+    # BatchNorm needs two values per channel: one 32 px image has a 1x1 last feature map.
+    _check(problems, cfg.batch_size * max(size // STRIDE, 1) ** 2 >= 2,
+           f"batch_size=1 with resolution.size={size} leaves BatchNorm one value per channel; "
+           "use batch_size=2 or more, or a larger resolution.")
+    aug = cfg.augmentation
     for key in ("hflip", "vflip"):
-        p = cfg.augmentation[key]
-        _check(problems, 0 <= p <= 1, f"augmentation.{key}={p} must be a probability in [0, 1].")
-    scale = cfg.augmentation.crop_scale_min
-    _check(problems, 0 < scale <= 1, f"augmentation.crop_scale_min={scale} must be in (0, 1].")
+        _check(problems, 0 <= aug[key] <= 1,
+               f"augmentation.{key}={aug[key]} must be a probability in [0, 1].")
+    _check(problems, 0 <= aug.rotate_degrees <= 180,
+           f"augmentation.rotate_degrees={aug.rotate_degrees} must be in [0, 180].")
+    _check(problems, 0 <= aug.color_jitter < 1,
+           f"augmentation.color_jitter={aug.color_jitter} must be in [0, 1).")
+    _check(problems, 0 < aug.crop_scale_min <= 1,
+           f"augmentation.crop_scale_min={aug.crop_scale_min} must be in (0, 1].")
 
 
 def _check_data(data: DictConfig, problems: list[str]) -> None:
@@ -140,6 +162,9 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
         _check(problems, bool(data.root), "data=kaggle needs data.root=/path/to/folder holding "
                                           "train_img.csv, train_label.csv, test_img.csv, "
                                           "test_label.csv.")
+        _check(problems, not data.root or Path(data.root).expanduser().is_dir(),
+               f"data.root={data.root} is not a folder: point it at the folder that holds "
+               "train_img.csv, train_label.csv, test_img.csv and test_label.csv.")
     if data.name == "demo":
         _check(problems, data.train_size >= 5 and data.test_size >= 5,
                f"data.train_size={data.train_size} and data.test_size={data.test_size} must each "
@@ -160,7 +185,8 @@ def validate_config(cfg: DictConfig, model_names: Iterable[str],
     _check_choice(problems, "optimizer.name", cfg.optimizer.name, OPTIMIZERS)
     _check_choice(problems, "schedule.name", cfg.schedule.name, SCHEDULES)
     _check_choice(problems, "imbalance", cfg.imbalance, IMBALANCE_MODES)
-    _check_numbers(cfg, problems)
+    _check_training(cfg, problems)
+    _check_input(cfg, problems)
     _check_data(cfg.data, problems)
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -177,6 +203,23 @@ def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any
         else:
             flat[dotted] = value
     return flat
+
+
+# Keys that mean nothing unless their option is chosen; left out of the logged params so that a
+# Kaggle run does not show the demo's image count, nor an AdamW run a momentum.
+_ONLY_WHEN = {
+    "data.train_size": ("data.name", "demo"), "data.test_size": ("data.name", "demo"),
+    "data.image_size": ("data.name", "demo"), "data.seed": ("data.name", "demo"),
+    "optimizer.momentum": ("optimizer.name", "sgd"),
+    "schedule.step_size": ("schedule.name", "step"), "schedule.gamma": ("schedule.name", "step"),
+}
+
+
+def params_to_log(cfg: DictConfig) -> dict[str, Any]:
+    """Every config leaf that applies to this run, as dotted keys."""
+    flat = flatten_config(cfg)
+    return {k: v for k, v in flat.items()
+            if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
 
 
 def run_name(cfg: DictConfig) -> str:

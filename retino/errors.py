@@ -15,3 +15,16 @@ class DataError(RetinoError):
 
 class WeightsUnavailableError(RetinoError):
     """Pretrained weights are neither cached, nor given as a file, nor downloadable."""
+
+
+def user_message(err: BaseException) -> str:
+    """The message a user should read.
+
+    An error raised inside a DataLoader worker comes back re-raised with the worker's whole
+    traceback in its message; the last line holds the original `Type: message`.
+    """
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[-1] if last.split(": ", 1)[0].endswith("Error") else last
+    return text

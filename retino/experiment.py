@@ -15,6 +15,7 @@ from torch import nn
 
 from retino.config import run_name
 from retino.data import build_loaders, class_weights, grade_histogram, read_index
+from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_confusion_matrix
 from retino.pretrained import load_backbone_weights, resolve_pretrained_weights
@@ -24,13 +25,20 @@ from retino.train import FitResult, fit, resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 
-def prepare_model(cfg: DictConfig) -> ResNet:
+def pretrained_weights(cfg: DictConfig) -> Path | None:
+    """The weights file to start from (found, or downloaded), or None when training from scratch."""
+    if not cfg.pretrained:
+        return None
+    return resolve_pretrained_weights(cfg.pretrain.source, cfg.model.name, cfg.pretrain.variant,
+                                      cfg.pretrain.weights)
+
+
+def prepare_model(cfg: DictConfig, weights: Path | None = None) -> ResNet:
     """Build the network, load pretrained weights when asked, freeze the backbone when asked."""
     model = build_model(cfg.model.name, num_classes=5)
-    if cfg.pretrained:
-        path = resolve_pretrained_weights(cfg.pretrain.source, cfg.model.name,
-                                          cfg.pretrain.variant, cfg.pretrain.weights)
-        load_backbone_weights(model, path)
+    weights = weights or pretrained_weights(cfg)
+    if weights is not None:
+        load_backbone_weights(model, weights)
     if cfg.freeze.name == "backbone":
         if not cfg.pretrained:
             log.warning("freeze=backbone with pretrained=false trains a head on random features.")
@@ -76,12 +84,12 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
     ]
     header = "true\\pred," + ",".join(f"grade{g}" for g in range(5))
     rows = [f"grade{g}," + ",".join(map(str, row)) for g, row in enumerate(result.confusion)]
-    (out_dir / "confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+    atomic_write_text(out_dir / "confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
     keys = list(result.history[0])
     table = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in result.history]
-    (out_dir / "history.csv").write_text("\n".join(table) + "\n")
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.save(model.state_dict(), out_dir / "model_state.pt")
+    atomic_write_text(out_dir / "history.csv", "\n".join(table) + "\n")
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_torch_save(out_dir / "model_state.pt", cpu_state_dict(model))
     return files
 
 
@@ -92,8 +100,10 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
-    model = prepare_model(cfg)  # before the data: missing weights fail within seconds
+    # Cheap checks first: missing weights or a bad dataset stop the run before any training.
+    weights = pretrained_weights(cfg)
     index = read_index(cfg.data)
+    model = prepare_model(cfg, weights)
     log.info("Data: %d train / %d test images; train grades %s", len(index["train"]),
              len(index["test"]), grade_histogram(index["train"].grades).tolist())
     train_loader, test_loader = build_loaders(
@@ -102,7 +112,8 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     optimizer = build_optimizer(cfg, model)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, build_scheduler(cfg, optimizer), cfg.epochs, device, out_dir,
-                 config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker)
+                 config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
+                 seed=cfg.seed)
     for path in write_run_files(result, cfg, model, out_dir):
         tracker.log_artifact(path)
     majority = float(np.max(grade_histogram(index["test"].grades)) / len(index["test"]))

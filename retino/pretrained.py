@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,6 +24,7 @@ from retino.errors import ConfigError, WeightsUnavailableError
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 5.0  # an offline machine must fail within seconds, not hang on a socket
+_STALL_TIMEOUT_S = 60.0  # seconds without a byte before a download is given up
 HEAD_KEYS = ("fc.weight", "fc.bias")  # the 1000-class ImageNet head, replaced by our own
 
 
@@ -41,13 +43,19 @@ def hub_checkpoint_dir() -> Path:
 
 
 def _download(url: str, target: Path) -> None:
-    host = urlparse(url).hostname or ""
-    socket.create_connection((host, 443), timeout=_PROBE_TIMEOUT_S).close()
+    # A HEAD request first (honours HTTPS_PROXY): an offline machine fails here within seconds.
+    urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                           timeout=_PROBE_TIMEOUT_S).close()
     # torchvision's file names carry the first hex digits of the SHA-256; check them.
     match = re.search(r"-([a-f0-9]+)\.pth$", target.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("Downloading %s to %s", url, target)
-    torch.hub.download_url_to_file(url, str(target), match.group(1) if match else None)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_STALL_TIMEOUT_S)  # a stalled transfer fails instead of hanging
+    try:
+        torch.hub.download_url_to_file(url, str(target), match.group(1) if match else None)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def resolve_imagenet_weights(model_name: str, variant: str, weights_file: str | None) -> Path:

@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
+from retino.errors import user_message
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,16 @@ class MlflowTracker:
                 raise
             return found.experiment_id
 
-    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    def start(self, run_name: str, tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
+        log.info("MLflow run %s (%s) in %s", run_name, self.run_id, self.tracking_uri)
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
-        log.info("MLflow run %s (%s) in %s", run_name, self.run_id, self.tracking_uri)
-        return self.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -116,7 +119,7 @@ class MlflowTracker:
 
 def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
     """Keep the error with the run: a short tag for the UI, the traceback as an artifact."""
-    message = f"{type(err).__name__}: {err}"
+    message = f"{type(err).__name__}: {user_message(err)}"
     tracker.set_tags({"error": message[:_MAX_TAG_CHARS]})
     text = "".join(traceback.format_exception(err))
     tracker.client.log_text(tracker.run_id, text, "error.txt")
@@ -125,13 +128,15 @@ def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
                tags: Mapping[str, str]) -> Iterator[MlflowTracker]:
-    """A run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with its error: never RUNNING."""
+    """A run that ends FINISHED, or FAILED with its error (KILLED when interrupted or
+    terminated): never left RUNNING."""
     tracker = MlflowTracker(experiment)
-    tracker.start(run_name, params, tags)
+    tracker.start(run_name, tags)
     try:
+        tracker.log_params(params)
         yield tracker
     except BaseException as err:
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
         try:
             _record_failure(tracker, err)
         finally:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from retino.errors import ConfigError
+from retino.files import atomic_torch_save, cpu_state_dict
 from retino.metrics import confusion_matrix, grading_metrics
 from retino.tracking import NullTracker, Tracker
 
@@ -43,6 +44,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     # Set both ways: jobs of a sweep share one process, and one job's choice must not leak.
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = False
+
+
+def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
+    """Make epoch e's randomness (shuffle order, augmentation) a function of (seed, e) only, so
+    a run resumed from a checkpoint continues exactly as an uninterrupted one would."""
+    epoch_seed = seed * 100_003 + epoch
+    random.seed(epoch_seed)
+    np.random.seed(epoch_seed % 2**32)
+    torch.manual_seed(epoch_seed)
+    if loader.generator is not None:  # drives the sampler and the workers' seeds
+        loader.generator.manual_seed(epoch_seed)
 
 
 def _progress(loader: DataLoader, desc: str):
@@ -72,15 +84,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+def evaluate(model: nn.Module, loader: DataLoader,
              device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, true grades and predicted grades over a split."""
+    """Mean cross-entropy, true grades and predicted grades over a split.
+
+    The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
     loss_sum, true, pred = 0.0, [], []
     for images, grades in _progress(loader, "evaluate"):
         images, grades = images.to(device), grades.to(device)
         logits = model(images)
-        loss_sum += criterion(logits, grades).item() * len(grades)
+        loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum").item()
         true.append(grades.cpu())
         pred.append(logits.argmax(dim=1).cpu())
     true_arr, pred_arr = torch.cat(true).numpy(), torch.cat(pred).numpy()
@@ -90,11 +104,9 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, epoch: int, config: dict) -> None:
     """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config}
-    tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(path, state)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -122,16 +134,22 @@ def _log_epoch(row: dict[str, float], epochs: int) -> None:
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
         device: torch.device, out_dir: Path, config: dict,
-        tracker: Tracker | None = None, start_epoch: int = 1) -> FitResult:
-    """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch."""
+        tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0) -> FitResult:
+    """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
+
+    The criterion (possibly class-weighted) drives training only; test_loss is plain CE."""
+    if not 1 <= start_epoch <= epochs:
+        raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs={epochs}.")
     tracker = tracker or NullTracker()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.to(device)
     result = FitResult()
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
+        seed_epoch(seed, epoch, train_loader)
         row |= train_one_epoch(model, train_loader, criterion, optimizer, device, epoch)
-        test_loss, true, pred = evaluate(model, test_loader, criterion, device)
+        test_loss, true, pred = evaluate(model, test_loader, device)
         row |= {"test_loss": test_loss, **grading_metrics(true, pred, prefix="test_")}
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}

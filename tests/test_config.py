@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
-from retino.config import flatten_config, run_name, validate_config
+from retino.config import flatten_config, params_to_log, run_name, validate_config
 from retino.errors import ConfigError
 from retino.models import MODEL_BUILDERS
 from retino.pretrained import PRETRAIN_SOURCES
@@ -42,11 +42,38 @@ def test_group_options_change_the_config():
     ("device=tpu", "device='tpu'", "auto, cpu, cuda"),
     ("data=kaggle", "data=kaggle needs data.root", "train_img.csv"),
     ("imbalance=oversample", "imbalance='oversample'", "weighted_loss"),
+    ("seed=-1", "seed=-1", "0 or more"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay=-0.1", "0 or more"),
+    ("schedule.step_size=0", "schedule.step_size=0", "at least 1"),
+    ("schedule.gamma=0", "schedule.gamma=0", "(0, 1]"),
+    ("augmentation.rotate_degrees=-5", "augmentation.rotate_degrees=-5", "[0, 180]"),
+    ("augmentation.hflip=2", "augmentation.hflip=2", "probability"),
+    ("experiment=' '", "experiment=", "MLflow experiment"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(override, key, allowed):
     with pytest.raises(ConfigError) as err:
         validate([override])
     assert key in str(err.value) and allowed in str(err.value)
+
+
+def test_kaggle_root_must_be_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="is not a folder"):
+        validate(["data=kaggle", f"data.root={tmp_path / 'typo'}"])
+    validate(["data=kaggle", f"data.root={tmp_path}"])
+
+
+def test_batch_of_one_is_refused_only_where_batchnorm_would_fail():
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        validate(["batch_size=1", "resolution.size=32"])
+    validate(["batch_size=1", "resolution=224px"])
+
+
+def test_params_leave_out_keys_of_options_not_chosen():
+    demo_adamw = params_to_log(compose_config())
+    assert "data.train_size" in demo_adamw and "optimizer.momentum" not in demo_adamw
+    kaggle_sgd = params_to_log(compose_config(["data=kaggle", "optimizer=sgd", "schedule=step"]))
+    assert "data.train_size" not in kaggle_sgd and kaggle_sgd["optimizer.momentum"] == 0.9
+    assert kaggle_sgd["schedule.step_size"] == 10
 
 
 def test_all_problems_reported_at_once():

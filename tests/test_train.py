@@ -1,8 +1,17 @@
 import numpy as np
+import pytest
 import torch
+from torch import nn
 
-from retino.experiment import build_optimizer, build_scheduler, prepare_model, run_experiment
-from retino.train import load_checkpoint
+from retino.data import build_loaders, read_index
+from retino.experiment import (
+    build_criterion,
+    build_optimizer,
+    build_scheduler,
+    prepare_model,
+    run_experiment,
+)
+from retino.train import fit, load_checkpoint, seed_everything
 from tests.conftest import TINY, compose_config
 
 
@@ -19,32 +28,67 @@ def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
         assert (out / name).stat().st_size > 0, name
     state = torch.load(out / "model_state.pt", weights_only=True)
     assert state["fc.weight"].shape == (5, 512)
+    counts = np.loadtxt(out / "confusion_matrix.csv", delimiter=",", skiprows=1,
+                        usecols=range(1, 6))
+    assert counts.sum() == 10 and (counts == result.confusion).all()
 
 
-def test_checkpoint_holds_everything_to_resume(tiny_cfg, tmp_path):
-    run_experiment(tiny_cfg, tmp_path / "run")
-    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config"}
-    assert checkpoint["epoch"] == 1 and checkpoint["config"]["model"]["name"] == "resnet18"
-    cfg = compose_config(TINY)
+def tiny_training(cfg, out_dir, epochs, resume=False):
+    """The pieces run_experiment wires, so a test can stop and resume between epochs."""
+    seed_everything(cfg.seed, deterministic=True)
+    index = read_index(cfg.data)
     model = prepare_model(cfg)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    assert load_checkpoint(tmp_path / "run" / "last.pt", model, optimizer, scheduler) == 1
-    assert torch.equal(model.state_dict()["fc.bias"], checkpoint["model"]["fc.bias"])
+    train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
+                                0, cfg.seed)
+    start = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler) + 1 if resume else 1
+    return fit(model, train, test, nn.CrossEntropyLoss(), optimizer, scheduler, epochs,
+               torch.device("cpu"), out_dir, config={}, start_epoch=start, seed=cfg.seed)
 
 
-def test_same_seed_same_result_with_deterministic_mode(tmp_path):
+def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
+    straight = tiny_training(cfg, tmp_path / "a", epochs=2).history
+    tiny_training(cfg, tmp_path / "b", epochs=1)  # "interrupted" after epoch 1
+    resumed = tiny_training(cfg, tmp_path / "b", epochs=2, resume=True).history
+    assert [row["epoch"] for row in resumed] == [2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-6), key
+    checkpoint = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config"}
+    assert checkpoint["epoch"] == 2
+
+
+def test_same_seed_same_result_and_deterministic_flag_does_not_leak(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "deterministic=true"]
     first = run_experiment(compose_config(overrides), tmp_path / "a").history
+    assert torch.are_deterministic_algorithms_enabled()
     second = run_experiment(compose_config(overrides), tmp_path / "b").history
-    for key in ("train_loss", "test_loss", "test_acc"):
-        assert first[0][key] == second[0][key]
+    assert first[0]["train_loss"] == second[0]["train_loss"]
+    assert first[0]["test_acc"] == second[0]["test_acc"]
+    run_experiment(compose_config(overrides[:-1]), tmp_path / "c")  # next job of a sweep
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_frozen_backbone_run_and_imbalance_options(tmp_path):
-    overrides = TINY + [f"data.root={tmp_path / 'demo'}", "freeze=backbone",
-                        "imbalance=weighted_loss"]
-    run_experiment(compose_config(overrides), tmp_path / "a")
-    overrides[-1] = "imbalance=balanced_sampler"
-    run_experiment(compose_config(overrides + ["optimizer=sgd", "schedule=step"]), tmp_path / "b")
+def test_frozen_backbone_run_trains_only_the_head(tmp_path):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "freeze=backbone"])
+    seed_everything(cfg.seed)
+    initial = prepare_model(cfg).state_dict()  # the same seed gives run_experiment's init
+    run_experiment(cfg, tmp_path / "run")
+    final = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
+    changed = {k for k in initial if not torch.equal(initial[k], final[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+
+
+def test_imbalance_options(tmp_path):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "imbalance=weighted_loss"])
+    grades = [0] * 8 + [1, 2, 3, 4]
+    weights = build_criterion(cfg, grades).weight
+    assert weights[1] == pytest.approx(8 * weights[0])  # 8 times rarer, 8 times the weight
+    assert build_criterion(compose_config(TINY), grades).weight is None
+    balanced = compose_config(TINY + [f"data.root={tmp_path / 'demo'}",
+                                      "imbalance=balanced_sampler", "optimizer=sgd",
+                                      "schedule=step"])
+    result = run_experiment(balanced, tmp_path / "b")
+    assert np.isfinite(result.history[0]["train_loss"])

@@ -87,8 +87,10 @@ def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: 
     test_set = RetinopathyLoader(index["test"], build_transform(size, train=False))
     generator = torch.Generator().manual_seed(seed)
     sampler = _balanced_sampler(index["train"].grades, generator) if balanced else None
+    # Workers are started anew each epoch (not persistent): their seeds then follow the epoch's
+    # seed (see train.seed_epoch), which keeps a resumed run identical to an uninterrupted one.
     common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
-                  persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+                  pin_memory=torch.cuda.is_available())
     train = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, generator=generator,
                        drop_last=len(train_set) > batch_size, **common)
     return train, DataLoader(test_set, shuffle=False, **common)

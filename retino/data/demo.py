@@ -21,6 +21,9 @@ from retino.data.layout import IMAGE_SUFFIX, write_split_csvs
 
 log = logging.getLogger(__name__)
 
+# Bump when a change to the drawing code changes the images: old demo folders are then not reused.
+GENERATOR_VERSION = 1
+
 # Share of each grade 0-4 in the Kaggle DR training set (grade 0 is the majority).
 KAGGLE_GRADE_SHARES = (0.735, 0.070, 0.151, 0.025, 0.020)
 
@@ -138,7 +141,7 @@ def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> Non
 
 def demo_folder_name(train_size: int, test_size: int, image_size: int, seed: int) -> str:
     """Every setting that changes the images is in the name, so a cache is never reused wrongly."""
-    return f"demo-train{train_size}-test{test_size}-{image_size}px-seed{seed}"
+    return f"demo-v{GENERATOR_VERSION}-train{train_size}-test{test_size}-{image_size}px-seed{seed}"
 
 
 def ensure_demo_dataset(cache_dir: Path, train_size: int, test_size: int,

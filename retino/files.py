@@ -1,0 +1,36 @@
+"""Atomic file writes: write a temp file beside the target, then rename over it.
+
+A kill at any moment leaves either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _replace_from_temp(path: Path, write) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return _replace_from_temp(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_torch_save(path: Path, obj: Any) -> Path:
+    return _replace_from_temp(path, lambda tmp: torch.save(obj, tmp))
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights on the CPU, so a file saved on a GPU loads anywhere."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
