@@ -14,7 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from retino.config import run_name
-from retino.data import build_loaders, class_weights, grade_histogram, read_index
+from retino.data.loaders import (
+    build_loaders,
+    cache_params,
+    class_weights,
+    grade_histogram,
+    locate_dataset,
+    read_index_at,
+)
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_confusion_matrix
@@ -102,7 +109,9 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     device = resolve_device(cfg.device)
     # Cheap checks first: missing weights or a bad dataset stop the run before any training.
     weights = pretrained_weights(cfg)
-    index = read_index(cfg.data)
+    location = locate_dataset(cfg.data)
+    index = read_index_at(location)
+    tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     model = prepare_model(cfg, weights)
     log.info("Data: %d train / %d test images; train grades %s", len(index["train"]),
              len(index["test"]), grade_histogram(index["train"].grades).tolist())

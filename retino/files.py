@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def _replace_from_temp(path: Path, write) -> Path:
@@ -28,6 +29,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:
+    import torch  # here, not at the top: the image-preparation workers never need torch
+
     return _replace_from_temp(path, lambda tmp: torch.save(obj, tmp))
 
 

@@ -33,6 +33,8 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
     def log_artifact(self, path: Path) -> None: ...
 
 
@@ -40,6 +42,9 @@ class NullTracker:
     """Records nothing: for fit() called from code or tests without MLflow."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
         pass
 
     def log_artifact(self, path: Path) -> None:

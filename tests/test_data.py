@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from retino.data import build_loaders, class_weights, locate_dataset, read_index
 from retino.data.dataset import RetinopathyLoader, build_transform, read_rgb
 from retino.data.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
 from retino.data.layout import read_split_index, write_split_csvs
+from retino.data.loaders import build_loaders, class_weights, locate_dataset, read_index
 from retino.errors import DataError
 from tests.conftest import compose_config
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from retino.data import build_loaders, read_index
+from retino.data.loaders import build_loaders, read_index
 from retino.experiment import (
     build_criterion,
     build_optimizer,

@@ -132,7 +132,7 @@ def draw_fundus(grade: int, size: int, rng: np.random.Generator) -> np.ndarray:
 def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> None:
     grades = _shuffled_grades(n_images, rng)
     names = [f"demo_{split}_{i:05d}" for i in range(n_images)]
-    for name, grade in zip(names, grades):
+    for name, grade in zip(names, grades, strict=True):
         image = draw_fundus(int(grade), size, rng)
         cv2.imwrite(str(folder / "images" / f"{name}{IMAGE_SUFFIX}"), image,
                     [cv2.IMWRITE_JPEG_QUALITY, 95])

@@ -56,7 +56,8 @@ def _parse_grades(values: list[str], label_csv: Path) -> list[int]:
     if bad:
         shown = ", ".join(f"line {line}: {v!r}" for line, v in bad[:_SHOW_AT_MOST])
         raise DataError(f"{label_csv}: {len(bad)} label(s) outside the grades 0-4 ({shown}). "
-                        "Each line must hold one integer grade from 0 (no DR) to 4 (proliferative).")
+                        "Each line must hold one integer grade from 0 (no DR) to 4 "
+                        "(proliferative).")
     return [int(v) for v in values]
 
 
@@ -65,8 +66,9 @@ def _check_files_exist(paths: list[Path], image_dir: Path, split: str) -> None:
     if missing:
         shown = ", ".join(p.name for p in missing[:_SHOW_AT_MOST])
         raise DataError(f"{len(missing)} of {len(paths)} {split} images are missing from "
-                        f"{image_dir} (first: {shown}). Check data.image_dir, or prepare the images "
-                        f"so that each name in {split}_img.csv has a file <name>{IMAGE_SUFFIX}.")
+                        f"{image_dir} (first: {shown}). Check data.image_dir, or prepare the "
+                        f"images so that each name in {split}_img.csv has a file "
+                        f"<name>{IMAGE_SUFFIX}.")
 
 
 def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:

@@ -1,0 +1,117 @@
+"""Finding the dataset on disk, reading its index, and the train and test DataLoaders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from retino import PROJECT_ROOT
+from retino.data.dataset import RetinopathyLoader, build_transform
+from retino.data.demo import ensure_demo_dataset
+from retino.data.layout import NUM_GRADES, SplitIndex, read_split_index
+from retino.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEMO_CACHE = PROJECT_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class DatasetLocation:
+    root: Path  # folder of the four CSVs
+    image_dir: Path  # folder of <name>.jpeg
+
+
+def locate_dataset(data: DictConfig) -> DatasetLocation:
+    """Where the CSVs and images are; the demo set is generated here on first use."""
+    if data.name == "demo":
+        cache = Path(data.root).expanduser() if data.root else DEFAULT_DEMO_CACHE
+        root = ensure_demo_dataset(cache, data.train_size, data.test_size, data.image_size,
+                                   data.seed)
+    else:
+        root = Path(data.root).expanduser().resolve()
+        if not root.is_dir():
+            raise DataError(f"data.root={data.root} is not a folder. Point it at the folder that "
+                            "holds train_img.csv, train_label.csv, test_img.csv, test_label.csv.")
+    image_dir = Path(data.image_dir).expanduser()
+    return DatasetLocation(root, image_dir if image_dir.is_absolute() else root / image_dir)
+
+
+def read_index(data: DictConfig) -> dict[str, SplitIndex]:
+    """Validated train and test indexes (missing files, bad labels, empty splits are errors)."""
+    return read_index_at(locate_dataset(data))
+
+
+def read_index_at(location: DatasetLocation) -> dict[str, SplitIndex]:
+    return {split: read_split_index(location.root, location.image_dir, split)
+            for split in ("train", "test")}
+
+
+def cache_params(root: Path) -> dict[str, object]:
+    """What a prepared cache was made from (its manifest.json), as params to log; {} if none.
+
+    A cache that skipped images says so in the log too: its CSVs list only the good ones."""
+    manifest_path = Path(root) / "manifest.json"
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    counts = manifest.get("counts", {})
+    if counts.get("skipped"):
+        log.warning("The prepared cache %s skipped %d images (unreadable or invalid); see "
+                    "report.csv there.", root, counts["skipped"])
+    return {"cache.method": manifest.get("method"), "cache.size": manifest.get("size"),
+            "cache.source": manifest.get("source"), "cache.split": manifest.get("split"),
+            "cache.skipped": counts.get("skipped", 0), "cache.converted": counts.get("converted", 0)}
+
+
+def grade_histogram(grades: list[int]) -> np.ndarray:
+    return np.bincount(np.asarray(grades, dtype=int), minlength=NUM_GRADES)
+
+
+def class_weights(grades: list[int]) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over present grades (absent grades weigh 0)."""
+    counts = grade_histogram(grades).astype(float)
+    present = counts > 0
+    weights = np.zeros(NUM_GRADES)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _balanced_sampler(grades: list[int], generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw each grade equally often, with replacement; an epoch keeps its usual length."""
+    per_grade = 1.0 / grade_histogram(grades)[np.asarray(grades)]
+    return WeightedRandomSampler(per_grade.tolist(), len(grades), replacement=True,
+                                 generator=generator)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: derive NumPy/random seeds from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
+                  batch_size: int, num_workers: int, seed: int,
+                  balanced: bool = False) -> tuple[DataLoader, DataLoader]:
+    """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
+    aug = {k: v for k, v in augmentation.items() if k != "name"}
+    train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
+    test_set = RetinopathyLoader(index["test"], build_transform(size, train=False))
+    generator = torch.Generator().manual_seed(seed)
+    sampler = _balanced_sampler(index["train"].grades, generator) if balanced else None
+    # Workers are started anew each epoch (not persistent): their seeds then follow the epoch's
+    # seed (see train.seed_epoch), which keeps a resumed run identical to an uninterrupted one.
+    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
+                  pin_memory=torch.cuda.is_available())
+    train = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, generator=generator,
+                       drop_last=len(train_set) > batch_size, **common)
+    return train, DataLoader(test_set, shuffle=False, **common)

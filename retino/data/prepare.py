@@ -1,0 +1,254 @@
+"""Prepare Kaggle DR images into the training layout, once, on every core.
+
+    python -m retino.data.prepare SOURCE OUT [--method center_crop] [--size 512] [--workers N]
+
+SOURCE holds either Kaggle's `trainLabels.csv` and `train/` folder (a patient-level split is
+made), or the lab's four CSVs and an image folder (used as they are). The prepared cache is
+written to OUT/<method>-<size>px/ : images/<name>.jpeg, the four CSVs, manifest.json and
+report.csv (every file that was skipped or converted, with the reason). Each image is written
+under a temporary name and renamed, so an interrupted run leaves no truncated file; running the
+command again prepares only what is missing (--force rebuilds). Exit status: 0 when every image
+was prepared, 1 when some were skipped (see report.csv), 2 when nothing could be done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, write_split_csvs
+from retino.data.preprocess import METHODS, BadImage, prepare_image
+from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_reason
+from retino.errors import DataError
+from retino.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MANIFEST, REPORT = "manifest.json", "report.csv"
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class Job:
+    split: str
+    name: str
+    grade: int
+    src: Path
+    dst: Path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    status: str  # "prepared", "converted", "existing" or "skipped"
+    reason: str = ""
+
+
+def cache_dir(out_root: Path, method: str, size: int) -> Path:
+    """Each method and size has its own folder: a change of either never reuses wrong files."""
+    return Path(out_root) / f"{method}-{size}px"
+
+
+def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], list]:
+    img_csv, label_csv = csv_paths(source, split)
+    names = [line.strip() for line in img_csv.read_text().splitlines() if line.strip()]
+    labels = [line.strip() for line in label_csv.read_text().splitlines() if line.strip()]
+    rows, rejected = [], []
+    for i in range(max(len(names), len(labels))):
+        name = names[i] if i < len(names) else f"<{label_csv.name} line {i + 1}>"
+        if i >= len(labels) or i >= len(names):
+            rejected.append((split, name, f"{img_csv.name} and {label_csv.name} differ in "
+                                          f"length ({len(names)} vs {len(labels)} lines)"))
+        elif reason := unsafe_name_reason(name):
+            rejected.append((split, name, reason))
+        elif labels[i] not in {"0", "1", "2", "3", "4"}:
+            rejected.append((split, name, f"label {labels[i]!r} is not a grade 0-4"))
+        else:
+            rows.append((name, int(labels[i])))
+    return rows, rejected
+
+
+def read_source(source: Path, seed: int) -> tuple[dict[str, list[tuple[str, int]]], list, str]:
+    """Images per split, rejected rows (split, name, reason), and how the split was made."""
+    if all(p.is_file() for split in SPLITS for p in csv_paths(source, split)):
+        splits, rejected = {}, []
+        for split in SPLITS:
+            splits[split], bad = _read_lab_split(source, split)
+            rejected += bad
+        return splits, rejected, "lab CSVs, used as they are"
+    labels_csv = source / "trainLabels.csv"
+    if not labels_csv.is_file():
+        raise DataError(f"{source} has neither trainLabels.csv (Kaggle) nor train_img.csv, "
+                        "train_label.csv, test_img.csv, test_label.csv (the lab's layout).")
+    labelled = read_kaggle_labels(labels_csv)
+    train, test = split_by_patient(labelled.names, labelled.grades, seed=seed)
+    pick = lambda idx: [(labelled.names[i], labelled.grades[i]) for i in idx]  # noqa: E731
+    rejected = [("train", name, reason) for name, reason in labelled.rejected]
+    return {"train": pick(train), "test": pick(test)}, rejected, f"by patient, seed {seed}"
+
+
+def default_image_dir(source: Path) -> Path:
+    """Kaggle keeps its images in train/; the lab's layout in images/."""
+    return source / "train" if (source / "train").is_dir() else source / "images"
+
+
+def make_jobs(splits: dict[str, list[tuple[str, int]]], image_dir: Path, out: Path) -> list[Job]:
+    return [Job(split, name, grade, image_dir / f"{name}{IMAGE_SUFFIX}",
+                out / "images" / f"{name}{IMAGE_SUFFIX}")
+            for split, rows in splits.items() for name, grade in rows]
+
+
+def _write_jpeg(path: Path, image) -> None:
+    """Encode in memory, write a temporary file, rename: never a truncated JPEG on disk."""
+    ok, encoded = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise BadImage("could not be encoded as JPEG")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(encoded.tobytes())
+    os.replace(tmp, path)
+
+
+def run_job(job: Job, size: int, method: str, force: bool) -> Outcome:
+    """Prepare one image; every failure becomes an Outcome, never an exception."""
+    if job.dst.exists() and not force:
+        return Outcome(job, "existing")
+    if not job.src.is_file():
+        return Outcome(job, "skipped", f"file not found: {job.src}")
+    try:
+        image, note = prepare_image(job.src, size, method)
+        _write_jpeg(job.dst, image)
+    except BadImage as err:
+        return Outcome(job, "skipped", str(err))
+    except Exception as err:  # noqa: BLE001 - one odd file must not stop 35,000 others
+        return Outcome(job, "skipped", f"unexpected {type(err).__name__}: {err}")
+    return Outcome(job, "converted", note) if note else Outcome(job, "prepared")
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would oversubscribe
+
+
+def _run_job_star(args: tuple) -> Outcome:
+    return run_job(*args)
+
+
+def run_jobs(jobs: list[Job], size: int, method: str, force: bool, workers: int) -> list[Outcome]:
+    """All jobs over `workers` processes, with a progress bar and ETA."""
+    args = [(job, size, method, force) for job in jobs]
+    bar = dict(total=len(jobs), unit="img", desc=f"{method} {size}px", smoothing=0.05)
+    if workers <= 1:
+        _worker_init()
+        return [run_job(*a) for a in tqdm(args, **bar)]
+    # spawn, not fork: a forked child can deadlock on locks held by the parent's threads
+    # (OpenCV, OpenMP); the workers import only this light module.
+    with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        chunks = max(1, min(16, len(jobs) // (workers * 8)))
+        return list(tqdm(pool.imap_unordered(_run_job_star, args, chunksize=chunks), **bar))
+
+
+def _write_report(path: Path, rejected: list, outcomes: list[Outcome]) -> None:
+    rows = [(split, name, "skipped", reason) for split, name, reason in rejected]
+    rows += [(o.job.split, o.job.name, o.status, o.reason) for o in outcomes
+             if o.status in {"skipped", "converted"}]
+    lines = [["split", "name", "action", "reason"], *sorted(rows)]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(lines)
+    os.replace(tmp, path)
+
+
+def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict) -> dict:
+    """The four CSVs list only the images on disk; report and manifest say what was left out."""
+    on_disk = [o for o in outcomes if o.status != "skipped"]
+    for split in SPLITS:
+        rows = sorted((o.job.name, o.job.grade) for o in on_disk if o.job.split == split)
+        write_split_csvs(out, split, [n for n, _ in rows], [g for _, g in rows])
+    counts = Counter(o.status for o in outcomes)
+    manifest["counts"] = {
+        "train": sum(o.job.split == "train" for o in on_disk),
+        "test": sum(o.job.split == "test" for o in on_disk),
+        "skipped": counts["skipped"] + len(rejected), "converted": counts["converted"],
+    }
+    _write_report(out / REPORT, rejected, outcomes)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest["counts"]
+
+
+def _clear_leftovers(images: Path) -> None:
+    """Temporary files of an interrupted run: never complete, always safe to delete."""
+    for leftover in images.glob(".*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
+                  force: bool = False, seed: int = 0, image_dir: Path | None = None) -> dict:
+    """Build (or finish) the cache of one method and size; returns the manifest."""
+    source = Path(source).resolve()
+    if method not in METHODS:
+        raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
+    splits, rejected, how = read_source(source, seed)
+    out = cache_dir(out_root, method, size)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(out / "images")
+    jobs = make_jobs(splits, Path(image_dir) if image_dir else default_image_dir(source), out)
+    started = time.perf_counter()
+    outcomes = run_jobs(jobs, size, method, force, workers)
+    manifest = {"source": str(source), "method": method, "size": size, "split": how,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    counts = write_index(out, outcomes, rejected, manifest)
+    elapsed = time.perf_counter() - started
+    done = sum(o.status in {"prepared", "converted"} for o in outcomes)
+    log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
+             "%d skipped, %d converted; report: %s", out, counts["train"], counts["test"], done,
+             elapsed, sum(o.status == "existing" for o in outcomes), counts["skipped"],
+             counts["converted"], out / REPORT)
+    return manifest
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m retino.data.prepare",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="folder with trainLabels.csv + train/, or the "
+                                                  "lab's four CSVs + images/")
+    parser.add_argument("out", type=Path,
+                        help="cache root; the cache goes to OUT/<method>-<size>px")
+    parser.add_argument("--method", choices=sorted(METHODS), default="center_crop")
+    parser.add_argument("--size", type=int, default=512, help="output side in pixels (512)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes (default: every core)")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="image folder (default: SOURCE/train or SOURCE/images)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    parser.add_argument("--force", action="store_true", help="rebuild images already prepared")
+    args = parser.parse_args(argv)
+    if args.size < 32 or args.workers < 1:
+        parser.error("--size must be at least 32 and --workers at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
+                                 args.force, args.seed, args.images)
+    except DataError as err:
+        log.error("%s", err)
+        return 2
+    return 1 if manifest["counts"]["skipped"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Offline preprocessing of one fundus photograph: decode fast, crop, resize.
+
+Methods (all return an (N, N, 3) uint8 BGR image):
+- center_crop: the lab's: shorter side to N (area interpolation), then the central N x N.
+- retina_crop: the bounding square of the fundus disc (padded where the disc leaves the frame),
+  resized to N x N: the whole retina, centred, without black margins or cut sides.
+- graham: retina_crop, then Ben Graham's local-average colour subtraction, outer rim masked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling); largest factor first.
+_REDUCED_DECODE = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                   (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
+_NOTE_MODES = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "RGBA", "P": "palette",
+               "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit integer", "CMYK": "CMYK"}
+
+
+class BadImage(Exception):
+    """This file cannot be prepared; the message is the reason shown in the report."""
+
+
+def inspect_image(path: Path) -> tuple[int, int, str | None]:
+    """(width, height, note) from the file header; note names an unusual pixel format."""
+    if path.stat().st_size == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            width, height, mode, fmt = *image.size, image.mode, image.format
+    except (UnidentifiedImageError, OSError) as err:
+        raise BadImage(f"not an image ({err.__class__.__name__})") from err
+    if fmt == "JPEG" and not _jpeg_is_complete(path):
+        raise BadImage("truncated JPEG (no end-of-image marker)")
+    kind = "16-bit" if fmt == "PNG" and _png_bit_depth(path) == 16 else _NOTE_MODES.get(mode)
+    if kind:
+        return width, height, f"{kind} {fmt} image converted to 8-bit colour"
+    return width, height, None if fmt == "JPEG" else f"{fmt} data in a JPEG-named file, converted"
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per channel from the PNG header (Pillow reports 16-bit colour as 8-bit RGB)."""
+    with path.open("rb") as f:
+        header = f.read(25)  # signature (8), IHDR length and type (8), width, height, depth
+    return header[24] if len(header) == 25 else 8
+
+
+def _jpeg_is_complete(path: Path) -> bool:
+    """A complete JPEG ends with the EOI marker FF D9 (some writers pad a few bytes after it)."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 32))
+        return b"\xff\xd9" in f.read()
+
+
+def decode_for_size(path: Path, width: int, height: int, target: int) -> np.ndarray:
+    """Decode at the largest 1/k scale that still leaves the shorter side >= target."""
+    shorter = min(width, height)
+    for factor, flag in _REDUCED_DECODE:
+        if shorter >= factor * target:
+            image = cv2.imread(str(path), flag)
+            break
+    if image is None:
+        raise BadImage("cannot be decoded (corrupt image data)")
+    return image  # (H, W, 3) uint8 BGR; grey, alpha and 16-bit inputs are converted by OpenCV
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to size with area interpolation, then the central size x size square."""
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def fundus_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the bright fundus disc on its dark background."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    # The background is near black; a threshold relative to the image's brightness also
+    # handles dim photographs. Rows/columns need a few lit pixels to ignore specks of noise.
+    threshold = max(10.0, 0.15 * float(np.percentile(gray, 99)))
+    lit = gray > threshold
+    min_count = max(3, int(0.01 * min(gray.shape)))
+    rows = np.flatnonzero(lit.sum(axis=1) >= min_count)
+    cols = np.flatnonzero(lit.sum(axis=0) >= min_count)
+    if len(rows) == 0 or len(cols) == 0:
+        raise BadImage("no fundus found (image is black or nearly so)")
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _square_start(lo: int, hi: int, frame: int, side: int) -> int:
+    """Where the disc's square starts on one axis. Cut by one frame edge, the disc's far edge is
+    still real, so the square is anchored there; otherwise it is centred on the lit extent."""
+    if lo == 0 and hi < frame:
+        return hi - side
+    if hi == frame and lo > 0:
+        return lo
+    return (lo + hi) // 2 - side // 2
+
+
+def retina_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The disc's bounding square, padded with black where it leaves the frame, to size x size."""
+    x0, y0, x1, y1 = fundus_box(image)
+    h, w = image.shape[:2]
+    side = max(x1 - x0, y1 - y0)  # a disc cut by the frame is still as wide as it is round
+    left, top = _square_start(x0, x1, w, side), _square_start(y0, y1, h, side)
+    square = np.zeros((side, side, 3), np.uint8)
+    src_x0, src_y0 = max(left, 0), max(top, 0)
+    src_x1, src_y1 = min(left + side, w), min(top + side, h)
+    square[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = \
+        image[src_y0:src_y1, src_x0:src_x1]
+    interpolation = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def graham(image: np.ndarray, size: int) -> np.ndarray:
+    """Ben Graham's preprocessing: subtract the local average colour, grey out the rim."""
+    square = retina_crop(image, size).astype(np.float32)
+    blurred = cv2.GaussianBlur(square, (0, 0), size / 30)
+    enhanced = np.clip(4 * square - 4 * blurred + 128, 0, 255).astype(np.uint8)
+    rim = np.zeros((size, size), np.uint8)
+    cv2.circle(rim, (size // 2, size // 2), int(size * 0.45), 1, -1)
+    enhanced[rim == 0] = 128
+    return enhanced
+
+
+METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "center_crop": center_crop, "retina_crop": retina_crop, "graham": graham,
+}
+
+
+def prepare_image(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:
+    """The prepared image and a note on any conversion; BadImage when it cannot be prepared."""
+    width, height, note = inspect_image(src)
+    if min(width, height) < size:
+        raise BadImage(f"smaller than the target: {width}x{height} < {size} px")
+    return METHODS[method](decode_for_size(src, width, height, size), size), note

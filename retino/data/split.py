@@ -1,0 +1,84 @@
+"""Train/test split of the Kaggle DR labels: by patient, stratified by grade, seeded.
+
+Kaggle names images `<patient>_<left|right>`. Both eyes of a patient go to the same side: a
+random split of images would put the fellow eye, nearly the same picture, in the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# The lab's split of Kaggle's 35,126 labelled images.
+LAB_TRAIN, LAB_TEST = 28_100, 7_026
+LAB_TEST_FRACTION = LAB_TEST / (LAB_TRAIN + LAB_TEST)
+
+
+@dataclass
+class LabelledImages:
+    """Images with their grades, and the rows that could not be used (name, reason)."""
+
+    names: list[str] = field(default_factory=list)
+    grades: list[int] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why an image name may not be used as a file name under the output folder, if so."""
+    if not name:
+        return "empty image name"
+    if "/" in name or "\\" in name or ".." in name or name.startswith("."):
+        return "unsafe image name (path separator, '..' or leading dot)"
+    return None
+
+
+def read_kaggle_labels(path: Path) -> LabelledImages:
+    """Read Kaggle's trainLabels.csv (header `image,level`); bad rows are rejected, not fatal."""
+    out = LabelledImages()
+    with Path(path).open(newline="") as f:
+        for row in csv.DictReader(f):
+            name, level = (row.get("image") or "").strip(), (row.get("level") or "").strip()
+            reason = unsafe_name_reason(name)
+            if reason is None and level not in {"0", "1", "2", "3", "4"}:
+                reason = f"label {level!r} is not a grade 0-4"
+            if reason:
+                out.rejected.append((name, reason))
+            else:
+                out.names.append(name)
+                out.grades.append(int(level))
+    return out
+
+
+def patient_of(name: str) -> str:
+    """'10_left' -> '10'; a name without an eye suffix is its own patient."""
+    stem, _, eye = name.rpartition("_")
+    return stem if stem and eye in {"left", "right"} else name
+
+
+def split_by_patient(names: list[str], grades: list[int], test_fraction: float = LAB_TEST_FRACTION,
+                     seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices of (train, test). Patients are stratified by their worst eye's grade; within each
+    grade the shuffled patients fill the test side until it holds test_fraction of the images."""
+    eyes: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        eyes[patient_of(name)].append(i)
+    by_grade: dict[int, list[str]] = defaultdict(list)
+    for patient, idx in eyes.items():
+        by_grade[max(grades[i] for i in idx)].append(patient)
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    test: list[int] = []
+    for grade in sorted(by_grade):
+        patients = sorted(by_grade[grade])
+        rng.shuffle(patients)
+        target = test_fraction * sum(len(eyes[p]) for p in patients)
+        taken = 0
+        for patient in patients:
+            side = test if taken + len(eyes[patient]) / 2 <= target else train
+            taken += len(eyes[patient]) if side is test else 0
+            side.extend(eyes[patient])
+    return sorted(train), sorted(test)

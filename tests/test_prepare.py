@@ -1,0 +1,210 @@
+"""Preparing Kaggle-layout folders into the training layout, on tiny generated JPEGs."""
+
+import csv
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from retino.data.demo import draw_fundus, grade_counts
+from retino.data.loaders import cache_params, read_index
+from retino.data.prepare import cache_dir, main, prepare_cache
+from retino.data.preprocess import center_crop, decode_for_size, fundus_box, graham, retina_crop
+from retino.data.split import LAB_TEST_FRACTION, patient_of, split_by_patient
+from tests.conftest import compose_config
+
+SIZE = 48  # output side of the tiny caches
+
+
+def kaggle_frame(grade: int, rng, width=200, height=150) -> np.ndarray:
+    """A synthetic fundus on a wider black frame, like Kaggle's photographs (BGR)."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    left = (width - height) // 2
+    frame[:, left : left + height] = draw_fundus(grade, height, rng)
+    return frame
+
+
+def make_kaggle_source(root: Path, patients: int = 10, seed: int = 0) -> Path:
+    """trainLabels.csv (header image,level) and train/<patient>_<eye>.jpeg."""
+    rng = np.random.default_rng(seed)
+    (root / "train").mkdir(parents=True)
+    rows = []
+    for patient in range(patients):
+        for eye in ("left", "right"):
+            grade = int(rng.integers(0, 5))
+            cv2.imwrite(str(root / "train" / f"{patient}_{eye}.jpeg"), kaggle_frame(grade, rng))
+            rows.append((f"{patient}_{eye}", grade))
+    write_labels(root, rows)
+    return root
+
+
+def write_labels(root: Path, rows) -> None:
+    with (root / "trainLabels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("image", "level"), *rows])
+
+
+def add_bad_files(root: Path) -> dict[str, str]:
+    """One file per kind of bad input; returns name -> a pattern its reason matches."""
+    train = root / "train"
+    good = (train / "0_left.jpeg").read_bytes()
+    (train / "90_left.jpeg").write_bytes(good[: len(good) // 2])
+    (train / "90_right.jpeg").write_bytes(b"")
+    (train / "91_left.jpeg").write_text("this is not an image\n")
+    garbage = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (train / "91_right.jpeg").write_bytes(good[:200] + garbage + b"\xff\xd9")  # corrupt data
+    cv2.imwrite(str(train / "92_left.jpeg"), np.zeros((20, 30, 3), np.uint8) + 80)
+    expected = {"90_left": "truncated", "90_right": "empty file", "91_left": "not an image",
+                "91_right": "not an image|cannot be decoded",
+                "92_left": "smaller than the target",
+                "93_left": "file not found", "../etc/passwd": "unsafe image name",
+                "94_left": "not a grade"}
+    rows = [(name, 1) for name in expected if name != "94_left"] + [("94_left", 9)]
+    with (root / "trainLabels.csv").open("a", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return expected
+
+
+def add_converted_files(root: Path) -> list[str]:
+    """Grayscale, RGBA and 16-bit images: prepared after conversion, and reported."""
+    rng = np.random.default_rng(1)
+    frame = kaggle_frame(2, rng)
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(root / "train" / "95_left.jpeg"), gray)
+    ok, rgba_png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA))
+    (root / "train" / "95_right.jpeg").write_bytes(rgba_png.tobytes())
+    ok, deep_png = cv2.imencode(".png", frame.astype(np.uint16) * 257)
+    (root / "train" / "96_left.jpeg").write_bytes(deep_png.tobytes())
+    with (root / "trainLabels.csv").open("a", newline="") as f:
+        csv.writer(f).writerows([("95_left", 2), ("95_right", 2), ("96_left", 2)])
+    return ["95_left", "95_right", "96_left"]
+
+
+def read_report(cache: Path) -> dict[str, tuple[str, str]]:
+    with (cache / "report.csv").open() as f:
+        return {row["name"]: (row["action"], row["reason"]) for row in csv.DictReader(f)}
+
+
+def test_patient_split_keeps_both_eyes_together_and_stratifies():
+    rng = np.random.default_rng(0)
+    grades = list(rng.permutation(np.repeat(range(5), grade_counts(2000))))
+    names = [f"{i // 2}_{'left' if i % 2 else 'right'}" for i in range(2000)]
+    train, test = split_by_patient(names, grades, seed=3)
+    assert sorted(train + test) == list(range(2000))
+    assert not {patient_of(names[i]) for i in train} & {patient_of(names[i]) for i in test}
+    assert len(test) / 2000 == pytest.approx(LAB_TEST_FRACTION, abs=0.01)
+    test_share = np.bincount([grades[i] for i in test], minlength=5) / len(test)
+    train_share = np.bincount([grades[i] for i in train], minlength=5) / len(train)
+    assert np.abs(test_share - train_share).max() < 0.03
+    assert split_by_patient(names, grades, seed=3) == (train, test)  # seeded
+
+
+def test_prepares_kaggle_source_and_reports_every_bad_file(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle")
+    expected_bad = add_bad_files(source)
+    converted = add_converted_files(source)
+    status = main([str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "2"])
+    assert status == 1  # something was skipped: a script can tell
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    report = read_report(cache)
+    for name, words in expected_bad.items():
+        assert report[name][0] == "skipped", name
+        assert re.search(words, report[name][1]), (name, report[name])
+    for name in converted:
+        assert report[name][0] == "converted" and (cache / "images" / f"{name}.jpeg").is_file()
+    index = read_index(compose_config(["data=kaggle", f"data.root={cache}"]).data)
+    assert len(index["train"]) + len(index["test"]) == 20 + len(converted)
+    for path in index["train"].paths + index["test"].paths:
+        assert cv2.imread(str(path)).shape == (SIZE, SIZE, 3)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert (manifest["method"], manifest["size"]) == ("center_crop", SIZE)
+    assert manifest["counts"]["skipped"] == len(expected_bad)
+    assert manifest["source"] == str(source.resolve())
+
+
+def test_lab_csvs_are_used_as_they_are_and_length_mismatch_is_reported(tmp_path):
+    source = make_kaggle_source(tmp_path / "lab", patients=3)
+    (source / "train").rename(source / "images")
+    (source / "train_img.csv").write_text("0_left\n0_right\n1_left\n1_right\n")
+    (source / "train_label.csv").write_text("0\n1\n2\n")
+    (source / "test_img.csv").write_text("2_left\n2_right\n")
+    (source / "test_label.csv").write_text("3\n4\n")
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    assert manifest["split"].startswith("lab CSVs")
+    assert manifest["counts"] == {"train": 3, "test": 2, "skipped": 1, "converted": 0}
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert (cache / "test_img.csv").read_text() == "2_left\n2_right\n"
+    assert "differ in length" in read_report(cache)["1_right"][1]
+
+
+def test_interrupted_run_leaves_no_truncated_file_and_rerun_finishes(tmp_path, monkeypatch):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    real_replace, calls = os.replace, Counter()
+
+    def crash_on_fifth(src, dst):  # the process "dies" between writing and renaming
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr("retino.data.prepare.os.replace", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_cache(source, tmp_path / "cache", "retina_crop", SIZE, workers=1)
+    cache = cache_dir(tmp_path / "cache", "retina_crop", SIZE)
+    assert len(list((cache / "images").glob("*.jpeg"))) == 4  # only complete files by name
+    monkeypatch.setattr("retino.data.prepare.os.replace", real_replace)
+    first = sorted((cache / "images").glob("*.jpeg"))[0]
+    before = first.stat().st_mtime_ns
+    manifest = prepare_cache(source, tmp_path / "cache", "retina_crop", SIZE, workers=1)
+    assert manifest["counts"]["train"] + manifest["counts"]["test"] == 12
+    assert first.stat().st_mtime_ns == before  # done images are skipped, not redone
+    assert not [p for p in (cache / "images").iterdir() if not p.name.endswith(".jpeg")]
+    for path in (cache / "images").glob("*.jpeg"):
+        assert path.read_bytes().endswith(b"\xff\xd9")
+    prepare_cache(source, tmp_path / "cache", "retina_crop", SIZE, workers=1, force=True)
+    assert first.stat().st_mtime_ns != before  # --force rebuilds
+
+
+def off_center_fundus() -> np.ndarray:
+    """A disc of radius 60 centred at (70, 50) on a 240x160 frame: cut by the top edge."""
+    frame = np.zeros((160, 240, 3), np.uint8)
+    cv2.circle(frame, (70, 50), 60, (40, 80, 200), -1)
+    return frame
+
+
+def test_retina_crop_keeps_the_whole_off_center_disc():
+    out = retina_crop(off_center_fundus(), 64)
+    assert out.shape == (64, 64, 3)
+    x0, y0, x1, y1 = fundus_box(out)
+    assert x0 <= 1 and x1 >= 63  # the full width of the disc, edge to edge
+    assert y1 >= 63 and y0 >= 3  # the 10 px cut off above the frame (5 px here) stay black
+    x0, _, x1, _ = fundus_box(center_crop(off_center_fundus(), 64))
+    assert x1 - x0 < 50  # the lab's crop cuts the sides of this disc
+
+
+def test_graham_greys_the_rim_and_keeps_the_size():
+    out = graham(off_center_fundus(), 64)
+    assert out.shape == (64, 64, 3)
+    assert (out[0, 0] == 128).all() and (out[63, 63] == 128).all()
+
+
+def test_large_images_are_decoded_at_reduced_scale(tmp_path):
+    path = tmp_path / "big.jpeg"
+    cv2.imwrite(str(path), kaggle_frame(0, np.random.default_rng(0), 800, 600))
+    assert decode_for_size(path, 800, 600, 64).shape == (75, 100, 3)  # 1/8 scale
+    assert decode_for_size(path, 800, 600, 200).shape == (300, 400, 3)  # 1/2 scale
+    assert decode_for_size(path, 800, 600, 400).shape == (600, 800, 3)  # full decode
+
+
+def test_training_side_records_which_cache_it_read(tmp_path, caplog):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=4)
+    add_bad_files(source)
+    prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
+    params = cache_params(cache_dir(tmp_path / "cache", "graham", SIZE))
+    assert params["cache.method"] == "graham" and params["cache.size"] == SIZE
+    assert params["cache.skipped"] == 8 and params["cache.source"] == str(source.resolve())
+    assert "skipped 8 images" in caplog.text
