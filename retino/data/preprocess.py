@@ -71,13 +71,14 @@ def decode_for_size(path: Path, width: int, height: int, target: int) -> np.ndar
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to size with area interpolation, then the central size x size square."""
+    """The lab's result (shorter side to size with area interpolation, then the central
+    size x size), computed crop-first so that the cut-off sides are never resized."""
     h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[top : top + size, left : left + size]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image[top : top + side, left : left + side]
+    interpolation = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
 def fundus_box(image: np.ndarray) -> tuple[int, int, int, int]:

@@ -1,0 +1,169 @@
+"""Benchmark: retino's image preparation against the lab's, and the training input pipeline.
+
+    python bench/prepare_speed.py                 # 24 Kaggle-sized JPEGs (3888x2592, q90)
+    python bench/prepare_speed.py --images 4 --width 640 --height 480 --size 64   # smoke run
+
+Prints, on the same generated files:
+1. images/s per core of the lab's method (full decode, area resize, center crop, one process)
+   and of retino's center_crop (reduced-scale decode, then the same), their ratio, and the mean
+   absolute difference between the two outputs in grey levels;
+2. retino's images/s on 1 process and on every core, and the scaling between them;
+3. one training epoch fed by the real DataLoader over the prepared cache, against the same loop
+   fed from tensors already in memory, and their ratio (1.0 = the input pipeline costs nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from retino.data.demo import draw_fundus  # noqa: E402
+from retino.data.layout import write_split_csvs  # noqa: E402
+from retino.data.prepare import Job, cache_dir, run_jobs  # noqa: E402
+from retino.data.preprocess import prepare_image  # noqa: E402
+
+
+def make_kaggle_like_jpegs(folder: Path, n: int, width: int, height: int) -> list[Path]:
+    """Fundus photographs at camera size: drawn small, enlarged, with sensor noise, JPEG q90."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        small = draw_fundus(i % 5, height // 4, rng)
+        disc = cv2.resize(small, (height, height), interpolation=cv2.INTER_CUBIC)
+        frame = np.zeros((height, width, 3), np.uint8)
+        left = (width - height) // 2
+        frame[:, left : left + height] = disc
+        noisy = np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
+        paths.append(folder / f"{i}_{'left' if i % 2 else 'right'}.jpeg")
+        cv2.imwrite(str(paths[-1]), noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return paths
+
+
+def lab_method(path: Path, size: int) -> np.ndarray:
+    """What the lab ran: decode the whole photograph, resize it (shorter side to size, area
+    interpolation), then cut the central square."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new_w, new_h = round(w * scale), round(h * scale)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def retino_method(path: Path, size: int) -> np.ndarray:
+    return prepare_image(path, size, "center_crop")[0]
+
+
+def rates(methods: dict, paths: list[Path], size: int, rounds: int = 3) -> dict:
+    """Best images/s of each method over interleaved rounds (robust to a busy machine)."""
+    best = dict.fromkeys(methods, 0.0)
+    outputs = {}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            started = time.perf_counter()
+            outputs[name] = [fn(p, size) for p in paths]
+            best[name] = max(best[name], len(paths) / (time.perf_counter() - started))
+    return best, outputs
+
+
+def compare_methods(paths: list[Path], size: int) -> None:
+    cv2.setNumThreads(1)  # per-core numbers: one thread each
+    best, out = rates({"lab": lab_method, "retino": retino_method}, paths, size)
+    lab_rate, ours_rate, lab_out, ours_out = best["lab"], best["retino"], out["lab"], out["retino"]
+    diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean()
+                    for a, b in zip(lab_out, ours_out, strict=True)])
+    print(f"lab    center_crop {size}px: {lab_rate:7.2f} images/s per core")
+    print(f"retino center_crop {size}px: {ours_rate:7.2f} images/s per core")
+    print(f"speed-up per core: {ours_rate / lab_rate:.2f}x   (target >= 3x)")
+    print(f"mean |retino - lab|: {diff:.3f} grey levels   (target < 1)")
+
+
+def measure_scaling(paths: list[Path], size: int, out_root: Path, repeat: int) -> Path:
+    """The real parallel command path; each file is prepared `repeat` times (under different
+    output names) so that the run is long enough for a steady rate."""
+    cores = os.cpu_count() or 1
+    rates = {}
+    for workers in sorted({1, cores}):
+        out = cache_dir(out_root / f"w{workers}", "center_crop", size)
+        (out / "images").mkdir(parents=True)
+        jobs = [Job("train", f"{p.stem}_{r}", 0, p, out / "images" / f"{p.stem}_{r}.jpeg")
+                for r in range(repeat) for p in paths]
+        started = time.perf_counter()
+        run_jobs(jobs, size, "center_crop", force=True, workers=workers)
+        rates[workers] = len(jobs) / (time.perf_counter() - started)
+        print(f"retino, {workers} process(es): {rates[workers]:7.2f} images/s  ({len(jobs)} "
+              "images, worker start-up included)")
+    if cores > 1:
+        scaling = rates[cores] / rates[1]
+        print(f"scaling 1 -> {cores} cores: {scaling:.2f}x  ({100 * scaling / cores:.0f}% of "
+              "linear)")
+    return out
+
+
+def measure_input_pipeline(cache: Path, resolution: int) -> None:
+    """One epoch of training from the prepared JPEGs vs from tensors already in memory."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from retino.data.dataset import RetinopathyLoader, build_transform
+    from retino.data.layout import read_split_index
+    from retino.models import build_model
+    from retino.train import train_one_epoch
+
+    names = sorted(p.stem for p in (cache / "images").glob("*.jpeg"))
+    write_split_csvs(cache, "train", names, [i % 5 for i in range(len(names))])
+    dataset = RetinopathyLoader(read_split_index(cache, cache / "images", "train"),
+                                build_transform(resolution, train=True, hflip=0.5, vflip=0.5))
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    grades = torch.tensor(dataset.index.grades)
+    loaders = {"tensors in memory": DataLoader(TensorDataset(images, grades), batch_size=16,
+                                               shuffle=True)}
+    for workers in sorted({0, os.cpu_count() or 1}):
+        loaders[f"cache, {workers} workers"] = DataLoader(dataset, batch_size=16, shuffle=True,
+                                                          num_workers=workers)
+    model, device = build_model("resnet18"), torch.device("cpu")
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+    train_one_epoch(model, loaders["tensors in memory"], criterion, optimizer, device, 0)  # warm
+    times = {}
+    for label, loader in loaders.items():
+        started = time.perf_counter()
+        train_one_epoch(model, loader, criterion, optimizer, device, 1)
+        times[label] = time.perf_counter() - started
+        ratio = times["tensors in memory"] / times[label]
+        print(f"epoch from {label:18s}: {times[label]:6.2f} s  (resnet18, {len(names)} images "
+              f"at {resolution}px; in-memory time / this time = {ratio:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--width", type=int, default=3888)
+    parser.add_argument("--height", type=int, default=2592)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--train-resolution", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=8,
+                        help="times each file is prepared in the scaling run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_kaggle_like_jpegs(Path(tmp) / "src", args.images, args.width, args.height)
+        mb = np.mean([p.stat().st_size for p in paths]) / 1e6
+        print(f"{len(paths)} JPEGs of {args.width}x{args.height} ({mb:.1f} MB each on average)")
+        compare_methods(paths, args.size)
+        cache = measure_scaling(paths, args.size, Path(tmp) / "caches", args.repeat)
+        measure_input_pipeline(cache, args.train_resolution)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The benchmark scripts must not rot: run them at a tiny size (their timings are not judged)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from retino import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_prepare_benchmark_runs_and_prints_its_ratios():
+    proc = subprocess.run([sys.executable, "bench/prepare_speed.py", "--images", "3", "--width",
+                           "320", "--height", "240", "--size", "64", "--repeat", "2",
+                           "--train-resolution", "64"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for words in ("speed-up per core:", "grey levels", "scaling 1 ->", "in-memory time / this"):
+        assert words in proc.stdout, words
