@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from retino.config import params_to_log, register_configs, run_name, validate_config
 from retino.errors import RetinoError, user_message
+from retino.sweep import parent_run_id
 
 log = logging.getLogger("retino")
 register_configs()
@@ -38,12 +39,14 @@ def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None)
 
     With config_error, the run is only recorded as FAILED with that error (a bad sweep job)."""
     from retino.experiment import run_experiment  # heavy imports after validation
-    from retino.tracking import git_commit, mlflow_run
+    from retino.tracking import PARENT_TAG, git_commit, mlflow_run
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     tags = {"hydra_overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
             "git_commit": git_commit(), "output_dir": str(out_dir)}
+    if hydra_cfg.mode == RunMode.MULTIRUN and (parent := parent_run_id(hydra_cfg.sweep.dir)):
+        tags[PARENT_TAG] = parent  # this job is a child of the study's run
     with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags) as tracker:
         if config_error is not None:
             raise config_error
@@ -72,7 +75,12 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", user_message(err))
         if not in_sweep:
             sys.exit(2)  # a user error: the message says it all, no traceback
-        raise  # in a sweep, Hydra runs the other jobs and reports this one at the end
+    except Exception:
+        if not in_sweep:
+            raise
+        log.exception("This job failed; the sweep goes on.")
+    # A failed sweep job is FAILED in MLflow; the study's callback lists it and exits non-zero.
+    return float("nan")
 
 
 if __name__ == "__main__":

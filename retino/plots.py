@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from retino.metrics import normalize_by_true_class  # noqa: E402
 
@@ -22,6 +23,7 @@ def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") 
     ax.plot(epochs, [100 * row["train_acc"] for row in history], "o-", label="train")
     ax.plot(epochs, [100 * row["test_acc"] for row in history], "s-", label="test")
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "Accuracy per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -41,6 +43,45 @@ def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Pa
     ax.set_yticks(ticks, GRADE_NAMES[: len(normalized)])
     ax.set(xlabel="predicted grade", ylabel="true grade",
            title=title or "Normalized confusion matrix")
+    return _save(fig, path)
+
+
+def plot_accuracy_comparison(panels: dict[str, list[tuple[str, list[float], list[float]]]],
+                             path: Path, title: str = "") -> Path:
+    """The lab's comparison figure: one panel per architecture; per run a colour, train dashed
+    and test solid, accuracy (%) per epoch. panels: architecture -> [(label, train, test)]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (architecture, curves) in zip(axes[0], panels.items(), strict=True):
+        for i, (label, train, test) in enumerate(curves):
+            colour = f"C{i}"
+            ax.plot(range(1, len(train) + 1), [100 * v for v in train], "--", color=colour,
+                    label=f"{label} train")
+            ax.plot(range(1, len(test) + 1), [100 * v for v in test], "-", marker="o",
+                    color=colour, label=f"{label} test")
+        ax.set(title=architecture, xlabel="epoch", ylabel="accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion_grid(matrices: list[tuple[str, np.ndarray]], path: Path) -> Path:
+    """Every run's confusion matrix normalised by true grade, side by side."""
+    cols = min(4, len(matrices))
+    rows = -(-len(matrices) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(matrices):]:
+        ax.axis("off")
+    for ax, (name, counts) in zip(axes.flat, matrices, strict=False):
+        normalized = normalize_by_true_class(counts)
+        ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(normalized):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 else "black")
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+        ax.title.set_fontsize(9)
     return _save(fig, path)
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -148,3 +151,69 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
             tracker.end(status)
         raise
     tracker.end("FINISHED")
+
+
+# --- Studies: a sweep is a parent run; each of its jobs is a child run ---------------------------
+
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
+
+
+@dataclass
+class RunRecord:
+    """One finished (or failed) run, read back from the store as plain values."""
+
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    history: dict[str, list[float]]  # metric -> value per epoch (step 1, 2, ...)
+    final: dict[str, float]  # every metric's last value
+    confusion: np.ndarray | None  # (5, 5) counts of the last epoch, None if never logged
+
+
+def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str:
+    """Create the study's parent run (left RUNNING until end_run) and return its id."""
+    return MlflowTracker(experiment).start(name, tags)
+
+
+def end_run(run_id: str, status: str, artifacts: list[Path] = ()) -> None:
+    client = MlflowClient(default_tracking_uri())
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)
+
+
+def _metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.value for m in points]
+
+
+def _confusion(client: MlflowClient, run_id: str, folder: Path) -> np.ndarray | None:
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if "confusion_matrix.csv" not in names:
+        return None
+    path = client.download_artifacts(run_id, "confusion_matrix.csv", str(folder))
+    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 6), dtype=np.int64)
+
+
+def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
+              metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
+    """The given runs, or every child of parent_id, oldest first, as RunRecords."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet downloads
+    client = MlflowClient(default_tracking_uri())
+    if parent_id is not None:
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                  max_results=10_000, order_by=["attributes.start_time ASC"])
+    else:
+        runs = [client.get_run(run_id) for run_id in run_ids or []]
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            run_id = run.info.run_id
+            history = {key: _metric_series(client, run_id, key) for key in metrics}
+            records.append(RunRecord(run_id, run.info.run_name, run.info.status,
+                                     dict(run.data.params), dict(run.data.tags), history,
+                                     dict(run.data.metrics), _confusion(client, run_id, Path(tmp))))
+    return records

@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
 from retino.config import params_to_log
+from retino.report import main as report_main
+from retino.tracking import PARENT_TAG
 from tests.conftest import TINY, compose_config
 from tests.test_data import make_kaggle_folder
 from tests.test_pretrained import fill_hub_cache
@@ -44,7 +46,9 @@ def test_four_way_multirun_logs_four_complete_runs(tmp_path):
             f"data.root={tmp_path / 'demo'}"]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = experiment_runs()
+    client, all_runs = experiment_runs()
+    [parent] = [r for r in all_runs if PARENT_TAG not in r.data.tags]
+    runs = [r for r in all_runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     expected_params = params_to_log(compose_config(args[3:]))
     assert sorted(r.info.run_name for r in runs) == [
         "resnet18-pretrained-64px", "resnet18-scratch-64px",
@@ -63,6 +67,16 @@ def test_four_way_multirun_logs_four_complete_runs(tmp_path):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
                 "model_state.pt", "history.csv"} <= artifacts
+    # The sweep is a study: a parent run with the command and the report of its four children.
+    assert parent.info.status == "FINISHED" and parent.data.tags["study"] == "sweep"
+    assert "pretrained=true,false" in parent.data.tags["command"]
+    report = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.md", "results.csv", "comparison.png", "confusion_grid.png"} <= report
+    table = (tmp_path / "multirun" / "report" / "results.csv").read_text().splitlines()
+    assert len(table) == 5 and table[0].startswith("run,n,best test acc %")
+    # ... and the same report can be rebuilt from the store alone.
+    assert report_main(["--parent", parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "results.csv").read_text() == "\n".join(table) + "\n"
 
 
 def free_port() -> int:
@@ -132,9 +146,12 @@ def test_failing_run_ends_failed_with_its_error(tmp_path):
 
 def test_sweep_with_a_bad_job_runs_the_others_and_records_it(tmp_path):
     proc = run_cli(["-m", "lr=0.001,-1", *TINY, f"data.root={tmp_path / 'demo'}"], tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
+    assert "1 of 2 jobs failed" in proc.stdout + proc.stderr
     _, runs = experiment_runs()
-    by_lr = {r.data.params["lr"]: r for r in runs}
+    [parent] = [r for r in runs if PARENT_TAG not in r.data.tags]
+    assert parent.info.status == "FAILED"
+    by_lr = {r.data.params["lr"]: r for r in runs if r.data.tags.get(PARENT_TAG)}
     assert by_lr["0.001"].info.status == "FINISHED"
     assert by_lr["-1.0"].info.status == "FAILED"
     assert "lr=-1.0 must be a positive number" in by_lr["-1.0"].data.tags["error"]

@@ -1,0 +1,130 @@
+"""A study's report, built from its runs in the MLflow store alone.
+
+    python -m retino.report --parent RUN_ID            # a sweep's parent run (its children)
+    python -m retino.report --runs ID1 ID2 ... --out report/
+
+Writes results.md and results.csv (the lab's table: best and final test accuracy, test kappa,
+per-grade recall; mean ± std where a configuration ran with several seeds), comparison.png (per
+architecture, train and test accuracy per epoch, one colour per configuration) and
+confusion_grid.png (every run's normalised confusion matrix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from retino.files import atomic_write_text
+from retino.plots import plot_accuracy_comparison, plot_confusion_grid
+from retino.tracking import RunRecord, read_runs
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["best test acc %", "final test acc %", "final test QWK"] + [
+    f"recall grade {g} %" for g in range(5)]
+
+
+def _row_values(run: RunRecord) -> list[float]:
+    test_acc = run.history.get("test_acc") or [np.nan]
+    recalls = [100 * run.final.get(f"test_recall_grade{g}", np.nan) for g in range(5)]
+    return [100 * max(test_acc), 100 * test_acc[-1], run.final.get("test_qwk", np.nan), *recalls]
+
+
+# Params that the run name already shows, or that differ between repeats of one configuration.
+_IN_NAME = {"model.name", "pretrained", "pretrain.source", "freeze.name", "resolution.size"}
+_REPEAT_KEYS = {"seed"}
+
+
+def run_labels(runs: list[RunRecord]) -> dict[str, str]:
+    """run_id -> a label of its configuration: the run name, plus every other param that varies
+    across these runs (seed aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
+    keys = {k for run in runs for k in run.params} - _IN_NAME - _REPEAT_KEYS
+    varying = sorted(k for k in keys if len({run.params.get(k) for run in runs}) > 1)
+    return {run.run_id: " ".join([run.name, *(f"{k}={run.params.get(k)}" for k in varying)])
+            for run in runs}
+
+
+def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """Rows of the lab's table, one per configuration (runs that differ only in seed are one row,
+    shown as mean ± std with n)."""
+    finished = [run for run in runs if run.status == "FINISHED"]
+    labels = run_labels(finished)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in finished:
+        groups[labels[run.run_id]].append(run)
+    header = ["run", "n", *COLUMNS]
+    rows = []
+    for name, members in groups.items():
+        values = np.array([_row_values(run) for run in members])  # (n, columns)
+        if len(members) == 1:
+            cells = [f"{v:.3f}" if "QWK" in c else f"{v:.2f}" for c, v in zip(COLUMNS, values[0],
+                                                                                  strict=True)]
+        else:
+            cells = [f"{m:.3f} ± {s:.3f}" if "QWK" in c else f"{m:.2f} ± {s:.2f}"
+                     for c, m, s in zip(COLUMNS, values.mean(0), values.std(0, ddof=1),
+                                        strict=True)]
+        rows.append([name, str(len(members)), *cells])
+    return header, rows
+
+
+def to_markdown(header: list[str], rows: list[list[str]], failed: list[RunRecord]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if failed:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- {run.name} ({run.run_id}): "
+                  + " ".join(run.tags.get("error", run.status).split()) for run in failed]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(",".join(cells) for cells in [header, *rows]) + "\n"
+
+
+def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
+    """The study's table and figures as files in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header, rows = results_table(runs)
+    failed = [run for run in runs if run.status != "FINISHED"]
+    files = [atomic_write_text(folder / "results.md",
+                               f"# {title}\n\n" + to_markdown(header, rows, failed)),
+             atomic_write_text(folder / "results.csv", to_csv(header, rows))]
+    finished = [run for run in runs if run.status == "FINISHED"]
+    if finished:
+        panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs
+        labels = run_labels(finished)
+        for run in finished:
+            label = labels[run.run_id].removeprefix(run.params.get("model.name", "") + "-")
+            panels[run.params.get("model.name", "runs")].append(
+                (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
+        files.append(plot_accuracy_comparison(panels, folder / "comparison.png", title))
+        matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
+        if matrices:
+            files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m retino.report",
+                                     description="Rebuild a study's report from MLflow.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--parent", help="a sweep's parent run id: report on its children")
+    group.add_argument("--runs", nargs="+", help="run ids to report on")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="folder (./report)")
+    args = parser.parse_args(argv)
+    runs = read_runs(run_ids=args.runs, parent_id=args.parent)
+    if not runs:
+        log.error("No runs found (MLflow store: MLFLOW_TRACKING_URI or ./mlflow.db).")
+        return 2
+    files = write_report(runs, args.out, f"Study {args.parent or 'selection'}")
+    log.info("Wrote %s", ", ".join(str(f) for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
