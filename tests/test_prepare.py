@@ -135,7 +135,8 @@ def test_lab_csvs_are_used_as_they_are_and_length_mismatch_is_reported(tmp_path)
     (source / "test_label.csv").write_text("3\n4\n")
     manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
     assert manifest["split"].startswith("lab CSVs")
-    assert manifest["counts"] == {"train": 3, "test": 2, "skipped": 1, "converted": 0}
+    assert manifest["counts"] == {"train": 3, "test": 2, "skipped": 1, "converted": 0,
+                                  "ignored": 0}
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     assert (cache / "test_img.csv").read_text() == "2_left\n2_right\n"
     assert "differ in length" in read_report(cache)["1_right"][1]
@@ -208,3 +209,86 @@ def test_training_side_records_which_cache_it_read(tmp_path, caplog):
     assert params["cache.method"] == "graham" and params["cache.size"] == SIZE
     assert params["cache.skipped"] == 8 and params["cache.source"] == str(source.resolve())
     assert "skipped 8 images" in caplog.text
+
+
+def test_blank_label_line_is_reported_and_shifts_nothing(tmp_path):
+    source = make_kaggle_source(tmp_path / "lab", patients=3)
+    (source / "train").rename(source / "images")
+    (source / "train_img.csv").write_text("0_left\n0_right\n1_left\n1_right\n")
+    (source / "train_label.csv").write_text("0\n\n2\n3\n")  # 0_right has no label
+    (source / "test_img.csv").write_text("2_left\n2_right\n1_left\n")  # 1_left also in train
+    (source / "test_label.csv").write_text("3\n4\n1\n")
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert (cache / "train_img.csv").read_text() == "0_left\n1_left\n1_right\n"
+    assert (cache / "train_label.csv").read_text() == "0\n2\n3\n"  # 1_left keeps its own 2
+    report = read_report(cache)
+    assert "not a grade" in report["0_right"][1]
+    assert "more than once" in report["1_left"][1]  # the test copy: no leak into the test set
+    assert (cache / "test_img.csv").read_text() == "2_left\n2_right\n"
+
+
+def test_bom_duplicates_and_trailer_after_end_marker(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    labels = (source / "trainLabels.csv").read_text()
+    (source / "trainLabels.csv").write_text("\ufeff" + labels + "0_left,4\n", encoding="utf-8")
+    trailer = source / "train" / "1_left.jpeg"
+    trailer.write_bytes(trailer.read_bytes() + b"camera trailer " * 20)
+    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--workers", "1"]) == 1  # the repeated row is skipped
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert list(read_report(cache)) == ["0_left"]  # only the repeat; 1_left was prepared
+    assert (cache / "images" / "1_left.jpeg").is_file()
+
+
+def test_exit_status_zero_when_all_prepared_two_when_nothing_can_be(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--workers", "1"]) == 0
+    (source / "train").rename(source / "elsewhere")
+    assert main([str(source), str(tmp_path / "c2"), "--size", str(SIZE)]) == 2
+    assert main([str(tmp_path / "empty"), str(tmp_path / "c3")]) == 2
+
+
+def test_conversions_stay_in_the_report_after_a_resume(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    converted = add_converted_files(source)
+    for _ in range(2):
+        manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    assert manifest["counts"]["converted"] == len(converted)
+    report = read_report(cache_dir(tmp_path / "cache", "center_crop", SIZE))
+    assert all(report[name][0] == "converted" for name in converted)
+
+
+def test_retina_crop_finds_the_dim_rim_of_a_wide_frame_cut_top_and_bottom():
+    frame = np.zeros((400, 600, 3), np.uint8)
+    yy, xx = np.mgrid[0:400, 0:600]
+    dist = np.hypot(xx - 300, yy - 200) / 230  # disc of radius 230, cut top and bottom
+    brightness = np.clip(1 - 0.85 * dist**2, 0, 1) * (dist <= 1)  # the rim at 15% brightness
+    frame[..., 2] = (200 * brightness).astype(np.uint8)  # red
+    frame[..., 1] = (80 * brightness).astype(np.uint8)
+    x0, y0, x1, y1 = fundus_box(frame)
+    assert x0 <= 72 and x1 >= 528  # the full width of the disc (70..530)
+    out = retina_crop(frame, 64)
+    x0, y0, x1, y1 = fundus_box(out)
+    assert x0 <= 1 and x1 >= 63 and y0 >= 3 and y1 <= 61  # whole width, black above and below
+
+
+def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
+    from retino.experiment import run_experiment
+    from retino.tracking import NullTracker
+
+    class Recorder(NullTracker):
+        params: dict = {}
+
+        def log_params(self, params):
+            self.params.update(params)
+
+    source = make_kaggle_source(tmp_path / "kaggle", patients=10)
+    prepare_cache(source, tmp_path / "cache", "retina_crop", 64, workers=1)
+    cache = cache_dir(tmp_path / "cache", "retina_crop", 64)
+    cfg = compose_config(["data=kaggle", f"data.root={cache}", "data.num_workers=0",
+                          "resolution=64px", "epochs=1", "batch_size=4"])
+    recorder = Recorder()
+    run_experiment(cfg, tmp_path / "run", recorder)
+    assert recorder.params["cache.method"] == "retina_crop" and recorder.params["cache.size"] == 64

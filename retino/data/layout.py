@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from retino.errors import DataError
+from retino.files import atomic_write_text
 
 IMAGE_SUFFIX = ".jpeg"
 NUM_GRADES = 5
@@ -37,18 +37,27 @@ def csv_paths(root: Path, split: str) -> tuple[Path, Path]:
 
 
 def write_split_csvs(root: Path, split: str, names: list[str], grades: list[int]) -> None:
-    """Write the two headerless CSVs of a split."""
+    """Write the two headerless CSVs of a split (atomically)."""
     img_csv, label_csv = csv_paths(root, split)
-    img_csv.write_text("".join(f"{n}\n" for n in names))
-    label_csv.write_text("".join(f"{g}\n" for g in grades))
+    atomic_write_text(img_csv, "".join(f"{n}\n" for n in names))
+    atomic_write_text(label_csv, "".join(f"{g}\n" for g in grades))
+
+
+def read_lines(path: Path) -> list[str]:
+    """One stripped value per line, in file order. Blank lines inside the file are kept (as ''),
+    so that image i and label i still pair up; a byte-order mark and Windows line ends are fine.
+    """
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()  # a trailing newline or two is not a row
+    return lines
 
 
 def _read_column(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path} not found. data=kaggle expects train_img.csv, train_label.csv, "
                         f"test_img.csv and test_label.csv in data.root ({path.parent}).")
-    with path.open(newline="") as f:
-        return [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+    return read_lines(path)
 
 
 def _parse_grades(values: list[str], label_csv: Path) -> list[int]:
@@ -80,6 +89,10 @@ def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
                         f"{len(labels)} labels; the two files must have one line per image.")
     if not names:
         raise DataError(f"The {split} split in {root} is empty: {img_csv.name} lists no images.")
+    blank = [i + 1 for i, name in enumerate(names) if not name]
+    if blank:
+        raise DataError(f"{img_csv}: line(s) {blank[:_SHOW_AT_MOST]} are blank; every line must "
+                        "name one image (a blank line would shift every label after it).")
     grades = _parse_grades(labels, label_csv)
     paths = [Path(image_dir) / f"{name}{IMAGE_SUFFIX}" for name in names]
     _check_files_exist(paths, Path(image_dir), split)

@@ -62,14 +62,19 @@ def cache_params(root: Path) -> dict[str, object]:
     manifest_path = Path(root) / "manifest.json"
     if not manifest_path.is_file():
         return {}
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{manifest_path} is not valid JSON ({err}); re-run the preparation "
+                        "command to rewrite it.") from err
     counts = manifest.get("counts", {})
     if counts.get("skipped"):
         log.warning("The prepared cache %s skipped %d images (unreadable or invalid); see "
                     "report.csv there.", root, counts["skipped"])
     return {"cache.method": manifest.get("method"), "cache.size": manifest.get("size"),
             "cache.source": manifest.get("source"), "cache.split": manifest.get("split"),
-            "cache.skipped": counts.get("skipped", 0), "cache.converted": counts.get("converted", 0)}
+            "cache.skipped": counts.get("skipped", 0),
+            "cache.converted": counts.get("converted", 0)}
 
 
 def grade_histogram(grades: list[int]) -> np.ndarray:

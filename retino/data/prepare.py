@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, write_split_csvs
+from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, read_lines, write_split_csvs
 from retino.data.preprocess import METHODS, BadImage, prepare_image
 from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_reason
 from retino.errors import DataError
@@ -63,8 +63,7 @@ def cache_dir(out_root: Path, method: str, size: int) -> Path:
 
 def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], list]:
     img_csv, label_csv = csv_paths(source, split)
-    names = [line.strip() for line in img_csv.read_text().splitlines() if line.strip()]
-    labels = [line.strip() for line in label_csv.read_text().splitlines() if line.strip()]
+    names, labels = read_lines(img_csv), read_lines(label_csv)  # line i pairs with line i
     rows, rejected = [], []
     for i in range(max(len(names), len(labels))):
         name = names[i] if i < len(names) else f"<{label_csv.name} line {i + 1}>"
@@ -87,7 +86,7 @@ def read_source(source: Path, seed: int) -> tuple[dict[str, list[tuple[str, int]
         for split in SPLITS:
             splits[split], bad = _read_lab_split(source, split)
             rejected += bad
-        return splits, rejected, "lab CSVs, used as they are"
+        return _drop_repeats(splits, rejected), rejected, "lab CSVs, used as they are"
     labels_csv = source / "trainLabels.csv"
     if not labels_csv.is_file():
         raise DataError(f"{source} has neither trainLabels.csv (Kaggle) nor train_img.csv, "
@@ -97,6 +96,30 @@ def read_source(source: Path, seed: int) -> tuple[dict[str, list[tuple[str, int]
     pick = lambda idx: [(labelled.names[i], labelled.grades[i]) for i in idx]  # noqa: E731
     rejected = [("train", name, reason) for name, reason in labelled.rejected]
     return {"train": pick(train), "test": pick(test)}, rejected, f"by patient, seed {seed}"
+
+
+def _drop_repeats(splits: dict[str, list[tuple[str, int]]], rejected: list) -> dict:
+    """A name listed twice (in one split, or in both: a test-set leak) keeps its first row."""
+    seen: set[str] = set()
+    kept: dict[str, list[tuple[str, int]]] = {}
+    for split in SPLITS:
+        kept[split] = []
+        for name, grade in splits[split]:
+            if name in seen:
+                rejected.append((split, name, "listed more than once (the first row is used)"))
+            else:
+                seen.add(name)
+                kept[split].append((name, grade))
+    return kept
+
+
+def _unlabelled(image_dir: Path, splits: dict[str, list[tuple[str, int]]],
+                rejected: list) -> list[tuple[str, str]]:
+    """Images in the folder that no usable CSV row names: reported as ignored, not prepared."""
+    listed = {name for rows in splits.values() for name, _ in rows}
+    listed |= {name for _, name, _ in rejected}
+    return [(path.stem, "no label row for this image")
+            for path in sorted(image_dir.glob(f"*{IMAGE_SUFFIX}")) if path.stem not in listed]
 
 
 def default_image_dir(source: Path) -> Path:
@@ -122,7 +145,7 @@ def _write_jpeg(path: Path, image) -> None:
 
 def run_job(job: Job, size: int, method: str, force: bool) -> Outcome:
     """Prepare one image; every failure becomes an Outcome, never an exception."""
-    if job.dst.exists() and not force:
+    if not force and job.dst.is_file() and job.dst.stat().st_size > 0:
         return Outcome(job, "existing")
     if not job.src.is_file():
         return Outcome(job, "skipped", f"file not found: {job.src}")
@@ -158,8 +181,10 @@ def run_jobs(jobs: list[Job], size: int, method: str, force: bool, workers: int)
         return list(tqdm(pool.imap_unordered(_run_job_star, args, chunksize=chunks), **bar))
 
 
-def _write_report(path: Path, rejected: list, outcomes: list[Outcome]) -> None:
+def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
+                  ignored: list[tuple[str, str]]) -> None:
     rows = [(split, name, "skipped", reason) for split, name, reason in rejected]
+    rows += [("-", name, "ignored", reason) for name, reason in ignored]
     rows += [(o.job.split, o.job.name, o.status, o.reason) for o in outcomes
              if o.status in {"skipped", "converted"}]
     lines = [["split", "name", "action", "reason"], *sorted(rows)]
@@ -169,7 +194,8 @@ def _write_report(path: Path, rejected: list, outcomes: list[Outcome]) -> None:
     os.replace(tmp, path)
 
 
-def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict) -> dict:
+def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict,
+                ignored: list[tuple[str, str]]) -> dict:
     """The four CSVs list only the images on disk; report and manifest say what was left out."""
     on_disk = [o for o in outcomes if o.status != "skipped"]
     for split in SPLITS:
@@ -180,10 +206,38 @@ def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: di
         "train": sum(o.job.split == "train" for o in on_disk),
         "test": sum(o.job.split == "test" for o in on_disk),
         "skipped": counts["skipped"] + len(rejected), "converted": counts["converted"],
+        "ignored": len(ignored),
     }
-    _write_report(out / REPORT, rejected, outcomes)
+    _write_report(out / REPORT, rejected, outcomes, ignored)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest["counts"]
+
+
+def _previous_notes(out: Path) -> dict[str, tuple[str, str]]:
+    """A re-run keeps the report of images prepared before: name -> (action, reason)."""
+    report = out / REPORT
+    if not report.is_file():
+        return {}
+    with report.open(newline="") as f:
+        return {row["name"]: (row["action"], row["reason"]) for row in csv.DictReader(f)
+                if row["action"] == "converted"}
+
+
+def _carry_notes(outcomes: list[Outcome], notes: dict[str, tuple[str, str]]) -> list[Outcome]:
+    return [Outcome(o.job, *notes[o.job.name]) if o.status == "existing" and o.job.name in notes
+            else o for o in outcomes]
+
+
+def _check_same_cache(out: Path, source: Path, method: str, size: int, force: bool) -> None:
+    """Never mix images of two sources (or methods, sizes) in one cache folder."""
+    manifest = out / MANIFEST
+    if force or not manifest.is_file():
+        return
+    old = json.loads(manifest.read_text())
+    if (old.get("source"), old.get("method"), old.get("size")) != (str(source), method, size):
+        raise DataError(f"{out} holds images prepared from {old.get('source')} "
+                        f"({old.get('method')}, {old.get('size')} px), not from {source}. Choose "
+                        "another output folder, or pass --force to rebuild it.")
 
 
 def _clear_leftovers(images: Path) -> None:
@@ -199,15 +253,21 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
     splits, rejected, how = read_source(source, seed)
+    images = Path(image_dir) if image_dir else default_image_dir(source)
+    if not images.is_dir():
+        raise DataError(f"Image folder {images} not found: pass --images /path/to/jpegs.")
+    ignored = _unlabelled(images, splits, rejected)
     out = cache_dir(out_root, method, size)
+    _check_same_cache(out, source, method, size, force)
     (out / "images").mkdir(parents=True, exist_ok=True)
     _clear_leftovers(out / "images")
-    jobs = make_jobs(splits, Path(image_dir) if image_dir else default_image_dir(source), out)
+    notes = {} if force else _previous_notes(out)
     started = time.perf_counter()
-    outcomes = run_jobs(jobs, size, method, force, workers)
+    outcomes = _carry_notes(run_jobs(make_jobs(splits, images, out), size, method, force,
+                                     workers), notes)
     manifest = {"source": str(source), "method": method, "size": size, "split": how,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    counts = write_index(out, outcomes, rejected, manifest)
+    counts = write_index(out, outcomes, rejected, manifest, ignored)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
@@ -244,10 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
                                  args.force, args.seed, args.images)
-    except DataError as err:
+    except (DataError, OSError, ValueError) as err:  # unreadable source, bad CSV, no permission
         log.error("%s", err)
         return 2
-    return 1 if manifest["counts"]["skipped"] else 0
+    counts = manifest["counts"]
+    if counts["train"] == 0 or counts["test"] == 0:
+        log.error("No usable %s images: see %s.", "train" if counts["train"] == 0 else "test",
+                  Path(cache_dir(args.out, args.method, args.size)) / REPORT)
+        return 2
+    return 1 if counts["skipped"] else 0
 
 
 if __name__ == "__main__":

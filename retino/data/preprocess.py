@@ -9,8 +9,8 @@ Methods (all return an (N, N, 3) uint8 BGR image):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -52,15 +52,18 @@ def _png_bit_depth(path: Path) -> int:
 
 
 def _jpeg_is_complete(path: Path) -> bool:
-    """A complete JPEG ends with the EOI marker FF D9 (some writers pad a few bytes after it)."""
+    """A complete JPEG has its EOI marker FF D9 near the end; some cameras append a trailer
+    after it, so the last 64 KB are searched (entropy-coded data never contains FF D9)."""
+    size = path.stat().st_size
     with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - 32))
+        f.seek(max(2, size - 65536, size // 2))
         return b"\xff\xd9" in f.read()
 
 
 def decode_for_size(path: Path, width: int, height: int, target: int) -> np.ndarray:
     """Decode at the largest 1/k scale that still leaves the shorter side >= target."""
     shorter = min(width, height)
+    image = None
     for factor, flag in _REDUCED_DECODE:
         if shorter >= factor * target:
             image = cv2.imread(str(path), flag)
@@ -83,12 +86,11 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def fundus_box(image: np.ndarray) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the bright fundus disc on its dark background."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    # The background is near black; a threshold relative to the image's brightness also
-    # handles dim photographs. Rows/columns need a few lit pixels to ignore specks of noise.
-    threshold = max(10.0, 0.15 * float(np.percentile(gray, 99)))
-    lit = gray > threshold
-    min_count = max(3, int(0.01 * min(gray.shape)))
+    # The brightest channel, not grey: a fundus is red, and its dim rim is still well above the
+    # black surround (JPEG noise stays below ~10). Rows/columns need a few lit pixels.
+    brightest = image.max(axis=2)
+    lit = brightest > max(10.0, 0.04 * float(np.percentile(brightest, 99)))
+    min_count = max(3, int(0.01 * min(brightest.shape)))
     rows = np.flatnonzero(lit.sum(axis=1) >= min_count)
     cols = np.flatnonzero(lit.sum(axis=0) >= min_count)
     if len(rows) == 0 or len(cols) == 0:
@@ -124,7 +126,7 @@ def retina_crop(image: np.ndarray, size: int) -> np.ndarray:
 def graham(image: np.ndarray, size: int) -> np.ndarray:
     """Ben Graham's preprocessing: subtract the local average colour, grey out the rim."""
     square = retina_crop(image, size).astype(np.float32)
-    blurred = cv2.GaussianBlur(square, (0, 0), size / 30)
+    blurred = cv2.GaussianBlur(square, (0, 0), size / 60)  # Graham: sigma = radius / 30
     enhanced = np.clip(4 * square - 4 * blurred + 128, 0, 255).astype(np.uint8)
     rim = np.zeros((size, size), np.uint8)
     cv2.circle(rim, (size // 2, size // 2), int(size * 0.45), 1, -1)
@@ -142,4 +144,6 @@ def prepare_image(src: Path, size: int, method: str) -> tuple[np.ndarray, str | 
     width, height, note = inspect_image(src)
     if min(width, height) < size:
         raise BadImage(f"smaller than the target: {width}x{height} < {size} px")
-    return METHODS[method](decode_for_size(src, width, height, size), size), note
+    # The retina methods keep the disc, often ~80% of the shorter side: decode with room for it.
+    needed = size if method == "center_crop" else int(size / 0.8)
+    return METHODS[method](decode_for_size(src, width, height, needed), size), note

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retino.errors import DataError
+
 # The lab's split of Kaggle's 35,126 labelled images.
 LAB_TRAIN, LAB_TEST = 28_100, 7_026
 LAB_TEST_FRACTION = LAB_TEST / (LAB_TRAIN + LAB_TEST)
@@ -36,20 +38,38 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
+def _kaggle_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of trainLabels.csv with normalised column names; DataError if it is not that file."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is fine
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a UTF-8 CSV file ({err}).") from err
+    rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in rows]
+    if rows and not {"image", "level"} <= rows[0].keys():
+        raise DataError(f"{path} must have the columns image,level (Kaggle's trainLabels.csv); "
+                        f"found {', '.join(rows[0])}.")
+    return rows
+
+
 def read_kaggle_labels(path: Path) -> LabelledImages:
-    """Read Kaggle's trainLabels.csv (header `image,level`); bad rows are rejected, not fatal."""
+    """Read Kaggle's trainLabels.csv (header `image,level`); bad rows are rejected, not fatal:
+    unsafe names, labels that are not 0-4, and repeats of a name (the first one is kept)."""
     out = LabelledImages()
-    with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
-            name, level = (row.get("image") or "").strip(), (row.get("level") or "").strip()
-            reason = unsafe_name_reason(name)
-            if reason is None and level not in {"0", "1", "2", "3", "4"}:
-                reason = f"label {level!r} is not a grade 0-4"
-            if reason:
-                out.rejected.append((name, reason))
-            else:
-                out.names.append(name)
-                out.grades.append(int(level))
+    seen: set[str] = set()
+    for row in _kaggle_rows(path):
+        name, level = row["image"], row["level"]
+        reason = unsafe_name_reason(name)
+        if reason is None and level not in {"0", "1", "2", "3", "4"}:
+            reason = f"label {level!r} is not a grade 0-4"
+        if reason is None and name in seen:
+            reason = "listed more than once (the first row is used)"
+        if reason:
+            out.rejected.append((name, reason))
+        else:
+            seen.add(name)
+            out.names.append(name)
+            out.grades.append(int(level))
     return out
 
 
@@ -81,4 +101,8 @@ def split_by_patient(names: list[str], grades: list[int], test_fraction: float =
             side = test if taken + len(eyes[patient]) / 2 <= target else train
             taken += len(eyes[patient]) if side is test else 0
             side.extend(eyes[patient])
+    if names and (not train or not test):
+        raise DataError(f"Splitting {len(names)} images by patient left the "
+                        f"{'test' if not test else 'train'} side empty; a split needs more "
+                        "patients per grade (or the lab's four CSVs).")
     return sorted(train), sorted(test)
