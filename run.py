@@ -47,10 +47,14 @@ def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None)
             "git_commit": git_commit(), "output_dir": str(out_dir)}
     if hydra_cfg.mode == RunMode.MULTIRUN and (parent := parent_run_id(hydra_cfg.sweep.dir)):
         tags[PARENT_TAG] = parent  # this job is a child of the study's run
+    def pretraining_run(name: str, params: dict):  # CIFAR-10 pretraining: a run of its own
+        return mlflow_run(cfg.experiment, name, params, {"purpose": "cifar10 pretraining",
+                                                         "git_commit": tags["git_commit"]})
+
     with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags) as tracker:
         if config_error is not None:
             raise config_error
-        result = run_experiment(cfg, out_dir, tracker)
+        result = run_experiment(cfg, out_dir, tracker, run_factory=pretraining_run)
     return result.history[-1]["test_acc"]
 
 

@@ -35,6 +35,15 @@ class PretrainConfig:
     source: str = "imagenet"
     variant: str = "IMAGENET1K_V1"  # torchvision's weights; V1 is what `pretrained=True` loaded
     weights: Optional[str] = None  # a local state-dict file, for machines without internet
+    # source=cifar10: the pretraining recipe (its checkpoint is cached by all of these)
+    root: Optional[str] = None  # holds cifar-10-batches-py/ (default <project>/data/cifar10)
+    download: bool = True
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    train_size: int = 0  # 0: all 50,000 images
+    cache_dir: Optional[str] = None  # default <project>/data/pretrained
 
 
 @dataclass
@@ -130,6 +139,11 @@ def _check_training(cfg: DictConfig, problems: list[str]) -> None:
     _check(problems, opt.weight_decay >= 0,
            f"optimizer.weight_decay={opt.weight_decay} must be 0 or more.")
     _check(problems, 0 <= opt.momentum < 1, f"optimizer.momentum={opt.momentum} must be in [0, 1).")
+    pretrain = cfg.pretrain
+    _check(problems, pretrain.epochs >= 1 and pretrain.batch_size >= 2 and pretrain.lr > 0
+           and pretrain.train_size >= 0, f"pretrain.epochs={pretrain.epochs} (>= 1), "
+           f"pretrain.batch_size={pretrain.batch_size} (>= 2), pretrain.lr={pretrain.lr} (> 0) "
+           f"and pretrain.train_size={pretrain.train_size} (>= 0, 0 = all) must all hold.")
     _check(problems, schedule.step_size >= 1,
            f"schedule.step_size={schedule.step_size} must be at least 1 (epochs).")
     _check(problems, 0 < schedule.gamma <= 1, f"schedule.gamma={schedule.gamma} must be in (0, 1].")
@@ -212,6 +226,10 @@ _ONLY_WHEN = {
     "data.image_size": ("data.name", "demo"), "data.seed": ("data.name", "demo"),
     "optimizer.momentum": ("optimizer.name", "sgd"),
     "schedule.step_size": ("schedule.name", "step"), "schedule.gamma": ("schedule.name", "step"),
+    "pretrain.variant": ("pretrain.source", "imagenet"),
+    "pretrain.weights": ("pretrain.source", "imagenet"),
+    **{f"pretrain.{key}": ("pretrain.source", "cifar10") for key in (
+        "root", "download", "epochs", "batch_size", "lr", "seed", "train_size", "cache_dir")},
 }
 
 

@@ -6,6 +6,7 @@ Called by run.py with an MLflow tracker, and by tests with a NullTracker and a t
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from retino.cifar10 import RunFactory, cifar10_weights
 from retino.config import run_name
 from retino.data.loaders import (
     build_loaders,
@@ -25,25 +27,34 @@ from retino.data.loaders import (
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_confusion_matrix
-from retino.pretrained import load_backbone_weights, resolve_pretrained_weights
+from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
 from retino.tracking import NullTracker, Tracker
 from retino.train import FitResult, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def pretrained_weights(cfg: DictConfig) -> Path | None:
-    """The weights file to start from (found, or downloaded), or None when training from scratch."""
+def _untracked_run(name: str, params: dict) -> AbstractContextManager:
+    return nullcontext(NullTracker())
+
+
+def pretrained_weights(cfg: DictConfig,
+                       run_factory: RunFactory = _untracked_run) -> tuple[Path | None, dict]:
+    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10) and the
+    tags tying the run to where they came from; (None, {}) when training from scratch."""
     if not cfg.pretrained:
-        return None
-    return resolve_pretrained_weights(cfg.pretrain.source, cfg.model.name, cfg.pretrain.variant,
-                                      cfg.pretrain.weights)
+        return None, {}
+    if cfg.pretrain.source == "cifar10":
+        return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory)
+    return resolve_imagenet_weights(cfg.model.name, cfg.pretrain.variant,
+                                    cfg.pretrain.weights), {}
 
 
 def prepare_model(cfg: DictConfig, weights: Path | None = None) -> ResNet:
     """Build the network, load pretrained weights when asked, freeze the backbone when asked."""
     model = build_model(cfg.model.name, num_classes=5)
-    weights = weights or pretrained_weights(cfg)
+    if weights is None:
+        weights, _ = pretrained_weights(cfg)
     if weights is not None:
         load_backbone_weights(model, weights)
     if cfg.freeze.name == "backbone":
@@ -100,15 +111,18 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
     return files
 
 
-def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None) -> FitResult:
-    """Train and evaluate one configuration; everything it writes lands in out_dir and tracker."""
+def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
+                   run_factory: RunFactory = _untracked_run) -> FitResult:
+    """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
+    run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed."""
     tracker = tracker or NullTracker()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
     # Cheap checks first: missing weights or a bad dataset stop the run before any training.
-    weights = pretrained_weights(cfg)
+    weights, provenance = pretrained_weights(cfg, run_factory)
+    tracker.set_tags(provenance)
     location = locate_dataset(cfg.data)
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read

@@ -11,7 +11,6 @@ import logging
 import re
 import socket
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -80,18 +79,8 @@ def resolve_imagenet_weights(model_name: str, variant: str, weights_file: str | 
     return target
 
 
-# Where pretrained weights come from, by `pretrain.source`. CIFAR-10 pretraining plugs in here.
-PRETRAIN_SOURCES: dict[str, Callable[[str, str, str | None], Path]] = {
-    "imagenet": resolve_imagenet_weights,
-}
-
-
-def resolve_pretrained_weights(source: str, model_name: str, variant: str,
-                               weights_file: str | None) -> Path:
-    if source not in PRETRAIN_SOURCES:
-        raise ConfigError(f"Unknown pretrain.source {source!r}; valid: "
-                          f"{', '.join(PRETRAIN_SOURCES)}.")
-    return PRETRAIN_SOURCES[source](model_name, variant, weights_file)
+# Where pretrained weights can come from (`pretrain.source`); see experiment.pretrained_weights.
+PRETRAIN_SOURCES = ("imagenet", "cifar10")
 
 
 def load_backbone_weights(model: nn.Module, path: Path) -> None:

@@ -38,6 +38,8 @@ class Tracker(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
     def log_artifact(self, path: Path) -> None: ...
 
 
@@ -48,6 +50,9 @@ class NullTracker:
         pass
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
     def log_artifact(self, path: Path) -> None:
@@ -119,7 +124,8 @@ class MlflowTracker:
         self.client.log_artifact(self.run_id, str(path))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

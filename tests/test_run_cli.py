@@ -155,3 +155,22 @@ def test_sweep_with_a_bad_job_runs_the_others_and_records_it(tmp_path):
     assert by_lr["0.001"].info.status == "FINISHED"
     assert by_lr["-1.0"].info.status == "FAILED"
     assert "lr=-1.0 must be a positive number" in by_lr["-1.0"].data.tags["error"]
+
+
+def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
+    from tests.test_cifar10 import write_cifar10
+
+    write_cifar10(tmp_path / "cifar")
+    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}", "pretrained=true", "pretrain=cifar10",
+                    f"pretrain.root={tmp_path / 'cifar'}", "pretrain.download=false",
+                    "pretrain.epochs=1", "pretrain.batch_size=8",
+                    f"pretrain.cache_dir={tmp_path / 'ck'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = experiment_runs()
+    by_name = {r.info.run_name: r for r in runs}
+    pretraining = by_name["cifar10-pretrain-resnet18"]
+    dr_run = by_name["resnet18-pretrained-cifar10-64px"]
+    assert pretraining.info.status == dr_run.info.status == "FINISHED"
+    assert dr_run.data.tags["cifar10_pretrain_run_id"] == pretraining.info.run_id
+    assert "cifar10_test_acc" in pretraining.data.metrics
+    assert dr_run.data.params["pretrain.epochs"] == "1"
