@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from retino.config import params_to_log, register_configs, run_name, validate_config
+from retino.config import config_hash, params_to_log, register_configs, run_name, validate_config
 from retino.errors import RetinoError, user_message
 from retino.sweep import parent_run_id
 
@@ -34,27 +34,61 @@ def check_config(cfg: DictConfig) -> None:
         imagenet_weights_url(cfg.model.name, cfg.pretrain.variant)
 
 
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """What MLflow records of this invocation, beside the params."""
+    from retino.tracking import PARENT_TAG, git_commit
+
+    hydra_cfg = HydraConfig.get()
+    tags = {"hydra_overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
+            "git_commit": git_commit(), "output_dir": hydra_cfg.runtime.output_dir,
+            "config_hash": config_hash(cfg)}
+    if hydra_cfg.mode == RunMode.MULTIRUN and (parent := parent_run_id(hydra_cfg.sweep.dir)):
+        tags[PARENT_TAG] = parent  # this job is a child of the study's run
+    return tags
+
+
+def earlier_run(cfg: DictConfig, tags: dict[str, str]):
+    """(run to skip, run to continue): a FINISHED run of this config skips a sweep job; the
+    newest run, interrupted with a checkpoint on disk, is continued. resume=false: neither."""
+    from retino.tracking import previous_runs
+
+    runs = previous_runs(cfg.experiment, tags["config_hash"]) if cfg.resume else []
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    finished = next((r for r in runs if r.status == "FINISHED"), None) if in_sweep else None
+    latest = runs[0] if runs else None
+    if latest and latest.status != "FINISHED" and (Path(latest.output_dir) / "last.pt").is_file():
+        return finished, latest
+    return finished, None
+
+
 def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None) -> float:
     """Run the experiment inside an MLflow run; returns the final test accuracy.
 
     With config_error, the run is only recorded as FAILED with that error (a bad sweep job)."""
     from retino.experiment import run_experiment  # heavy imports after validation
-    from retino.tracking import PARENT_TAG, git_commit, mlflow_run
+    from retino.tracking import PARENT_TAG, mlflow_run, set_run_tags
 
-    hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    tags = {"hydra_overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
-            "git_commit": git_commit(), "output_dir": str(out_dir)}
-    if hydra_cfg.mode == RunMode.MULTIRUN and (parent := parent_run_id(hydra_cfg.sweep.dir)):
-        tags[PARENT_TAG] = parent  # this job is a child of the study's run
+    tags = run_tags(cfg)
+    done, interrupted = earlier_run(cfg, tags) if config_error is None else (None, None)
+    if done is not None:
+        log.info("Skipped: this configuration already FINISHED as MLflow run %s (resume=false "
+                 "runs it again).", done.run_id)
+        if PARENT_TAG in tags:  # it belongs to this study's report too
+            set_run_tags(done.run_id, {PARENT_TAG: tags[PARENT_TAG]})
+        return done.test_acc
+    if interrupted is not None:
+        tags["output_dir"] = interrupted.output_dir
+
     def pretraining_run(name: str, params: dict):  # CIFAR-10 pretraining: a run of its own
         return mlflow_run(cfg.experiment, name, params, {"purpose": "cifar10 pretraining",
                                                          "git_commit": tags["git_commit"]})
 
-    with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags) as tracker:
+    with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags,
+                    resume_run_id=interrupted and interrupted.run_id) as tracker:
         if config_error is not None:
             raise config_error
-        result = run_experiment(cfg, out_dir, tracker, run_factory=pretraining_run)
+        result = run_experiment(cfg, Path(tags["output_dir"]), tracker,
+                                run_factory=pretraining_run, resume=interrupted is not None)
     return result.history[-1]["test_acc"]
 
 

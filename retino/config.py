@@ -6,6 +6,8 @@ values and choices before any data is read, and names the key and the allowed va
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,7 @@ class Config:
     deterministic: bool = False
     imbalance: str = "none"
     experiment: str = "retino"
+    resume: bool = True  # skip a config already FINISHED; continue an interrupted one
 
 
 def register_configs() -> None:
@@ -238,6 +241,12 @@ def params_to_log(cfg: DictConfig) -> dict[str, Any]:
     flat = flatten_config(cfg)
     return {k: v for k, v in flat.items()
             if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of a configuration: equal for two runs that would train the same thing."""
+    params = {k: v for k, v in params_to_log(cfg).items() if k != "resume"}
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_name(cfg: DictConfig) -> str:

@@ -29,7 +29,7 @@ from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_confusion_matrix
 from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
 from retino.tracking import NullTracker, Tracker
-from retino.train import FitResult, fit, resolve_device, seed_everything
+from retino.train import FitResult, fit, load_checkpoint, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,10 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
-                   run_factory: RunFactory = _untracked_run) -> FitResult:
+                   run_factory: RunFactory = _untracked_run, resume: bool = False) -> FitResult:
     """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
-    run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed."""
+    run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed; with
+    resume, training continues from out_dir/last.pt when it exists."""
     tracker = tracker or NullTracker()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,10 +134,20 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
         index, cfg.augmentation, cfg.resolution.size, cfg.batch_size, cfg.data.num_workers,
         cfg.seed, balanced=cfg.imbalance == "balanced_sampler")
     optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    done, history = 0, []
+    if resume and (out_dir / "last.pt").is_file():
+        done, history = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler)
+        log.info("Resuming from %s after epoch %d of %d", out_dir / "last.pt", done, cfg.epochs)
+        logged = tracker.logged_steps("test_acc")  # killed between checkpoint and logging?
+        for row in history:
+            if row["epoch"] not in logged:
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                    step=int(row["epoch"]))
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
-                 optimizer, build_scheduler(cfg, optimizer), cfg.epochs, device, out_dir,
+                 optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
-                 seed=cfg.seed)
+                 seed=cfg.seed, start_epoch=done + 1, history=history)
     for path in write_run_files(result, cfg, model, out_dir):
         tracker.log_artifact(path)
     majority = float(np.max(grade_histogram(index["test"].grades)) / len(index["test"]))

@@ -32,7 +32,7 @@ def quadratic_weighted_kappa(counts: np.ndarray) -> float:
     expected = np.outer(counts.sum(axis=1), counts.sum(axis=0)) / n
     denominator = (weights * expected).sum()
     # All images of one grade and all predicted the same: no disagreement is possible.
-    return 1.0 - (weights * counts).sum() / denominator if denominator > 0 else 0.0
+    return float(1.0 - (weights * counts).sum() / denominator) if denominator > 0 else 0.0
 
 
 def per_class_recall(counts: np.ndarray) -> np.ndarray:

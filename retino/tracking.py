@@ -40,6 +40,8 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def logged_steps(self, key: str) -> set[int]: ...
+
     def log_artifact(self, path: Path) -> None: ...
 
 
@@ -54,6 +56,9 @@ class NullTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
+
+    def logged_steps(self, key: str) -> set[int]:
+        return set()
 
     def log_artifact(self, path: Path) -> None:
         pass
@@ -123,6 +128,15 @@ class MlflowTracker:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def logged_steps(self, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
+    def reopen(self, run_id: str) -> None:
+        """Continue an interrupted run: the same run id, its metrics go on from where they end."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        log.info("Continuing MLflow run %s", run_id)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -141,13 +155,20 @@ def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
 
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
-               tags: Mapping[str, str]) -> Iterator[MlflowTracker]:
+               tags: Mapping[str, str],
+               resume_run_id: str | None = None) -> Iterator[MlflowTracker]:
     """A run that ends FINISHED, or FAILED with its error (KILLED when interrupted or
-    terminated): never left RUNNING."""
+    terminated): never left RUNNING. With resume_run_id, that run is continued instead."""
     tracker = MlflowTracker(experiment)
-    tracker.start(run_name, tags)
+    if resume_run_id:
+        tracker.reopen(resume_run_id)
+    else:
+        tracker.start(run_name, tags)
     try:
-        tracker.log_params(params)
+        if resume_run_id:
+            tracker.set_tags(tags)  # this invocation's overrides, commit, parent study
+        else:
+            tracker.log_params(params)
         yield tracker
     except BaseException as err:
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
@@ -176,6 +197,31 @@ class RunRecord:
     history: dict[str, list[float]]  # metric -> value per epoch (step 1, 2, ...)
     final: dict[str, float]  # every metric's last value
     confusion: np.ndarray | None  # (5, 5) counts of the last epoch, None if never logged
+
+
+@dataclass
+class PreviousRun:
+    run_id: str
+    status: str
+    output_dir: str
+    test_acc: float
+
+
+def previous_runs(experiment: str, config_hash: str) -> list[PreviousRun]:
+    """The runs of this configuration in the experiment, newest first."""
+    client = MlflowClient(default_tracking_uri())
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], f"tags.config_hash = '{config_hash}'",
+                              max_results=50, order_by=["attributes.start_time DESC"])
+    return [PreviousRun(run.info.run_id, run.info.status, run.data.tags.get("output_dir", ""),
+                        run.data.metrics.get("test_acc", float("nan"))) for run in runs]
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    MlflowClient(default_tracking_uri()).log_batch(
+        run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str:

@@ -102,21 +102,24 @@ def evaluate(model: nn.Module, loader: DataLoader,
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, epoch: int, config: dict) -> None:
-    """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint."""
+                    scheduler: Any, epoch: int, config: dict,
+                    history: list[dict[str, float]] | None = None) -> None:
+    """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint.
+    The metric history rides along, so a resumed run can still draw its whole curve."""
     state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config}
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config,
+             "history": [{k: float(v) for k, v in row.items()} for row in history or []]}
     atomic_torch_save(path, state)
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> int:
-    """Restore a checkpoint in place; returns the last completed epoch."""
+                    scheduler: Any) -> tuple[int, list[dict[str, float]]]:
+    """Restore a checkpoint in place; returns the last completed epoch and the history so far."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"])
+    return int(state["epoch"]), list(state.get("history", []))
 
 
 @dataclass
@@ -134,16 +137,22 @@ def _log_epoch(row: dict[str, float], epochs: int) -> None:
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
         device: torch.device, out_dir: Path, config: dict,
-        tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0) -> FitResult:
+        tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
+        history: list[dict[str, float]] | None = None) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
-    The criterion (possibly class-weighted) drives training only; test_loss is plain CE."""
-    if not 1 <= start_epoch <= epochs:
-        raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs={epochs}.")
+    The criterion (possibly class-weighted) drives training only; test_loss is plain CE.
+    A resumed run passes the history of its finished epochs; start_epoch = epochs + 1 (all
+    trained, files not yet written) only evaluates."""
+    if not 1 <= start_epoch <= epochs + 1:
+        raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
     tracker = tracker or NullTracker()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.to(device)
-    result = FitResult()
+    result = FitResult(history=list(history or []))
+    if start_epoch > epochs:
+        _, true, pred = evaluate(model, test_loader, device)
+        result.confusion = confusion_matrix(true, pred)
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
@@ -154,9 +163,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
         scheduler.step()
-        save_checkpoint(Path(out_dir) / "last.pt", model, optimizer, scheduler, epoch, config)
+        result.history.append(row)
+        save_checkpoint(Path(out_dir) / "last.pt", model, optimizer, scheduler, epoch, config,
+                        result.history)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         _log_epoch(row, epochs)
-        result.history.append(row)
         result.confusion = confusion_matrix(true, pred)
     return result

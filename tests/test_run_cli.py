@@ -174,3 +174,33 @@ def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
     assert dr_run.data.tags["cifar10_pretrain_run_id"] == pretraining.info.run_id
     assert "cifar10_test_acc" in pretraining.data.metrics
     assert dr_run.data.params["pretrain.epochs"] == "1"
+
+
+def test_terminated_run_continues_in_the_same_mlflow_run_and_finished_sweeps_skip(tmp_path):
+    args = [*TINY, "epochs=3", "data.train_size=60", f"data.root={tmp_path / 'demo'}"]
+    env = dict(os.environ)
+    out = tmp_path / "outputs"
+    proc = subprocess.Popen([sys.executable, "run.py", *args, f"hydra.run.dir={out}"],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(600):  # stop it once its first epoch is checkpointed
+        if (out / "last.pt").is_file() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.terminate()
+    proc.wait(timeout=60)
+    client, [run] = experiment_runs()
+    if run.info.status == "FINISHED":
+        pytest.skip("the run finished before it could be interrupted")
+    assert run.info.status == "KILLED"
+    second = run_cli(args, tmp_path)  # the same command again
+    assert second.returncode == 0, second.stderr[-3000:]
+    client, [again] = experiment_runs()
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
+    assert sorted(steps) == [1, 2, 3]  # one unbroken series: nothing missing, nothing twice
+    sweep = run_cli(["-m", *args], tmp_path)  # a study with the same config: nothing to train
+    assert sweep.returncode == 0 and "already FINISHED" in sweep.stdout + sweep.stderr
+    assert len(experiment_runs()[1]) == 2  # the old run (now in the study) and the study's parent
+    fresh = run_cli([*args, "resume=false"], tmp_path)
+    assert fresh.returncode == 0 and len(experiment_runs()[1]) == 3

@@ -42,7 +42,9 @@ def tiny_training(cfg, out_dir, epochs, resume=False):
     scheduler = build_scheduler(cfg, optimizer)
     train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
                                 0, cfg.seed)
-    start = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler) + 1 if resume else 1
+    start = 1
+    if resume:
+        start = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler)[0] + 1
     return fit(model, train, test, nn.CrossEntropyLoss(), optimizer, scheduler, epochs,
                torch.device("cpu"), out_dir, config={}, start_epoch=start, seed=cfg.seed)
 
@@ -56,8 +58,8 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-6), key
     checkpoint = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config"}
-    assert checkpoint["epoch"] == 2
+    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config", "history"}
+    assert checkpoint["epoch"] == 2 and [row["epoch"] for row in checkpoint["history"]] == [2]
 
 
 def test_same_seed_same_result_and_deterministic_flag_does_not_leak(tmp_path):
@@ -92,3 +94,39 @@ def test_imbalance_options(tmp_path):
                                       "schedule=step"])
     result = run_experiment(balanced, tmp_path / "b")
     assert np.isfinite(result.history[0]["train_loss"])
+
+
+class StepRecorder:
+    """A tracker that remembers logged steps, and can die at a given step like a killed job."""
+
+    def __init__(self, die_at=None, logged=()):
+        self.steps, self.die_at, self.logged = [], die_at, set(logged)
+
+    def log_metrics(self, metrics, step):
+        if step == self.die_at:
+            raise KeyboardInterrupt  # killed after the checkpoint, before the metrics went out
+        self.steps.append(step)
+
+    def log_params(self, params):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def logged_steps(self, key):
+        return self.logged
+
+    def log_artifact(self, path):
+        pass
+
+
+def test_resume_after_a_kill_between_checkpoint_and_logging_loses_no_epoch(tmp_path):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "run", StepRecorder(die_at=2))
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
+    resumed = StepRecorder(logged={1})
+    result = run_experiment(cfg, tmp_path / "run", resumed, resume=True)
+    assert resumed.steps == [2]  # the missing epoch is logged from the checkpoint, once
+    assert [row["epoch"] for row in result.history] == [1, 2]  # nothing trained again
+    assert result.confusion.sum() == 10 and (tmp_path / "run" / "accuracy.png").is_file()
