@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
             "config_hash": config_hash(cfg)}
     if hydra_cfg.mode == RunMode.MULTIRUN and (parent := parent_run_id(hydra_cfg.sweep.dir)):
         tags[PARENT_TAG] = parent  # this job is a child of the study's run
+    if os.environ.get("RETINO_REPRODUCES"):  # started by python -m retino.reproduce
+        tags["reproduces"] = os.environ["RETINO_REPRODUCES"]
     return tags
 
 

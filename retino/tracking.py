@@ -224,6 +224,13 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
         run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def download_artifact(run_id: str, path: str) -> Path:
+    """One artifact of a run, downloaded to a temporary folder."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(default_tracking_uri())
+    return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
+
+
 def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str:
     """Create the study's parent run (left RUNNING until end_run) and return its id."""
     return MlflowTracker(experiment).start(name, tags)

@@ -204,3 +204,26 @@ def test_terminated_run_continues_in_the_same_mlflow_run_and_finished_sweeps_ski
     assert len(experiment_runs()[1]) == 2  # the old run (now in the study) and the study's parent
     fresh = run_cli([*args, "resume=false"], tmp_path)
     assert fresh.returncode == 0 and len(experiment_runs()[1]) == 3
+
+
+def test_a_run_is_reproduced_from_its_id_with_equal_metrics(tmp_path):
+    args = [*TINY, "epochs=2", "deterministic=true", f"data.root={tmp_path / 'demo'}",
+            "augmentation=strong", "lr=0.002"]
+    assert run_cli(args, tmp_path).returncode == 0
+    client, [original] = experiment_runs()
+    proc = subprocess.run([sys.executable, "-m", "retino.reproduce", original.info.run_id,
+                           f"hydra.run.dir={tmp_path / 'again'}"], cwd=PROJECT_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = experiment_runs()
+    [copy] = [r for r in runs if r.info.run_id != original.info.run_id]
+    assert copy.data.tags["reproduces"] == original.info.run_id
+    def config(run):
+        return {k: v for k, v in run.data.params.items() if k != "resume"}
+
+    assert config(copy) == config(original)  # exactly the logged config (run afresh)
+    assert copy.data.tags["config_hash"] == original.data.tags["config_hash"]
+    for metric in ("train_loss", "test_loss", "test_acc", "test_qwk"):
+        history = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, metric),
+                                            key=lambda m: m.step)] for r in (original, copy)]
+        assert history[0] == history[1], metric
