@@ -114,6 +114,7 @@ class Config:
     imbalance: str = "none"
     experiment: str = "retino"
     resume: bool = True  # skip a config already FINISHED; continue an interrupted one
+    cam_per_grade: int = 1  # test images per grade in class_activation_maps.png (0: none)
 
 
 def register_configs() -> None:
@@ -137,6 +138,8 @@ def _check_training(cfg: DictConfig, problems: list[str]) -> None:
     _check(problems, cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     _check(problems, cfg.lr > 0, f"lr={cfg.lr} must be a positive number (e.g. 0.001).")
     _check(problems, cfg.seed >= 0, f"seed={cfg.seed} must be 0 or more.")
+    _check(problems, cfg.cam_per_grade >= 0,
+           f"cam_per_grade={cfg.cam_per_grade} must be 0 (no maps) or more.")
     _check(problems, bool(cfg.experiment.strip()), "experiment= must name an MLflow experiment.")
     opt, schedule = cfg.optimizer, cfg.schedule
     _check(problems, opt.weight_decay >= 0,

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from retino.cam import cam_examples
 from retino.cifar10 import RunFactory, cifar10_weights
 from retino.config import run_name
 from retino.data.loaders import (
@@ -26,7 +27,7 @@ from retino.data.loaders import (
 )
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.models import ResNet, build_model, freeze_backbone
-from retino.plots import plot_accuracy, plot_confusion_matrix
+from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
 from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
 from retino.tracking import NullTracker, Tracker
 from retino.train import FitResult, fit, load_checkpoint, resolve_device, seed_everything
@@ -148,7 +149,11 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=done + 1, history=history)
-    for path in write_run_files(result, cfg, model, out_dir):
+    files = write_run_files(result, cfg, model, out_dir)
+    if cfg.cam_per_grade > 0:
+        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
+        files.append(plot_class_activation_maps(examples, out_dir / "class_activation_maps.png"))
+    for path in files:
         tracker.log_artifact(path)
     majority = float(np.max(grade_histogram(index["test"].grades)) / len(index["test"]))
     log.info("Final test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK %.3f",

@@ -85,6 +85,24 @@ def plot_confusion_grid(matrices: list[tuple[str, np.ndarray]], path: Path) -> P
     return _save(fig, path)
 
 
+def plot_class_activation_maps(examples: list[tuple[np.ndarray, np.ndarray, int, int]],
+                                path: Path) -> Path:
+    """Each example: the fundus with its activation map over it, titled true -> predicted."""
+    cols = min(5, len(examples))
+    rows = -(-len(examples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (rgb, heat, grade, predicted) in zip(axes.flat, examples, strict=False):
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        ax.set_title(f"grade {grade} → predicted {predicted}", fontsize=9,
+                     color="black" if grade == predicted else "red")
+    fig.suptitle("Class activation maps (last conv block × head weights of the prediction)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
