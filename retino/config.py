@@ -115,6 +115,9 @@ class Config:
     experiment: str = "retino"
     resume: bool = True  # skip a config already FINISHED; continue an interrupted one
     cam_per_grade: int = 1  # test images per grade in class_activation_maps.png (0: none)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16
+    channels_last: Optional[bool] = None  # null: on for CUDA only
+    grad_clip: float = 0.0  # max gradient norm, 0 = off
 
 
 def register_configs() -> None:
@@ -205,6 +208,8 @@ def validate_config(cfg: DictConfig, model_names: Iterable[str],
     _check_choice(problems, "optimizer.name", cfg.optimizer.name, OPTIMIZERS)
     _check_choice(problems, "schedule.name", cfg.schedule.name, SCHEDULES)
     _check_choice(problems, "imbalance", cfg.imbalance, IMBALANCE_MODES)
+    _check_choice(problems, "precision", cfg.precision, ("auto", "fp32", "bf16", "fp16"))
+    _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_training(cfg, problems)
     _check_input(cfg, problems)
     _check_data(cfg.data, problems)

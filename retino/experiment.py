@@ -28,6 +28,7 @@ from retino.data.loaders import (
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
+from retino.precision import resolve_step_settings
 from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
 from retino.tracking import NullTracker, Tracker
 from retino.train import FitResult, fit, load_checkpoint, resolve_device, seed_everything
@@ -148,7 +149,9 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
-                 seed=cfg.seed, start_epoch=done + 1, history=history)
+                 seed=cfg.seed, start_epoch=done + 1, history=history,
+                 settings=resolve_step_settings(cfg.precision, cfg.channels_last,
+                                                cfg.grad_clip, device))
     files = write_run_files(result, cfg, model, out_dir)
     if cfg.cam_per_grade > 0:
         examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)

@@ -20,9 +20,11 @@ from tqdm import tqdm
 from retino.errors import ConfigError
 from retino.files import atomic_torch_save, cpu_state_dict
 from retino.metrics import confusion_matrix, grading_metrics
+from retino.precision import GradientStep, StepSettings
 from retino.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
+FP32 = StepSettings()  # exact float32, NCHW: what a call without settings gets
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,35 +67,39 @@ def _progress(loader: DataLoader, desc: str):
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device,
-                    epoch: int) -> dict[str, float]:
+                    optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
+                    settings: StepSettings = FP32,
+                    step: GradientStep | None = None) -> dict[str, float]:
     """One pass over the training set; returns mean loss and accuracy."""
     model.train()
+    step = step or GradientStep(settings, device)
     loss_sum, correct, seen = 0.0, 0, 0
     for images, grades in _progress(loader, f"epoch {epoch} train"):
-        images, grades = images.to(device), grades.to(device)  # (B, 3, H, W), (B,)
-        logits = model(images)  # (B, 5)
-        loss = criterion(logits, grades)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        images = settings.images_to(images, device)  # (B, 3, H, W)
+        grades = grades.to(device, non_blocking=True)  # (B,)
+        with settings.autocast(device):
+            logits = model(images)  # (B, 5)
+            loss = criterion(logits.float(), grades)
+        step(loss, optimizer)
         loss_sum += loss.item() * len(grades)
         correct += (logits.argmax(dim=1) == grades).sum().item()
         seen += len(grades)
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader,
-             device: torch.device) -> tuple[float, np.ndarray, np.ndarray]:
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+             settings: StepSettings = FP32) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean cross-entropy, true grades and predicted grades over a split.
 
     The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
     loss_sum, true, pred = 0.0, [], []
     for images, grades in _progress(loader, "evaluate"):
-        images, grades = images.to(device), grades.to(device)
-        logits = model(images)
+        images = settings.images_to(images, device)
+        grades = grades.to(device, non_blocking=True)
+        with settings.autocast(device):
+            logits = model(images).float()
         loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum").item()
         true.append(grades.cpu())
         pred.append(logits.argmax(dim=1).cpu())
@@ -138,7 +144,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
         device: torch.device, out_dir: Path, config: dict,
         tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
-        history: list[dict[str, float]] | None = None) -> FitResult:
+        history: list[dict[str, float]] | None = None,
+        settings: StepSettings = FP32) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
     The criterion (possibly class-weighted) drives training only; test_loss is plain CE.
@@ -148,17 +155,19 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
     tracker = tracker or NullTracker()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    model.to(device)
+    settings.prepare(model, device)
+    step = GradientStep(settings, device)
     result = FitResult(history=list(history or []))
     if start_epoch > epochs:
-        _, true, pred = evaluate(model, test_loader, device)
+        _, true, pred = evaluate(model, test_loader, device, settings)
         result.confusion = confusion_matrix(true, pred)
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         seed_epoch(seed, epoch, train_loader)
-        row |= train_one_epoch(model, train_loader, criterion, optimizer, device, epoch)
-        test_loss, true, pred = evaluate(model, test_loader, device)
+        row |= train_one_epoch(model, train_loader, criterion, optimizer, device, epoch,
+                               settings, step)
+        test_loss, true, pred = evaluate(model, test_loader, device, settings)
         row |= {"test_loss": test_loss, **grading_metrics(true, pred, prefix="test_")}
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}

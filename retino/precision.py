@@ -1,0 +1,69 @@
+"""Mixed precision and memory layout for the training step, written once.
+
+precision: fp32 (exact, the CPU default), bf16 (autocast, no scaling needed: the CUDA default
+where supported), fp16 (autocast with a gradient scaler). channels_last: NHWC tensors, faster on
+CUDA tensor cores (the CUDA default). The step is always scale -> backward -> unscale -> clip ->
+step; on fp32 and bf16 the scaler is disabled and each of those is a plain call.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", *DTYPES)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    precision: str = "fp32"
+    channels_last: bool = False
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        return torch.autocast(device.type, dtype=DTYPES[self.precision],
+                              enabled=self.precision != "fp32")
+
+    def images_to(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)  # non-blocking from pinned memory
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
+            else images
+
+    def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
+        model.to(device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def resolve_step_settings(precision: str, channels_last: bool | None, grad_clip: float,
+                          device: torch.device) -> StepSettings:
+    """'auto' precision: bf16 (or fp16 without bf16 support) on CUDA, fp32 elsewhere; channels_last
+    None: on for CUDA only."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    layout = device.type == "cuda" if channels_last is None else channels_last
+    return StepSettings(precision, layout, grad_clip)
+
+
+class GradientStep:
+    """One optimizer step from a loss, correct for every precision."""
+
+    def __init__(self, settings: StepSettings, device: torch.device) -> None:
+        self.settings = settings
+        self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+
+    def __call__(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()

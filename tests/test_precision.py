@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+
+from retino.experiment import run_experiment
+from retino.precision import GradientStep, StepSettings, resolve_step_settings
+from tests.conftest import TINY, compose_config
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_every_precision_trains_on_cpu(tmp_path, precision):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", f"precision={precision}",
+                                 "channels_last=true", "grad_clip=1.0"])
+    row = run_experiment(cfg, tmp_path / "run").history[0]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])
+    state = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
+    assert state["fc.weight"].dtype == torch.float32  # weights stay fp32; only compute is cast
+
+
+def test_auto_settings_follow_the_device():
+    cpu = resolve_step_settings("auto", None, 0.0, torch.device("cpu"))
+    assert (cpu.precision, cpu.channels_last) == ("fp32", False)
+    assert resolve_step_settings("bf16", True, 0.5, torch.device("cpu")) == \
+        StepSettings("bf16", True, 0.5)
+
+
+def test_gradient_step_clips_the_true_gradient_norm():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)  # lr 0: look at gradients only
+    step = GradientStep(StepSettings("fp16", grad_clip=0.1), torch.device("cpu"))
+    assert step.scaler.is_enabled()  # fp16 scales its loss
+    loss = (layer(torch.full((8, 4), 100.0)) ** 2).mean()
+    step(loss, optimizer)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in layer.parameters()]))
+    assert norm <= 0.1 + 1e-4
