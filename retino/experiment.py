@@ -25,7 +25,7 @@ from retino.data.loaders import (
     locate_dataset,
     read_index_at,
 )
-from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
+from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
 from retino.models import ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
 from retino.precision import resolve_step_settings
@@ -102,12 +102,12 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
         out_dir / "confusion_matrix.csv", out_dir / "history.csv", out_dir / "config.yaml",
         out_dir / "model_state.pt",
     ]
-    header = "true\\pred," + ",".join(f"grade{g}" for g in range(5))
-    rows = [f"grade{g}," + ",".join(map(str, row)) for g, row in enumerate(result.confusion)]
-    atomic_write_text(out_dir / "confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
+    counts = [["true\\pred", *(f"grade{g}" for g in range(5))]]
+    counts += [[f"grade{g}", *map(str, row)] for g, row in enumerate(result.confusion)]
+    atomic_write_text(out_dir / "confusion_matrix.csv", csv_text(counts))
     keys = list(result.history[0])
-    table = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in result.history]
-    atomic_write_text(out_dir / "history.csv", "\n".join(table) + "\n")
+    table = [keys] + [[f"{row[k]:.6g}" for k in keys] for row in result.history]
+    atomic_write_text(out_dir / "history.csv", csv_text(table))
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_torch_save(out_dir / "model_state.pt", cpu_state_dict(model))
     return files

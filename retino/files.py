@@ -5,6 +5,8 @@ A kill at any moment leaves either the old file or the new one, never a truncate
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,17 @@ def _replace_from_temp(path: Path, write) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return _replace_from_temp(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return _replace_from_temp(path, lambda tmp: tmp.write_bytes(data))
+
+
+def csv_text(rows: list[list[str]] | list[tuple]) -> str:
+    """Rows as CSV text (quoted where a cell holds a comma or a quote)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:

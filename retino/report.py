@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retino.files import atomic_write_text
+from retino.files import atomic_write_text, csv_text
 from retino.plots import plot_accuracy_comparison, plot_confusion_grid
 from retino.tracking import RunRecord, read_runs
 
@@ -82,7 +82,7 @@ def to_markdown(header: list[str], rows: list[list[str]], failed: list[RunRecord
 
 
 def to_csv(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(",".join(cells) for cells in [header, *rows]) + "\n"
+    return csv_text([header, *rows])
 
 
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:

@@ -32,7 +32,7 @@ from retino.data.layout import IMAGE_SUFFIX, SPLITS, write_split_csvs
 from retino.data.preprocess import METHODS, BadImage, prepare_image
 from retino.data.sources import default_image_dir, read_source, unlabelled_images
 from retino.errors import DataError
-from retino.files import atomic_write_text
+from retino.files import atomic_write_bytes, atomic_write_text, csv_text
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ def _write_jpeg(path: Path, image) -> None:
     ok, encoded = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise BadImage("could not be encoded as JPEG")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(encoded.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def run_job(job: Job, size: int, method: str, force: bool) -> Outcome:
@@ -121,11 +119,7 @@ def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
     rows += [("-", name, "ignored", reason) for name, reason in ignored]
     rows += [(o.job.split, o.job.name, o.status, o.reason) for o in outcomes
              if o.status in {"skipped", "converted"}]
-    lines = [["split", "name", "action", "reason"], *sorted(rows)]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(lines)
-    os.replace(tmp, path)
+    atomic_write_text(path, csv_text([("split", "name", "action", "reason"), *sorted(rows)]))
 
 
 def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict,
