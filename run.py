@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import hydra
@@ -64,14 +66,36 @@ def earlier_run(cfg: DictConfig, tags: dict[str, str]):
     return finished, None
 
 
+def job_gpu(cfg: DictConfig) -> AbstractContextManager[int | None]:
+    """A GPU of its own for a sweep job on a machine with several (retino/devices.py); None when
+    there is nothing to choose (CPU, one GPU, a SLURM job given its one GPU, a single run)."""
+    from retino.devices import gpu_count, gpu_lease
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.device == "cpu" or gpu_count() < 2:
+        return nullcontext(None)
+    return gpu_lease(Path(hydra_cfg.sweep.dir) / ".gpu-leases", hydra_cfg.job.num, gpu_count())
+
+
 def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None) -> float:
     """Run the experiment inside an MLflow run; returns the final test accuracy.
 
     With config_error, the run is only recorded as FAILED with that error (a bad sweep job)."""
+    with job_gpu(cfg) as gpu:
+        if gpu is not None:
+            import torch
+
+            torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
+            log.info("This job runs on GPU %d.", gpu)
+        return _tracked_experiment(cfg, config_error, {} if gpu is None else {"gpu": str(gpu)})
+
+
+def _tracked_experiment(cfg: DictConfig, config_error: RetinoError | None,
+                        extra_tags: dict[str, str]) -> float:
     from retino.experiment import run_experiment  # heavy imports after validation
     from retino.tracking import PARENT_TAG, mlflow_run, set_run_tags
 
-    tags = run_tags(cfg)
+    tags = run_tags(cfg) | extra_tags
     done, interrupted = earlier_run(cfg, tags) if config_error is None else (None, None)
     if done is not None:
         log.info("Skipped: this configuration already FINISHED as MLflow run %s (resume=false "
@@ -100,9 +124,18 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def handle_sigterm() -> None:
+    """End the run as KILLED on SIGTERM, except under submitit: there SIGTERM announces a
+    preemption, and submitit's own handlers requeue the job, which then resumes from last.pt."""
+    if os.environ.get("SUBMITIT_EXECUTOR") or threading.current_thread() is not \
+            threading.main_thread():  # a thread-based launcher cannot take signals
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    signal.signal(signal.SIGTERM, _terminate)
+    handle_sigterm()
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         try:

@@ -121,8 +121,15 @@ class Config:
 
 
 def register_configs() -> None:
-    """Make the schema available to conf/config.yaml as `retino_schema`."""
+    """Make the schema available to conf/config.yaml as `retino_schema`, and the resolvers that
+    the launcher presets in conf/hydra/launcher/ size themselves with."""
+    from retino.devices import gpus_per_local_job, parallel_jobs
+
     ConfigStore.instance().store(name="retino_schema", node=Config)
+    for name, resolver in (("retino_parallel_jobs", parallel_jobs),
+                           ("retino_gpus_per_local_job", gpus_per_local_job)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def _check(problems: list[str], ok: bool, message: str) -> None:

@@ -1,7 +1,7 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: runs, their params, metrics and artifacts, and reading them back.
 
-Default store: `sqlite:///<project root>/mlflow.db` with artifacts in `<project root>/mlruns/`, so
-`mlflow ui` started in the project root shows every run; `MLFLOW_TRACKING_URI` wins when set.
+With retino/store.py (which store, and a client safe for parallel jobs), the only modules that
+import mlflow.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
 from retino.errors import user_message
+from retino.store import RetryingClient, artifact_location, default_tracking_uri, mlflow_client
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,6 @@ class NullTracker:
         pass
 
 
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-
-
-def _artifact_location(tracking_uri: str) -> str | None:
-    """For a SQLite store, artifacts go to `mlruns/` beside the database file (absolute)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db_path = Path(tracking_uri.removeprefix("sqlite:///"))
-        return (db_path.parent / "mlruns").resolve().as_uri()
-    return None  # a server or file store decides for itself
-
-
 def git_commit(folder: Path = PROJECT_ROOT) -> str:
     """The checked-out commit, with '-dirty' when tracked files have uncommitted changes."""
     try:
@@ -93,7 +81,7 @@ class MlflowTracker:
 
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
         self.tracking_uri = tracking_uri or default_tracking_uri()
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = mlflow_client(self.tracking_uri)
         self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
 
@@ -102,7 +90,7 @@ class MlflowTracker:
         if found is not None:
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, _artifact_location(self.tracking_uri))
+            return self.client.create_experiment(name, artifact_location(self.tracking_uri))
         except Exception:  # another job created it between our two calls
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -135,6 +123,8 @@ class MlflowTracker:
         """Continue an interrupted run: the same run id, its metrics go on from where they end."""
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
+        if "error" in self.client.get_run(run_id).data.tags:  # why it stopped: no longer true
+            self.client.delete_tag(run_id, "error")
         log.info("Continuing MLflow run %s", run_id)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -209,7 +199,7 @@ class PreviousRun:
 
 def previous_runs(experiment: str, config_hash: str) -> list[PreviousRun]:
     """The runs of this configuration in the experiment, newest first."""
-    client = MlflowClient(default_tracking_uri())
+    client = mlflow_client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
@@ -220,14 +210,14 @@ def previous_runs(experiment: str, config_hash: str) -> list[PreviousRun]:
 
 
 def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    MlflowClient(default_tracking_uri()).log_batch(
+    mlflow_client().log_batch(
         run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def download_artifact(run_id: str, path: str) -> Path:
     """One artifact of a run, downloaded to a temporary folder."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(default_tracking_uri())
+    client = mlflow_client()
     return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
 
 
@@ -237,18 +227,18 @@ def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str
 
 
 def end_run(run_id: str, status: str, artifacts: list[Path] = ()) -> None:
-    client = MlflowClient(default_tracking_uri())
+    client = mlflow_client()
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
 
 
-def _metric_series(client: MlflowClient, run_id: str, key: str) -> list[float]:
+def _metric_series(client: RetryingClient, run_id: str, key: str) -> list[float]:
     points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
     return [m.value for m in points]
 
 
-def _confusion(client: MlflowClient, run_id: str, folder: Path) -> np.ndarray | None:
+def _confusion(client: RetryingClient, run_id: str, folder: Path) -> np.ndarray | None:
     names = {a.path for a in client.list_artifacts(run_id)}
     if "confusion_matrix.csv" not in names:
         return None
@@ -260,7 +250,7 @@ def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
               metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
     """The given runs, or every child of parent_id, oldest first, as RunRecords."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet downloads
-    client = MlflowClient(default_tracking_uri())
+    client = mlflow_client()
     if parent_id is not None:
         experiment_id = client.get_run(parent_id).info.experiment_id
         runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'",

@@ -3,13 +3,14 @@ from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
 from retino.errors import DataError, user_message
-from retino.tracking import default_tracking_uri, mlflow_run
+from retino.store import default_tracking_uri
+from retino.tracking import mlflow_run
 
 
 def test_default_store_is_sqlite_in_project_root_with_artifacts_beside_it(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert default_tracking_uri() == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    monkeypatch.setattr("retino.tracking.PROJECT_ROOT", tmp_path)  # do not touch the real store
+    monkeypatch.setattr("retino.store.PROJECT_ROOT", tmp_path)  # do not touch the real store
     with mlflow_run("exp", "a-run", {"model.name": "resnet18"}, {}) as tracker:
         tracker.log_metrics({"test_acc": 0.5}, step=1)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -1,0 +1,67 @@
+"""Which GPU a job of a parallel sweep uses, and how many jobs a machine runs at once.
+
+Hydra's joblib launcher runs N jobs in N worker processes that live on and take job after job, so
+the GPU cannot be chosen once per process (CUDA_VISIBLE_DEVICES is read only when CUDA starts).
+Instead each job leases one GPU for its lifetime: a lock file per GPU in the sweep folder. A job
+takes the GPU of its job number when free, else the next free one; the lock goes with the
+process, so a crashed job never keeps its GPU.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CPU_PARALLEL_JOBS = 2  # small demo jobs at once on a machine without a GPU
+
+
+def gpu_count() -> int:
+    import torch  # here, not at the top: the config module asks without needing torch
+
+    return torch.cuda.device_count()
+
+
+def parallel_jobs() -> int:
+    """Jobs the parallel launcher runs at once: one per visible GPU, else 2 on CPU."""
+    return gpu_count() or CPU_PARALLEL_JOBS
+
+
+def gpus_per_local_job() -> int:
+    """submitit's local executor: 1 GPU when there is one (its jobs all get GPU 0), else 0."""
+    return min(1, gpu_count())
+
+
+def _try_lock(path: Path):
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def gpu_lease(lock_dir: Path, job_num: int, count: int) -> Iterator[int]:
+    """Hold one of `count` GPUs (its index) while the block runs; with more jobs running than
+    GPUs (a launcher with n_jobs above the GPU count), the job number's GPU is shared."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        gpu = (job_num + k) % count
+        handle = _try_lock(lock_dir / f"gpu{gpu}.lock")
+        if handle is None:
+            continue
+        try:
+            yield gpu
+        finally:
+            handle.close()  # closing the file releases its lock
+        return
+    gpu = job_num % count
+    log.warning("All %d GPUs are taken by other jobs of this sweep; job %d shares GPU %d. Set "
+                "hydra.launcher.n_jobs to at most the number of GPUs.", count, job_num, gpu)
+    yield gpu

@@ -1,0 +1,119 @@
+"""Sweeps through the launcher presets (conf/hydra/launcher/): jobs in parallel on one machine,
+the submitit (SLURM) path run locally with a preemption, and the GPU lease of parallel jobs."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from retino.devices import gpu_lease
+from retino.tracking import PARENT_TAG
+from tests.conftest import TINY
+from tests.test_run_cli import experiment_runs, run_cli
+
+STEPS_OF_EVERY_EPOCH = ("train_loss", "train_acc", "test_loss", "test_acc", "test_qwk")
+RUN_FILES = {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
+             "model_state.pt", "history.csv"}
+
+
+def study_runs():
+    """(client, parent run, its child runs) of the one study in the store."""
+    client, runs = experiment_runs()
+    [parent] = [r for r in runs if PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    return client, parent, children
+
+
+def assert_complete(client, run, epochs):
+    """FINISHED, with every epoch's metrics exactly once and the run's files."""
+    assert run.info.status == "FINISHED", run.data.tags.get("error")
+    for key in STEPS_OF_EVERY_EPOCH:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert sorted(steps) == list(range(1, epochs + 1)), key
+    assert RUN_FILES <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_gpu_lease_gives_running_jobs_different_gpus_and_frees_them(tmp_path):
+    with gpu_lease(tmp_path, job_num=0, count=2) as first:
+        with gpu_lease(tmp_path, job_num=2, count=2) as second:  # job 2 prefers GPU 0: taken
+            assert (first, second) == (0, 1)
+            with gpu_lease(tmp_path, job_num=3, count=2) as third:  # more jobs than GPUs
+                assert third == 1
+    with gpu_lease(tmp_path, job_num=1, count=2) as again:
+        assert again == 1  # its own GPU, free again
+    with gpu_lease(tmp_path, job_num=4, count=2) as again:
+        assert again == 0
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_four_jobs_at_once_on_sqlite_and_loses_nothing(tmp_path):
+    proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", "seed=0,1,2,3",
+                    *TINY, "epochs=2", f"data.root={tmp_path / 'demo'}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, parent, children = study_runs()
+    assert sorted(r.data.params["seed"] for r in children) == ["0", "1", "2", "3"]
+    for run in children:
+        assert_complete(client, run, epochs=2)
+    assert parent.info.status == "FINISHED"
+    assert {"results.md", "comparison.png"} <= {a.path for a in client.list_artifacts(
+        parent.info.run_id)}
+    assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not all overlap)
+
+
+def most_at_once(runs) -> int:
+    """The largest number of runs that were running at one moment."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    running, most = 0, 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def _submitit_tasks(folder: Path) -> list[int]:
+    """Process ids of the submitit jobs whose folder is under `folder`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "submitit.core._submit" in args and any(str(folder) in a for a in args):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from retino import PROJECT_ROOT
+
+    sweep = tmp_path / "multirun"
+    args = ["-m", "hydra/launcher=local", "seed=0,1", *TINY, "epochs=3", "data.train_size=40",
+            f"data.root={tmp_path / 'demo'}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=PROJECT_ROOT,
+                            env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for _ in range(1800):  # preempt both once their first epoch is checkpointed
+        if len(list(sweep.glob("*/last.pt"))) == 2 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    tasks = _submitit_tasks(sweep)
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a time limit or preemption
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-4000:]
+    assert len(tasks) == 2, "the jobs ended before they could be preempted"
+    for job in [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]:
+        log = "".join(p.read_text(errors="replace") for p in job.glob("*_log.*"))
+        assert "Requeued job" in log and "Resuming from" in log, log[-3000:]
+    client, parent, children = study_runs()
+    assert len(children) == 2  # each job continued its own run: no second run per job
+    for run in children:
+        assert_complete(client, run, epochs=3)
+        assert "error" not in run.data.tags  # the preemption no longer describes the run
+    assert parent.info.status == "FINISHED"
