@@ -57,7 +57,11 @@ class DataConfig:
     test_size: int = 250
     image_size: int = 128  # demo only: side of the generated JPEGs
     seed: int = 2024  # demo only: the data stays the same when the training seed changes
-    num_workers: int = 0
+    # DataLoader processes: "auto" (one per core this job has, less one for training) or a count.
+    # Not part of a run's identity: results are the same for every count (see EpochSampler).
+    num_workers: Any = "auto"
+    persistent_workers: bool = True  # keep the worker processes from epoch to epoch
+    prefetch_factor: int = 2  # batches each worker prepares ahead
 
 
 @dataclass
@@ -118,6 +122,8 @@ class Config:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16
     channels_last: Optional[bool] = None  # null: on for CUDA only
     grad_clip: float = 0.0  # max gradient norm, 0 = off
+    compile: bool = False  # torch.compile the model: minutes to compile, then faster on GPUs
+    log_system_metrics: bool = False  # CPU, memory, GPU use as system/* metrics in MLflow
 
 
 def register_configs() -> None:
@@ -201,7 +207,11 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
                "be at least 5, so that every grade can appear.")
         _check(problems, data.image_size >= STRIDE,
                f"data.image_size={data.image_size} must be at least {STRIDE}.")
-    _check(problems, data.num_workers >= 0, f"data.num_workers={data.num_workers} must be >= 0.")
+    workers = data.num_workers
+    _check(problems, workers == "auto" or (isinstance(workers, int) and workers >= 0),
+           f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
+    _check(problems, data.prefetch_factor >= 1,
+           f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
 
 
 def validate_config(cfg: DictConfig, model_names: Iterable[str],
@@ -258,9 +268,14 @@ def params_to_log(cfg: DictConfig) -> dict[str, Any]:
             if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
 
 
+# Keys that change how fast or how a run is watched, never what it learns.
+NOT_IDENTITY = ("resume", "data.num_workers", "data.persistent_workers", "data.prefetch_factor",
+                "log_system_metrics")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a configuration: equal for two runs that would train the same thing."""
-    params = {k: v for k, v in params_to_log(cfg).items() if k != "resume"}
+    params = {k: v for k, v in params_to_log(cfg).items() if k not in NOT_IDENTITY}
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

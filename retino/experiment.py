@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader
 
 from retino.cam import cam_examples
 from retino.cifar10 import RunFactory, cifar10_weights
@@ -24,6 +25,7 @@ from retino.data.loaders import (
     grade_histogram,
     locate_dataset,
     read_index_at,
+    resolve_num_workers,
 )
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
 from retino.models import ResNet, build_model, freeze_backbone
@@ -31,7 +33,14 @@ from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusi
 from retino.precision import resolve_step_settings
 from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
 from retino.tracking import NullTracker, Tracker
-from retino.train import FitResult, fit, load_checkpoint, resolve_device, seed_everything
+from retino.train import (
+    Checkpoint,
+    FitResult,
+    fit,
+    load_checkpoint,
+    resolve_device,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +122,30 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
     return files
 
 
+def data_loaders(cfg: DictConfig, index: dict) -> tuple[DataLoader, DataLoader]:
+    workers = resolve_num_workers(cfg.data.num_workers)
+    log.info("Data: %d train / %d test images; train grades %s; %d loader workers",
+             len(index["train"]), len(index["test"]),
+             grade_histogram(index["train"].grades).tolist(), workers)
+    return build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size, workers,
+                         cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
+                         persistent_workers=cfg.data.persistent_workers,
+                         prefetch_factor=cfg.data.prefetch_factor)
+
+
+def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                tracker: Tracker) -> Checkpoint:
+    """Restore the checkpoint; epochs it holds that never reached MLflow (a kill between the
+    checkpoint and the logging) are logged now, so the run's series has no gap."""
+    checkpoint = load_checkpoint(path, model, optimizer, scheduler)
+    logged = tracker.logged_steps("test_acc")
+    for row in checkpoint.history:
+        if row["epoch"] not in logged:
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                step=int(row["epoch"]))
+    return checkpoint
+
+
 def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
                    run_factory: RunFactory = _untracked_run, resume: bool = False) -> FitResult:
     """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
@@ -130,28 +163,21 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     model = prepare_model(cfg, weights)
-    log.info("Data: %d train / %d test images; train grades %s", len(index["train"]),
-             len(index["test"]), grade_histogram(index["train"].grades).tolist())
-    train_loader, test_loader = build_loaders(
-        index, cfg.augmentation, cfg.resolution.size, cfg.batch_size, cfg.data.num_workers,
-        cfg.seed, balanced=cfg.imbalance == "balanced_sampler")
+    train_loader, test_loader = data_loaders(cfg, index)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    done, history = 0, []
+    start = Checkpoint(0, [], {})
     if resume and (out_dir / "last.pt").is_file():
-        done, history = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler)
-        log.info("Resuming from %s after epoch %d of %d", out_dir / "last.pt", done, cfg.epochs)
-        logged = tracker.logged_steps("test_acc")  # killed between checkpoint and logging?
-        for row in history:
-            if row["epoch"] not in logged:
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                    step=int(row["epoch"]))
+        start = resume_from(out_dir / "last.pt", model, optimizer, scheduler, tracker)
+        log.info("Resuming from %s after epoch %d of %d", out_dir / "last.pt", start.epoch,
+                 cfg.epochs)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
-                 seed=cfg.seed, start_epoch=done + 1, history=history,
+                 seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
                  settings=resolve_step_settings(cfg.precision, cfg.channels_last,
-                                                cfg.grad_clip, device))
+                                                cfg.grad_clip, device, cfg.compile),
+                 scaler_state=start.scaler)
     files = write_run_files(result, cfg, model, out_dir)
     if cfg.cam_per_grade > 0:
         examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +45,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
     # Set both ways: jobs of a sweep share one process, and one job's choice must not leak.
     torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = False
+    # cuDNN tries its convolution algorithms on the first batch and keeps the fastest (input
+    # sizes are fixed here); the choice may differ between runs, so not when deterministic.
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
@@ -55,8 +57,10 @@ def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
     random.seed(epoch_seed)
     np.random.seed(epoch_seed % 2**32)
     torch.manual_seed(epoch_seed)
-    if loader.generator is not None:  # drives the sampler and the workers' seeds
+    if loader.generator is not None:  # drives a plain shuffle and new workers' seeds
         loader.generator.manual_seed(epoch_seed)
+    if hasattr(loader.sampler, "set_epoch"):  # EpochSampler: order and augmentation seeds
+        loader.sampler.set_epoch(epoch)
 
 
 def _progress(loader: DataLoader, desc: str):
@@ -109,23 +113,33 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, epoch: int, config: dict,
-                    history: list[dict[str, float]] | None = None) -> None:
+                    history: list[dict[str, float]] | None = None,
+                    scaler: dict | None = None) -> None:
     """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint.
-    The metric history rides along, so a resumed run can still draw its whole curve."""
+    The metric history rides along, so a resumed run can still draw its whole curve; so does
+    the fp16 gradient scaler's state (its current scale), empty for other precisions."""
     state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config,
-             "history": [{k: float(v) for k, v in row.items()} for row in history or []]}
+             "history": [{k: float(v) for k, v in row.items()} for row in history or []],
+             "scaler": scaler or {}}
     atomic_torch_save(path, state)
 
 
+class Checkpoint(NamedTuple):
+    epoch: int  # the last completed epoch
+    history: list[dict[str, float]]  # one row per completed epoch
+    scaler: dict  # the fp16 gradient scaler's state ({} otherwise)
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> tuple[int, list[dict[str, float]]]:
-    """Restore a checkpoint in place; returns the last completed epoch and the history so far."""
+                    scheduler: Any) -> Checkpoint:
+    """Restore model, optimizer and schedule in place; the rest is returned."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]), list(state.get("history", []))
+    return Checkpoint(int(state["epoch"]), list(state.get("history", [])),
+                      dict(state.get("scaler", {})))
 
 
 @dataclass
@@ -145,7 +159,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         device: torch.device, out_dir: Path, config: dict,
         tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
         history: list[dict[str, float]] | None = None,
-        settings: StepSettings = FP32) -> FitResult:
+        settings: StepSettings = FP32, scaler_state: dict | None = None) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
     The criterion (possibly class-weighted) drives training only; test_loss is plain CE.
@@ -156,25 +170,28 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     tracker = tracker or NullTracker()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     settings.prepare(model, device)
+    runner = settings.compiled(model)  # what the loops call; `model` is what gets saved
     step = GradientStep(settings, device)
+    if scaler_state:
+        step.scaler.load_state_dict(scaler_state)
     result = FitResult(history=list(history or []))
     if start_epoch > epochs:
-        _, true, pred = evaluate(model, test_loader, device, settings)
+        _, true, pred = evaluate(runner, test_loader, device, settings)
         result.confusion = confusion_matrix(true, pred)
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         seed_epoch(seed, epoch, train_loader)
-        row |= train_one_epoch(model, train_loader, criterion, optimizer, device, epoch,
+        row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
                                settings, step)
-        test_loss, true, pred = evaluate(model, test_loader, device, settings)
+        test_loss, true, pred = evaluate(runner, test_loader, device, settings)
         row |= {"test_loss": test_loss, **grading_metrics(true, pred, prefix="test_")}
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
         scheduler.step()
         result.history.append(row)
         save_checkpoint(Path(out_dir) / "last.pt", model, optimizer, scheduler, epoch, config,
-                        result.history)
+                        result.history, step.scaler.state_dict())
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         _log_epoch(row, epochs)
         result.confusion = confusion_matrix(true, pred)

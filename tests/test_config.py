@@ -7,7 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
-from retino.config import flatten_config, params_to_log, run_name, validate_config
+from retino.config import config_hash, flatten_config, params_to_log, run_name, validate_config
+from retino.devices import gpus_per_local_job, parallel_jobs
 from retino.errors import ConfigError
 from retino.models import MODEL_BUILDERS
 from retino.pretrained import PRETRAIN_SOURCES
@@ -49,6 +50,9 @@ def test_group_options_change_the_config():
     ("augmentation.rotate_degrees=-5", "augmentation.rotate_degrees=-5", "[0, 180]"),
     ("augmentation.hflip=2", "augmentation.hflip=2", "probability"),
     ("experiment=' '", "experiment=", "MLflow experiment"),
+    ("data.num_workers=many", "data.num_workers='many'", "auto or a whole number"),
+    ("data.num_workers=-2", "data.num_workers=-2", "auto or a whole number"),
+    ("data.prefetch_factor=0", "data.prefetch_factor=0", "at least 1"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(override, key, allowed):
     with pytest.raises(ConfigError) as err:
@@ -124,3 +128,23 @@ def test_every_sweep_file_composes_with_its_axes(study):
     assert proc.returncode == 0, proc.stderr
     sweeper = proc.stdout.split("sweeper:")[1].split("launcher:")[0]
     assert "params:" in sweeper and "model:" in sweeper  # the study names its axes
+
+
+def test_speed_settings_do_not_change_a_configs_identity():
+    base = config_hash(compose_config())
+    assert config_hash(compose_config(["data.num_workers=6", "data.persistent_workers=false",
+                                       "log_system_metrics=true", "resume=false"])) == base
+    assert config_hash(compose_config(["precision=bf16"])) != base  # this one changes numbers
+
+
+@pytest.mark.parametrize("launcher, key, value", [
+    ("parallel", "n_jobs", str(parallel_jobs())),  # one per GPU; without a GPU, 2
+    ("local", "gpus_per_node", str(gpus_per_local_job())),
+    ("slurm", "gpus_per_node", "1"),
+])
+def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
+    command = [sys.executable, "run.py", f"hydra/launcher={launcher}", "--cfg", "hydra",
+               "-p", f"hydra.launcher.{key}", "--resolve"]
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == value

@@ -136,3 +136,19 @@ def test_balanced_sampler_and_weights_favour_rare_grades(tmp_path):
     assert (grades == 0).float().mean() < 0.5  # 73% of the images, about 20% of the draws
     weights = class_weights(index["train"].grades)
     assert weights[4] > weights[0] * 10
+
+
+def test_auto_worker_count_follows_the_cores_this_job_may_use(monkeypatch):
+    from retino.data.loaders import resolve_num_workers
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
+    assert resolve_num_workers("auto") == 3  # one core left for the training process
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a launcher split the machine between jobs
+    assert resolve_num_workers("auto") == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(1)))
+    assert resolve_num_workers("auto") == 0  # one core: load in the training process
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(96)))
+    assert resolve_num_workers("auto") == 12  # capped: more only costs memory
+    assert resolve_num_workers(5) == 5

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from retino.experiment import run_experiment
+from retino.experiment import build_optimizer, build_scheduler, prepare_model, run_experiment
+from retino.models import build_model
 from retino.precision import GradientStep, StepSettings, resolve_step_settings
+from retino.train import fit
 from tests.conftest import TINY, compose_config
 
 
@@ -34,3 +36,35 @@ def test_gradient_step_clips_the_true_gradient_norm():
     step(loss, optimizer)
     norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in layer.parameters()]))
     assert norm <= 0.1 + 1e-4
+
+
+def test_fp16_resume_restores_the_gradient_scale(tmp_path):
+    from retino.data.loaders import build_loaders, read_index
+
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}"])
+    model = prepare_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    train, test = build_loaders(read_index(cfg.data), cfg.augmentation, 64, 8, 0, seed=0)
+    scaler = GradientStep(StepSettings("fp16"), torch.device("cpu")).scaler.state_dict()
+    scaler["scale"] = 1024.0  # as if overflows had lowered it from the initial 65536
+    fit(model, train, test, torch.nn.CrossEntropyLoss(), optimizer,
+        build_scheduler(cfg, optimizer), 1, torch.device("cpu"), tmp_path / "run", config={},
+        settings=StepSettings("fp16"), scaler_state=scaler)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]
+    assert saved["scale"] <= 1024.0  # went on from the restored scale, not from the default
+
+
+def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
+    from retino.data.loaders import build_loaders, read_index
+
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "model=resnet18"])
+    model = prepare_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    train, test = build_loaders(read_index(cfg.data), cfg.augmentation, 64, 8, 0, seed=0)
+    settings = StepSettings(compile=True, compile_backend="aot_eager")  # inductor: minutes
+    result = fit(model, train, test, torch.nn.CrossEntropyLoss(), optimizer,
+                 build_scheduler(cfg, optimizer), 1, torch.device("cpu"), tmp_path / "run",
+                 config={}, settings=settings)
+    assert np.isfinite(result.history[0]["train_loss"])
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    build_model("resnet18").load_state_dict(state)  # strict: no "_orig_mod." prefixes

@@ -33,7 +33,7 @@ def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
     assert counts.sum() == 10 and (counts == result.confusion).all()
 
 
-def tiny_training(cfg, out_dir, epochs, resume=False):
+def tiny_training(cfg, out_dir, epochs, resume=False, workers=0):
     """The pieces run_experiment wires, so a test can stop and resume between epochs."""
     seed_everything(cfg.seed, deterministic=True)
     index = read_index(cfg.data)
@@ -41,7 +41,7 @@ def tiny_training(cfg, out_dir, epochs, resume=False):
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
-                                0, cfg.seed)
+                                workers, cfg.seed, persistent_workers=True)
     start = 1
     if resume:
         start = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler)[0] + 1
@@ -50,15 +50,19 @@ def tiny_training(cfg, out_dir, epochs, resume=False):
 
 
 def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
-    straight = tiny_training(cfg, tmp_path / "a", epochs=2).history
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2",
+                                 "augmentation=strong"])
+    # Uninterrupted with 2 persistent loader workers; interrupted and resumed with none: the
+    # same batches and the same augmentations, so the same numbers.
+    straight = tiny_training(cfg, tmp_path / "a", epochs=2, workers=2).history
     tiny_training(cfg, tmp_path / "b", epochs=1)  # "interrupted" after epoch 1
     resumed = tiny_training(cfg, tmp_path / "b", epochs=2, resume=True).history
     assert [row["epoch"] for row in resumed] == [2]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-6), key
     checkpoint = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config", "history"}
+    assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config", "history",
+                               "scaler"}
     assert checkpoint["epoch"] == 2 and [row["epoch"] for row in checkpoint["history"]] == [2]
 
 

@@ -38,12 +38,22 @@ class RetinopathyLoader(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Image i, or (i, seed) from an EpochSampler: its random augmentation then follows
+        from the seed alone, whichever worker process draws it."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
         image = read_rgb(self.index.paths[i])  # (H, W, 3) uint8, RGB
         tensor = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W)
         if self.transform is not None:
-            tensor = self.transform(tensor)
+            tensor = self._augment(tensor, seed)
         return tensor, self.index.grades[i]
+
+    def _augment(self, tensor: torch.Tensor, seed: int | None) -> torch.Tensor:
+        if seed is None:
+            return self.transform(tensor)
+        with torch.random.fork_rng(devices=[]):  # the process's own random state is kept
+            torch.manual_seed(seed)
+            return self.transform(tensor)
 
 
 def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0.0,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from retino import PROJECT_ROOT
 from retino.data.dataset import RetinopathyLoader, build_transform
@@ -22,6 +24,7 @@ from retino.errors import DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_CACHE = PROJECT_ROOT / "data"
+MAX_AUTO_WORKERS = 12  # enough to feed one GPU with 512 px JPEGs; more only costs memory
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,50 @@ def class_weights(grades: list[int]) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _balanced_sampler(grades: list[int], generator: torch.Generator) -> WeightedRandomSampler:
-    """Draw each grade equally often, with replacement; an epoch keeps its usual length."""
-    per_grade = 1.0 / grade_histogram(grades)[np.asarray(grades)]
-    return WeightedRandomSampler(per_grade.tolist(), len(grades), replacement=True,
-                                 generator=generator)
+def balanced_weights(grades: list[int]) -> torch.Tensor:
+    """Per-image sampling weights that draw each grade equally often."""
+    return torch.as_tensor(1.0 / grade_histogram(grades)[np.asarray(grades)])
+
+
+class EpochSampler(Sampler):
+    """The training order of an epoch, and an augmentation seed for each image drawn.
+
+    Both follow from (seed, epoch) alone, set by set_epoch() in the main process. So an epoch
+    is the same whether the DataLoader has 0 or 12 workers, persistent or started anew, and a run
+    resumed from its checkpoint continues exactly as an uninterrupted one would. With weights,
+    images are drawn with replacement in proportion to them (the class-balanced sampler)."""
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None) -> None:
+        self.size, self.seed, self.weights, self.epoch = size, seed, weights, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True,
+                                      generator=generator)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+def resolve_num_workers(setting: int | str) -> int:
+    """'auto': one DataLoader process per core this job may use, less one for training.
+
+    The cores are the process's CPU affinity (what SLURM or taskset grant), or fewer when a
+    launcher sharing the machine set OMP_NUM_THREADS (joblib does: cores / jobs)."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        cores = min(cores, int(os.environ["OMP_NUM_THREADS"]))
+    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -105,18 +147,19 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
-                  batch_size: int, num_workers: int, seed: int,
-                  balanced: bool = False) -> tuple[DataLoader, DataLoader]:
+                  batch_size: int, num_workers: int, seed: int, balanced: bool = False,
+                  persistent_workers: bool = True,
+                  prefetch_factor: int = 2) -> tuple[DataLoader, DataLoader]:
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
     aug = {k: v for k, v in augmentation.items() if k != "name"}
     train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
     test_set = RetinopathyLoader(index["test"], build_transform(size, train=False))
-    generator = torch.Generator().manual_seed(seed)
-    sampler = _balanced_sampler(index["train"].grades, generator) if balanced else None
-    # Workers are started anew each epoch (not persistent): their seeds then follow the epoch's
-    # seed (see train.seed_epoch), which keeps a resumed run identical to an uninterrupted one.
+    weights = balanced_weights(index["train"].grades) if balanced else None
     common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
-                  pin_memory=torch.cuda.is_available())
-    train = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, generator=generator,
+                  pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
+                  generator=torch.Generator().manual_seed(seed))
+    if num_workers > 0:
+        common |= dict(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
+    train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
                        drop_last=len(train_set) > batch_size, **common)
     return train, DataLoader(test_set, shuffle=False, **common)
