@@ -1,4 +1,4 @@
-"""Benchmark: retino's image preparation against the lab's, and the training input pipeline.
+"""Benchmark: retino's image preparation against the lab's.
 
     python bench/prepare_speed.py                 # 24 Kaggle-sized JPEGs (3888x2592, q90)
     python bench/prepare_speed.py --images 4 --width 640 --height 480 --size 64   # smoke run
@@ -7,9 +7,8 @@ Prints, on the same generated files:
 1. images/s per core of the lab's method (full decode, area resize, center crop, one process)
    and of retino's center_crop (reduced-scale decode, then the same), their ratio, and the mean
    absolute difference between the two outputs in grey levels;
-2. retino's images/s on 1 process and on every core, and the scaling between them;
-3. one training epoch fed by the real DataLoader over the prepared cache, against the same loop
-   fed from tensors already in memory, and their ratio (1.0 = the input pipeline costs nothing).
+2. retino's images/s on 1 process and on every core, and the scaling between them.
+Training from a prepared cache is measured by bench/train_speed.py --data <cache>.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retino.data.demo import draw_fundus  # noqa: E402
-from retino.data.layout import write_split_csvs  # noqa: E402
 from retino.data.prepare import Job, cache_dir, run_jobs  # noqa: E402
 from retino.data.preprocess import prepare_image  # noqa: E402
 
@@ -113,48 +111,12 @@ def measure_scaling(paths: list[Path], size: int, out_root: Path, repeat: int) -
     return out
 
 
-def measure_input_pipeline(cache: Path, resolution: int) -> None:
-    """One epoch of training from the prepared JPEGs vs from tensors already in memory."""
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from retino.data.dataset import RetinopathyLoader, build_transform
-    from retino.data.layout import read_split_index
-    from retino.models import build_model
-    from retino.train import train_one_epoch
-
-    names = sorted(p.stem for p in (cache / "images").glob("*.jpeg"))
-    write_split_csvs(cache, "train", names, [i % 5 for i in range(len(names))])
-    dataset = RetinopathyLoader(read_split_index(cache, cache / "images", "train"),
-                                build_transform(resolution, train=True, hflip=0.5, vflip=0.5))
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    grades = torch.tensor(dataset.index.grades)
-    loaders = {"tensors in memory": DataLoader(TensorDataset(images, grades), batch_size=16,
-                                               shuffle=True)}
-    for workers in sorted({0, os.cpu_count() or 1}):
-        loaders[f"cache, {workers} workers"] = DataLoader(dataset, batch_size=16, shuffle=True,
-                                                          num_workers=workers)
-    model, device = build_model("resnet18"), torch.device("cpu")
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    criterion = torch.nn.CrossEntropyLoss()
-    train_one_epoch(model, loaders["tensors in memory"], criterion, optimizer, device, 0)  # warm
-    times = {}
-    for label, loader in loaders.items():
-        started = time.perf_counter()
-        train_one_epoch(model, loader, criterion, optimizer, device, 1)
-        times[label] = time.perf_counter() - started
-        ratio = times["tensors in memory"] / times[label]
-        print(f"epoch from {label:18s}: {times[label]:6.2f} s  (resnet18, {len(names)} images "
-              f"at {resolution}px; in-memory time / this time = {ratio:.2f})")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--width", type=int, default=3888)
     parser.add_argument("--height", type=int, default=2592)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--train-resolution", type=int, default=128)
     parser.add_argument("--noise", type=float, default=3.0,
                         help="sensor noise; sets the file size (3: ~0.9 MB, 10: ~2.4 MB)")
     parser.add_argument("--repeat", type=int, default=8,
@@ -166,8 +128,7 @@ def main() -> None:
         mb = np.mean([p.stat().st_size for p in paths]) / 1e6
         print(f"{len(paths)} JPEGs of {args.width}x{args.height} ({mb:.1f} MB each on average)")
         compare_methods(paths, args.size)
-        cache = measure_scaling(paths, args.size, Path(tmp) / "caches", args.repeat)
-        measure_input_pipeline(cache, args.train_resolution)
+        measure_scaling(paths, args.size, Path(tmp) / "caches", args.repeat)
 
 
 if __name__ == "__main__":
