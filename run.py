@@ -111,7 +111,8 @@ def _tracked_experiment(cfg: DictConfig, config_error: RetinoError | None,
                                                          "git_commit": tags["git_commit"]})
 
     with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags,
-                    resume_run_id=interrupted and interrupted.run_id) as tracker:
+                    resume_run_id=interrupted and interrupted.run_id,
+                    system_metrics=cfg.log_system_metrics) as tracker:
         if config_error is not None:
             raise config_error
         result = run_experiment(cfg, Path(tags["output_dir"]), tracker,

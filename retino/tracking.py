@@ -145,15 +145,17 @@ def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
 
 @contextmanager
 def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
-               tags: Mapping[str, str],
-               resume_run_id: str | None = None) -> Iterator[MlflowTracker]:
+               tags: Mapping[str, str], resume_run_id: str | None = None,
+               system_metrics: bool = False) -> Iterator[MlflowTracker]:
     """A run that ends FINISHED, or FAILED with its error (KILLED when interrupted or
-    terminated): never left RUNNING. With resume_run_id, that run is continued instead."""
+    terminated): never left RUNNING. With resume_run_id, that run is continued instead.
+    With system_metrics, CPU, memory, disk, network and GPU use are sampled into the run."""
     tracker = MlflowTracker(experiment)
     if resume_run_id:
         tracker.reopen(resume_run_id)
     else:
         tracker.start(run_name, tags)
+    monitor = _system_monitor(tracker, resumed=bool(resume_run_id)) if system_metrics else None
     try:
         if resume_run_id:
             tracker.set_tags(tags)  # this invocation's overrides, commit, parent study
@@ -165,9 +167,29 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         try:
             _record_failure(tracker, err)
         finally:
+            _finish(monitor)
             tracker.end(status)
         raise
+    _finish(monitor)
     tracker.end("FINISHED")
+
+
+SYSTEM_METRICS_INTERVAL_S = 10  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+
+
+def _system_monitor(tracker: MlflowTracker, resumed: bool):
+    """MLflow's sampler of system/* metrics for this run, started (psutil; pynvml for GPUs)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(tracker.run_id, SYSTEM_METRICS_INTERVAL_S,
+                                   resume_logging=resumed, tracking_uri=tracker.tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def _finish(monitor) -> None:
+    if monitor is not None:
+        monitor.finish()  # logs what it sampled last
 
 
 # --- Studies: a sweep is a parent run; each of its jobs is a child run ---------------------------

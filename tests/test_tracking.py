@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -43,3 +45,17 @@ def test_worker_error_is_reduced_to_its_original_message():
                         "retino.errors.DataError: Cannot decode image /d/a.jpeg: corrupt\n")
     assert user_message(wrapped) == "Cannot decode image /d/a.jpeg: corrupt"
     assert user_message(DataError("plain")) == "plain"
+
+
+def test_system_metrics_are_sampled_into_the_run_when_asked(monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    with mlflow_run("exp", "watched", {}, {}, system_metrics=True) as tracker:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:  # a few samples' worth of work
+            sum(i * i for i in range(10_000))
+    metrics = MlflowClient().get_run(tracker.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics
+    assert "system/system_memory_usage_megabytes" in metrics
+    with mlflow_run("exp", "unwatched", {}, {}) as tracker:
+        pass
+    assert MlflowClient().get_run(tracker.run_id).data.metrics == {}
