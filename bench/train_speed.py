@@ -147,7 +147,8 @@ def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
     location = dataset_location(args)
-    workers = resolve_num_workers(args.workers if args.workers == "auto" else int(args.workers))
+    workers = resolve_num_workers(args.workers if args.workers == "auto" else int(args.workers),
+                                  feeds_gpu=device.type == "cuda")
     index = read_index_at(location)
     loader, _ = build_loaders(index, FLIP, args.resolution, args.batch_size, workers, seed=0)
     train_step, settings = make_train_step(args, device)

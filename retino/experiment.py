@@ -122,8 +122,9 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
     return files
 
 
-def data_loaders(cfg: DictConfig, index: dict) -> tuple[DataLoader, DataLoader]:
-    workers = resolve_num_workers(cfg.data.num_workers)
+def data_loaders(cfg: DictConfig, index: dict,
+                 device: torch.device) -> tuple[DataLoader, DataLoader]:
+    workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
     log.info("Data: %d train / %d test images; train grades %s; %d loader workers",
              len(index["train"]), len(index["test"]),
              grade_histogram(index["train"].grades).tolist(), workers)
@@ -163,7 +164,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     model = prepare_model(cfg, weights)
-    train_loader, test_loader = data_loaders(cfg, index)
+    train_loader, test_loader = data_loaders(cfg, index, device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})

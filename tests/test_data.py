@@ -143,12 +143,13 @@ def test_auto_worker_count_follows_the_cores_this_job_may_use(monkeypatch):
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
-    assert resolve_num_workers("auto") == 3  # one core left for the training process
+    assert resolve_num_workers("auto", feeds_gpu=True) == 3  # one core left for training
+    assert resolve_num_workers("auto", feeds_gpu=False) == 0  # CPU training uses every core
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a launcher split the machine between jobs
-    assert resolve_num_workers("auto") == 1
+    assert resolve_num_workers("auto", feeds_gpu=True) == 1
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(1)))
-    assert resolve_num_workers("auto") == 0  # one core: load in the training process
+    assert resolve_num_workers("auto", feeds_gpu=True) == 0  # one core: load in-process
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(96)))
-    assert resolve_num_workers("auto") == 12  # capped: more only costs memory
-    assert resolve_num_workers(5) == 5
+    assert resolve_num_workers("auto", feeds_gpu=True) == 12  # capped: more only costs memory
+    assert resolve_num_workers(5, feeds_gpu=False) == 5
