@@ -87,7 +87,11 @@ def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None)
 
             torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
             log.info("This job runs on GPU %d.", gpu)
-        return _tracked_experiment(cfg, config_error, {} if gpu is None else {"gpu": str(gpu)})
+        try:
+            return _tracked_experiment(cfg, config_error, {} if gpu is None else {"gpu": str(gpu)})
+        finally:
+            if gpu is not None:  # this worker process may take the next job on another GPU:
+                torch.cuda.empty_cache()  # hand this one back whole
 
 
 def _tracked_experiment(cfg: DictConfig, config_error: RetinoError | None,
@@ -126,8 +130,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def handle_sigterm() -> None:
-    """End the run as KILLED on SIGTERM, except under submitit: there SIGTERM announces a
-    preemption, and submitit's own handlers requeue the job, which then resumes from last.pt."""
+    """End the run as KILLED on SIGTERM, except under submitit, which ignores SIGTERM on purpose:
+    SLURM's SIGUSR2 (before the time limit, or on preemption where the cluster sends it) makes
+    submitit checkpoint and requeue the job, which then resumes from last.pt. A job killed there
+    without it leaves its run RUNNING; running the sweep again continues it."""
     if os.environ.get("SUBMITIT_EXECUTOR") or threading.current_thread() is not \
             threading.main_thread():  # a thread-based launcher cannot take signals
         return

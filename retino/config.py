@@ -208,7 +208,8 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
         _check(problems, data.image_size >= STRIDE,
                f"data.image_size={data.image_size} must be at least {STRIDE}.")
     workers = data.num_workers
-    _check(problems, workers == "auto" or (isinstance(workers, int) and workers >= 0),
+    is_count = isinstance(workers, int) and not isinstance(workers, bool)
+    _check(problems, workers == "auto" or (is_count and workers >= 0),
            f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
     _check(problems, data.prefetch_factor >= 1,
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")

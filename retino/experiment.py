@@ -139,6 +139,7 @@ def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     """Restore the checkpoint; epochs it holds that never reached MLflow (a kill between the
     checkpoint and the logging) are logged now, so the run's series has no gap."""
     checkpoint = load_checkpoint(path, model, optimizer, scheduler)
+    log.info("Resuming from %s after epoch %d", path, checkpoint.epoch)
     logged = tracker.logged_steps("test_acc")
     for row in checkpoint.history:
         if row["epoch"] not in logged:
@@ -163,15 +164,14 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     location = locate_dataset(cfg.data)
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
-    model = prepare_model(cfg, weights)
+    # On the device before the optimizer exists: a resumed optimizer state lands beside it.
+    model = prepare_model(cfg, weights).to(device)
     train_loader, test_loader = data_loaders(cfg, index, device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})
     if resume and (out_dir / "last.pt").is_file():
         start = resume_from(out_dir / "last.pt", model, optimizer, scheduler, tracker)
-        log.info("Resuming from %s after epoch %d of %d", out_dir / "last.pt", start.epoch,
-                 cfg.epochs)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,

@@ -155,8 +155,10 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         tracker.reopen(resume_run_id)
     else:
         tracker.start(run_name, tags)
-    monitor = _system_monitor(tracker, resumed=bool(resume_run_id)) if system_metrics else None
+    monitor = None
     try:
+        if system_metrics:
+            monitor = _system_monitor(tracker, resumed=bool(resume_run_id))
         if resume_run_id:
             tracker.set_tags(tags)  # this invocation's overrides, commit, parent study
         else:
@@ -167,11 +169,9 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         try:
             _record_failure(tracker, err)
         finally:
-            _finish(monitor)
-            tracker.end(status)
+            _end(tracker, monitor, status)
         raise
-    _finish(monitor)
-    tracker.end("FINISHED")
+    _end(tracker, monitor, "FINISHED")
 
 
 SYSTEM_METRICS_INTERVAL_S = 10  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
@@ -187,9 +187,13 @@ def _system_monitor(tracker: MlflowTracker, resumed: bool):
     return monitor
 
 
-def _finish(monitor) -> None:
-    if monitor is not None:
-        monitor.finish()  # logs what it sampled last
+def _end(tracker: MlflowTracker, monitor, status: str) -> None:
+    """Stop the system-metrics sampler (it publishes what it has batched), then end the run."""
+    try:
+        if monitor is not None:
+            monitor.finish()
+    finally:
+        tracker.end(status)
 
 
 # --- Studies: a sweep is a parent run; each of its jobs is a child run ---------------------------

@@ -170,13 +170,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     tracker = tracker or NullTracker()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     settings.prepare(model, device)
+    criterion = criterion.to(device)  # class weights, when the loss has them
     runner = settings.compiled(model)  # what the loops call; `model` is what gets saved
     step = GradientStep(settings, device)
     if scaler_state:
         step.scaler.load_state_dict(scaler_state)
     result = FitResult(history=list(history or []))
-    if start_epoch > epochs:
-        _, true, pred = evaluate(runner, test_loader, device, settings)
+    if start_epoch > epochs:  # nothing left to train: not worth compiling for
+        _, true, pred = evaluate(model, test_loader, device, settings)
         result.confusion = confusion_matrix(true, pred)
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()

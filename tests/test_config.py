@@ -3,12 +3,12 @@ import sys
 import time
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
 from retino.config import config_hash, flatten_config, params_to_log, run_name, validate_config
-from retino.devices import gpus_per_local_job, parallel_jobs
 from retino.errors import ConfigError
 from retino.models import MODEL_BUILDERS
 from retino.pretrained import PRETRAIN_SOURCES
@@ -138,8 +138,8 @@ def test_speed_settings_do_not_change_a_configs_identity():
 
 
 @pytest.mark.parametrize("launcher, key, value", [
-    ("parallel", "n_jobs", str(parallel_jobs())),  # one per GPU; without a GPU, 2
-    ("local", "gpus_per_node", str(gpus_per_local_job())),
+    ("parallel", "n_jobs", str(torch.cuda.device_count() or 2)),  # one per GPU, else 2
+    ("local", "gpus_per_node", str(min(1, torch.cuda.device_count()))),
     ("slurm", "gpus_per_node", "1"),
 ])
 def test_launcher_presets_compose_and_size_themselves(launcher, key, value):

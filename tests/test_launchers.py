@@ -94,6 +94,7 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
 
     sweep = tmp_path / "multirun"
     args = ["-m", "hydra/launcher=local", "seed=0,1", *TINY, "epochs=3", "data.train_size=40",
+            "data.num_workers=0",  # one process per job: the one to preempt
             f"data.root={tmp_path / 'demo'}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=PROJECT_ROOT,
                             env=dict(os.environ), stdout=subprocess.PIPE,

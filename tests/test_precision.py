@@ -39,19 +39,15 @@ def test_gradient_step_clips_the_true_gradient_norm():
 
 
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
-    from retino.data.loaders import build_loaders, read_index
-
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}"])
-    model = prepare_model(cfg)
-    optimizer = build_optimizer(cfg, model)
-    train, test = build_loaders(read_index(cfg.data), cfg.augmentation, 64, 8, 0, seed=0)
-    scaler = GradientStep(StepSettings("fp16"), torch.device("cpu")).scaler.state_dict()
-    scaler["scale"] = 1024.0  # as if overflows had lowered it from the initial 65536
-    fit(model, train, test, torch.nn.CrossEntropyLoss(), optimizer,
-        build_scheduler(cfg, optimizer), 1, torch.device("cpu"), tmp_path / "run", config={},
-        settings=StepSettings("fp16"), scaler_state=scaler)
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]
-    assert saved["scale"] <= 1024.0  # went on from the restored scale, not from the default
+    overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16"]
+    run_experiment(compose_config(overrides + ["epochs=1"]), tmp_path / "run")  # "stopped"
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    checkpoint["scaler"]["scale"] = 1024.0  # as if overflows had lowered it from 65536
+    torch.save(checkpoint, tmp_path / "run" / "last.pt")
+    run_experiment(compose_config(overrides + ["epochs=2"]), tmp_path / "run", resume=True)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 2
+    assert saved["scaler"]["scale"] <= 1024.0  # went on from the saved scale, not the default
 
 
 def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):

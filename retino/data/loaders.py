@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,11 +145,14 @@ def resolve_num_workers(setting: int | str, feeds_gpu: bool) -> int:
     return max(0, min(MAX_AUTO_WORKERS, cores - 1))
 
 
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader workers: derive NumPy/random seeds from torch's per-worker seed."""
+def _init_worker(worker_id: int) -> None:
+    """DataLoader workers: derive NumPy/random seeds from torch's per-worker seed, and leave
+    SIGUSR2 to the training process. Workers are forked with its handlers, and under submitit
+    that signal means "checkpoint and requeue this job": only the job itself may do that."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
@@ -160,11 +164,14 @@ def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: 
     train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
     test_set = RetinopathyLoader(index["test"], build_transform(size, train=False))
     weights = balanced_weights(index["train"].grades) if balanced else None
-    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_seed_worker,
+    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
                   pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
                   generator=torch.Generator().manual_seed(seed))
     if num_workers > 0:
-        common |= dict(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor)
+        common |= dict(prefetch_factor=prefetch_factor)
     train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
-                       drop_last=len(train_set) > batch_size, **common)
+                       drop_last=len(train_set) > batch_size,
+                       persistent_workers=persistent_workers and num_workers > 0, **common)
+    # The test set's workers start anew for each evaluation: kept alive too, they would double
+    # the processes (and memory) for a pass that runs once an epoch.
     return train, DataLoader(test_set, shuffle=False, **common)
