@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import time
@@ -141,10 +142,13 @@ def test_speed_settings_do_not_change_a_configs_identity():
     ("parallel", "n_jobs", str(torch.cuda.device_count() or 2)),  # one per GPU, else 2
     ("local", "gpus_per_node", str(min(1, torch.cuda.device_count()))),
     ("slurm", "gpus_per_node", "1"),
+    ("slurm", "partition", "gpu"),  # from SLURM's own SBATCH_PARTITION
+    ("slurm", "max_num_timeout", "20"),  # requeues allowed: resuming is safe
 ])
 def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
     command = [sys.executable, "run.py", f"hydra/launcher={launcher}", "--cfg", "hydra",
                "-p", f"hydra.launcher.{key}", "--resolve"]
-    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SBATCH_PARTITION": "gpu"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == value
