@@ -134,3 +134,14 @@ def test_resume_after_a_kill_between_checkpoint_and_logging_loses_no_epoch(tmp_p
     assert resumed.steps == [2]  # the missing epoch is logged from the checkpoint, once
     assert [row["epoch"] for row in result.history] == [1, 2]  # nothing trained again
     assert result.confusion.sum() == 10 and (tmp_path / "run" / "accuracy.png").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_weighted_run_resumes_on_a_gpu(tmp_path):
+    """What CPU tests cannot see: optimizer state and class weights on the right device."""
+    overrides = TINY + [f"data.root={tmp_path / 'demo'}", "device=cuda",
+                        "imbalance=weighted_loss", "optimizer=sgd"]
+    run_experiment(compose_config(overrides + ["epochs=1"]), tmp_path / "run")
+    resumed = run_experiment(compose_config(overrides + ["epochs=2"]), tmp_path / "run",
+                             resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
