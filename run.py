@@ -72,9 +72,12 @@ def job_gpu(cfg: DictConfig) -> AbstractContextManager[int | None]:
     from retino.devices import gpu_count, gpu_lease
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.device == "cpu" or gpu_count() < 2:
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.device == "cpu":
         return nullcontext(None)
-    return gpu_lease(Path(hydra_cfg.sweep.dir) / ".gpu-leases", hydra_cfg.job.num, gpu_count())
+    count = gpu_count()
+    if count < 2:
+        return nullcontext(None)
+    return gpu_lease(Path(hydra_cfg.sweep.dir) / ".gpu-leases", hydra_cfg.job.num, count)
 
 
 def tracked_experiment(cfg: DictConfig, config_error: RetinoError | None = None) -> float:

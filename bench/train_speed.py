@@ -35,7 +35,7 @@ from retino.data.loaders import (  # noqa: E402
 )
 from retino.models import build_model  # noqa: E402
 from retino.precision import GradientStep, resolve_step_settings  # noqa: E402
-from retino.train import resolve_device  # noqa: E402
+from retino.train import resolve_device, seed_epoch  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) of common training GPUs, for the utilisation line.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
@@ -72,7 +72,7 @@ def endless(loader):
     """Batches across epoch boundaries, as training sees them (workers stay up)."""
     epoch = 1
     while True:
-        loader.sampler.set_epoch(epoch)
+        seed_epoch(0, epoch, loader)
         yield from loader
         epoch += 1
 

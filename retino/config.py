@@ -57,7 +57,8 @@ class DataConfig:
     test_size: int = 250
     image_size: int = 128  # demo only: side of the generated JPEGs
     seed: int = 2024  # demo only: the data stays the same when the training seed changes
-    # DataLoader processes: "auto" (one per core this job has, less one for training) or a count.
+    # DataLoader processes: "auto" (none when training on a CPU; feeding a GPU, one per core this
+    # job has, less one for training) or a count.
     # Not part of a run's identity: results are the same for every count (see EpochSampler).
     num_workers: Any = "auto"
     persistent_workers: bool = True  # keep the worker processes from epoch to epoch
