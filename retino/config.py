@@ -21,9 +21,6 @@ from retino.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("demo", "kaggle")
 FREEZE_MODES = ("none", "backbone")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
-IMBALANCE_MODES = ("none", "weighted_loss", "balanced_sampler")
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 
 
@@ -216,17 +213,16 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
 
 
-def validate_config(cfg: DictConfig, model_names: Iterable[str],
-                    pretrain_sources: Iterable[str]) -> None:
-    """Raise ConfigError listing every invalid value, with the key and what it may be."""
+def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) -> None:
+    """Raise ConfigError listing every invalid value, with the key and what it may be.
+
+    registered: dotted key -> the names a registry knows (models, optimizers, ...), given by the
+    caller so that this module needs no torch."""
     problems: list[str] = []
-    _check_choice(problems, "model.name", cfg.model.name, model_names)
-    _check_choice(problems, "pretrain.source", cfg.pretrain.source, pretrain_sources)
+    for key, names in registered.items():
+        _check_choice(problems, key, OmegaConf.select(cfg, key), names)
     _check_choice(problems, "device", cfg.device, DEVICES)
     _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
-    _check_choice(problems, "optimizer.name", cfg.optimizer.name, OPTIMIZERS)
-    _check_choice(problems, "schedule.name", cfg.schedule.name, SCHEDULES)
-    _check_choice(problems, "imbalance", cfg.imbalance, IMBALANCE_MODES)
     _check_choice(problems, "precision", cfg.precision, ("auto", "fp32", "bf16", "fp16"))
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_training(cfg, problems)

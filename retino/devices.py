@@ -9,11 +9,12 @@ process, so a crashed job never keeps its GPU.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from retino.locks import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ def gpus_per_local_job() -> int:
     return min(1, gpu_count())
 
 
-def _try_lock(path: Path):
-    handle = open(path, "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 @contextmanager
 def gpu_lease(lock_dir: Path, job_num: int, count: int) -> Iterator[int]:
     """Hold one of `count` GPUs (its index) while the block runs; with more jobs running than
@@ -53,7 +44,7 @@ def gpu_lease(lock_dir: Path, job_num: int, count: int) -> Iterator[int]:
     lock_dir.mkdir(parents=True, exist_ok=True)
     for k in range(count):
         gpu = (job_num + k) % count
-        handle = _try_lock(lock_dir / f"gpu{gpu}.lock")
+        handle = try_lock(lock_dir / f"gpu{gpu}.lock")
         if handle is None:
             continue
         try:

@@ -6,6 +6,7 @@ Called by run.py with an MLflow tracker, and by tests with a NullTracker and a t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -27,12 +28,17 @@ from retino.data.loaders import (
     read_index_at,
     resolve_num_workers,
 )
+from retino.errors import ConfigError
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
-from retino.models import ResNet, build_model, freeze_backbone
+from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
 from retino.precision import resolve_step_settings
-from retino.pretrained import load_backbone_weights, resolve_imagenet_weights
-from retino.tracking import NullTracker, Tracker
+from retino.pretrained import (
+    PRETRAIN_SOURCES,
+    load_backbone_weights,
+    resolve_imagenet_weights,
+)
+from retino.tracker import NullTracker, Tracker
 from retino.train import (
     Checkpoint,
     FitResult,
@@ -75,29 +81,56 @@ def prepare_model(cfg: DictConfig, weights: Path | None = None) -> ResNet:
     return model
 
 
+def _sgd(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.optimizer.momentum,
+                           weight_decay=cfg.optimizer.weight_decay)
+
+
+def _adamw(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.optimizer.weight_decay)
+
+
+# Named choices (config value -> builder). validate_config lists these keys in its errors, and a
+# name that is not here never falls back to a default.
+OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
+SCHEDULES = {  # stepped once per epoch
+    "constant": lambda cfg, opt: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0,
+                                                                     total_iters=0),
+    "cosine": lambda cfg, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
+    "step": lambda cfg, opt: torch.optim.lr_scheduler.StepLR(opt, cfg.schedule.step_size,
+                                                             cfg.schedule.gamma),
+}
+IMBALANCE = {  # the training loss of each option; balanced_sampler balances the batches instead
+    "none": lambda grades: nn.CrossEntropyLoss(),
+    "weighted_loss": lambda grades: nn.CrossEntropyLoss(weight=class_weights(grades)),
+    "balanced_sampler": lambda grades: nn.CrossEntropyLoss(),
+}
+
+
+def registered_choices() -> dict[str, Iterable[str]]:
+    """Config key -> the names its registry knows, for validate_config."""
+    return {"model.name": MODEL_BUILDERS, "pretrain.source": PRETRAIN_SOURCES,
+            "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE}
+
+
+def _registered(registry: dict, key: str, name: str):
+    if name not in registry:
+        raise ConfigError(f"{key}={name!r} is not valid; choose one of: {', '.join(registry)}.")
+    return registry[name]
+
+
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]  # only the head when frozen
-    opt = cfg.optimizer
-    if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=opt.weight_decay)
+    return _registered(OPTIMIZERS, "optimizer.name", cfg.optimizer.name)(cfg, params)
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
     """Learning-rate schedule, stepped once per epoch."""
-    schedule = cfg.schedule
-    if schedule.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if schedule.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, schedule.step_size, schedule.gamma)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return _registered(SCHEDULES, "schedule.name", cfg.schedule.name)(cfg, optimizer)
 
 
 def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
-    if cfg.imbalance == "weighted_loss":
-        return nn.CrossEntropyLoss(weight=class_weights(train_grades))
-    return nn.CrossEntropyLoss()
+    return _registered(IMBALANCE, "imbalance", cfg.imbalance)(train_grades)
 
 
 def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,

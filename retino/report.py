@@ -85,14 +85,44 @@ def to_csv(header: list[str], rows: list[list[str]]) -> str:
     return csv_text([header, *rows])
 
 
+REPRODUCTION_COLUMNS = ["run", "original run", "reproduced run", "original final test acc %",
+                        "reproduced final test acc %", "original final test QWK",
+                        "reproduced final test QWK", "original final train loss",
+                        "reproduced final train loss"]
+
+
+def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
+    """Rows of original vs reproduced final metrics, for runs that re-ran a logged run
+    (python -m retino.reproduce); [] when none did."""
+    copies = [run for run in runs if run.status == "FINISHED"
+              and run.tags.get("reproduces", "/").isalnum()]  # a run id, not an output folder
+    if not copies:
+        return []
+    originals = {run.run_id: run for run in read_runs(
+        run_ids=sorted({run.tags["reproduces"] for run in copies}))}
+    rows = []
+    for copy in copies:
+        original = originals[copy.tags["reproduces"]]
+        values = [f"{100 * run.final.get('test_acc', np.nan):.2f}" for run in (original, copy)]
+        values += [f"{run.final.get('test_qwk', np.nan):.3f}" for run in (original, copy)]
+        values += [f"{run.final.get('train_loss', np.nan):.4f}" for run in (original, copy)]
+        rows.append([copy.name, original.run_id, copy.run_id, *values])
+    return rows
+
+
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     """The study's table and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = results_table(runs)
     failed = [run for run in runs if run.status != "FINISHED"]
-    files = [atomic_write_text(folder / "results.md",
-                               f"# {title}\n\n" + to_markdown(header, rows, failed)),
-             atomic_write_text(folder / "results.csv", to_csv(header, rows))]
+    text = f"# {title}\n\n" + to_markdown(header, rows, failed)
+    files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
+    if reproduced := reproduction_table(runs):
+        text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
+                                                                      reproduced, [])
+        files.append(atomic_write_text(folder / "reproduction.csv",
+                                       to_csv(REPRODUCTION_COLUMNS, reproduced)))
+    files.insert(0, atomic_write_text(folder / "results.md", text))
     finished = [run for run in runs if run.status == "FINISHED"]
     if finished:
         panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs

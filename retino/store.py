@@ -104,3 +104,10 @@ def mlflow_client(tracking_uri: str | None = None) -> RetryingClient:
     tracking_uri = tracking_uri or default_tracking_uri()
     _ready_store(tracking_uri)
     return RetryingClient(MlflowClient(tracking_uri))
+
+
+def lock_folder(tracking_uri: str | None = None) -> Path:
+    """Where jobs that share this store take their locks: beside a SQLite file; for a server,
+    in the project (jobs on one machine; see retino/locks.py for shared file systems)."""
+    db_path = sqlite_path(tracking_uri or default_tracking_uri())
+    return (db_path.parent if db_path else PROJECT_ROOT) / ".retino-locks"

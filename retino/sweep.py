@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ PARENT_FILE = ".retino_parent_run"
 
 
 def study_name(config: DictConfig) -> str:
-    """The sweep file's name (`-cn comparison`), or 'sweep' for a plain `run.py -m ...`."""
+    """The sweep file's name (`-cn comparison`), or 'sweep' for a plain `run.py -m ...`;
+    'reproduction' for a study re-run by python -m retino.reproduce."""
+    from retino.reproduce import REPRODUCES_ENV
+
+    if os.environ.get(REPRODUCES_ENV):
+        return "reproduction"
     name = config.hydra.job.config_name
     return "sweep" if name in (None, "config") else str(name)
 
@@ -42,13 +49,18 @@ class StudyCallback(Callback):
     """Parent run at the start of a multirun; report and verdict at its end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from retino.tracking import git_commit, start_parent_run
+        from retino.identity import code_version, git_commit
+        from retino.reproduce import REPRODUCES_ENV
+        from retino.tracking import start_parent_run
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         tags = {"study": study_name(config), "command": " ".join(sys.argv),
                 "hydra_overrides": " ".join(config.hydra.overrides.task) or "(none)",
-                "git_commit": git_commit(), "output_dir": str(sweep_dir)}
+                "git_commit": git_commit(), "code_version": code_version(),
+                "output_dir": str(sweep_dir)}
+        if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
+            tags["reproduces"] = os.environ[REPRODUCES_ENV]
         run_id = start_parent_run(config.experiment, study_name(config), tags)
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
         os.environ[PARENT_ENV] = run_id
@@ -57,17 +69,46 @@ class StudyCallback(Callback):
         from retino.report import write_report
         from retino.tracking import end_run, read_runs
 
-        run_id = os.environ.pop(PARENT_ENV, None)
+        run_id = os.environ.get(PARENT_ENV)
         if run_id is None:
             return
-        runs = read_runs(parent_id=run_id)
-        failed = [run for run in runs if run.status != "FINISHED"]
-        folder = Path(config.hydra.sweep.dir).resolve() / "report"
-        files = write_report(runs, folder, f"{study_name(config)}: {len(runs)} runs")
-        end_run(run_id, "FAILED" if failed else "FINISHED", files)
-        log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
+        runs, files = [], []
+        try:
+            runs = read_runs(parent_id=run_id)
+            folder = Path(config.hydra.sweep.dir).resolve() / "report"
+            files = write_report(runs, folder, f"{study_name(config)}: {len(runs)} runs")
+            log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
+        finally:  # the parent ends even when the report cannot be written
+            failed = [run for run in runs if run.status != "FINISHED"]
+            end_run(run_id, "FAILED" if failed or not files else "FINISHED", files)
+            os.environ.pop(PARENT_ENV, None)
         if failed:
             for run in failed:
                 log.error("FAILED %s (%s): %s", run.name, run.run_id, run.tags.get("error", "?"))
             log.error("%d of %d jobs failed.", len(failed), len(runs))
             sys.exit(1)  # after the report: the finished jobs' results are kept
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Ctrl-C, or a signal turned into SystemExit(128 + signal number) by retino.job."""
+    return isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and isinstance(err.code, int) and err.code > 128)
+
+
+@contextmanager
+def study_guard() -> Iterator[None]:
+    """Around Hydra's main: if a sweep stops early (Ctrl-C, SIGTERM, an exception in the
+    sweeper or a launcher), Hydra never calls on_multirun_end; its parent run is ended here,
+    KILLED or FAILED, instead of staying RUNNING."""
+    try:
+        yield
+    except BaseException as err:
+        run_id = os.environ.pop(PARENT_ENV, None)
+        if run_id is not None:
+            from retino.tracking import end_run
+
+            status = "KILLED" if _interrupted(err) else "FAILED"
+            end_run(run_id, status)
+            log.error("The study stopped early; its MLflow parent run %s ended %s.", run_id,
+                      status)
+        raise

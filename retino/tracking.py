@@ -6,9 +6,9 @@ import mlflow.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import subprocess
 import tempfile
 import time
 import traceback
@@ -16,64 +16,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from retino import PROJECT_ROOT
 from retino.errors import user_message
+from retino.identity import DataIdentity, git_commit  # noqa: F401 - git_commit re-exported
 from retino.store import RetryingClient, artifact_location, default_tracking_uri, mlflow_client
+from retino.tracker import NullTracker, Tracker  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _MAX_TAG_CHARS = 5000
-
-
-class Tracker(Protocol):
-    """What training needs from a tracker (fit() runs with NullTracker in tests)."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def logged_steps(self, key: str) -> set[int]: ...
-
-    def log_artifact(self, path: Path) -> None: ...
-
-
-class NullTracker:
-    """Records nothing: for fit() called from code or tests without MLflow."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        pass
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        pass
-
-    def logged_steps(self, key: str) -> set[int]:
-        return set()
-
-    def log_artifact(self, path: Path) -> None:
-        pass
-
-
-def git_commit(folder: Path = PROJECT_ROOT) -> str:
-    """The checked-out commit, with '-dirty' when tracked files have uncommitted changes."""
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class MlflowTracker:
@@ -130,6 +86,16 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dataset(self, data: DataIdentity) -> None:
+        """The data as an MLflow dataset input: its digest and split sizes show in `mlflow ui`."""
+        source = json.dumps({"uri": data.root.resolve().as_uri()})
+        profile = json.dumps({"num_rows": sum(data.sizes.values()),
+                              **{f"{split}_images": n for split, n in data.sizes.items()}})
+        dataset = Dataset(name=data.root.name, digest=data.digest, source_type="local",
+                          source=source, profile=profile)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag("mlflow.data.context", "train and test")])])
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
@@ -216,14 +182,16 @@ class RunRecord:
 
 
 @dataclass
-class PreviousRun:
+class StoredRun:
+    """An earlier run of a configuration, as the store holds it."""
+
     run_id: str
     status: str
-    output_dir: str
+    tags: dict[str, str]
     test_acc: float
 
 
-def previous_runs(experiment: str, config_hash: str) -> list[PreviousRun]:
+def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
     """The runs of this configuration in the experiment, newest first."""
     client = mlflow_client()
     found = client.get_experiment_by_name(experiment)
@@ -231,8 +199,30 @@ def previous_runs(experiment: str, config_hash: str) -> list[PreviousRun]:
         return []
     runs = client.search_runs([found.experiment_id], f"tags.config_hash = '{config_hash}'",
                               max_results=50, order_by=["attributes.start_time DESC"])
-    return [PreviousRun(run.info.run_id, run.info.status, run.data.tags.get("output_dir", ""),
-                        run.data.metrics.get("test_acc", float("nan"))) for run in runs]
+    return [StoredRun(run.info.run_id, run.info.status, dict(run.data.tags),
+                      run.data.metrics.get("test_acc", float("nan"))) for run in runs]
+
+
+STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run is in that study too
+
+
+def add_to_study(run_id: str, parent_id: str) -> None:
+    """Count a run (skipped to, or continued, by a job of this study) in the study's report,
+    keeping its own parent: MLflow nests a run under one parent only."""
+    tags = mlflow_client().get_run(run_id).data.tags
+    if tags.get(PARENT_TAG) != parent_id:
+        set_run_tags(run_id, {f"{STUDY_MEMBER_PREFIX}{parent_id}": "true"})
+
+
+def study_runs(client: RetryingClient, parent_id: str) -> list:
+    """The runs of a study: its children, and the runs it reused from other studies."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    found = {}
+    for query in (f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                  f"tags.`{STUDY_MEMBER_PREFIX}{parent_id}` = 'true'"):
+        for run in client.search_runs([experiment_id], query, max_results=10_000):
+            found[run.info.run_id] = run
+    return sorted(found.values(), key=lambda run: run.info.start_time)
 
 
 def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
@@ -274,13 +264,11 @@ def _confusion(client: RetryingClient, run_id: str, folder: Path) -> np.ndarray 
 
 def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
               metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
-    """The given runs, or every child of parent_id, oldest first, as RunRecords."""
+    """The given runs, or every run of the study parent_id, oldest first, as RunRecords."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet downloads
     client = mlflow_client()
     if parent_id is not None:
-        experiment_id = client.get_run(parent_id).info.experiment_id
-        runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'",
-                                  max_results=10_000, order_by=["attributes.start_time ASC"])
+        runs = study_runs(client, parent_id)
     else:
         runs = [client.get_run(run_id) for run_id in run_ids or []]
     records = []
@@ -292,3 +280,12 @@ def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
                                      dict(run.data.params), dict(run.data.tags), history,
                                      dict(run.data.metrics), _confusion(client, run_id, Path(tmp))))
     return records
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(mlflow_client().get_run(run_id).data.tags)
+
+
+def study_members(parent_id: str) -> list[tuple[str, str]]:
+    """(run id, status) of every run of a study, oldest first."""
+    return [(run.info.run_id, run.info.status) for run in study_runs(mlflow_client(), parent_id)]

@@ -21,7 +21,7 @@ from retino.errors import ConfigError
 from retino.files import atomic_torch_save, cpu_state_dict
 from retino.metrics import confusion_matrix, grading_metrics
 from retino.precision import GradientStep, StepSettings
-from retino.tracking import NullTracker, Tracker
+from retino.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 FP32 = StepSettings()  # exact float32, NCHW: what a call without settings gets

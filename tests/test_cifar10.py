@@ -10,7 +10,7 @@ import torch
 from retino.cifar10 import FOLDER, checkpoint_path, read_cifar10
 from retino.errors import DataError
 from retino.experiment import run_experiment
-from retino.tracking import NullTracker
+from retino.tracker import NullTracker
 from tests.conftest import TINY, compose_config
 
 

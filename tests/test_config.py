@@ -11,18 +11,17 @@ from omegaconf.errors import ValidationError
 from retino import PROJECT_ROOT
 from retino.config import config_hash, flatten_config, params_to_log, run_name, validate_config
 from retino.errors import ConfigError
-from retino.models import MODEL_BUILDERS
-from retino.pretrained import PRETRAIN_SOURCES
+from retino.experiment import registered_choices
 from tests.conftest import compose_config
 
 
 def validate(overrides):
-    validate_config(compose_config(overrides), MODEL_BUILDERS, PRETRAIN_SOURCES)
+    validate_config(compose_config(overrides), registered_choices())
 
 
 def test_defaults_compose_and_validate():
     cfg = compose_config()
-    validate_config(cfg, MODEL_BUILDERS, PRETRAIN_SOURCES)
+    validate_config(cfg, registered_choices())
     assert (cfg.model.name, cfg.data.name, cfg.resolution.size) == ("resnet18", "demo", 64)
     assert cfg.pretrained is False and cfg.freeze.name == "none"
 

@@ -276,7 +276,7 @@ def test_retina_crop_finds_the_dim_rim_of_a_wide_frame_cut_top_and_bottom():
 
 def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     from retino.experiment import run_experiment
-    from retino.tracking import NullTracker
+    from retino.tracker import NullTracker
 
     class Recorder(NullTracker):
         params: dict = {}

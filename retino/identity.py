@@ -1,0 +1,98 @@
+"""A run's identity beyond its config: the version of the code and the data it trained on.
+
+A finished run is reused, and an interrupted one continued, only when config, code and data all
+match (retino/decision.py). Both digests are cheap: the code version hashes the source files
+that define what a run computes (the package, the entry point, the configs), so a README edit
+changes nothing and a copy outside git still has one; the data digest hashes what defines the
+data (the four split CSVs and a prepared cache's manifest), not every image's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from retino import PROJECT_ROOT
+from retino.data.layout import SPLITS, csv_paths, read_lines
+from retino.errors import DataError
+
+CODE_FILES = ("retino/**/*.py", "run.py", "conf/**/*.yaml")  # relative to the project root
+DIGEST_CHARS = 12
+# What a prepared cache's manifest says about how its data was made (not when, nor counts,
+# which follow from the CSVs).
+MANIFEST_KEYS = ("source", "method", "size", "split", "split_seed", "split_digest")
+
+
+def _digest(parts: list[bytes]) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two inputs collide
+        sha.update(part)
+    return sha.hexdigest()[:DIGEST_CHARS]
+
+
+def code_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    return sorted({path for pattern in CODE_FILES for path in Path(root).glob(pattern)
+                   if path.is_file() and "__pycache__" not in path.parts})
+
+
+def code_version(root: Path = PROJECT_ROOT) -> str:
+    """Digest of the files that define what a run computes (their paths and contents)."""
+    parts = []
+    for path in code_files(root):
+        parts += [path.relative_to(root).as_posix().encode(), path.read_bytes()]
+    return _digest(parts)
+
+
+def git_commit(folder: Path = PROJECT_ROOT) -> str:
+    """The checked-out commit, with '-dirty' when tracked files have uncommitted changes;
+    'unknown' outside a git checkout (the code version still identifies the code)."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """What a run trained and was tested on: a digest, where it lives, and its split sizes."""
+
+    digest: str
+    root: Path
+    sizes: dict[str, int]  # images per split, as the CSVs list them
+    manifest: dict[str, object]  # MANIFEST_KEYS of a prepared cache ({} for the demo set)
+
+
+def _manifest_facts(root: Path) -> dict[str, object]:
+    path = root / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err}); re-run the preparation command to "
+                        "rewrite it.") from err
+    return {key: manifest[key] for key in MANIFEST_KEYS if key in manifest}
+
+
+def data_identity(root: Path) -> DataIdentity:
+    """The identity of the dataset whose four CSVs are in root (DataError if one is missing)."""
+    root = Path(root)
+    parts, sizes = [], {}
+    for split in SPLITS:
+        for path in csv_paths(root, split):
+            if not path.is_file():
+                raise DataError(f"{path} not found: data.root ({root}) must hold train_img.csv, "
+                                "train_label.csv, test_img.csv and test_label.csv.")
+            parts += [path.name.encode(), path.read_bytes()]
+        sizes[split] = len(read_lines(csv_paths(root, split)[0]))
+    manifest = _manifest_facts(root)
+    parts.append(json.dumps(manifest, sort_keys=True, default=str).encode())
+    return DataIdentity(_digest(parts), root, sizes, manifest)

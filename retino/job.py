@@ -1,0 +1,271 @@
+"""One job's lifecycle, from a composed config and a plain job context (run.py builds it from
+Hydra): validate → GPU lease → decide (skip / resume / new / busy, with the reason) → MLflow run
+→ experiment → error policy.
+
+Nothing here reads HydraConfig, so the whole lifecycle runs in-process in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from retino.config import config_hash, params_to_log, run_name, validate_config
+from retino.decision import BUSY, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
+from retino.errors import RetinoError, user_message
+from retino.identity import DataIdentity, code_version, data_identity, git_commit
+from retino.locks import JobLock, RunBusyError, exclusive, lock_holder
+
+log = logging.getLogger("retino")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job needs to know about how it was started (Hydra's facts, as plain values)."""
+
+    output_dir: Path
+    overrides: tuple[str, ...] = ()
+    multirun: bool = False
+    sweep_dir: Path | None = None
+    job_num: int = 0
+    parent_run_id: str | None = None  # the study's MLflow run, in a multirun
+    reproduces: str | None = None  # the run id this job re-runs (python -m retino.reproduce)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    identity: JobIdentity
+    data: DataIdentity
+    git_commit: str
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: values, choices, and the pretrained weights' variant."""
+    from retino.experiment import registered_choices
+    from retino.pretrained import imagenet_weights_url
+
+    validate_config(cfg, registered_choices())
+    if cfg.pretrained and cfg.pretrain.source == "imagenet" and not cfg.pretrain.weights:
+        imagenet_weights_url(cfg.model.name, cfg.pretrain.variant)
+
+
+def plan_job(cfg: DictConfig) -> JobPlan:
+    """Validate the config, find the data (the demo set is generated on first use) and compute
+    the job's identity: config, code and data."""
+    from retino.data.loaders import locate_dataset
+
+    check_config(cfg)
+    data = data_identity(locate_dataset(cfg.data).root)
+    return JobPlan(JobIdentity(config_hash(cfg), code_version(), data.digest), data, git_commit())
+
+
+def earlier_runs(experiment: str, job_hash: str) -> list[EarlierRun]:
+    """The runs of this config_hash, newest first, with what their folders say: a checkpoint to
+    continue from, and whether a live process still holds the run."""
+    from retino.tracking import previous_runs
+
+    runs = []
+    for stored in previous_runs(experiment, job_hash):
+        folder = Path(stored.tags.get("output_dir", "")) if stored.tags.get("output_dir") else None
+        live = lock_holder(folder) if folder and stored.status == "RUNNING" else None
+        runs.append(EarlierRun(stored.run_id, stored.status, stored.tags.get("code_version", ""),
+                               stored.tags.get("data_digest", ""), str(folder or ""),
+                               bool(folder and (folder / "last.pt").is_file()), live,
+                               stored.test_acc, stored.tags))
+    return runs
+
+
+def decision_lock(experiment: str, job_hash: str) -> Path:
+    """One lock per configuration: two jobs never decide about the same runs at once."""
+    from retino.store import lock_folder
+
+    name = hashlib.sha256(experiment.encode()).hexdigest()[:8]
+    return lock_folder() / f"{name}-{job_hash}.lock"
+
+
+def job_gpu(cfg: DictConfig, ctx: JobContext) -> AbstractContextManager[int | None]:
+    """A GPU of its own for a sweep job on a machine with several (retino/devices.py); None when
+    there is nothing to choose (CPU, one GPU, a SLURM job given its one GPU, a single run)."""
+    from retino.devices import gpu_count, gpu_lease
+
+    if not ctx.multirun or cfg.device == "cpu" or ctx.sweep_dir is None:
+        return nullcontext(None)
+    count = gpu_count()
+    if count < 2:
+        return nullcontext(None)
+    return gpu_lease(Path(ctx.sweep_dir) / ".gpu-leases", ctx.job_num, count)
+
+
+def new_run_tags(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
+    """What MLflow records of a new run, beside the params."""
+    from retino.tracking import PARENT_TAG
+
+    tags = {"hydra_overrides": " ".join(ctx.overrides) or "(none)",
+            "git_commit": plan.git_commit, "git_commits": plan.git_commit,
+            "code_version": plan.identity.code_version,
+            "data_digest": plan.identity.data_digest, "output_dir": str(ctx.output_dir),
+            "config_hash": plan.identity.config_hash}
+    if ctx.parent_run_id:
+        tags[PARENT_TAG] = ctx.parent_run_id  # this job is a child of the study's run
+    if ctx.reproduces:
+        tags["reproduces"] = ctx.reproduces
+    return tags
+
+
+def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
+    """A continued run keeps its tags; it adds the commit it now trains under, and this study."""
+    from retino.tracking import PARENT_TAG, STUDY_MEMBER_PREFIX
+
+    commits = run.tags.get("git_commits", run.tags.get("git_commit", "")).split()
+    tags = {"git_commits": " ".join(dict.fromkeys([*commits, plan.git_commit]))}
+    if ctx.parent_run_id and run.tags.get(PARENT_TAG) != ctx.parent_run_id:
+        tags[f"{STUDY_MEMBER_PREFIX}{ctx.parent_run_id}"] = "true"
+    return tags
+
+
+def _pretraining_runs(cfg: DictConfig, plan: JobPlan):
+    """Opens the tracked run of a CIFAR-10 pretraining, when the job needs one."""
+    from retino.tracking import mlflow_run
+
+    def open_run(name: str, params: dict):
+        return mlflow_run(cfg.experiment, name, params, {
+            "purpose": "cifar10 pretraining", "git_commit": plan.git_commit,
+            "code_version": plan.identity.code_version})
+    return open_run
+
+
+@contextmanager
+def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
+                 decision: Decision) -> Iterator[tuple[object, Path]]:
+    """The job lock on the run's folder, then its MLflow run (new or continued)."""
+    from retino.tracking import mlflow_run
+
+    resumed = decision.run if decision.action == RESUME else None
+    out_dir = Path(resumed.output_dir) if resumed else Path(ctx.output_dir)
+    with JobLock(out_dir) as lock:
+        tags = resumed_run_tags(resumed, ctx, plan) if resumed else new_run_tags(cfg, ctx, plan)
+        with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags,
+                        resume_run_id=resumed and resumed.run_id,
+                        system_metrics=cfg.log_system_metrics) as tracker:
+            lock.record(tracker.run_id)
+            if resumed is None:
+                tracker.log_dataset(plan.data)
+            yield tracker, out_dir
+
+
+def _decide(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> Decision:
+    earlier = earlier_runs(cfg.experiment, plan.identity.config_hash)
+    decision = decide(plan.identity, earlier, cfg.resume, ctx.multirun)
+    log.info("%s: %s.", decision.action.capitalize(), decision.reason)
+    return decision
+
+
+def _skip(decision: Decision, ctx: JobContext) -> float:
+    from retino.tracking import add_to_study
+
+    if ctx.parent_run_id:  # it belongs to this study's report too, and stays in its own
+        add_to_study(decision.run.run_id, ctx.parent_run_id)
+    return decision.run.test_acc
+
+
+def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
+    """Decide under the configuration's lock, claim the run, train; the final test accuracy."""
+    from retino.experiment import run_experiment  # heavy imports after validation
+
+    with ExitStack() as stack:
+        with exclusive(decision_lock(cfg.experiment, plan.identity.config_hash)):
+            decision = _decide(cfg, ctx, plan)
+            if decision.action == BUSY:
+                raise RunBusyError(f"Not started: {decision.reason}")
+            if decision.action == SKIP:
+                return _skip(decision, ctx)
+            tracker, out_dir = stack.enter_context(_claimed_run(cfg, ctx, plan, decision))
+        result = run_experiment(cfg, out_dir, tracker, run_factory=_pretraining_runs(cfg, plan),
+                                resume=decision.action == RESUME)
+    return result.history[-1]["test_acc"]
+
+
+def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> float:
+    """A sweep job that cannot start is kept in MLflow as FAILED with its error. It carries no
+    config_hash, so it never stands in the way of resuming a real run of that config."""
+    from retino.tracking import PARENT_TAG, mlflow_run
+
+    tags = {"hydra_overrides": " ".join(ctx.overrides) or "(none)", "git_commit": git_commit(),
+            "output_dir": str(ctx.output_dir)}
+    if ctx.parent_run_id:
+        tags[PARENT_TAG] = ctx.parent_run_id
+    with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags):
+        raise err
+
+
+@contextmanager
+def _on_gpu(gpu: int | None) -> Iterator[None]:
+    if gpu is None:
+        yield
+        return
+    import torch
+
+    torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
+    log.info("This job runs on GPU %d.", gpu)
+    try:
+        yield
+    finally:  # this worker process may take the next job on another GPU: hand this one back
+        torch.cuda.empty_cache()
+
+
+def _planned_and_tracked(cfg: DictConfig, ctx: JobContext) -> float:
+    try:
+        plan = plan_job(cfg)
+    except RetinoError as err:
+        if not ctx.multirun:
+            raise
+        return _record_failed_job(cfg, ctx, err)  # keep the bad job in MLflow
+    with job_gpu(cfg, ctx) as gpu, _on_gpu(gpu):
+        try:
+            return tracked_job(cfg, ctx, plan)
+        except RunBusyError as err:
+            if not ctx.multirun:
+                raise
+            return _record_failed_job(cfg, ctx, err)
+
+
+def run_job(cfg: DictConfig, ctx: JobContext) -> float:
+    """The whole lifecycle with its error policy: a single run's user error exits with status 2
+    and the message alone; a sweep job's error is recorded and the sweep goes on (the study's
+    callback lists the failed jobs and exits non-zero). Returns the final test accuracy."""
+    try:
+        return _planned_and_tracked(cfg, ctx)
+    except RetinoError as err:
+        log.error("%s", user_message(err))
+        if not ctx.multirun:
+            raise SystemExit(2) from None  # a user error: the message says it all
+    except Exception:
+        if not ctx.multirun:
+            raise
+        log.exception("This job failed; the sweep goes on.")
+    return float("nan")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a cluster's time limit) unwinds like Ctrl-C, so runs end as KILLED."""
+    raise SystemExit(128 + signum)
+
+
+def handle_sigterm() -> None:
+    """End runs as KILLED on SIGTERM, except under submitit, which ignores SIGTERM on purpose:
+    SLURM's SIGUSR2 (before the time limit, or on preemption where the cluster sends it) makes
+    submitit checkpoint and requeue the job, which then resumes from last.pt. A job killed there
+    without it leaves its run RUNNING; running the sweep again continues it."""
+    if os.environ.get("SUBMITIT_EXECUTOR") or threading.current_thread() is not \
+            threading.main_thread():  # a thread-based launcher cannot take signals
+        return
+    signal.signal(signal.SIGTERM, _terminate)
