@@ -18,6 +18,7 @@ import logging
 import pickle
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,16 @@ from retino import PROJECT_ROOT
 from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from retino.errors import DataError
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
+from retino.locks import exclusive
 from retino.models import build_model
-from retino.train import evaluate, seed_epoch, seed_everything, train_one_epoch
+from retino.precision import GradientStep, StepSettings
+from retino.train import (
+    evaluate,
+    preserved_randomness,
+    seed_epoch,
+    seed_everything,
+    train_one_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +91,15 @@ def read_cifar10(root: Path, download: bool) -> dict[str, tuple[np.ndarray, np.n
 
 
 def _loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
-            seed: int) -> DataLoader:
+            seed: int, device: torch.device) -> DataLoader:
+    """Batches of the in-memory images (no worker processes: nothing to decode), pinned for
+    non-blocking copies when they feed a GPU."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (torch.from_numpy(images).float() / 255 - mean) / std  # (N, 3, 32, 32), as for DR
     return DataLoader(TensorDataset(x, torch.from_numpy(labels)), batch_size=batch_size,
-                      shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+                      shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
+                      pin_memory=device.type == "cuda")
 
 
 def _recipe(model_name: str, pretrain: Any) -> dict[str, Any]:
@@ -104,27 +116,40 @@ def checkpoint_path(model_name: str, pretrain: Any) -> Path:
     return folder / f"cifar10-{model_name}-e{pretrain.epochs}-s{pretrain.seed}-{digest}.pt"
 
 
-def pretrain_on_cifar10(model_name: str, pretrain: Any,
-                        tracker: Any) -> tuple[dict[str, float], torch.nn.Module]:
+@dataclass(frozen=True)
+class PretrainDevice:
+    """Where and how the DR run trains; its CIFAR-10 pretraining trains the same way."""
+
+    device: torch.device = torch.device("cpu")
+    settings: StepSettings = StepSettings()
+    deterministic: bool = False
+
+
+ON_CPU = PretrainDevice()  # fp32 on the CPU: what a call without a device gets
+
+
+def pretrain_on_cifar10(model_name: str, pretrain: Any, tracker: Any,
+                        on: PretrainDevice = ON_CPU) -> tuple[dict[str, float], torch.nn.Module]:
     """Train model_name on CIFAR-10 (10 classes) with a plain SGD recipe: (metrics, model)."""
-    seed_everything(pretrain.seed)
+    seed_everything(pretrain.seed, on.deterministic)
     root = Path(pretrain.root or PROJECT_ROOT / "data" / "cifar10")
     data = read_cifar10(root, pretrain.download)
     images, labels = data["train"]
     if pretrain.train_size:
         images, labels = images[: pretrain.train_size], labels[: pretrain.train_size]
-    train = _loader(images, labels, pretrain.batch_size, True, pretrain.seed)
-    test = _loader(*data["test"], pretrain.batch_size, False, pretrain.seed)
-    model = build_model(model_name, num_classes=10)
+    train = _loader(images, labels, pretrain.batch_size, True, pretrain.seed, on.device)
+    test = _loader(*data["test"], pretrain.batch_size, False, pretrain.seed, on.device)
+    model = on.settings.prepare(build_model(model_name, num_classes=10).to(on.device), on.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=pretrain.lr, momentum=0.9,
                                 weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=pretrain.epochs)
-    device, criterion = torch.device("cpu"), torch.nn.CrossEntropyLoss()
+    criterion, step = torch.nn.CrossEntropyLoss(), GradientStep(on.settings, on.device)
     metrics: dict[str, float] = {}
     for epoch in range(1, pretrain.epochs + 1):
         seed_epoch(pretrain.seed, epoch, train)
-        row = train_one_epoch(model, train, criterion, optimizer, device, epoch)
-        test_loss, true, pred = evaluate(model, test, device)
+        row = train_one_epoch(model, train, criterion, optimizer, on.device, epoch, on.settings,
+                              step)
+        test_loss, true, pred = evaluate(model, test, on.device, on.settings)
         metrics = {"cifar10_train_acc": row["train_acc"], "cifar10_test_acc": float(
             np.mean(true == pred)), "cifar10_test_loss": test_loss}
         tracker.log_metrics(metrics, step=epoch)
@@ -134,21 +159,34 @@ def pretrain_on_cifar10(model_name: str, pretrain: Any,
     return metrics, model
 
 
-def cifar10_weights(model_name: str, pretrain: Any, run_factory: RunFactory) -> tuple[Path, dict]:
-    """The cached CIFAR-10 checkpoint (trained now, in its own tracked run, if missing) and the
-    tags that tie a run using it to the pretraining run."""
-    path = checkpoint_path(model_name, pretrain)
+def _cached(path: Path) -> tuple[Path, dict] | None:
     sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file():
-        run_id = json.loads(sidecar.read_text()).get("run_id")
-        log.info("Reusing the CIFAR-10 checkpoint %s (pretraining run %s)", path, run_id)
-        return path, {"cifar10_pretrain_run_id": str(run_id)}
-    recipe = _recipe(model_name, pretrain)
-    with run_factory(f"cifar10-pretrain-{model_name}", recipe) as tracker:
-        metrics, model = pretrain_on_cifar10(model_name, pretrain, tracker)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(path, cpu_state_dict(model))
-        run_id = getattr(tracker, "run_id", None)
-    atomic_write_text(sidecar, json.dumps({"run_id": run_id, "recipe": recipe,
-                                           "metrics": metrics}, indent=2) + "\n")
+    if not (path.is_file() and sidecar.is_file()):
+        return None
+    run_id = json.loads(sidecar.read_text()).get("run_id")
+    log.info("Reusing the CIFAR-10 checkpoint %s (pretraining run %s)", path, run_id)
+    return path, {"cifar10_pretrain_run_id": str(run_id)}
+
+
+def cifar10_weights(model_name: str, pretrain: Any, run_factory: RunFactory,
+                    on: PretrainDevice = ON_CPU) -> tuple[Path, dict]:
+    """The cached CIFAR-10 checkpoint (trained now, in its own tracked run, if missing) and the
+    tags that tie a run using it to the pretraining run.
+
+    Jobs that need one recipe at once pretrain it once: the first holds the recipe's lock while
+    the others wait, then reuse its checkpoint. Pretraining keeps its randomness to itself, so
+    the DR run that follows is the same on a cache miss and a cache hit."""
+    path = checkpoint_path(model_name, pretrain)
+    with exclusive(path.with_suffix(".lock")):
+        if (found := _cached(path)) is not None:
+            return found
+        recipe = _recipe(model_name, pretrain)
+        with run_factory(f"cifar10-pretrain-{model_name}", recipe) as tracker, \
+                preserved_randomness():
+            metrics, model = pretrain_on_cifar10(model_name, pretrain, tracker, on)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(path, cpu_state_dict(model))
+            run_id = getattr(tracker, "run_id", None)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"run_id": run_id, "recipe": recipe, "metrics": metrics}, indent=2) + "\n")
     return path, {"cifar10_pretrain_run_id": str(run_id)}

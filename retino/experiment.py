@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.cam import cam_examples
-from retino.cifar10 import RunFactory, cifar10_weights
+from retino.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.config import run_name
 from retino.data.loaders import (
     build_loaders,
@@ -55,14 +56,15 @@ def _untracked_run(name: str, params: dict) -> AbstractContextManager:
     return nullcontext(NullTracker())
 
 
-def pretrained_weights(cfg: DictConfig,
-                       run_factory: RunFactory = _untracked_run) -> tuple[Path | None, dict]:
-    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10) and the
-    tags tying the run to where they came from; (None, {}) when training from scratch."""
+def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = _untracked_run,
+                       on: PretrainDevice = ON_CPU) -> tuple[Path | None, dict]:
+    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10, on the
+    run's device and precision) and the tags tying the run to where they came from; (None, {})
+    when training from scratch."""
     if not cfg.pretrained:
         return None, {}
     if cfg.pretrain.source == "cifar10":
-        return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory)
+        return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory, on)
     return resolve_imagenet_weights(cfg.model.name, cfg.pretrain.variant,
                                     cfg.pretrain.weights), {}
 
@@ -191,12 +193,17 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
-    # Cheap checks first: missing weights or a bad dataset stop the run before any training.
-    weights, provenance = pretrained_weights(cfg, run_factory)
-    tracker.set_tags(provenance)
+    settings = resolve_step_settings(cfg.precision, cfg.channels_last, cfg.grad_clip, device,
+                                     cfg.compile)
+    # Cheap checks first: a bad dataset or missing weights stop the run before any training
+    # (CIFAR-10 pretraining included).
     location = locate_dataset(cfg.data)
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
+    weights, provenance = pretrained_weights(
+        cfg, run_factory, PretrainDevice(device, replace(settings, compile=False),
+                                         cfg.deterministic))
+    tracker.set_tags(provenance)
     # On the device before the optimizer exists: a resumed optimizer state lands beside it.
     model = prepare_model(cfg, weights).to(device)
     train_loader, test_loader = data_loaders(cfg, index, device)
@@ -209,8 +216,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
-                 settings=resolve_step_settings(cfg.precision, cfg.channels_last,
-                                                cfg.grad_clip, device, cfg.compile),
+                 settings=settings,
                  scaler_state=start.scaler)
     files = write_run_files(result, cfg, model, out_dir)
     if cfg.cam_per_grade > 0:

@@ -7,6 +7,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +50,26 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     # cuDNN tries its convolution algorithms on the first batch and keeps the fastest (input
     # sizes are fixed here); the choice may differ between runs, so not when deterministic.
     torch.backends.cudnn.benchmark = not deterministic
+
+
+@contextmanager
+def preserved_randomness() -> Iterator[None]:
+    """Randomness used inside the block leaves the caller's untouched: the Python, NumPy and
+    torch (CPU and CUDA) generator states, and the deterministic-kernel flags."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark = flags[2]
 
 
 def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:

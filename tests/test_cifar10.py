@@ -1,13 +1,16 @@
 """CIFAR-10 initialisation on a tiny folder in torchvision's exact on-disk format."""
 
+import multiprocessing
+import os
 import pickle
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
-from retino.cifar10 import FOLDER, checkpoint_path, read_cifar10
+from retino.cifar10 import FOLDER, checkpoint_path, cifar10_weights, read_cifar10
 from retino.errors import DataError
 from retino.experiment import run_experiment
 from retino.tracker import NullTracker
@@ -44,11 +47,14 @@ class Recorder(NullTracker):
         self.metrics.append((step, dict(metrics)))
 
 
+def cifar_cfg_overrides(tmp_path):
+    return [f"data.root={tmp_path / 'demo'}", *TINY, "pretrained=true", "pretrain=cifar10",
+            f"pretrain.root={tmp_path / 'cifar'}", "pretrain.download=false", "pretrain.epochs=2",
+            "pretrain.batch_size=8", f"pretrain.cache_dir={tmp_path / 'ck'}"]
+
+
 def cifar_cfg(tmp_path):
-    return compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "pretrained=true",
-                                  "pretrain=cifar10", f"pretrain.root={tmp_path / 'cifar'}",
-                                  "pretrain.download=false", "pretrain.epochs=2",
-                                  "pretrain.batch_size=8", f"pretrain.cache_dir={tmp_path / 'ck'}"])
+    return compose_config(cifar_cfg_overrides(tmp_path))
 
 
 def test_reads_the_pickled_format_and_checks_it(tmp_path):
@@ -100,3 +106,52 @@ def test_checkpoint_name_changes_with_the_recipe(tmp_path):
                             f"pretrain.cache_dir={tmp_path / 'ck'}"])
     assert checkpoint_path("resnet18", cfg.pretrain) != checkpoint_path("resnet18", other.pretrain)
     assert checkpoint_path("resnet18", cfg.pretrain) != checkpoint_path("resnet50", cfg.pretrain)
+
+
+def test_a_deterministic_run_is_the_same_on_a_cache_miss_and_a_cache_hit(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    cfg = compose_config([*cifar_cfg_overrides(tmp_path), "deterministic=true"])
+    miss = run_experiment(cfg, tmp_path / "a").history  # pretrains first
+    assert checkpoint_path("resnet18", cfg.pretrain).is_file()
+    assert torch.are_deterministic_algorithms_enabled()  # the run's flags, not pretraining's
+    hit = run_experiment(cfg, tmp_path / "b").history  # reuses the checkpoint
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert miss[0][key] == hit[0][key], key
+
+
+def test_dr_data_is_checked_before_pretraining_starts(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    cfg = compose_config([*cifar_cfg_overrides(tmp_path)[1:], "data=kaggle",
+                          f"data.root={tmp_path}"])  # no split CSVs there
+    opened = []
+    with pytest.raises(DataError, match="train_img.csv"):
+        run_experiment(cfg, tmp_path / "run", run_factory=lambda *a: opened.append(a))
+    assert opened == [] and not checkpoint_path("resnet18", cfg.pretrain).exists()
+
+
+def _pretrain_in_a_process(tmp_path, run_ids):
+    """One job's view: the recipe's weights, pretrained in a tracked run when missing."""
+    from retino.tracking import mlflow_run
+
+    cfg = cifar_cfg(tmp_path)
+    _, tags = cifar10_weights("resnet18", cfg.pretrain, lambda name, params: mlflow_run(
+        "retino", name, params, {"purpose": "cifar10 pretraining"}))
+    run_ids.put(tags["cifar10_pretrain_run_id"])
+
+
+def test_two_jobs_with_one_recipe_pretrain_once_and_share_that_run(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    context = multiprocessing.get_context("spawn")
+    run_ids = context.Queue()
+    jobs = [context.Process(target=_pretrain_in_a_process, args=(tmp_path, run_ids))
+            for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    first, second = run_ids.get(timeout=5), run_ids.get(timeout=5)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("retino").experiment_id])
+    assert [run.info.run_name for run in runs] == ["cifar10-pretrain-resnet18"]
+    assert first == second == runs[0].info.run_id

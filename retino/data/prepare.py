@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -156,16 +157,32 @@ def _carry_notes(outcomes: list[Outcome], notes: dict[str, tuple[str, str]]) -> 
             else o for o in outcomes]
 
 
-def _check_same_cache(out: Path, source: Path, method: str, size: int, force: bool) -> None:
-    """Never mix images of two sources (or methods, sizes) in one cache folder."""
+def split_digest(splits: dict[str, list[tuple[str, int]]]) -> str:
+    """Digest of which image is in which split with which grade (the split CSVs' content)."""
+    rows = sorted((split, name, grade) for split, items in splits.items() for name, grade in items)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def _check_same_cache(out: Path, new: dict, force: bool) -> None:
+    """Never mix images of two sources (or methods, sizes) in one cache folder, and never
+    re-split a cache in place: runs that read it would be skipped or resumed across two
+    different test sets."""
     manifest = out / MANIFEST
     if force or not manifest.is_file():
         return
     old = json.loads(manifest.read_text())
-    if (old.get("source"), old.get("method"), old.get("size")) != (str(source), method, size):
+    fix = "Choose another output folder, or pass --force to rebuild it."
+    if any(old.get(key) != new[key] for key in ("source", "method", "size")):
         raise DataError(f"{out} holds images prepared from {old.get('source')} "
-                        f"({old.get('method')}, {old.get('size')} px), not from {source}. Choose "
-                        "another output folder, or pass --force to rebuild it.")
+                        f"({old.get('method')}, {old.get('size')} px), not from "
+                        f"{new['source']}. {fix}")
+    same_split = (old["split_digest"] == new["split_digest"] if "split_digest" in old
+                  else old.get("split") == new["split"])
+    if not same_split:
+        raise DataError(f"{out} was split differently ({old.get('split')}) from what this "
+                        f"command would write ({new['split']}; or the labels in "
+                        f"{new['source']} changed). Re-splitting it in place would change the "
+                        f"train and test sets under the runs that used it. {fix}")
 
 
 def _clear_leftovers(images: Path) -> None:
@@ -186,15 +203,17 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         raise DataError(f"Image folder {images} not found: pass --images /path/to/jpegs.")
     ignored = unlabelled_images(images, splits, rejected)
     out = cache_dir(out_root, method, size)
-    _check_same_cache(out, source, method, size, force)
+    manifest = {"source": str(source), "method": method, "size": size, "split": how,
+                "split_seed": seed if how.startswith("by patient") else None,
+                "split_digest": split_digest(splits)}
+    _check_same_cache(out, manifest, force)
     (out / "images").mkdir(parents=True, exist_ok=True)
     _clear_leftovers(out / "images")
     notes = {} if force else _previous_notes(out)
     started = time.perf_counter()
     outcomes = _carry_notes(run_jobs(make_jobs(splits, images, out), size, method, force,
                                      workers), notes)
-    manifest = {"source": str(source), "method": method, "size": size, "split": how,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     counts = write_index(out, outcomes, rejected, manifest, ignored)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
