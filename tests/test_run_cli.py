@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,54 +177,109 @@ def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
     assert dr_run.data.params["pretrain.epochs"] == "1"
 
 
-def test_terminated_run_continues_in_the_same_mlflow_run_and_finished_sweeps_skip(tmp_path):
-    args = [*TINY, "epochs=3", "data.train_size=60", f"data.root={tmp_path / 'demo'}"]
-    env = dict(os.environ)
-    out = tmp_path / "outputs"
-    proc = subprocess.Popen([sys.executable, "run.py", *args, f"hydra.run.dir={out}"],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(600):  # stop it once its first epoch is checkpointed
-        if (out / "last.pt").is_file() or proc.poll() is not None:
-            break
+def start_cli(args, tmp_path, name):
+    """run.py in the background, its output in <name>.log, its run folder <name>/."""
+    log = (tmp_path / f"{name}.log").open("w")
+    return subprocess.Popen([sys.executable, "run.py", *args, f"hydra.run.dir={tmp_path / name}",
+                             f"hydra.sweep.dir={tmp_path / name}"], cwd=PROJECT_ROOT,
+                            env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.terminate()
-    proc.wait(timeout=60)
+    return condition()
+
+
+def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_path):
+    args = [*TINY, "epochs=3", "data.train_size=60", f"data.root={tmp_path / 'demo'}"]
+    jobs = {name: start_cli(args, tmp_path, name) for name in ("a", "b")}
+    assert wait_for(lambda: any(job.poll() is not None for job in jobs.values()))
+    [loser] = [name for name, job in jobs.items() if job.poll() is not None]
+    [winner] = set(jobs) - {loser}
+    client, [run] = experiment_runs()  # the loser started no run of its own
+    message = (tmp_path / f"{loser}.log").read_text()
+    assert jobs[loser].returncode == 2, message[-3000:]
+    assert f"being trained right now as MLflow run {run.info.run_id}" in message
+    assert f"process {jobs[winner].pid}" in message and "Traceback" not in message
+    # Stop the winner once its first epoch is checkpointed: the run ends KILLED.
+    wait_for(lambda: (tmp_path / winner / "last.pt").is_file() or jobs[winner].poll() is not None)
+    jobs[winner].terminate()
+    jobs[winner].wait(timeout=60)
     client, [run] = experiment_runs()
     if run.info.status == "FINISHED":
         pytest.skip("the run finished before it could be interrupted")
     assert run.info.status == "KILLED"
-    second = run_cli(args, tmp_path)  # the same command again
+    second = run_cli(args, tmp_path)  # the same command again continues it
     assert second.returncode == 0, second.stderr[-3000:]
     client, [again] = experiment_runs()
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
     assert sorted(steps) == [1, 2, 3]  # one unbroken series: nothing missing, nothing twice
-    sweep = run_cli(["-m", *args], tmp_path)  # a study with the same config: nothing to train
-    assert sweep.returncode == 0 and "already FINISHED" in sweep.stdout + sweep.stderr
-    assert len(experiment_runs()[1]) == 2  # the old run (now in the study) and the study's parent
-    fresh = run_cli([*args, "resume=false"], tmp_path)
-    assert fresh.returncode == 0 and len(experiment_runs()[1]) == 3
 
 
-def test_a_run_is_reproduced_from_its_id_with_equal_metrics(tmp_path):
-    args = [*TINY, "epochs=2", "deterministic=true", f"data.root={tmp_path / 'demo'}",
-            "augmentation=strong", "lr=0.002"]
-    assert run_cli(args, tmp_path).returncode == 0
-    client, [original] = experiment_runs()
-    proc = subprocess.run([sys.executable, "-m", "retino.reproduce", original.info.run_id,
-                           f"hydra.run.dir={tmp_path / 'again'}"], cwd=PROJECT_ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = experiment_runs()
-    [copy] = [r for r in runs if r.info.run_id != original.info.run_id]
-    assert copy.data.tags["reproduces"] == original.info.run_id
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_sweep_stopped_by_a_signal_ends_its_parent_run(tmp_path, signum):
+    args = ["-m", "seed=0,1", *TINY, "epochs=4", "data.train_size=60",
+            f"data.root={tmp_path / 'demo'}"]
+    sweep = start_cli(args, tmp_path, "sweep")
+    assert wait_for(lambda: any((tmp_path / "sweep").glob("*/last.pt")) or sweep.poll() is not None)
+    sweep.send_signal(signum)
+    sweep.wait(timeout=120)
+    _, runs = experiment_runs()
+    [parent] = [run for run in runs if PARENT_TAG not in run.data.tags]
+    if parent.info.status == "FINISHED":
+        pytest.skip("the sweep finished before it could be interrupted")
+    assert sweep.returncode != 0 and parent.info.status == "KILLED"
+    assert "RUNNING" not in {run.info.status for run in runs}
+    assert "KILLED" in {run.info.status for run in runs if run is not parent}  # the stopped job
+
+
+def metric_history(client, run, metric):
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, metric),
+                                    key=lambda m: m.step)]
+
+
+def same_training(client, original, copy):
+    """The copy ran the original's exact config afresh, with equal numbers."""
     def config(run):
         return {k: v for k, v in run.data.params.items() if k != "resume"}
 
-    assert config(copy) == config(original)  # exactly the logged config (run afresh)
+    assert config(copy) == config(original)
     assert copy.data.tags["config_hash"] == original.data.tags["config_hash"]
     for metric in ("train_loss", "test_loss", "test_acc", "test_qwk"):
-        history = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, metric),
-                                            key=lambda m: m.step)] for r in (original, copy)]
-        assert history[0] == history[1], metric
+        assert metric_history(client, copy, metric) == metric_history(client, original, metric)
+
+
+def reproduce(*args):
+    return subprocess.run([sys.executable, "-m", "retino.reproduce", *args], cwd=PROJECT_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+
+
+def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metrics(tmp_path):
+    args = ["-m", "seed=0,1", *TINY, "epochs=2", "deterministic=true",
+            f"data.root={tmp_path / 'demo'}", "augmentation=strong", "lr=0.002"]
+    assert run_cli(args, tmp_path).returncode == 0
+    client, runs = experiment_runs()
+    [study] = [run for run in runs if PARENT_TAG not in run.data.tags]
+    originals = {run.info.run_id: run for run in runs if run is not study}
+    one = next(iter(originals.values()))
+    proc = reproduce(one.info.run_id, f"hydra.run.dir={tmp_path / 'again'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [copy] = [run for run in experiment_runs()[1] if run.data.tags.get("reproduces")]
+    assert copy.data.tags["reproduces"] == one.info.run_id
+    same_training(client, one, copy)
+    # The study: every run again, in one multirun under a new parent, reported side by side.
+    proc = reproduce(study.info.run_id, f"hydra.sweep.dir={tmp_path / 'study-again'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = experiment_runs()
+    [new_study] = [run for run in runs if run.data.tags.get("reproduces") == study.info.run_id]
+    assert new_study.info.status == "FINISHED" and new_study.info.run_name == "reproduction"
+    copies = [run for run in runs if run.data.tags.get(PARENT_TAG) == new_study.info.run_id]
+    assert sorted(run.data.tags["reproduces"] for run in copies) == sorted(originals)
+    for copy in copies:
+        same_training(client, originals[copy.data.tags["reproduces"]], copy)
+    table = (tmp_path / "study-again" / "report" / "reproduction.csv").read_text().splitlines()
+    assert table[0].startswith("run,original run,reproduced run,original final test acc %")
+    assert sorted(row.split(",")[1] for row in table[1:]) == sorted(originals)

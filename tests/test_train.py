@@ -1,17 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from retino.data.loaders import build_loaders, read_index
 from retino.experiment import (
     build_criterion,
-    build_optimizer,
-    build_scheduler,
     prepare_model,
     run_experiment,
 )
-from retino.train import fit, load_checkpoint, seed_everything
+from retino.train import seed_everything
 from tests.conftest import TINY, compose_config
 
 
@@ -33,37 +29,48 @@ def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
     assert counts.sum() == 10 and (counts == result.confusion).all()
 
 
-def tiny_training(cfg, out_dir, epochs, resume=False, workers=0):
-    """The pieces run_experiment wires, so a test can stop and resume between epochs."""
-    seed_everything(cfg.seed, deterministic=True)
-    index = read_index(cfg.data)
-    model = prepare_model(cfg)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
-    train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
-                                workers, cfg.seed, persistent_workers=True)
-    start = 1
-    if resume:
-        start = load_checkpoint(out_dir / "last.pt", model, optimizer, scheduler)[0] + 1
-    return fit(model, train, test, nn.CrossEntropyLoss(), optimizer, scheduler, epochs,
-               torch.device("cpu"), out_dir, config={}, start_epoch=start, seed=cfg.seed)
+class DiesAfterEpoch:
+    """A tracker whose job is killed once epoch N is checkpointed and logged."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def log_metrics(self, metrics, step):
+        if step == self.epoch:
+            raise KeyboardInterrupt
+
+    def log_params(self, params):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def logged_steps(self, key):
+        return set()
+
+    def log_artifact(self, path):
+        pass
 
 
 def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2",
-                                 "augmentation=strong"])
-    # Uninterrupted with 2 persistent loader workers; interrupted and resumed with none: the
-    # same batches and the same augmentations, so the same numbers.
-    straight = tiny_training(cfg, tmp_path / "a", epochs=2, workers=2).history
-    tiny_training(cfg, tmp_path / "b", epochs=1)  # "interrupted" after epoch 1
-    resumed = tiny_training(cfg, tmp_path / "b", epochs=2, resume=True).history
-    assert [row["epoch"] for row in resumed] == [2]
+    overrides = TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2", "augmentation=strong",
+                        "deterministic=true"]
+    # Uninterrupted with 2 persistent loader workers; interrupted with none and resumed with 2:
+    # the same batches and the same augmentations, so the same numbers.
+    straight = run_experiment(compose_config([*overrides, "data.num_workers=2"]),
+                              tmp_path / "a").history
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(compose_config([*overrides, "data.num_workers=0"]), tmp_path / "b",
+                       DiesAfterEpoch(1))
+    resumed = run_experiment(compose_config([*overrides, "data.num_workers=2"]), tmp_path / "b",
+                             resume=True).history
+    assert [row["epoch"] for row in resumed] == [1, 2]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-        assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-6), key
+        assert resumed[1][key] == pytest.approx(straight[1][key], abs=1e-6), key
     checkpoint = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert set(checkpoint) == {"model", "optimizer", "scheduler", "epoch", "config", "history",
                                "scaler"}
-    assert checkpoint["epoch"] == 2 and [row["epoch"] for row in checkpoint["history"]] == [2]
+    assert checkpoint["epoch"] == 2 and [row["epoch"] for row in checkpoint["history"]] == [1, 2]
 
 
 def test_same_seed_same_result_and_deterministic_flag_does_not_leak(tmp_path):

@@ -1,0 +1,112 @@
+"""The job lifecycle (retino/job.py) in-process, as run.py drives it: identity tags, skip and
+resume decisions, studies that keep their rows; a real SQLite store, no subprocess."""
+
+import logging
+import math
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import retino.train
+from retino import PROJECT_ROOT
+from retino.identity import code_version
+from retino.job import JobContext, run_job
+from retino.tracking import read_runs, start_parent_run
+from tests.conftest import TINY, compose_config
+
+
+def runs_by_id():
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("retino")
+    return {run.info.run_id: run for run in client.search_runs([experiment.experiment_id])}
+
+
+def sweep_job(tmp_path, name, parent):
+    return JobContext(output_dir=tmp_path / name, overrides=("seed=0",), multirun=True,
+                      sweep_dir=tmp_path, parent_run_id=parent)
+
+
+def test_a_run_records_its_code_version_data_digest_and_dataset(tiny_cfg, tmp_path):
+    test_acc = run_job(tiny_cfg, JobContext(output_dir=tmp_path / "out"))
+    [run] = runs_by_id().values()
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] == test_acc
+    assert tags["code_version"] == code_version() and len(tags["data_digest"]) == 12
+    assert tags["git_commits"] == tags["git_commit"] and tags["output_dir"] == str(tmp_path / "out")
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == tags["data_digest"]
+    assert '"train_images": 20' in dataset.dataset.profile
+
+
+def copy_of_the_code(folder):
+    """The files that define a run, plus a README, as a checkout outside git would hold them."""
+    for name in ("retino", "conf"):
+        shutil.copytree(PROJECT_ROOT / name, folder / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("run.py", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, folder / name)
+    return folder
+
+
+def test_a_study_rerun_skips_unless_the_code_changed_and_every_study_keeps_its_rows(
+        tiny_cfg, tmp_path, monkeypatch, caplog):
+    code = copy_of_the_code(tmp_path / "checkout")
+    monkeypatch.setattr("retino.job.code_version", lambda: code_version(code))
+    first_study = start_parent_run("retino", "first", {})
+    run_job(tiny_cfg, sweep_job(tmp_path, "a", first_study))
+    [trained] = set(runs_by_id()) - {first_study}
+    (code / "README.md").write_text("An edited README changes no result.\n")
+    second_study = start_parent_run("retino", "second", {})
+    run_job(tiny_cfg, sweep_job(tmp_path, "b", second_study))
+    assert set(runs_by_id()) == {trained, first_study, second_study}  # skipped: nothing new
+    for study in (first_study, second_study):
+        assert [run.run_id for run in read_runs(parent_id=study)] == [trained]
+    with (code / "retino" / "train.py").open("a") as source:
+        source.write("# a bug fix\n")
+    third_study = start_parent_run("retino", "third", {})
+    with caplog.at_level(logging.INFO, logger="retino"):
+        run_job(tiny_cfg, sweep_job(tmp_path, "c", third_study))
+    assert f"code changed since run {trained}" in caplog.text
+    [retrained] = [run.run_id for run in read_runs(parent_id=third_study)]
+    assert retrained != trained and runs_by_id()[retrained].info.status == "FINISHED"
+    assert [run.run_id for run in read_runs(parent_id=first_study)] == [trained]
+
+
+def test_an_interrupted_run_continues_and_records_every_commit_it_trained_under(
+        tmp_path, monkeypatch):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
+    job = JobContext(output_dir=tmp_path / "out")
+    original_log_epoch = retino.train._log_epoch
+
+    def killed_after_epoch_1(row, epochs):
+        raise KeyboardInterrupt  # after epoch 1's checkpoint and metrics
+
+    monkeypatch.setattr("retino.job.git_commit", lambda: "commit-1")
+    monkeypatch.setattr("retino.train._log_epoch", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(cfg, job)
+    [run] = runs_by_id().values()
+    assert run.info.status == "KILLED"
+    monkeypatch.setattr("retino.train._log_epoch", original_log_epoch)
+    monkeypatch.setattr("retino.job.git_commit", lambda: "commit-2")
+    run_job(cfg, JobContext(output_dir=tmp_path / "elsewhere"))  # the same command again
+    [again] = runs_by_id().values()
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert again.data.tags["git_commit"] == "commit-1"  # where it started
+    assert again.data.tags["git_commits"] == "commit-1 commit-2"
+    steps = [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "test_acc")]
+    assert sorted(steps) == [1, 2]
+    assert not (tmp_path / "elsewhere").exists()  # it trained on in its own folder
+
+
+def test_a_bad_sweep_job_is_recorded_failed_and_a_bad_single_run_exits_2(tmp_path):
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "lr=-1"])
+    parent = start_parent_run("retino", "study", {})
+    assert math.isnan(run_job(cfg, sweep_job(tmp_path, "bad", parent)))  # the sweep goes on
+    [failed] = read_runs(parent_id=parent)
+    assert failed.status == "FAILED" and "lr=-1.0 must be a positive number" in failed.tags["error"]
+    assert "config_hash" not in failed.tags  # never taken for a run of that config
+    with pytest.raises(SystemExit) as stop:
+        run_job(cfg, JobContext(output_dir=tmp_path / "single"))
+    assert stop.value.code == 2
