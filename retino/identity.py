@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retino import PROJECT_ROOT
-from retino.data.layout import SPLITS, csv_paths, read_lines
+from retino.data.layout import SPLITS, csv_paths, read_lines, read_manifest
 from retino.errors import DataError
 
 CODE_FILES = ("retino/**/*.py", "run.py", "conf/**/*.yaml")  # relative to the project root
@@ -70,18 +70,6 @@ class DataIdentity:
     manifest: dict[str, object]  # MANIFEST_KEYS of a prepared cache ({} for the demo set)
 
 
-def _manifest_facts(root: Path) -> dict[str, object]:
-    path = root / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON ({err}); re-run the preparation command to "
-                        "rewrite it.") from err
-    return {key: manifest[key] for key in MANIFEST_KEYS if key in manifest}
-
-
 def data_identity(root: Path) -> DataIdentity:
     """The identity of the dataset whose four CSVs are in root (DataError if one is missing)."""
     root = Path(root)
@@ -93,6 +81,6 @@ def data_identity(root: Path) -> DataIdentity:
                                 "train_label.csv, test_img.csv and test_label.csv.")
             parts += [path.name.encode(), path.read_bytes()]
         sizes[split] = len(read_lines(csv_paths(root, split)[0]))
-    manifest = _manifest_facts(root)
+    manifest = {key: value for key, value in read_manifest(root).items() if key in MANIFEST_KEYS}
     parts.append(json.dumps(manifest, sort_keys=True, default=str).encode())
     return DataIdentity(_digest(parts), root, sizes, manifest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,22 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=overrides or [])
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its tables created, once: MLflow's migrations take a second or
+    two, which every test (and every run.py it starts) would otherwise pay on a new file."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
 @pytest.fixture(autouse=True)
-def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test writes to the project's mlflow.db or the user's torch hub cache."""
+def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> None:
+    """No test writes to the project's mlflow.db or the user's torch hub cache: each gets a copy
+    of an empty store of its own."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 

@@ -40,7 +40,7 @@ def experiment_runs(name="retino"):
     return client, client.search_runs([experiment.experiment_id])
 
 
-def test_four_way_multirun_logs_four_complete_runs(tmp_path):
+def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_path):
     fill_hub_cache("resnet18")
     fill_hub_cache("resnet50")
     args = ["-m", "model=resnet18,resnet50", "pretrained=true,false", *TINY, "epochs=2",
@@ -78,6 +78,17 @@ def test_four_way_multirun_logs_four_complete_runs(tmp_path):
     # ... and the same report can be rebuilt from the store alone.
     assert report_main(["--parent", parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "results.csv").read_text() == "\n".join(table) + "\n"
+    # Plain `mlflow ui` in the store's folder (like the project root) shows the runs and files.
+    with mlflow_ui(tmp_path) as url:
+        experiments = json.loads(api(url, "/api/2.0/mlflow/experiments/search",
+                                     {"max_results": 10}))["experiments"]
+        retino_id = next(e["experiment_id"] for e in experiments if e["name"] == "retino")
+        shown = json.loads(api(url, "/api/2.0/mlflow/runs/search",
+                               {"experiment_ids": [retino_id]}))["runs"]
+        assert {r["info"]["run_id"] for r in shown} == {r.info.run_id for r in all_runs}
+        run_id = runs[0].info.run_id
+        csv = api(url, f"/get-artifact?path=confusion_matrix.csv&run_uuid={run_id}")
+        assert csv.decode().startswith("true\\pred,grade0")
 
 
 def free_port() -> int:
@@ -114,21 +125,6 @@ def api(url, path, body=None):
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"mlflow ui did not answer at {url}")
-
-
-def test_plain_mlflow_ui_in_the_store_folder_shows_runs_and_artifacts(tmp_path):
-    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with mlflow_ui(tmp_path) as url:  # tmp_path holds mlflow.db and mlruns/, like the project
-        experiments = json.loads(api(url, "/api/2.0/mlflow/experiments/search",
-                                     {"max_results": 10}))["experiments"]
-        retino_id = next(e["experiment_id"] for e in experiments if e["name"] == "retino")
-        runs = json.loads(api(url, "/api/2.0/mlflow/runs/search",
-                              {"experiment_ids": [retino_id]}))["runs"]
-        assert [r["info"]["run_name"] for r in runs] == ["resnet18-scratch-64px"]
-        run_id = runs[0]["info"]["run_id"]
-        csv = api(url, f"/get-artifact?path=confusion_matrix.csv&run_uuid={run_id}")
-        assert csv.decode().startswith("true\\pred,grade0")
 
 
 def test_failing_run_ends_failed_with_its_error(tmp_path):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,18 @@ def write_split_csvs(root: Path, split: str, names: list[str], grades: list[int]
     img_csv, label_csv = csv_paths(root, split)
     atomic_write_text(img_csv, "".join(f"{n}\n" for n in names))
     atomic_write_text(label_csv, "".join(f"{g}\n" for g in grades))
+
+
+def read_manifest(root: Path) -> dict:
+    """A prepared cache's manifest.json ({} where there is none, as for the demo set)."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err}); re-run the preparation command to "
+                        "rewrite it.") from err
 
 
 def read_lines(path: Path) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from retino import PROJECT_ROOT
 from retino.data.dataset import RetinopathyLoader, build_transform
 from retino.data.demo import ensure_demo_dataset
-from retino.data.layout import NUM_GRADES, SplitIndex, read_split_index
+from retino.data.layout import NUM_GRADES, SplitIndex, read_manifest, read_split_index
 from retino.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,9 @@ def cache_params(root: Path) -> dict[str, object]:
     """What a prepared cache was made from (its manifest.json), as params to log; {} if none.
 
     A cache that skipped images says so in the log too: its CSVs list only the good ones."""
-    manifest_path = Path(root) / "manifest.json"
-    if not manifest_path.is_file():
+    manifest = read_manifest(root)
+    if not manifest:
         return {}
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{manifest_path} is not valid JSON ({err}); re-run the preparation "
-                        "command to rewrite it.") from err
     counts = manifest.get("counts", {})
     if counts.get("skipped"):
         log.warning("The prepared cache %s skipped %d images (unreadable or invalid); see "
