@@ -102,20 +102,6 @@ def _loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bo
                       pin_memory=device.type == "cuda")
 
 
-def _recipe(model_name: str, pretrain: Any) -> dict[str, Any]:
-    return {"model": model_name, "epochs": pretrain.epochs, "seed": pretrain.seed,
-            "lr": pretrain.lr, "batch_size": pretrain.batch_size,
-            "train_size": pretrain.train_size, "recipe": RECIPE_VERSION}
-
-
-def checkpoint_path(model_name: str, pretrain: Any) -> Path:
-    """Where the checkpoint of this recipe lives; its name carries a digest of the recipe."""
-    recipe = _recipe(model_name, pretrain)
-    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(pretrain.cache_dir or PROJECT_ROOT / "data" / "pretrained")
-    return folder / f"cifar10-{model_name}-e{pretrain.epochs}-s{pretrain.seed}-{digest}.pt"
-
-
 @dataclass(frozen=True)
 class PretrainDevice:
     """Where and how the DR run trains; its CIFAR-10 pretraining trains the same way."""
@@ -126,6 +112,24 @@ class PretrainDevice:
 
 
 ON_CPU = PretrainDevice()  # fp32 on the CPU: what a call without a device gets
+
+
+def _recipe(model_name: str, pretrain: Any, on: PretrainDevice) -> dict[str, Any]:
+    """Everything that decides the pretrained weights, how they are computed included: a
+    checkpoint made in bf16 on a GPU is not what a deterministic fp32 CPU run would make."""
+    return {"model": model_name, "epochs": pretrain.epochs, "seed": pretrain.seed,
+            "lr": pretrain.lr, "batch_size": pretrain.batch_size,
+            "train_size": pretrain.train_size, "recipe": RECIPE_VERSION,
+            "device": on.device.type, "precision": on.settings.precision,
+            "channels_last": on.settings.channels_last, "deterministic": on.deterministic}
+
+
+def checkpoint_path(model_name: str, pretrain: Any, on: PretrainDevice = ON_CPU) -> Path:
+    """Where the checkpoint of this recipe lives; its name carries a digest of the recipe."""
+    recipe = _recipe(model_name, pretrain, on)
+    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(pretrain.cache_dir or PROJECT_ROOT / "data" / "pretrained")
+    return folder / f"cifar10-{model_name}-e{pretrain.epochs}-s{pretrain.seed}-{digest}.pt"
 
 
 def pretrain_on_cifar10(model_name: str, pretrain: Any, tracker: Any,
@@ -176,13 +180,13 @@ def cifar10_weights(model_name: str, pretrain: Any, run_factory: RunFactory,
     Jobs that need one recipe at once pretrain it once: the first holds the recipe's lock while
     the others wait, then reuse its checkpoint. Pretraining keeps its randomness to itself, so
     the DR run that follows is the same on a cache miss and a cache hit."""
-    path = checkpoint_path(model_name, pretrain)
+    path = checkpoint_path(model_name, pretrain, on)
     with exclusive(path.with_suffix(".lock")):
         if (found := _cached(path)) is not None:
             return found
-        recipe = _recipe(model_name, pretrain)
-        with run_factory(f"cifar10-pretrain-{model_name}", recipe) as tracker, \
-                preserved_randomness():
+        recipe = _recipe(model_name, pretrain, on)
+        with preserved_randomness(cuda=on.device.type == "cuda"), \
+                run_factory(f"cifar10-pretrain-{model_name}", recipe) as tracker:
             metrics, model = pretrain_on_cifar10(model_name, pretrain, tracker, on)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_torch_save(path, cpu_state_dict(model))

@@ -6,7 +6,7 @@ Called by run.py with an MLflow tracker, and by tests with a NullTracker and a t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +33,7 @@ from retino.errors import ConfigError
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
 from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
-from retino.precision import resolve_step_settings
+from retino.precision import StepSettings, resolve_step_settings
 from retino.pretrained import (
     PRETRAIN_SOURCES,
     load_backbone_weights,
@@ -69,10 +69,12 @@ def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = _untracked_run
                                     cfg.pretrain.weights), {}
 
 
-def prepare_model(cfg: DictConfig, weights: Path | None = None) -> ResNet:
-    """Build the network, load pretrained weights when asked, freeze the backbone when asked."""
+def prepare_model(cfg: DictConfig, weights: Path | None = None,
+                  load_pretrained: bool = True) -> ResNet:
+    """Build the network, load pretrained weights when asked (found here unless given, and not
+    at all when a checkpoint will overwrite them), freeze the backbone when asked."""
     model = build_model(cfg.model.name, num_classes=5)
-    if weights is None:
+    if weights is None and load_pretrained:
         weights, _ = pretrained_weights(cfg)
     if weights is not None:
         load_backbone_weights(model, weights)
@@ -115,7 +117,7 @@ def registered_choices() -> dict[str, Iterable[str]]:
             "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE}
 
 
-def _registered(registry: dict, key: str, name: str):
+def _registered(registry: dict[str, Callable], key: str, name: str) -> Callable:
     if name not in registry:
         raise ConfigError(f"{key}={name!r} is not valid; choose one of: {', '.join(registry)}.")
     return registry[name]
@@ -183,6 +185,34 @@ def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     return checkpoint
 
 
+def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
+                   run_factory: RunFactory, tracker: Tracker, resuming: bool) -> ResNet:
+    """The network to train, on its device (before the optimizer exists, so a resumed optimizer
+    state lands beside it). A resumed run takes its weights from its checkpoint: nothing is
+    looked up, downloaded or pretrained for it."""
+    if resuming:
+        return prepare_model(cfg, load_pretrained=False).to(device)
+    on = PretrainDevice(device, replace(settings, compile=False, grad_clip=0.0), cfg.deterministic)
+    weights, provenance = pretrained_weights(cfg, run_factory, on)
+    tracker.set_tags(provenance)
+    return prepare_model(cfg, weights).to(device)
+
+
+def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
+               test_loader: DataLoader, device: torch.device, tracker: Tracker) -> None:
+    """The run's files (figures, tables, config, weights, activation maps) into the tracker."""
+    files = write_run_files(result, cfg, model, out_dir)
+    if cfg.cam_per_grade > 0:
+        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
+        files.append(plot_class_activation_maps(examples, out_dir / "class_activation_maps.png"))
+    for path in files:
+        tracker.log_artifact(path)
+    grades = test_loader.dataset.index.grades
+    majority = float(np.max(grade_histogram(grades)) / len(grades))
+    log.info("Final test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK %.3f",
+             100 * result.history[-1]["test_acc"], 100 * majority, result.history[-1]["test_qwk"])
+
+
 def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
                    run_factory: RunFactory = _untracked_run, resume: bool = False) -> FitResult:
     """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
@@ -195,36 +225,22 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     device = resolve_device(cfg.device)
     settings = resolve_step_settings(cfg.precision, cfg.channels_last, cfg.grad_clip, device,
                                      cfg.compile)
-    # Cheap checks first: a bad dataset or missing weights stop the run before any training
-    # (CIFAR-10 pretraining included).
+    # The dataset is checked before any weights are fetched or pretrained, and before training.
     location = locate_dataset(cfg.data)
     index = read_index_at(location)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
-    weights, provenance = pretrained_weights(
-        cfg, run_factory, PretrainDevice(device, replace(settings, compile=False),
-                                         cfg.deterministic))
-    tracker.set_tags(provenance)
-    # On the device before the optimizer exists: a resumed optimizer state lands beside it.
-    model = prepare_model(cfg, weights).to(device)
+    resuming = resume and (out_dir / "last.pt").is_file()
+    model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
     train_loader, test_loader = data_loaders(cfg, index, device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})
-    if resume and (out_dir / "last.pt").is_file():
+    if resuming:
         start = resume_from(out_dir / "last.pt", model, optimizer, scheduler, tracker)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
-                 settings=settings,
-                 scaler_state=start.scaler)
-    files = write_run_files(result, cfg, model, out_dir)
-    if cfg.cam_per_grade > 0:
-        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
-        files.append(plot_class_activation_maps(examples, out_dir / "class_activation_maps.png"))
-    for path in files:
-        tracker.log_artifact(path)
-    majority = float(np.max(grade_histogram(index["test"].grades)) / len(index["test"]))
-    log.info("Final test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK %.3f",
-             100 * result.history[-1]["test_acc"], 100 * majority, result.history[-1]["test_qwk"])
+                 settings=settings, scaler_state=start.scaler)
+    finish_run(cfg, result, model, out_dir, test_loader, device, tracker)
     return result

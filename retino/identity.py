@@ -20,6 +20,9 @@ from retino.data.layout import SPLITS, csv_paths, read_lines, read_manifest
 from retino.errors import DataError
 
 CODE_FILES = ("retino/**/*.py", "run.py", "conf/**/*.yaml")  # relative to the project root
+# Launcher presets decide where and how many jobs run, never what one computes: raising a SLURM
+# time limit after a job hit it must not turn its resume into a fresh start.
+NOT_CODE = ("conf/hydra/",)
 DIGEST_CHARS = 12
 # What a prepared cache's manifest says about how its data was made (not when, nor counts,
 # which follow from the CSVs).
@@ -35,8 +38,10 @@ def _digest(parts: list[bytes]) -> str:
 
 
 def code_files(root: Path = PROJECT_ROOT) -> list[Path]:
-    return sorted({path for pattern in CODE_FILES for path in Path(root).glob(pattern)
-                   if path.is_file() and "__pycache__" not in path.parts})
+    root = Path(root)
+    return sorted({path for pattern in CODE_FILES for path in root.glob(pattern)
+                   if path.is_file() and "__pycache__" not in path.parts
+                   and not path.relative_to(root).as_posix().startswith(NOT_CODE)})
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:

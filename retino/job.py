@@ -16,14 +16,18 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 
 from retino.config import config_hash, params_to_log, run_name, validate_config
-from retino.decision import BUSY, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
+from retino.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
 from retino.errors import RetinoError, user_message
 from retino.identity import DataIdentity, code_version, data_identity, git_commit
-from retino.locks import JobLock, RunBusyError, exclusive, lock_holder
+from retino.locks import JOB_LOCK_NAME, JobLock, RunBusyError, exclusive, lock_holder
+
+if TYPE_CHECKING:
+    from retino.cifar10 import RunFactory
 
 log = logging.getLogger("retino")
 
@@ -132,11 +136,11 @@ def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[st
     return tags
 
 
-def _pretraining_runs(cfg: DictConfig, plan: JobPlan):
+def _pretraining_runs(cfg: DictConfig, plan: JobPlan) -> RunFactory:
     """Opens the tracked run of a CIFAR-10 pretraining, when the job needs one."""
     from retino.tracking import mlflow_run
 
-    def open_run(name: str, params: dict):
+    def open_run(name: str, params: dict) -> AbstractContextManager:
         return mlflow_run(cfg.experiment, name, params, {
             "purpose": "cifar10 pretraining", "git_commit": plan.git_commit,
             "code_version": plan.identity.code_version})
@@ -162,11 +166,31 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
             yield tracker, out_dir
 
 
-def _decide(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> Decision:
+def _decide(cfg: DictConfig, ctx: JobContext,
+            plan: JobPlan) -> tuple[Decision, list[EarlierRun]]:
     earlier = earlier_runs(cfg.experiment, plan.identity.config_hash)
     decision = decide(plan.identity, earlier, cfg.resume, ctx.multirun)
     log.info("%s: %s.", decision.action.capitalize(), decision.reason)
-    return decision
+    return decision, earlier
+
+
+def _retire(earlier: list[EarlierRun], decision: Decision, new_run_id: str,
+            ctx: JobContext) -> None:
+    """Earlier attempts that this new run replaces. One left RUNNING by a process that died
+    (its job lock is free) ends KILLED; one of this same study (a requeued job preempted before
+    its first checkpoint, say) is tagged superseded_by, so the study's report neither shows it
+    nor counts it as a failed job. Runs of other studies keep their status in their reports."""
+    from retino.tracking import PARENT_TAG, end_run, set_run_tags
+
+    for run in earlier:
+        if run.status == "FINISHED" or run.alive or run is decision.run:
+            continue
+        if run.status == "RUNNING" and (Path(run.output_dir) / JOB_LOCK_NAME).is_file():
+            set_run_tags(run.run_id, {"error": f"its process ended without ending the run "
+                                               f"(found by run {new_run_id})"})
+            end_run(run.run_id, "KILLED")
+        if ctx.parent_run_id and run.tags.get(PARENT_TAG) == ctx.parent_run_id:
+            set_run_tags(run.run_id, {"superseded_by": new_run_id})
 
 
 def _skip(decision: Decision, ctx: JobContext) -> float:
@@ -179,22 +203,24 @@ def _skip(decision: Decision, ctx: JobContext) -> float:
 
 def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
     """Decide under the configuration's lock, claim the run, train; the final test accuracy."""
-    from retino.experiment import run_experiment  # heavy imports after validation
+    from retino.experiment import run_experiment
 
     with ExitStack() as stack:
         with exclusive(decision_lock(cfg.experiment, plan.identity.config_hash)):
-            decision = _decide(cfg, ctx, plan)
+            decision, earlier = _decide(cfg, ctx, plan)
             if decision.action == BUSY:
                 raise RunBusyError(f"Not started: {decision.reason}")
             if decision.action == SKIP:
                 return _skip(decision, ctx)
             tracker, out_dir = stack.enter_context(_claimed_run(cfg, ctx, plan, decision))
+            if decision.action == NEW:
+                _retire(earlier, decision, tracker.run_id, ctx)
         result = run_experiment(cfg, out_dir, tracker, run_factory=_pretraining_runs(cfg, plan),
                                 resume=decision.action == RESUME)
     return result.history[-1]["test_acc"]
 
 
-def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> float:
+def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:
     """A sweep job that cannot start is kept in MLflow as FAILED with its error. It carries no
     config_hash, so it never stands in the way of resuming a real run of that config."""
     from retino.tracking import PARENT_TAG, mlflow_run
@@ -228,14 +254,14 @@ def _planned_and_tracked(cfg: DictConfig, ctx: JobContext) -> float:
     except RetinoError as err:
         if not ctx.multirun:
             raise
-        return _record_failed_job(cfg, ctx, err)  # keep the bad job in MLflow
+        _record_failed_job(cfg, ctx, err)  # keeps the bad job in MLflow, then raises
     with job_gpu(cfg, ctx) as gpu, _on_gpu(gpu):
         try:
             return tracked_job(cfg, ctx, plan)
         except RunBusyError as err:
             if not ctx.multirun:
                 raise
-            return _record_failed_job(cfg, ctx, err)
+            _record_failed_job(cfg, ctx, err)
 
 
 def run_job(cfg: DictConfig, ctx: JobContext) -> float:

@@ -85,7 +85,7 @@ def warn_if_code_changed(recorded: str | None, what: str) -> None:
 
 def study_option_files(parent_id: str, folder: Path) -> list[str]:
     """Write one option of the `reproduce` group per FINISHED run of the study; their names."""
-    from retino.tracking import download_artifact, study_members
+    from retino.tracking import download_artifact, run_tags, study_members
 
     (folder / REPRODUCE_GROUP).mkdir(parents=True, exist_ok=True)
     names = []
@@ -94,6 +94,7 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
             log.warning("Run %s of the study ended %s: it has no final config to re-run.",
                         run_id, status)
             continue
+        warn_if_code_changed(run_tags(run_id).get("code_version"), f"run {run_id}")
         config = OmegaConf.load(download_artifact(run_id, "config.yaml"))
         text = "# @package _global_\n" + OmegaConf.to_yaml(config)  # every leaf, at the root
         (folder / REPRODUCE_GROUP / f"{OPTION_PREFIX}{run_id}.yaml").write_text(text)
@@ -129,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         from retino.tracking import run_tags
 
         tags = run_tags(args[0])
-        warn_if_code_changed(tags.get("code_version"), f"run {args[0]}")
-        if "study" in tags:
+        if "study" in tags:  # each of its runs is checked as it is read
             return reproduce_study(args[0], args[1:])
+        warn_if_code_changed(tags.get("code_version"), f"run {args[0]}")
     config_yaml, origin = logged_config(args[0])
     command = [sys.executable, str(PROJECT_ROOT / "run.py"), *overrides_from_config(config_yaml),
                "resume=false", *args[1:]]

@@ -107,7 +107,10 @@ def mlflow_client(tracking_uri: str | None = None) -> RetryingClient:
 
 
 def lock_folder(tracking_uri: str | None = None) -> Path:
-    """Where jobs that share this store take their locks: beside a SQLite file; for a server,
-    in the project (jobs on one machine; see retino/locks.py for shared file systems)."""
+    """Where jobs that share this store take their locks: RETINO_LOCK_DIR when set (a folder on
+    a file system all the jobs' machines share); else beside a SQLite file; for a server, in the
+    project (jobs on one machine; see retino/locks.py)."""
+    if os.environ.get("RETINO_LOCK_DIR"):
+        return Path(os.environ["RETINO_LOCK_DIR"])
     db_path = sqlite_path(tracking_uri or default_tracking_uri())
     return (db_path.parent if db_path else PROJECT_ROOT) / ".retino-locks"

@@ -3,8 +3,8 @@
 At the start of a sweep, the parent run is created (named after the sweep file, with the command
 line and overrides as tags) and its id handed to the jobs (environment and a file in the sweep
 folder, so launchers that start new processes find it too); each job's run becomes its child.
-At the end, the report (retino.report) is built from the children in the store, attached to the
-parent, and the failed jobs are listed; the command then exits non-zero if any failed.
+At the end, the report (retino.report) is built from the study's runs in the store, attached to
+the parent, and the failed jobs are listed; the command then exits non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class StudyCallback(Callback):
         if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
             tags["reproduces"] = os.environ[REPRODUCES_ENV]
         run_id = start_parent_run(config.experiment, study_name(config), tags)
+        os.environ[PARENT_ENV] = run_id  # first: from here on, study_guard can end it
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
-        os.environ[PARENT_ENV] = run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from retino.report import write_report

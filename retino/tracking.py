@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 
 from retino.errors import user_message
 from retino.identity import DataIdentity, git_commit  # noqa: F401 - git_commit re-exported
@@ -126,7 +126,7 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         if system_metrics:
             monitor = _system_monitor(tracker, resumed=bool(resume_run_id))
         if resume_run_id:
-            tracker.set_tags(tags)  # this invocation's overrides, commit, parent study
+            tracker.set_tags(tags)  # what the continuing job adds (commits, its study)
         else:
             tracker.log_params(params)
         yield tracker
@@ -198,7 +198,7 @@ def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
     if found is None:
         return []
     runs = client.search_runs([found.experiment_id], f"tags.config_hash = '{config_hash}'",
-                              max_results=50, order_by=["attributes.start_time DESC"])
+                              max_results=1000, order_by=["attributes.start_time DESC"])
     return [StoredRun(run.info.run_id, run.info.status, dict(run.data.tags),
                       run.data.metrics.get("test_acc", float("nan"))) for run in runs]
 
@@ -214,14 +214,16 @@ def add_to_study(run_id: str, parent_id: str) -> None:
         set_run_tags(run_id, {f"{STUDY_MEMBER_PREFIX}{parent_id}": "true"})
 
 
-def study_runs(client: RetryingClient, parent_id: str) -> list:
-    """The runs of a study: its children, and the runs it reused from other studies."""
+def study_runs(client: RetryingClient, parent_id: str) -> list[Run]:
+    """The runs of a study: its children, and the runs it reused from other studies; not the
+    attempts that a later run of the same job replaced (tagged superseded_by)."""
     experiment_id = client.get_run(parent_id).info.experiment_id
     found = {}
     for query in (f"tags.`{PARENT_TAG}` = '{parent_id}'",
                   f"tags.`{STUDY_MEMBER_PREFIX}{parent_id}` = 'true'"):
         for run in client.search_runs([experiment_id], query, max_results=10_000):
-            found[run.info.run_id] = run
+            if "superseded_by" not in run.data.tags:
+                found[run.info.run_id] = run
     return sorted(found.values(), key=lambda run: run.info.start_time)
 
 

@@ -53,11 +53,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 @contextmanager
-def preserved_randomness() -> Iterator[None]:
+def preserved_randomness(cuda: bool = False) -> Iterator[None]:
     """Randomness used inside the block leaves the caller's untouched: the Python, NumPy and
-    torch (CPU and CUDA) generator states, and the deterministic-kernel flags."""
+    torch generator states (CUDA's too when the block uses it; asking starts CUDA, so a CPU
+    job on a GPU machine does not), and the deterministic-kernel flags."""
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+              torch.cuda.get_rng_state_all() if cuda else None)
     flags = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
     try:

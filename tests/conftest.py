@@ -44,6 +44,7 @@ def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("RETINO_LOCK_DIR", str(tmp_path / "locks"))
 
 
 @pytest.fixture

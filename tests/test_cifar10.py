@@ -3,16 +3,24 @@
 import multiprocessing
 import os
 import pickle
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from retino.cifar10 import FOLDER, checkpoint_path, cifar10_weights, read_cifar10
+from retino.cifar10 import (
+    FOLDER,
+    ON_CPU,
+    PretrainDevice,
+    checkpoint_path,
+    cifar10_weights,
+    read_cifar10,
+)
 from retino.errors import DataError
 from retino.experiment import run_experiment
+from retino.precision import StepSettings
 from retino.tracker import NullTracker
 from tests.conftest import TINY, compose_config
 
@@ -112,8 +120,7 @@ def test_a_deterministic_run_is_the_same_on_a_cache_miss_and_a_cache_hit(tmp_pat
     write_cifar10(tmp_path / "cifar")
     cfg = compose_config([*cifar_cfg_overrides(tmp_path), "deterministic=true"])
     miss = run_experiment(cfg, tmp_path / "a").history  # pretrains first
-    assert checkpoint_path("resnet18", cfg.pretrain).is_file()
-    assert torch.are_deterministic_algorithms_enabled()  # the run's flags, not pretraining's
+    assert len(list((tmp_path / "ck").glob("cifar10-resnet18-*.pt"))) == 1
     hit = run_experiment(cfg, tmp_path / "b").history  # reuses the checkpoint
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert miss[0][key] == hit[0][key], key
@@ -126,7 +133,30 @@ def test_dr_data_is_checked_before_pretraining_starts(tmp_path):
     opened = []
     with pytest.raises(DataError, match="train_img.csv"):
         run_experiment(cfg, tmp_path / "run", run_factory=lambda *a: opened.append(a))
-    assert opened == [] and not checkpoint_path("resnet18", cfg.pretrain).exists()
+    assert opened == [] and not (tmp_path / "ck").exists()
+
+
+def test_pretraining_leaves_the_callers_random_state_and_flags_as_they_were(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    cfg = cifar_cfg(tmp_path)
+    torch.manual_seed(123)
+    np.random.seed(7)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy()
+    pretraining = PretrainDevice(deterministic=True)  # flags of its own while it trains
+    cifar10_weights("resnet18", cfg.pretrain, run_factory=lambda *a: nullcontext(Recorder()),
+                    on=pretraining)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert (np.random.get_state()[1] == before[1]).all()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_checkpoints_made_differently_are_cached_apart(tmp_path):
+    pretrain = cifar_cfg(tmp_path).pretrain
+    paths = {checkpoint_path("resnet18", pretrain, on) for on in (
+        ON_CPU, PretrainDevice(deterministic=True),
+        PretrainDevice(settings=StepSettings(precision="bf16")),
+        PretrainDevice(device=torch.device("cuda")))}
+    assert len(paths) == 4
 
 
 def _pretrain_in_a_process(tmp_path, run_ids):

@@ -3,15 +3,19 @@ resume decisions, studies that keep their rows; a real SQLite store, no subproce
 
 import logging
 import math
+import os
 import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+import retino.experiment
 import retino.train
 from retino import PROJECT_ROOT
 from retino.identity import code_version
-from retino.job import JobContext, run_job
+from retino.job import JobContext, plan_job, run_job
+from retino.locks import JobLock
+from retino.sweep import PARENT_ENV, study_guard
 from retino.tracking import read_runs, start_parent_run
 from tests.conftest import TINY, compose_config
 
@@ -90,11 +94,13 @@ def test_an_interrupted_run_continues_and_records_every_commit_it_trained_under(
     assert run.info.status == "KILLED"
     monkeypatch.setattr("retino.train._log_epoch", original_log_epoch)
     monkeypatch.setattr("retino.job.git_commit", lambda: "commit-2")
-    run_job(cfg, JobContext(output_dir=tmp_path / "elsewhere"))  # the same command again
-    [again] = runs_by_id().values()
-    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    study = start_parent_run("retino", "study", {})
+    run_job(cfg, sweep_job(tmp_path, "elsewhere", study))  # continued by a study's job
+    again = runs_by_id()[run.info.run_id]
+    assert again.info.status == "FINISHED" and len(runs_by_id()) == 2  # itself and the study
     assert again.data.tags["git_commit"] == "commit-1"  # where it started
     assert again.data.tags["git_commits"] == "commit-1 commit-2"
+    assert [r.run_id for r in read_runs(parent_id=study)] == [run.info.run_id]
     steps = [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "test_acc")]
     assert sorted(steps) == [1, 2]
     assert not (tmp_path / "elsewhere").exists()  # it trained on in its own folder
@@ -110,3 +116,54 @@ def test_a_bad_sweep_job_is_recorded_failed_and_a_bad_single_run_exits_2(tmp_pat
     with pytest.raises(SystemExit) as stop:
         run_job(cfg, JobContext(output_dir=tmp_path / "single"))
     assert stop.value.code == 2
+
+
+def test_a_job_replacing_its_dead_attempt_ends_it_and_the_study_reports_only_the_new_run(
+        tiny_cfg, tmp_path, monkeypatch):
+    def preempted(*args, **kwargs):
+        raise KeyboardInterrupt  # before the first checkpoint
+
+    original_fit = retino.experiment.fit
+    monkeypatch.setattr("retino.experiment.fit", preempted)
+    study = start_parent_run("retino", "study", {})
+    with pytest.raises(KeyboardInterrupt):
+        run_job(tiny_cfg, sweep_job(tmp_path, "first", study))
+    [attempt] = set(runs_by_id()) - {study}
+    MlflowClient().update_run(attempt, status="RUNNING")  # as a `kill -9` leaves it
+    monkeypatch.setattr("retino.experiment.fit", original_fit)
+    run_job(tiny_cfg, sweep_job(tmp_path, "requeued", study))
+    [replacement] = set(runs_by_id()) - {study, attempt}
+    old = runs_by_id()[attempt]
+    assert old.info.status == "KILLED" and old.data.tags["superseded_by"] == replacement
+    assert f"found by run {replacement}" in old.data.tags["error"]
+    assert [r.run_id for r in read_runs(parent_id=study)] == [replacement]
+
+
+def test_a_sweep_job_whose_run_is_live_elsewhere_fails_alone_and_is_recorded(tiny_cfg, tmp_path):
+    plan = plan_job(tiny_cfg)
+    folder = tmp_path / "elsewhere"
+    client = MlflowClient()
+    experiment = client.create_experiment("retino")
+    live = client.create_run(experiment, tags={
+        "config_hash": plan.identity.config_hash, "code_version": plan.identity.code_version,
+        "data_digest": plan.identity.data_digest, "output_dir": str(folder)}).info.run_id
+    study = start_parent_run("retino", "study", {})
+    with JobLock(folder) as lock:  # another process trains that run right now
+        lock.record(live)
+        assert math.isnan(run_job(tiny_cfg, sweep_job(tmp_path, "job", study)))
+    [failed] = read_runs(parent_id=study)
+    assert failed.status == "FAILED" and "config_hash" not in failed.tags
+    assert f"being trained right now as MLflow run {live}" in failed.tags["error"]
+    assert runs_by_id()[live].info.status == "RUNNING"  # untouched
+
+
+@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt(), "KILLED"),
+                                          (SystemExit(143), "KILLED"),
+                                          (RuntimeError("sweeper broke"), "FAILED")])
+def test_a_study_stopped_early_ends_its_parent_run(monkeypatch, stop, status):
+    parent = start_parent_run("retino", "study", {})
+    monkeypatch.setenv(PARENT_ENV, parent)
+    with pytest.raises(type(stop)), study_guard():
+        raise stop
+    assert MlflowClient().get_run(parent).info.status == status
+    assert PARENT_ENV not in os.environ

@@ -293,20 +293,3 @@ def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     run_experiment(cfg, tmp_path / "run", recorder)
     assert recorder.params["cache.method"] == "retina_crop" and recorder.params["cache.size"] == 64
 
-
-def test_preparing_into_a_cache_with_another_split_seed_is_refused_and_rewrites_nothing(
-        tmp_path, caplog):
-    source = make_kaggle_source(tmp_path / "kaggle", patients=12)
-    out = tmp_path / "cache"
-    assert main([str(source), str(out), "--size", str(SIZE), "--workers", "1"]) == 0
-    cache = cache_dir(out, "center_crop", SIZE)
-    before = {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()}
-    manifest = json.loads(before["manifest.json"])
-    assert manifest["split_seed"] == 0 and len(manifest["split_digest"]) == 16
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "1"]) == 2
-    assert "--force" in caplog.text and "split differently" in caplog.text
-    assert {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()} == before
-    # The same seed again only finishes what is missing; --force re-splits on purpose.
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "0"]) == 0
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "1", "--force"]) == 0
-    assert json.loads((cache / "manifest.json").read_text())["split_seed"] == 1

@@ -22,6 +22,8 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -34,6 +36,7 @@ from retino.data.preprocess import METHODS, BadImage, prepare_image
 from retino.data.sources import default_image_dir, read_source, unlabelled_images
 from retino.errors import DataError
 from retino.files import atomic_write_bytes, atomic_write_text, csv_text
+from retino.locks import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,20 @@ def _clear_leftovers(images: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+@contextmanager
+def _sole_writer(out: Path) -> Iterator[None]:
+    """One preparation at a time per cache folder: two at once would interleave their CSVs."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = try_lock(out / ".prepare.lock")
+    if handle is None:
+        raise DataError(f"Another preparation is writing into {out} right now: wait for it to "
+                        "end, or choose another output folder.")
+    try:
+        yield
+    finally:
+        handle.close()
+
+
 def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
                   force: bool = False, seed: int = 0, image_dir: Path | None = None) -> dict:
     """Build (or finish) the cache of one method and size; returns the manifest."""
@@ -206,15 +223,16 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
     manifest = {"source": str(source), "method": method, "size": size, "split": how,
                 "split_seed": seed if how.startswith("by patient") else None,
                 "split_digest": split_digest(splits)}
-    _check_same_cache(out, manifest, force)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    _clear_leftovers(out / "images")
-    notes = {} if force else _previous_notes(out)
     started = time.perf_counter()
-    outcomes = _carry_notes(run_jobs(make_jobs(splits, images, out), size, method, force,
-                                     workers), notes)
-    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    counts = write_index(out, outcomes, rejected, manifest, ignored)
+    with _sole_writer(out):
+        _check_same_cache(out, manifest, force)
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        _clear_leftovers(out / "images")
+        notes = {} if force else _previous_notes(out)
+        outcomes = _carry_notes(run_jobs(make_jobs(splits, images, out), size, method, force,
+                                         workers), notes)
+        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        counts = write_index(out, outcomes, rejected, manifest, ignored)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
