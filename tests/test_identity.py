@@ -73,3 +73,13 @@ def test_a_second_preparation_into_the_same_cache_at_once_is_refused(tmp_path):
         prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
     held.close()
     assert prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+
+
+def test_reproducing_a_run_of_other_code_warns(caplog):
+    from retino.reproduce import warn_if_code_changed
+
+    warn_if_code_changed(code_version(), "run same")
+    assert caplog.text == ""
+    warn_if_code_changed("0123456789ab", "run old")
+    assert f"The code changed since run old was run (code version 0123456789ab, now " \
+           f"{code_version()})" in caplog.text
