@@ -18,8 +18,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from retino.config import register_configs
-from retino.job import JobContext, handle_sigterm, run_job
+from retino.job import JobContext, run_job
 from retino.reproduce import REPRODUCE_GROUP, REPRODUCES_ENV, original_run
+from retino.signals import handle_stop_signals
 from retino.sweep import parent_run_id, study_guard
 
 register_configs()
@@ -42,11 +43,11 @@ def job_context() -> JobContext:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    handle_sigterm()  # again here: a launcher's worker process runs jobs too
+    handle_stop_signals()  # again here: a launcher's worker process runs jobs too
     return run_job(cfg, job_context())
 
 
 if __name__ == "__main__":
-    handle_sigterm()
+    handle_stop_signals()
     with study_guard():  # a sweep's parent run ends FAILED or KILLED on every early exit
         main()

@@ -153,9 +153,9 @@ def pretrain_on_cifar10(model_name: str, pretrain: Any, tracker: Any,
         seed_epoch(pretrain.seed, epoch, train)
         row = train_one_epoch(model, train, criterion, optimizer, on.device, epoch, on.settings,
                               step)
-        test_loss, true, pred = evaluate(model, test, on.device, on.settings)
+        answers = evaluate(model, test, on.device, on.settings)
         metrics = {"cifar10_train_acc": row["train_acc"], "cifar10_test_acc": float(
-            np.mean(true == pred)), "cifar10_test_loss": test_loss}
+            np.mean(answers.true == answers.pred)), "cifar10_test_loss": answers.loss}
         tracker.log_metrics(metrics, step=epoch)
         log.info("CIFAR-10 epoch %d/%d: train acc %.2f%%, test acc %.2f%%", epoch,
                  pretrain.epochs, 100 * row["train_acc"], 100 * metrics["cifar10_test_acc"])

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from retino.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", "val_loss")
 DATASETS = ("demo", "kaggle")
 FREEZE_MODES = ("none", "backbone")
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
@@ -54,12 +55,14 @@ class DataConfig:
     test_size: int = 250
     image_size: int = 128  # demo only: side of the generated JPEGs
     seed: int = 2024  # demo only: the data stays the same when the training seed changes
-    # DataLoader processes: "auto" (none when training on a CPU; feeding a GPU, one per core this
-    # job has, less one for training) or a count.
-    # Not part of a run's identity: results are the same for every count (see EpochSampler).
+    # DataLoader processes: "auto" (none training on a CPU; feeding a GPU, one per core this job
+    # has, less one) or a count. Not part of a run's identity: results are the same for any.
     num_workers: Any = "auto"
     persistent_workers: bool = True  # keep the worker processes from epoch to epoch
     prefetch_factor: int = 2  # batches each worker prepares ahead
+    # Validation split carved from train by patient: it chooses the epoch kept, never the test set.
+    val_fraction: float = 0.1  # 0: none, the lab's protocol (the last epoch is kept)
+    val_seed: int = 0  # fixes the validation split, independent of the training seed
 
 
 @dataclass
@@ -122,6 +125,10 @@ class Config:
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     compile: bool = False  # torch.compile the model: minutes to compile, then faster on GPUs
     log_system_metrics: bool = False  # CPU, memory, GPU use as system/* metrics in MLflow
+    # The epoch a run keeps and reports on the test set: the best by this validation metric.
+    selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.
+    referable_sensitivity_target: float = 0.9
 
 
 def register_configs() -> None:
@@ -209,6 +216,8 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
     is_count = isinstance(workers, int) and not isinstance(workers, bool)
     _check(problems, workers == "auto" or (is_count and workers >= 0),
            f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
+    _check(problems, 0 <= data.val_fraction <= 0.5,
+           f"data.val_fraction={data.val_fraction} must be in [0, 0.5] (0: no validation split).")
     _check(problems, data.prefetch_factor >= 1,
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
 
@@ -225,6 +234,9 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
     _check_choice(problems, "precision", cfg.precision, ("auto", "fp32", "bf16", "fp16"))
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
+    _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
+    _check(problems, 0 < cfg.referable_sensitivity_target <= 1,
+           f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
     _check_training(cfg, problems)
     _check_input(cfg, problems)
     _check_data(cfg.data, problems)

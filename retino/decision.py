@@ -40,7 +40,7 @@ class EarlierRun:
     output_dir: str
     has_checkpoint: bool = False  # output_dir/last.pt exists
     holder: dict | None = None  # who holds its job lock; None when no live process does
-    test_acc: float = float("nan")
+    objective: float = float("nan")  # its selection_score, what a skipped job returns
     tags: dict[str, str] = field(default_factory=dict)
 
     @property

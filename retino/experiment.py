@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -24,15 +23,24 @@ from retino.data.loaders import (
     build_loaders,
     cache_params,
     class_weights,
+    evaluation_loader,
     grade_histogram,
     locate_dataset,
     read_index_at,
     resolve_num_workers,
+    with_validation,
 )
 from retino.errors import ConfigError
+from retino.evaluation import headline_metrics, predictions_frame
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
+from retino.metrics import REFERABLE_GRADE, confusion_matrix
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
-from retino.plots import plot_accuracy, plot_class_activation_maps, plot_confusion_matrix
+from retino.plots import (
+    plot_accuracy,
+    plot_class_activation_maps,
+    plot_confusion_matrix,
+    plot_referable_roc,
+)
 from retino.precision import StepSettings, resolve_step_settings
 from retino.pretrained import (
     PRETRAIN_SOURCES,
@@ -43,6 +51,8 @@ from retino.tracker import NullTracker, Tracker
 from retino.train import (
     Checkpoint,
     FitResult,
+    Selection,
+    evaluate,
     fit,
     load_checkpoint,
     resolve_device,
@@ -160,15 +170,48 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
 
 
 def data_loaders(cfg: DictConfig, index: dict,
-                 device: torch.device) -> tuple[DataLoader, DataLoader]:
+                 device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """Train, test and (with a validation split) validation loaders."""
     workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
-    log.info("Data: %d train / %d test images; train grades %s; %d loader workers",
-             len(index["train"]), len(index["test"]),
+    log.info("Data: %d train / %d validation / %d test images; train grades %s; %d loader "
+             "workers", len(index["train"]), len(index.get("val", ())), len(index["test"]),
              grade_histogram(index["train"].grades).tolist(), workers)
-    return build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size, workers,
-                         cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
-                         persistent_workers=cfg.data.persistent_workers,
-                         prefetch_factor=cfg.data.prefetch_factor)
+    train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
+                                workers, cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
+                                persistent_workers=cfg.data.persistent_workers,
+                                prefetch_factor=cfg.data.prefetch_factor)
+    val = evaluation_loader(index["val"], cfg.resolution.size, cfg.batch_size, workers,
+                            cfg.data.prefetch_factor) if "val" in index else None
+    return train, test, val
+
+
+def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
+                   loaders: dict[str, DataLoader], device: torch.device, settings: StepSettings,
+                   out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """Load the selected epoch's weights into the model (the last epoch's without validation),
+    predict every test and validation image, and derive the headline metrics from those
+    predictions; (metrics, prediction files)."""
+    selection = result.selection
+    if selection is not None and selection.weights:
+        model.load_state_dict(selection.weights)
+    frames, files = {}, []
+    for split, loader in loaders.items():
+        answers = evaluate(model, loader, device, settings)
+        frames[split] = predictions_frame(loader.dataset.index.paths, answers.true, answers.probs)
+        files.append(atomic_write_text(out_dir / f"predictions_{split}.csv",
+                                       frames[split].to_csv(index=False)))
+    test = frames["test"]
+    result.confusion = confusion_matrix(test["grade"], test["predicted"])
+    files.append(plot_referable_roc(
+        {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
+         for split, frame in frames.items()}, out_dir / "roc_referable.png",
+        title=f"{run_name(cfg)}: referable DR"))
+    metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target)
+    metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
+    # What a sweeper optimises: never a test metric once there is a validation split.
+    metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]
+    metrics["test_majority_baseline"] = float(test["grade"].value_counts(normalize=True).max())
+    return metrics, files
 
 
 def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
@@ -199,18 +242,21 @@ def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings
 
 
 def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
-               test_loader: DataLoader, device: torch.device, tracker: Tracker) -> None:
-    """The run's files (figures, tables, config, weights, activation maps) into the tracker."""
-    files = write_run_files(result, cfg, model, out_dir)
+               test_loader: DataLoader, device: torch.device, tracker: Tracker,
+               predictions: list[Path]) -> None:
+    """The run's files (figures, tables, config, selected weights, activation maps,
+    predictions) into the tracker."""
+    files = write_run_files(result, cfg, model, out_dir) + predictions
     if cfg.cam_per_grade > 0:
         examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
         files.append(plot_class_activation_maps(examples, out_dir / "class_activation_maps.png"))
     for path in files:
         tracker.log_artifact(path)
-    grades = test_loader.dataset.index.grades
-    majority = float(np.max(grade_histogram(grades)) / len(grades))
-    log.info("Final test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK %.3f",
-             100 * result.history[-1]["test_acc"], 100 * majority, result.history[-1]["test_qwk"])
+    chosen = result.selected
+    log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
+             "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],
+             100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
+             chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
@@ -227,11 +273,11 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
                                      cfg.compile)
     # The dataset is checked before any weights are fetched or pretrained, and before training.
     location = locate_dataset(cfg.data)
-    index = read_index_at(location)
+    index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     resuming = resume and (out_dir / "last.pt").is_file()
     model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
-    train_loader, test_loader = data_loaders(cfg, index, device)
+    train_loader, test_loader, val_loader = data_loaders(cfg, index, device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})
@@ -241,6 +287,11 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
-                 settings=settings, scaler_state=start.scaler)
-    finish_run(cfg, result, model, out_dir, test_loader, device, tracker)
+                 settings=settings, scaler_state=start.scaler, val_loader=val_loader,
+                 selection=start.selection or Selection(cfg.selection_metric))
+    loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
+    result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
+                                                  out_dir)
+    tracker.log_metrics(result.selected, step=int(result.selected["selected_epoch"]))
+    finish_run(cfg, result, model, out_dir, test_loader, device, tracker, predictions)
     return result

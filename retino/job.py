@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -84,7 +81,7 @@ def earlier_runs(experiment: str, job_hash: str) -> list[EarlierRun]:
         runs.append(EarlierRun(stored.run_id, stored.status, stored.tags.get("code_version", ""),
                                stored.tags.get("data_digest", ""), str(folder or ""),
                                bool(folder and (folder / "last.pt").is_file()), live,
-                               stored.test_acc, stored.tags))
+                               stored.objective, stored.tags))
     return runs
 
 
@@ -198,11 +195,11 @@ def _skip(decision: Decision, ctx: JobContext) -> float:
 
     if ctx.parent_run_id:  # it belongs to this study's report too, and stays in its own
         add_to_study(decision.run.run_id, ctx.parent_run_id)
-    return decision.run.test_acc
+    return decision.run.objective
 
 
 def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
-    """Decide under the configuration's lock, claim the run, train; the final test accuracy."""
+    """Decide under the configuration's lock, claim the run, train; its selection score."""
     from retino.experiment import run_experiment
 
     with ExitStack() as stack:
@@ -217,7 +214,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
                 _retire(earlier, decision, tracker.run_id, ctx)
         result = run_experiment(cfg, out_dir, tracker, run_factory=_pretraining_runs(cfg, plan),
                                 resume=decision.action == RESUME)
-    return result.history[-1]["test_acc"]
+    return result.selected["selection_score"]
 
 
 def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:
@@ -267,7 +264,9 @@ def _planned_and_tracked(cfg: DictConfig, ctx: JobContext) -> float:
 def run_job(cfg: DictConfig, ctx: JobContext) -> float:
     """The whole lifecycle with its error policy: a single run's user error exits with status 2
     and the message alone; a sweep job's error is recorded and the sweep goes on (the study's
-    callback lists the failed jobs and exits non-zero). Returns the final test accuracy."""
+    callback lists the failed jobs and exits non-zero). Returns what a sweeper optimises: the
+    selection score (the best validation metric; the final test accuracy without a validation
+    split), nan for a failed job."""
     try:
         return _planned_and_tracked(cfg, ctx)
     except RetinoError as err:
@@ -279,19 +278,3 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> float:
             raise
         log.exception("This job failed; the sweep goes on.")
     return float("nan")
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (kill, a cluster's time limit) unwinds like Ctrl-C, so runs end as KILLED."""
-    raise SystemExit(128 + signum)
-
-
-def handle_sigterm() -> None:
-    """End runs as KILLED on SIGTERM, except under submitit, which ignores SIGTERM on purpose:
-    SLURM's SIGUSR2 (before the time limit, or on preemption where the cluster sends it) makes
-    submitit checkpoint and requeue the job, which then resumes from last.pt. A job killed there
-    without it leaves its run RUNNING; running the sweep again continues it."""
-    if os.environ.get("SUBMITIT_EXECUTOR") or threading.current_thread() is not \
-            threading.main_thread():  # a thread-based launcher cannot take signals
-        return
-    signal.signal(signal.SIGTERM, _terminate)

@@ -1,4 +1,5 @@
-"""Figures of a run: accuracy per epoch and the normalised confusion matrix (files on disk)."""
+"""Figures of a run and of a study: accuracy per epoch, the normalised confusion matrix, the
+referable-DR ROC curve (files on disk)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Pa
     ax.set_yticks(ticks, GRADE_NAMES[: len(normalized)])
     ax.set(xlabel="predicted grade", ylabel="true grade",
            title=title or "Normalized confusion matrix")
+    return _save(fig, path)
+
+
+def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                       title: str = "") -> Path:
+    """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
+    curves maps a label to (referable truth, score)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, (referable, score) in curves.items():
+        if 0 < np.sum(referable) < len(referable):  # a curve needs both kinds of image
+            fpr, tpr, _ = roc_curve(referable, score)
+            ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(referable, score):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity",
+           title=title or "Referable DR (grade ≥ 2)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     return _save(fig, path)
 
 

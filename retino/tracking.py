@@ -188,7 +188,7 @@ class StoredRun:
     run_id: str
     status: str
     tags: dict[str, str]
-    test_acc: float
+    objective: float  # its selection_score (final test_acc for runs from before it existed)
 
 
 def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
@@ -200,7 +200,9 @@ def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
     runs = client.search_runs([found.experiment_id], f"tags.config_hash = '{config_hash}'",
                               max_results=1000, order_by=["attributes.start_time DESC"])
     return [StoredRun(run.info.run_id, run.info.status, dict(run.data.tags),
-                      run.data.metrics.get("test_acc", float("nan"))) for run in runs]
+                      run.data.metrics.get("selection_score",
+                                           run.data.metrics.get("test_acc", float("nan"))))
+            for run in runs]
 
 
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run is in that study too

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from retino.errors import ConfigError
 from retino.files import atomic_torch_save, cpu_state_dict
-from retino.metrics import confusion_matrix, grading_metrics
+from retino.metrics import grading_metrics
 from retino.precision import GradientStep, StepSettings
 from retino.tracker import NullTracker, Tracker
 
@@ -114,37 +114,86 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
+class Evaluation(NamedTuple):
+    """A model's answers on one split: mean loss, and per image the true grade, the predicted
+    grade and the five grade probabilities."""
+
+    loss: float
+    true: np.ndarray  # (N,)
+    pred: np.ndarray  # (N,)
+    probs: np.ndarray  # (N, 5), rows sum to 1
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
-             settings: StepSettings = FP32) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy, true grades and predicted grades over a split.
+             settings: StepSettings = FP32) -> Evaluation:
+    """Mean cross-entropy and every image's grade probabilities over a split, in order.
 
     The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
-    loss_sum, true, pred = 0.0, [], []
+    loss_sum, true, probs = torch.zeros((), device=device), [], []
     for images, grades in _progress(loader, "evaluate"):
         images = settings.images_to(images, device)
         grades = grades.to(device, non_blocking=True)
         with settings.autocast(device):
-            logits = model(images).float()
-        loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum").item()
-        true.append(grades.cpu())
-        pred.append(logits.argmax(dim=1).cpu())
-    true_arr, pred_arr = torch.cat(true).numpy(), torch.cat(pred).numpy()
-    return loss_sum / len(true_arr), true_arr, pred_arr
+            logits = model(images).float()  # (B, 5)
+        loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum")
+        true.append(grades)
+        probs.append(logits.softmax(dim=1))
+    true_arr, probs_arr = torch.cat(true).cpu().numpy(), torch.cat(probs).cpu().numpy()
+    return Evaluation(float(loss_sum) / len(true_arr), true_arr, probs_arr.argmax(axis=1),
+                      probs_arr)
+
+
+def split_metrics(evaluation: Evaluation, prefix: str) -> dict[str, float]:
+    """Loss, grading and referable-DR metrics of one split, keyed `<prefix>name`."""
+    return {f"{prefix}loss": evaluation.loss,
+            **grading_metrics(evaluation.true, evaluation.pred, prefix, evaluation.probs)}
+
+
+@dataclass
+class Selection:
+    """The epoch whose weights a run keeps: the best so far by a validation metric (lowest for
+    a loss, highest otherwise; the earlier epoch on a tie), with a CPU copy of its weights."""
+
+    metric: str = "val_qwk"
+    epoch: int = 0
+    score: float = float("nan")
+    weights: dict[str, torch.Tensor] | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.epoch == 0 or (np.isnan(self.score) and not np.isnan(value)):
+            return True
+        return value < self.score if self.metric.endswith("loss") else value > self.score
+
+    def update(self, row: dict[str, float], model: nn.Module) -> None:
+        if not self._better(row[self.metric]):
+            return
+        self.epoch, self.score = int(row["epoch"]), float(row[self.metric])
+        if self.weights is None:  # a copy: on a CPU, cpu_state_dict shares the live tensors
+            self.weights = {k: v.detach().to("cpu", copy=True)
+                            for k, v in model.state_dict().items()}
+        else:  # into the same buffers: no memory churn at each better epoch
+            for name, tensor in model.state_dict().items():
+                self.weights[name].copy_(tensor.detach())
+
+    def state(self) -> dict:
+        return {"metric": self.metric, "epoch": self.epoch, "score": self.score}
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, epoch: int, config: dict,
                     history: list[dict[str, float]] | None = None,
-                    scaler: dict | None = None) -> None:
+                    scaler: dict | None = None, selection: Selection | None = None) -> None:
     """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint.
-    The metric history rides along, so a resumed run can still draw its whole curve; so does
-    the fp16 gradient scaler's state (its current scale), empty for other precisions."""
+    The metric history rides along, so a resumed run can still draw its whole curve; so do
+    the fp16 gradient scaler's state (its current scale, empty for other precisions) and the
+    selected epoch with its weights (in the same file: the two can never disagree)."""
     state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config,
              "history": [{k: float(v) for k, v in row.items()} for row in history or []],
-             "scaler": scaler or {}}
+             "scaler": scaler or {}, "selection": selection.state() if selection else {},
+             "selected_model": selection.weights if selection and selection.weights else {}}
     atomic_torch_save(path, state)
 
 
@@ -152,6 +201,7 @@ class Checkpoint(NamedTuple):
     epoch: int  # the last completed epoch
     history: list[dict[str, float]]  # one row per completed epoch
     scaler: dict  # the fp16 gradient scaler's state ({} otherwise)
+    selection: Selection | None = None  # the best epoch so far, with its weights
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -161,20 +211,26 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    chosen = state.get("selection") or {}
+    selection = Selection(chosen["metric"], int(chosen["epoch"]), float(chosen["score"]),
+                          state.get("selected_model") or None) if chosen else None
     return Checkpoint(int(state["epoch"]), list(state.get("history", [])),
-                      dict(state.get("scaler", {})))
+                      dict(state.get("scaler", {})), selection)
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
-    confusion: np.ndarray | None = None  # test counts after the last epoch, (5, 5)
+    selection: Selection | None = None  # None without a validation split: the last epoch
+    confusion: np.ndarray | None = None  # test counts at the selected epoch, (5, 5)
+    selected: dict[str, float] = field(default_factory=dict)  # its headline metrics
 
 
 def _log_epoch(row: dict[str, float], epochs: int) -> None:
-    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%% qwk %.3f  (%.0fs)",
-             row["epoch"], epochs, row["train_loss"], 100 * row["train_acc"], row["test_loss"],
-             100 * row["test_acc"], row["test_qwk"], row["epoch_time_s"])
+    val = f"  val qwk {row['val_qwk']:.3f}" if "val_qwk" in row else ""
+    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%% qwk %.3f%s  "
+             "(%.0fs)", row["epoch"], epochs, row["train_loss"], 100 * row["train_acc"],
+             row["test_loss"], 100 * row["test_acc"], row["test_qwk"], val, row["epoch_time_s"])
 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
@@ -182,12 +238,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         device: torch.device, out_dir: Path, config: dict,
         tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
         history: list[dict[str, float]] | None = None,
-        settings: StepSettings = FP32, scaler_state: dict | None = None) -> FitResult:
+        settings: StepSettings = FP32, scaler_state: dict | None = None,
+        val_loader: DataLoader | None = None, selection: Selection | None = None) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
-    The criterion (possibly class-weighted) drives training only; test_loss is plain CE.
-    A resumed run passes the history of its finished epochs; start_epoch = epochs + 1 (all
-    trained, files not yet written) only evaluates."""
+    The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
+    With a validation loader, `selection` (restored on resume) follows the best epoch by its
+    metric. A resumed run passes the history of its finished epochs; start_epoch = epochs + 1
+    (all trained, files not yet written) trains nothing."""
     if not 1 <= start_epoch <= epochs + 1:
         raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
     tracker = tracker or NullTracker()
@@ -198,25 +256,24 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     step = GradientStep(settings, device)
     if scaler_state:
         step.scaler.load_state_dict(scaler_state)
-    result = FitResult(history=list(history or []))
-    if start_epoch > epochs:  # nothing left to train: not worth compiling for
-        _, true, pred = evaluate(model, test_loader, device, settings)
-        result.confusion = confusion_matrix(true, pred)
+    selection = (selection or Selection()) if val_loader is not None else None
+    result = FitResult(history=list(history or []), selection=selection)
     for epoch in range(start_epoch, epochs + 1):
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         seed_epoch(seed, epoch, train_loader)
         row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
                                settings, step)
-        test_loss, true, pred = evaluate(runner, test_loader, device, settings)
-        row |= {"test_loss": test_loss, **grading_metrics(true, pred, prefix="test_")}
+        row |= split_metrics(evaluate(runner, test_loader, device, settings), "test_")
+        if val_loader is not None:
+            row |= split_metrics(evaluate(runner, val_loader, device, settings), "val_")
+            selection.update(row, model)
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
         scheduler.step()
         result.history.append(row)
         save_checkpoint(Path(out_dir) / "last.pt", model, optimizer, scheduler, epoch, config,
-                        result.history, step.scaler.state_dict())
+                        result.history, step.scaler.state_dict(), selection)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         _log_epoch(row, epochs)
-        result.confusion = confusion_matrix(true, pred)
     return result

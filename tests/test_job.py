@@ -32,10 +32,10 @@ def sweep_job(tmp_path, name, parent):
 
 
 def test_a_run_records_its_code_version_data_digest_and_dataset(tiny_cfg, tmp_path):
-    test_acc = run_job(tiny_cfg, JobContext(output_dir=tmp_path / "out"))
+    objective = run_job(tiny_cfg, JobContext(output_dir=tmp_path / "out"))
     [run] = runs_by_id().values()
     tags = run.data.tags
-    assert run.info.status == "FINISHED" and run.data.metrics["test_acc"] == test_acc
+    assert run.info.status == "FINISHED" and run.data.metrics["selection_score"] == objective
     assert tags["code_version"] == code_version() and len(tags["data_digest"]) == 12
     assert tags["git_commits"] == tags["git_commit"] and tags["output_dir"] == str(tmp_path / "out")
     [dataset] = run.inputs.dataset_inputs

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
-from sklearn.metrics import cohen_kappa_score, f1_score
 
 from retino.metrics import (
+    at_threshold,
     confusion_matrix,
     grading_metrics,
-    macro_f1,
     normalize_by_true_class,
-    per_class_recall,
     quadratic_weighted_kappa,
+    referable_probability,
+    threshold_for_sensitivity,
 )
 
 TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3, 4])
@@ -34,30 +34,59 @@ def test_qwk_hand_computed_two_by_two():
     # observed weighted disagreement: one (0->4) pair, weight 1 -> 1/4 per image
     # expected: row totals (2,2), col totals (1,3); E[0,4] = 2*3/4 = 1.5, E[4,0] = 2*1/4 = 0.5
     # kappa = 1 - 1 / (1.5 + 0.5) = 0.5
-    counts = confusion_matrix(np.array([0, 0, 4, 4]), np.array([0, 4, 4, 4]))
-    assert quadratic_weighted_kappa(counts) == pytest.approx(0.5)
+    assert quadratic_weighted_kappa(np.array([0, 0, 4, 4]), np.array([0, 4, 4, 4])) == \
+        pytest.approx(0.5)
 
 
-def test_qwk_matches_sklearn_and_extremes():
-    counts = confusion_matrix(TRUE, PRED)
-    expected = cohen_kappa_score(TRUE, PRED, weights="quadratic")
-    assert quadratic_weighted_kappa(counts) == pytest.approx(expected)
-    assert quadratic_weighted_kappa(confusion_matrix(TRUE, TRUE)) == pytest.approx(1.0)
+def test_qwk_extremes():
+    assert quadratic_weighted_kappa(TRUE, TRUE) == pytest.approx(1.0)
     # Predicting grade 0 for everyone, the majority answer, is worth nothing.
-    assert quadratic_weighted_kappa(confusion_matrix(TRUE, np.zeros(10, int))) == 0.0
+    assert quadratic_weighted_kappa(TRUE, np.zeros(10, int)) == 0.0
+    assert quadratic_weighted_kappa(np.zeros(4, int), np.zeros(4, int)) == 0.0  # undefined
 
 
-def test_recall_and_macro_f1_by_hand():
-    counts = confusion_matrix(TRUE, PRED)
-    assert per_class_recall(counts).tolist() == [0.75, 0.5, 0.5, 1.0, 0.0]
-    # F1 per grade: 0: 2*3/(4+4)=.75, 1: 2*1/(2+2)=.5, 2: 2*1/(2+2)=.5, 3: 2*1/(1+2)=2/3, 4: 0
-    assert macro_f1(counts) == pytest.approx((0.75 + 0.5 + 0.5 + 2 / 3 + 0) / 5)
-    assert macro_f1(counts) == pytest.approx(
-        f1_score(TRUE, PRED, average="macro", labels=range(5), zero_division=0))
-
-
-def test_grading_metrics_keys_for_logging():
+def test_per_grade_metrics_and_macro_f1_by_hand():
     metrics = grading_metrics(TRUE, PRED, prefix="test_")
     assert metrics["test_acc"] == pytest.approx(0.6)
-    assert {f"test_recall_grade{g}" for g in range(5)} <= metrics.keys()
-    assert {"test_qwk", "test_macro_f1"} <= metrics.keys()
+    assert [metrics[f"test_recall_grade{g}"] for g in range(5)] == [0.75, 0.5, 0.5, 1.0, 0.0]
+    # precision: 0: 3/4, 1: 1/2, 2: 1/2 (one of two predicted 2s), 3: 1/2, 4: never predicted
+    assert [metrics[f"test_precision_grade{g}"] for g in range(5)] == [0.75, 0.5, 0.5, 0.5, 0]
+    # F1 per grade: 0: 2*3/(4+4)=.75, 1: 2*1/(2+2)=.5, 2: 2*1/(2+2)=.5, 3: 2*1/(1+2)=2/3, 4: 0
+    assert metrics["test_f1_grade3"] == pytest.approx(2 / 3)
+    assert metrics["test_macro_f1"] == pytest.approx((0.75 + 0.5 + 0.5 + 2 / 3 + 0) / 5)
+    assert "test_referable_auc" not in metrics  # only with probabilities
+
+
+def one_hot_ish(grades, confidence):
+    """(N, 5) probabilities: `confidence` on the given grade, the rest spread evenly."""
+    probs = np.full((len(grades), 5), (1 - np.asarray(confidence))[:, None] / 4)
+    probs[np.arange(len(grades)), grades] = confidence
+    return probs
+
+
+def test_referable_metrics_worked_by_hand():
+    true = np.array([0, 0, 1, 1, 2, 3, 4, 4])
+    pred = np.array([0, 2, 1, 0, 2, 1, 4, 4])
+    probs = one_hot_ish(pred, np.array([0.9, 0.6, 0.8, 0.7, 0.9, 0.5, 0.8, 0.95]))
+    score = referable_probability(probs)
+    assert score[0] == pytest.approx(3 * 0.1 / 4)  # grades 2-4 of a confident grade-0 image
+    metrics = grading_metrics(true, pred, prefix="val_", probs=probs)
+    # Referable: images 4-7 (grades 2, 3, 4, 4). Flagged at argmax: 1, 4, 6, 7.
+    assert metrics["val_referable_sensitivity"] == pytest.approx(3 / 4)  # image 5 missed
+    assert metrics["val_referable_specificity"] == pytest.approx(3 / 4)  # image 1 flagged
+    # P(referable): referable images .95, .375, .9, .975; the others .075, .8, .15, .225.
+    # Of the 16 (referable, other) pairs only (.375, .8) is ordered wrong: AUC = 15/16.
+    assert metrics["val_referable_auc"] == pytest.approx(15 / 16)
+
+
+def test_threshold_chosen_on_validation_reaches_the_target_sensitivity():
+    true = np.array([0, 0, 1, 2, 3, 4, 4, 2, 0, 1])
+    p_ref = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.6, 0.25, 0.05, 0.4])
+    probs = np.stack([1 - p_ref, np.zeros(10), p_ref, np.zeros(10), np.zeros(10)], axis=1)
+    # Referable scores, highest first: 0.9, 0.8, 0.7, 0.6, 0.25. 80% of 5 = 4 images must be
+    # flagged: the threshold is the 4th score, 0.6; 100% needs 0.25.
+    assert threshold_for_sensitivity(true, probs, 0.8) == pytest.approx(0.6)
+    assert threshold_for_sensitivity(true, probs, 1.0) == pytest.approx(0.25)
+    at = at_threshold(true, probs, 0.25, prefix="test_")
+    assert at["test_referable_sensitivity_at_target"] == 1.0
+    assert at["test_referable_specificity_at_target"] == pytest.approx(3 / 5)  # 0.3, 0.4 flagged

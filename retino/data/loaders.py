@@ -19,6 +19,7 @@ from retino import PROJECT_ROOT
 from retino.data.dataset import RetinopathyLoader, build_transform
 from retino.data.demo import ensure_demo_dataset
 from retino.data.layout import NUM_GRADES, SplitIndex, read_manifest, read_split_index
+from retino.data.split import split_by_patient
 from retino.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,23 @@ def _init_worker(worker_id: int) -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
+def _loader_options(batch_size: int, num_workers: int, seed: int,
+                    prefetch_factor: int) -> dict:
+    options = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
+                   pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
+                   generator=torch.Generator().manual_seed(seed))
+    return options | (dict(prefetch_factor=prefetch_factor) if num_workers > 0 else {})
+
+
+def evaluation_loader(split: SplitIndex, size: int, batch_size: int, num_workers: int,
+                      prefetch_factor: int = 2) -> DataLoader:
+    """A plain, in-order loader of a split (validation or test). Its workers start anew for each
+    evaluation: kept alive too, they would double the processes (and memory) for a pass that
+    runs once an epoch."""
+    return DataLoader(RetinopathyLoader(split, build_transform(size, train=False)), shuffle=False,
+                      **_loader_options(batch_size, num_workers, 0, prefetch_factor))
+
+
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
                   batch_size: int, num_workers: int, seed: int, balanced: bool = False,
                   persistent_workers: bool = True,
@@ -156,16 +174,30 @@ def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: 
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
     aug = {k: v for k, v in augmentation.items() if k != "name"}
     train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
-    test_set = RetinopathyLoader(index["test"], build_transform(size, train=False))
     weights = balanced_weights(index["train"].grades) if balanced else None
-    common = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
-                  pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
-                  generator=torch.Generator().manual_seed(seed))
-    if num_workers > 0:
-        common |= dict(prefetch_factor=prefetch_factor)
     train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
                        drop_last=len(train_set) > batch_size,
-                       persistent_workers=persistent_workers and num_workers > 0, **common)
-    # The test set's workers start anew for each evaluation: kept alive too, they would double
-    # the processes (and memory) for a pass that runs once an epoch.
-    return train, DataLoader(test_set, shuffle=False, **common)
+                       persistent_workers=persistent_workers and num_workers > 0,
+                       **_loader_options(batch_size, num_workers, seed, prefetch_factor))
+    return train, evaluation_loader(index["test"], size, batch_size, num_workers,
+                                    prefetch_factor)
+
+
+def with_validation(index: dict[str, SplitIndex], fraction: float,
+                    seed: int) -> dict[str, SplitIndex]:
+    """train, val and test: the validation split carved from the training split by patient
+    (both eyes on one side; by image where names carry no patient), stratified by the
+    patient's worst grade, seeded. fraction 0: no validation split (the lab's protocol)."""
+    if fraction <= 0:
+        return dict(index)
+    train = index["train"]
+    try:
+        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed)
+    except DataError as err:
+        raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
+                        "leaves the validation or the training split empty: use more images, "
+                        "or data.val_fraction=0 (no validation split).") from err
+
+    def part(name: str, rows: list[int]) -> SplitIndex:
+        return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows])
+    return {"train": part("train", kept), "val": part("val", val), "test": index["test"]}

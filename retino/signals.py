@@ -1,0 +1,53 @@
+"""How a job takes the signals that stop it.
+
+- SIGTERM (`kill`, a cluster's time limit) unwinds like Ctrl-C, so runs end KILLED, not RUNNING.
+- Under submitit (SLURM), SIGTERM is left alone on purpose: SIGUSR2 (before the time limit, or on
+  preemption where the cluster sends it) makes submitit checkpoint and requeue the job, which
+  then resumes from last.pt. submitit's handler stops the job by raising SystemExit; CPython
+  discards an exception raised while it runs a garbage-collection callback ("Exception ignored
+  in ... weakref"), so a signal that lands there would be lost and the job would train on until
+  it is killed. Such a signal is sent again a moment later instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+REDELIVERY_DELAY_S = 0.05
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _in_discarding_callback(frame: FrameType | None) -> bool:
+    """Whether an exception raised at this frame would be printed and dropped by CPython."""
+    return frame is not None and (frame.f_code.co_name == "__del__"
+                                  or frame.f_code.co_filename.endswith("weakref.py"))
+
+
+def redelivered(handler: Callable) -> Callable:
+    """handler, but a signal that lands in a garbage-collection callback is sent again."""
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if _in_discarding_callback(frame):
+            threading.Timer(REDELIVERY_DELAY_S, os.kill, (os.getpid(), signum)).start()
+            return
+        handler(signum, frame)
+    handle.redelivers = True
+    return handle
+
+
+def handle_stop_signals() -> None:
+    """SIGTERM ends runs as KILLED; under submitit, its SIGUSR2 handler is made reliable."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # a thread-based launcher cannot take signals
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        signal.signal(signal.SIGTERM, _terminate)
+        return
+    current = signal.getsignal(signal.SIGUSR2)
+    if callable(current) and not getattr(current, "redelivers", False):
+        signal.signal(signal.SIGUSR2, redelivered(current))
