@@ -149,7 +149,7 @@ def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
 
 def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
                     out_dir: Path) -> list[Path]:
-    """The run's figures, tables, config and final weights, as files in out_dir."""
+    """The run's figures, tables, config and selected weights, as files in out_dir."""
     title = run_name(cfg)
     files = [
         plot_accuracy(result.history, out_dir / "accuracy.png", title=f"{title}: accuracy"),

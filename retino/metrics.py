@@ -8,6 +8,7 @@ AUC, and sensitivity and specificity at the argmax grade or at a probability thr
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn import metrics as skm
 NUM_GRADES = 5
 GRADES = list(range(NUM_GRADES))
 REFERABLE_GRADE = 2  # grade >= 2 is referable DR
+log = logging.getLogger(__name__)
 
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray,
@@ -58,9 +60,11 @@ def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float
     validation, then applied to test); 0.5 when there is no referable image to choose on."""
     referable = np.asarray(true) >= REFERABLE_GRADE
     if not referable.any():
+        log.warning("The validation split holds no referable image (grade >= 2): the referable "
+                    "operating point falls back to P(referable) >= 0.5.")
         return 0.5
     scores = np.sort(referable_probability(probs)[referable])[::-1]  # highest first
-    needed = int(np.ceil(target * len(scores)))  # referable images that must be flagged
+    needed = int(np.ceil(target * len(scores) - 1e-9))  # images to flag (0.07*100 is 7.000..1)
     return float(scores[max(needed, 1) - 1])
 
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
 # over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
 COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC (selected)",
-           "referable sensitivity % (selected)", "referable specificity % (selected)",
+           "referable sensitivity % (selected, at operating point)",
+           "referable specificity % (selected, at operating point)",
            "selected epoch"] + [f"recall grade {g} % (selected)" for g in range(5)] + [
            "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
 _PERCENT, _PLAIN = 100, 1
@@ -37,7 +38,8 @@ _PERCENT, _PLAIN = 100, 1
 
 def _row_values(run: RunRecord) -> list[float]:
     final = run.final
-    # Sensitivity and specificity at the validation-chosen operating point where there is one.
+    # At the operating point chosen on validation; without a validation split, at the argmax
+    # grade (the README says so).
     at = "_at_target" if "test_referable_sensitivity_at_target_selected" in final else ""
     cells = [(final.get("test_acc_selected"), _PERCENT), (final.get("test_qwk_selected"), _PLAIN),
              (final.get("test_referable_auc_selected"), _PLAIN),

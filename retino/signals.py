@@ -24,10 +24,19 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+_CALLBACK_FILES = ("weakref.py", "_weakrefset.py")
+
+
 def _in_discarding_callback(frame: FrameType | None) -> bool:
-    """Whether an exception raised at this frame would be printed and dropped by CPython."""
-    return frame is not None and (frame.f_code.co_name == "__del__"
-                                  or frame.f_code.co_filename.endswith("weakref.py"))
+    """Whether an exception raised at this frame would reach a finaliser or a weakref callback
+    (anywhere up the stack: a DataLoader iterator's __del__ waits on its workers), where CPython
+    prints and drops it."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(_CALLBACK_FILES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def redelivered(handler: Callable) -> Callable:

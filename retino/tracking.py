@@ -178,7 +178,7 @@ class RunRecord:
     tags: dict[str, str]
     history: dict[str, list[float]]  # metric -> value per epoch (step 1, 2, ...)
     final: dict[str, float]  # every metric's last value
-    confusion: np.ndarray | None  # (5, 5) counts of the last epoch, None if never logged
+    confusion: np.ndarray | None  # (5, 5) test counts at the selected epoch; None if not logged
 
 
 @dataclass

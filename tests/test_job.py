@@ -167,3 +167,19 @@ def test_a_study_stopped_early_ends_its_parent_run(monkeypatch, stop, status):
         raise stop
     assert MlflowClient().get_run(parent).info.status == status
     assert PARENT_ENV not in os.environ
+
+
+def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
+    from tests.test_cifar10 import cifar_cfg_overrides, write_cifar10
+
+    write_cifar10(tmp_path / "cifar")
+    cfg = compose_config([*cifar_cfg_overrides(tmp_path), "pretrain.epochs=1"])
+    run_job(cfg, JobContext(output_dir=tmp_path / "out"))
+    by_name = {run.info.run_name: run for run in runs_by_id().values()}
+    pretraining = by_name["cifar10-pretrain-resnet18"]
+    dr_run = by_name["resnet18-pretrained-cifar10-64px"]
+    assert pretraining.info.status == dr_run.info.status == "FINISHED"
+    assert dr_run.data.tags["cifar10_pretrain_run_id"] == pretraining.info.run_id
+    assert pretraining.data.tags["code_version"] == dr_run.data.tags["code_version"]
+    assert "cifar10_test_acc" in pretraining.data.metrics
+    assert dr_run.data.params["pretrain.epochs"] == "1"

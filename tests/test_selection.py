@@ -14,6 +14,7 @@ from retino.data.split import patient_of
 from retino.errors import DataError
 from retino.evaluation import frame_metrics
 from retino.experiment import run_experiment
+from retino.train import Selection
 from tests.conftest import TINY, compose_config
 
 
@@ -104,3 +105,24 @@ def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
     assert "val_loss" not in result.history[-1]
     assert not (tmp_path / "run" / "predictions_val.csv").exists()
     assert "test_referable_threshold_selected" not in result.selected  # test never chooses it
+
+
+def row(epoch, **values):
+    return {"epoch": epoch, **values}
+
+
+@pytest.mark.parametrize("metric, scores, chosen", [
+    ("val_qwk", [0.2, 0.5, 0.5, 0.4], 2),  # highest; a tie keeps the earlier epoch
+    ("val_loss", [1.0, 0.7, 0.9], 2),  # a loss: lowest
+    ("val_referable_auc", [float("nan"), 0.6, float("nan"), 0.55], 2),  # nan never wins ...
+    ("val_referable_auc", [float("nan"), float("nan")], 1),  # ... but something is kept
+])
+def test_selection_follows_the_best_epoch_by_its_metric(metric, scores, chosen):
+    selection = Selection(metric)
+    model = torch.nn.Linear(2, 1)
+    for epoch, score in enumerate(scores, start=1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)  # weights that say which epoch they are from
+        selection.update(row(epoch, **{metric: score}), model)
+    assert selection.epoch == chosen
+    assert (selection.weights["weight"] == chosen).all()  # a copy, not the live tensor

@@ -4,6 +4,8 @@ import signal
 import sys
 import time
 
+import pytest
+
 from retino.signals import redelivered
 
 
@@ -11,7 +13,20 @@ def __del__(handler):  # noqa: N807 - named as a finalizer, where CPython discar
     handler(signal.SIGUSR2, sys._getframe())
 
 
-def test_a_signal_landing_in_a_garbage_collection_callback_is_delivered_again():
+def waits_on_workers(handler):  # called by a finaliser, as a DataLoader iterator's is
+    handler(signal.SIGUSR2, sys._getframe())
+
+
+class Iterator:
+    def __init__(self, handler):
+        self.handler = handler
+
+    def __del__(self):
+        waits_on_workers(self.handler)
+
+
+@pytest.mark.parametrize("landing", ["in the finaliser", "in a call it makes"])
+def test_a_signal_landing_in_a_garbage_collection_callback_is_delivered_again(landing):
     calls = []
 
     def requeue(signum, frame):  # what submitit does: stop the job by raising SystemExit
@@ -21,7 +36,10 @@ def test_a_signal_landing_in_a_garbage_collection_callback_is_delivered_again():
     handler = redelivered(requeue)
     previous = signal.signal(signal.SIGUSR2, handler)
     try:
-        __del__(handler)  # lands in a finalizer: not handled there ...
+        if landing == "in the finaliser":
+            __del__(handler)  # not handled there ...
+        else:
+            Iterator(handler)  # collected at once: its __del__ runs the handler, deeper down
         assert calls == []
         stopped = None
         try:

@@ -25,6 +25,7 @@ from retino.errors import DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_CACHE = PROJECT_ROOT / "data"
+MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise
 MAX_AUTO_WORKERS = 12  # enough to feed one GPU with 512 px JPEGs; more only costs memory
 
 
@@ -200,4 +201,10 @@ def with_validation(index: dict[str, SplitIndex], fraction: float,
 
     def part(name: str, rows: list[int]) -> SplitIndex:
         return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows])
-    return {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
+    carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
+    grades = set(carved["val"].grades)
+    if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:
+        log.warning("The validation split holds %d images of grade(s) %s: the epoch it chooses "
+                    "is a noisy choice. Use more data, or data.val_fraction=0 (keep the last "
+                    "epoch).", len(val), sorted(grades))
+    return carved
