@@ -129,11 +129,11 @@ class Config:
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
     # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.
     referable_sensitivity_target: float = 0.9
+    bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)
 
 
 def register_configs() -> None:
-    """Make the schema available to conf/config.yaml as `retino_schema`, and the resolvers that
-    the launcher presets in conf/hydra/launcher/ size themselves with."""
+    """Register the schema (`retino_schema`) and the launcher presets' sizing resolvers."""
     from retino.devices import gpus_per_local_job, parallel_jobs
 
     ConfigStore.instance().store(name="retino_schema", node=Config)
@@ -159,8 +159,9 @@ def _check_training(cfg: DictConfig, problems: list[str]) -> None:
     _check(problems, cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
     _check(problems, cfg.lr > 0, f"lr={cfg.lr} must be a positive number (e.g. 0.001).")
     _check(problems, cfg.seed >= 0, f"seed={cfg.seed} must be 0 or more.")
-    _check(problems, cfg.cam_per_grade >= 0,
-           f"cam_per_grade={cfg.cam_per_grade} must be 0 (no maps) or more.")
+    _check(problems, cfg.cam_per_grade >= 0 and cfg.bootstrap_rounds >= 0,
+           f"cam_per_grade={cfg.cam_per_grade} and bootstrap_rounds={cfg.bootstrap_rounds} must "
+           "be 0 (off) or more.")
     _check(problems, bool(cfg.experiment.strip()), "experiment= must name an MLflow experiment.")
     opt, schedule = cfg.optimizer, cfg.schedule
     _check(problems, opt.weight_decay >= 0,
@@ -257,8 +258,7 @@ def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any
     return flat
 
 
-# Keys that mean nothing unless their option is chosen; left out of the logged params so that a
-# Kaggle run does not show the demo's image count, nor an AdamW run a momentum.
+# Keys that mean nothing unless their option is chosen (no demo image count for a Kaggle run).
 _ONLY_WHEN = {
     "data.train_size": ("data.name", "demo"), "data.test_size": ("data.name", "demo"),
     "data.image_size": ("data.name", "demo"), "data.seed": ("data.name", "demo"),

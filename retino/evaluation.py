@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss
+from sklearn.metrics import log_loss, roc_auc_score
 
 from retino.data.split import patient_of
 from retino.metrics import (
     GRADES,
+    REFERABLE_GRADE,
     at_threshold,
     grading_metrics,
+    quadratic_weighted_kappa,
     referable_probability,
     threshold_for_sensitivity,
 )
@@ -44,11 +46,51 @@ def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
                               probs)}
 
 
+def _interval_statistics(true: np.ndarray, pred: np.ndarray,
+                         score: np.ndarray) -> dict[str, float]:
+    """The metrics given intervals: accuracy, quadratic weighted kappa, referable-DR AUC."""
+    referable = true >= REFERABLE_GRADE
+    auc = roc_auc_score(referable, score) if 0 < referable.sum() < len(referable) else np.nan
+    return {"acc": float(np.mean(true == pred)), "qwk": quadratic_weighted_kappa(true, pred),
+            "referable_auc": float(auc)}
+
+
+def patient_rows(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Row numbers of each patient's images (both eyes together)."""
+    codes, uniques = pd.factorize(frame["patient"])
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])
+
+
+def bootstrap_intervals(frame: pd.DataFrame, prefix: str, rounds: int, seed: int = 0,
+                        level: float = 0.95) -> dict[str, float]:
+    """Percentile intervals of accuracy, kappa and referable AUC over `rounds` resamples of the
+    patients with replacement (a patient's eyes are not independent images), seeded:
+    `<prefix><metric>_ci_low` and `_ci_high`."""
+    groups = patient_rows(frame)
+    true, pred = frame["grade"].to_numpy(), frame["predicted"].to_numpy()
+    score = frame["p_referable"].to_numpy()
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        rows = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        for name, value in _interval_statistics(true[rows], pred[rows], score[rows]).items():
+            samples.setdefault(name, []).append(value)
+    tails = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+    intervals = {}
+    for name, values in samples.items():
+        low, high = (np.nanpercentile(values, tails) if not np.all(np.isnan(values))
+                     else (np.nan, np.nan))
+        intervals |= {f"{prefix}{name}_ci_low": float(low), f"{prefix}{name}_ci_high": float(high)}
+    return intervals
+
+
 def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
-                     sensitivity_target: float) -> dict[str, float]:
+                     sensitivity_target: float, bootstrap_rounds: int = 0) -> dict[str, float]:
     """The selected epoch's metrics, keyed `<name>_selected`: test (and validation) metrics, and
     referable sensitivity / specificity at the operating point chosen on validation to reach
-    sensitivity_target (none without a validation split: the test set never chooses it)."""
+    sensitivity_target (none without a validation split: the test set never chooses it); with
+    bootstrap_rounds, 95 % intervals of the test accuracy, kappa and referable AUC."""
     metrics = frame_metrics(test, "test_")
     if val is not None:
         metrics |= frame_metrics(val, "val_")
@@ -58,4 +100,9 @@ def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
         for frame, prefix in ((test, "test_"), (val, "val_")):
             metrics |= at_threshold(frame["grade"].to_numpy(),
                                     frame[PROBABILITY_COLUMNS].to_numpy(), threshold, prefix)
-    return {f"{key}_selected": value for key, value in metrics.items()}
+    selected = {f"{key}_selected": value for key, value in metrics.items()}
+    if bootstrap_rounds:  # test_acc_selected_ci_low, test_acc_selected_ci_high, ...
+        intervals = bootstrap_intervals(test, "test_", bootstrap_rounds)
+        selected |= {key.replace("_ci_", "_selected_ci_"): value
+                     for key, value in intervals.items()}
+    return selected

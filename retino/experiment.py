@@ -206,7 +206,8 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
         {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
          for split, frame in frames.items()}, out_dir / "roc_referable.png",
         title=f"{run_name(cfg)}: referable DR"))
-    metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target)
+    metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
+                               cfg.bootstrap_rounds)
     metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
     metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]

@@ -52,6 +52,23 @@ def _row_values(run: RunRecord) -> list[float]:
     return [np.nan if value is None else scale * value for value, scale in cells]
 
 
+# Columns with a 95 % bootstrap interval (resampled patients), and the metric behind each.
+_INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAIN),
+              COLUMNS[2]: ("test_referable_auc", _PLAIN)}
+
+
+def _interval(column: str, run: RunRecord) -> str:
+    """' [low, high]' where the run logged an interval for this column, else ''."""
+    if column not in _INTERVALS:
+        return ""
+    metric, scale = _INTERVALS[column]
+    low = run.final.get(f"{metric}_selected_ci_low")
+    high = run.final.get(f"{metric}_selected_ci_high")
+    if low is None or high is None:
+        return ""
+    return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}]"
+
+
 def _cell(column: str, value: float) -> str:
     return f"{value:.3f}" if "QWK" in column or "AUC" in column else \
         f"{value:.0f}" if column == "selected epoch" else f"{value:.2f}"
@@ -84,7 +101,8 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     for name, members in groups.items():
         values = np.array([_row_values(run) for run in members])  # (n, columns)
         if len(members) == 1:
-            cells = [_cell(c, v) for c, v in zip(COLUMNS, values[0], strict=True)]
+            cells = [_cell(c, v) + _interval(c, members[0])
+                     for c, v in zip(COLUMNS, values[0], strict=True)]
         else:
             cells = [f"{_cell(c, m)} ± {_cell(c, s)}" for c, m, s in zip(
                 COLUMNS, values.mean(0), values.std(0, ddof=1), strict=True)]

@@ -16,7 +16,7 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 # A run small enough for a CPU test: a few tiny images, one epoch.
 TINY = ["data.train_size=20", "data.test_size=10", "data.image_size=64", "resolution=64px",
-        "epochs=1", "batch_size=8", "cam_per_grade=0"]
+        "epochs=1", "batch_size=8", "cam_per_grade=0", "bootstrap_rounds=50"]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

@@ -1,0 +1,79 @@
+"""95 % bootstrap intervals of the test metrics, resampling patients (both eyes together)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retino.evaluation import bootstrap_intervals, frame_metrics, headline_metrics
+
+
+def predictions(patients, seed=0, both_eyes_disagree=False):
+    """A predictions frame of `patients` patients with two eyes each, about 70 % right."""
+    rng = np.random.default_rng(seed)
+    grades = rng.integers(0, 5, 2 * patients)
+    right = rng.random(2 * patients) < 0.7
+    if both_eyes_disagree:  # one eye right, the other wrong, for every patient
+        right = np.tile([True, False], patients)
+    predicted = np.where(right, grades, (grades + 1 + rng.integers(0, 4, 2 * patients)) % 5)
+    probs = np.full((2 * patients, 5), 0.05)
+    probs[np.arange(2 * patients), predicted] = 0.8
+    frame = pd.DataFrame({"image": [f"{i // 2}_{('left', 'right')[i % 2]}"
+                                    for i in range(2 * patients)],
+                          "patient": [str(i // 2) for i in range(2 * patients)],
+                          "grade": grades, "predicted": predicted})
+    frame[[f"p{g}" for g in range(5)]] = probs
+    frame["p_referable"] = probs[:, 2:].sum(axis=1) + rng.normal(0, 0.05, 2 * patients)
+    return frame
+
+
+def width(intervals, name):
+    return intervals[f"test_{name}_ci_high"] - intervals[f"test_{name}_ci_low"]
+
+
+def test_intervals_contain_the_estimate_and_narrow_as_the_test_set_grows():
+    small, large = predictions(60), predictions(960, seed=1)
+    point = frame_metrics(small, "test_")
+    ci_small = bootstrap_intervals(small, "test_", rounds=300)
+    ci_large = bootstrap_intervals(large, "test_", rounds=300)
+    for name in ("acc", "qwk", "referable_auc"):
+        assert ci_small[f"test_{name}_ci_low"] <= point[f"test_{name}"] \
+            <= ci_small[f"test_{name}_ci_high"], name
+        assert width(ci_large, name) < width(ci_small, name) / 2, name  # about 1 / sqrt(16)
+    assert bootstrap_intervals(small, "test_", rounds=300) == ci_small  # seeded
+
+
+def test_a_patients_eyes_are_resampled_together():
+    frame = predictions(100, both_eyes_disagree=True)
+    intervals = bootstrap_intervals(frame, "test_", rounds=200)
+    # Each patient has one right and one wrong eye, so every resample of patients scores 50 %;
+    # resampling single images would give an interval about 14 points wide.
+    assert intervals["test_acc_ci_low"] == intervals["test_acc_ci_high"] == 0.5
+
+
+def test_headline_metrics_carry_the_intervals_when_asked():
+    frame = predictions(40)
+    with_ci = headline_metrics(frame, None, 0.9, bootstrap_rounds=50)
+    assert with_ci["test_acc_selected_ci_low"] <= with_ci["test_acc_selected"] \
+        <= with_ci["test_acc_selected_ci_high"]
+    assert "test_qwk_selected_ci_high" in with_ci
+    assert not any("_ci_" in key for key in headline_metrics(frame, None, 0.9))
+    assert pytest.approx(with_ci["test_acc_selected"]) == frame_metrics(frame, "test_")["test_acc"]
+
+
+def test_the_study_table_shows_a_single_run_with_its_intervals():
+    from retino.report import results_table
+    from retino.tracking import RunRecord
+
+    final = {"test_acc_selected": 0.872, "test_acc_selected_ci_low": 0.84,
+             "test_acc_selected_ci_high": 0.9, "test_qwk_selected": 0.904,
+             "test_qwk_selected_ci_low": 0.87, "test_qwk_selected_ci_high": 0.93,
+             "selected_epoch": 9, "test_majority_baseline": 0.724}
+    run = RunRecord("r1", "resnet18-scratch-64px", "FINISHED", {"seed": "0"}, {},
+                    {"test_acc": [0.8, 0.876]}, final, None)
+    header, [row] = results_table([run])
+    cells = dict(zip(header, row, strict=True))
+    assert cells["test acc % (selected epoch)"] == "87.20 [84.00, 90.00]"
+    assert cells["test QWK (selected)"] == "0.904 [0.870, 0.930]"
+    assert cells["referable AUC (selected)"] == "nan"  # not logged: no interval either
+    assert cells["best test acc % (epoch chosen on test, as the lab)"] == "87.60"
+    assert cells["majority-grade baseline %"] == "72.40" and cells["selected epoch"] == "9"
