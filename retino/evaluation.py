@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss
 
 from retino.data.split import patient_of
 from retino.metrics import (
@@ -17,6 +17,7 @@ from retino.metrics import (
     at_threshold,
     grading_metrics,
     quadratic_weighted_kappa,
+    referable_auc,
     referable_probability,
     threshold_for_sensitivity,
 )
@@ -49,10 +50,8 @@ def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
 def _interval_statistics(true: np.ndarray, pred: np.ndarray,
                          score: np.ndarray) -> dict[str, float]:
     """The metrics given intervals: accuracy, quadratic weighted kappa, referable-DR AUC."""
-    referable = true >= REFERABLE_GRADE
-    auc = roc_auc_score(referable, score) if 0 < referable.sum() < len(referable) else np.nan
     return {"acc": float(np.mean(true == pred)), "qwk": quadratic_weighted_kappa(true, pred),
-            "referable_auc": float(auc)}
+            "referable_auc": referable_auc(true >= REFERABLE_GRADE, score)}
 
 
 def patient_rows(frame: pd.DataFrame) -> list[np.ndarray]:

@@ -106,17 +106,22 @@ def job_gpu(cfg: DictConfig, ctx: JobContext) -> AbstractContextManager[int | No
     return gpu_lease(Path(ctx.sweep_dir) / ".gpu-leases", ctx.job_num, count)
 
 
-def new_run_tags(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
-    """What MLflow records of a new run, beside the params."""
+def invocation_tags(ctx: JobContext, commit: str) -> dict[str, str]:
+    """What MLflow records of how a job was started: overrides, commit, folder, study."""
     from retino.tracking import PARENT_TAG
 
-    tags = {"hydra_overrides": " ".join(ctx.overrides) or "(none)",
-            "git_commit": plan.git_commit, "git_commits": plan.git_commit,
-            "code_version": plan.identity.code_version,
-            "data_digest": plan.identity.data_digest, "output_dir": str(ctx.output_dir),
-            "config_hash": plan.identity.config_hash}
+    tags = {"hydra_overrides": " ".join(ctx.overrides) or "(none)", "git_commit": commit,
+            "output_dir": str(ctx.output_dir)}
     if ctx.parent_run_id:
         tags[PARENT_TAG] = ctx.parent_run_id  # this job is a child of the study's run
+    return tags
+
+
+def new_run_tags(ctx: JobContext, plan: JobPlan) -> dict[str, str]:
+    """What MLflow records of a new run, beside the params: how it started and its identity."""
+    tags = invocation_tags(ctx, plan.git_commit) | {
+        "git_commits": plan.git_commit, "code_version": plan.identity.code_version,
+        "data_digest": plan.identity.data_digest, "config_hash": plan.identity.config_hash}
     if ctx.reproduces:
         tags["reproduces"] = ctx.reproduces
     return tags
@@ -124,12 +129,12 @@ def new_run_tags(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> dict[str, s
 
 def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
     """A continued run keeps its tags; it adds the commit it now trains under, and this study."""
-    from retino.tracking import PARENT_TAG, STUDY_MEMBER_PREFIX
+    from retino.tracking import study_member_tags
 
     commits = run.tags.get("git_commits", run.tags.get("git_commit", "")).split()
     tags = {"git_commits": " ".join(dict.fromkeys([*commits, plan.git_commit]))}
-    if ctx.parent_run_id and run.tags.get(PARENT_TAG) != ctx.parent_run_id:
-        tags[f"{STUDY_MEMBER_PREFIX}{ctx.parent_run_id}"] = "true"
+    if ctx.parent_run_id:
+        tags |= study_member_tags(run.tags, ctx.parent_run_id)
     return tags
 
 
@@ -153,7 +158,7 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
     resumed = decision.run if decision.action == RESUME else None
     out_dir = Path(resumed.output_dir) if resumed else Path(ctx.output_dir)
     with JobLock(out_dir) as lock:
-        tags = resumed_run_tags(resumed, ctx, plan) if resumed else new_run_tags(cfg, ctx, plan)
+        tags = resumed_run_tags(resumed, ctx, plan) if resumed else new_run_tags(ctx, plan)
         with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags,
                         resume_run_id=resumed and resumed.run_id,
                         system_metrics=cfg.log_system_metrics) as tracker:
@@ -191,10 +196,10 @@ def _retire(earlier: list[EarlierRun], decision: Decision, new_run_id: str,
 
 
 def _skip(decision: Decision, ctx: JobContext) -> float:
-    from retino.tracking import add_to_study
+    from retino.tracking import set_run_tags, study_member_tags
 
     if ctx.parent_run_id:  # it belongs to this study's report too, and stays in its own
-        add_to_study(decision.run.run_id, ctx.parent_run_id)
+        set_run_tags(decision.run.run_id, study_member_tags(decision.run.tags, ctx.parent_run_id))
     return decision.run.objective
 
 
@@ -220,12 +225,9 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
 def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:
     """A sweep job that cannot start is kept in MLflow as FAILED with its error. It carries no
     config_hash, so it never stands in the way of resuming a real run of that config."""
-    from retino.tracking import PARENT_TAG, mlflow_run
+    from retino.tracking import mlflow_run
 
-    tags = {"hydra_overrides": " ".join(ctx.overrides) or "(none)", "git_commit": git_commit(),
-            "output_dir": str(ctx.output_dir)}
-    if ctx.parent_run_id:
-        tags[PARENT_TAG] = ctx.parent_run_id
+    tags = invocation_tags(ctx, git_commit())
     with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags):
         raise err
 

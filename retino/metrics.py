@@ -68,15 +68,21 @@ def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float
     return float(scores[max(needed, 1) - 1])
 
 
+def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of P(referable) against the truth; nan when only one kind of image is present."""
+    referable = np.asarray(referable, bool)
+    if not 0 < referable.sum() < len(referable):
+        return float("nan")
+    return float(skm.roc_auc_score(referable, score))
+
+
 def screening_metrics(true: np.ndarray, pred: np.ndarray, probs: np.ndarray,
                       prefix: str) -> dict[str, float]:
     """Referable DR: ROC AUC (nan with one class only) and sensitivity/specificity at argmax."""
     referable = np.asarray(true) >= REFERABLE_GRADE
-    score = referable_probability(probs)
-    auc = skm.roc_auc_score(referable, score) if 0 < referable.sum() < len(referable) else np.nan
     sens, spec = sensitivity_specificity(referable, np.asarray(pred) >= REFERABLE_GRADE)
-    return {f"{prefix}referable_auc": float(auc), f"{prefix}referable_sensitivity": sens,
-            f"{prefix}referable_specificity": spec}
+    return {f"{prefix}referable_auc": referable_auc(referable, referable_probability(probs)),
+            f"{prefix}referable_sensitivity": sens, f"{prefix}referable_specificity": spec}
 
 
 def at_threshold(true: np.ndarray, probs: np.ndarray, threshold: float,

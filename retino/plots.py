@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from retino.metrics import normalize_by_true_class  # noqa: E402
+from retino.metrics import normalize_by_true_class, referable_auc  # noqa: E402
 
 GRADE_NAMES = ("0 no DR", "1 mild", "2 moderate", "3 severe", "4 proliferative")
 
@@ -51,13 +51,14 @@ def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: P
                        title: str = "") -> Path:
     """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
     curves maps a label to (referable truth, score)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 5))
     for label, (referable, score) in curves.items():
-        if 0 < np.sum(referable) < len(referable):  # a curve needs both kinds of image
+        auc = referable_auc(referable, score)
+        if not np.isnan(auc):  # a curve needs both kinds of image
             fpr, tpr, _ = roc_curve(referable, score)
-            ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(referable, score):.3f})")
+            ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity",
            title=title or "Referable DR (grade ≥ 2)")

@@ -22,9 +22,8 @@ import numpy as np
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 
 from retino.errors import user_message
-from retino.identity import DataIdentity, git_commit  # noqa: F401 - git_commit re-exported
+from retino.identity import DataIdentity
 from retino.store import RetryingClient, artifact_location, default_tracking_uri, mlflow_client
-from retino.tracker import NullTracker, Tracker  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +207,12 @@ def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run is in that study too
 
 
-def add_to_study(run_id: str, parent_id: str) -> None:
-    """Count a run (skipped to, or continued, by a job of this study) in the study's report,
-    keeping its own parent: MLflow nests a run under one parent only."""
-    tags = mlflow_client().get_run(run_id).data.tags
-    if tags.get(PARENT_TAG) != parent_id:
-        set_run_tags(run_id, {f"{STUDY_MEMBER_PREFIX}{parent_id}": "true"})
+def study_member_tags(run_tags: Mapping[str, str], parent_id: str) -> dict[str, str]:
+    """The tag that counts a run (skipped to, or continued, by a job of study parent_id) in that
+    study's report too, unless it is already its child: MLflow nests a run under one parent."""
+    if run_tags.get(PARENT_TAG) == parent_id:
+        return {}
+    return {f"{STUDY_MEMBER_PREFIX}{parent_id}": "true"}
 
 
 def study_runs(client: RetryingClient, parent_id: str) -> list[Run]:
@@ -230,8 +229,8 @@ def study_runs(client: RetryingClient, parent_id: str) -> list[Run]:
 
 
 def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    mlflow_client().log_batch(
-        run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    if tags:
+        mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def download_artifact(run_id: str, path: str) -> Path:
