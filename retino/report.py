@@ -3,26 +3,34 @@
     python -m retino.report --parent RUN_ID            # a sweep's parent run (its children)
     python -m retino.report --runs ID1 ID2 ... --out report/
 
+Every number is computed again from the runs' predictions files (predictions_test.csv,
+predictions_val.csv), so a report rebuilt from the store equals the one written at a sweep's end.
 Writes results.md and results.csv (per configuration, the test set at the epoch chosen on
-validation: accuracy, kappa, referable-DR AUC, sensitivity and specificity, per-grade recall;
-the lab's best test accuracy over epochs, labelled as chosen on test; the majority-grade
-baseline; mean ± std where a configuration ran with several seeds), comparison.png (per
-architecture, train and test accuracy per epoch, one colour per configuration) and
-confusion_grid.png (every run's normalised confusion matrix).
+validation: accuracy, kappa, referable-DR AUC, sensitivity and specificity, per-grade recall,
+with 95 % intervals; the lab's best test accuracy over epochs, labelled as chosen on test; the
+majority-grade baseline; mean ± std over seeds), comparisons.csv (configurations that differ in
+one axis, paired: retino/comparison.py), comparison.png (per architecture, train and test
+accuracy per epoch), confusion_grid.png (every run's normalised confusion matrix) and
+roc_referable.png (every run's referable-DR ROC curve).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from retino.comparison import COLUMNS as COMPARISON_COLUMNS
+from retino.comparison import NOT_AN_AXIS, comparison_rows, configurations, one_axis_pairs
+from retino.evaluation import headline_metrics, majority_baseline, seed_interval
 from retino.files import atomic_write_text, csv_text
-from retino.plots import plot_accuracy_comparison, plot_confusion_grid
-from retino.tracking import RunRecord, read_runs
+from retino.metrics import REFERABLE_GRADE
+from retino.plots import plot_accuracy_comparison, plot_confusion_grid, plot_referable_roc
+from retino.records import RunRecord, read_runs
+from retino.tracking import run_tags
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +44,19 @@ COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC 
 _PERCENT, _PLAIN = 100, 1
 
 
-def _row_values(run: RunRecord) -> list[float]:
-    final = run.final
+def run_metrics(run: RunRecord) -> dict[str, float]:
+    """The run's metrics at its selected epoch, computed again from its predictions files with
+    its own operating-point target and bootstrap rounds (the logged values for runs from before
+    predictions files existed)."""
+    if run.test is None:
+        return run.final
+    target = float(run.params.get("referable_sensitivity_target", 0.9))
+    rounds = int(run.params.get("bootstrap_rounds", 0))
+    return {**run.final, **headline_metrics(run.test, run.val, target, rounds),
+            "test_majority_baseline": majority_baseline(run.test)}
+
+
+def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
     # At the operating point chosen on validation; without a validation split, at the argmax
     # grade (the README says so).
     at = "_at_target" if "test_referable_sensitivity_at_target_selected" in final else ""
@@ -57,13 +76,13 @@ _INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAI
               COLUMNS[2]: ("test_referable_auc", _PLAIN)}
 
 
-def _interval(column: str, run: RunRecord) -> str:
-    """' [low, high]' where the run logged an interval for this column, else ''."""
+def _interval(column: str, final: dict[str, float]) -> str:
+    """' [low, high]' where the run has an interval for this column, else ''."""
     if column not in _INTERVALS:
         return ""
     metric, scale = _INTERVALS[column]
-    low = run.final.get(f"{metric}_selected_ci_low")
-    high = run.final.get(f"{metric}_selected_ci_high")
+    low = final.get(f"{metric}_selected_ci_low")
+    high = final.get(f"{metric}_selected_ci_high")
     if low is None or high is None:
         return ""
     return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}]"
@@ -74,23 +93,29 @@ def _cell(column: str, value: float) -> str:
         f"{value:.0f}" if column == "selected epoch" else f"{value:.2f}"
 
 
-# Params that the run name already shows, or that differ between repeats of one configuration.
+# Params that the run name already shows.
 _IN_NAME = {"model.name", "pretrained", "pretrain.source", "freeze.name", "resolution.size"}
-_REPEAT_KEYS = {"seed"}
 
 
 def run_labels(runs: list[RunRecord]) -> dict[str, str]:
     """run_id -> a label of its configuration: the run name, plus every other param that varies
-    across these runs (seed aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
-    keys = {k for run in runs for k in run.params} - _IN_NAME - _REPEAT_KEYS
+    across these runs (seed, and how they ran, aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
+    keys = {k for run in runs for k in run.params} - _IN_NAME - NOT_AN_AXIS
     varying = sorted(k for k in keys if len({run.params.get(k) for run in runs}) > 1)
     return {run.run_id: " ".join([run.name, *(f"{k}={run.params.get(k)}" for k in varying)])
             for run in runs}
 
 
+def _over_seeds(column: str, values: np.ndarray) -> str:
+    """'mean ± std [low, high]': the interval over seeds where the column has intervals."""
+    mean, std, low, high = seed_interval(values)
+    interval = f" [{_cell(column, low)}, {_cell(column, high)}]" if column in _INTERVALS else ""
+    return f"{_cell(column, mean)} ± {_cell(column, std)}{interval}"
+
+
 def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
-    """Rows of the lab's table, one per configuration (runs that differ only in seed are one row,
-    shown as mean ± std with n)."""
+    """Rows of the lab's table, one per configuration: a single run with its bootstrap intervals;
+    runs that differ only in seed as mean ± std with the interval over seeds."""
     finished = [run for run in runs if run.status == "FINISHED"]
     labels = run_labels(finished)
     groups: dict[str, list[RunRecord]] = defaultdict(list)
@@ -99,15 +124,34 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "n", *COLUMNS]
     rows = []
     for name, members in groups.items():
-        values = np.array([_row_values(run) for run in members])  # (n, columns)
+        finals = [run_metrics(run) for run in members]
+        values = np.array([_row_values(run, final)
+                           for run, final in zip(members, finals, strict=True)])
         if len(members) == 1:
-            cells = [_cell(c, v) + _interval(c, members[0])
+            cells = [_cell(c, v) + _interval(c, finals[0])
                      for c, v in zip(COLUMNS, values[0], strict=True)]
         else:
-            cells = [f"{_cell(c, m)} ± {_cell(c, s)}" for c, m, s in zip(
-                COLUMNS, values.mean(0), values.std(0, ddof=1), strict=True)]
+            cells = [_over_seeds(c, values[:, i]) for i, c in enumerate(COLUMNS)]
         rows.append([name, str(len(members)), *cells])
     return header, rows
+
+
+LEGEND = """\
+The test set is scored at the epoch chosen on the validation split (`selection_metric`); the
+lab's column chose its epoch by looking at the test set and is optimistic. A single run shows
+95 % bootstrap intervals over test patients (both eyes together) as `value [low, high]`; a
+configuration run with several seeds shows `mean ± std [low, high]`, a 95 % t interval of the
+mean over seeds (the noise of training). Accuracy means little beside the majority-grade
+baseline: predicting grade 0 for every image scores it.
+"""
+
+COMPARISON_LEGEND = """\
+Configurations that differ in one axis, on the same test images: B − A with a 95 % paired
+bootstrap interval (the same resampled patients score both, averaged over seeds); an interval
+that excludes 0 is a difference larger than the test set's sampling noise. With two or more
+seeds in common, the per-seed differences as mean ± std with their 95 % t interval: a
+difference smaller than the run-to-run noise of training is not a finding.
+"""
 
 
 def to_markdown(header: list[str], rows: list[list[str]], failed: list[RunRecord]) -> str:
@@ -149,31 +193,56 @@ def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
     return rows
 
 
+def study_title(name: str, runs: list[RunRecord]) -> str:
+    """The report's heading, the same at a sweep's end and when rebuilt from the store."""
+    return f"{name}: {len(runs)} runs"
+
+
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
-    """The study's table and figures as files in folder."""
+    """The study's tables and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = results_table(runs)
     failed = [run for run in runs if run.status != "FINISHED"]
-    text = f"# {title}\n\n" + to_markdown(header, rows, failed)
+    text = f"# {title}\n\n" + to_markdown(header, rows, failed) + "\n" + LEGEND
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
+    finished = [run for run in runs if run.status == "FINISHED"]
+    labels = run_labels(finished)
+    if compared := comparison_rows(one_axis_pairs(configurations(finished, labels))):
+        text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared, [])
+        text += "\n" + COMPARISON_LEGEND
+        files.append(atomic_write_text(folder / "comparisons.csv",
+                                       to_csv(COMPARISON_COLUMNS, compared)))
     if reproduced := reproduction_table(runs):
         text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
                                                                       reproduced, [])
         files.append(atomic_write_text(folder / "reproduction.csv",
                                        to_csv(REPRODUCTION_COLUMNS, reproduced)))
     files.insert(0, atomic_write_text(folder / "results.md", text))
-    finished = [run for run in runs if run.status == "FINISHED"]
     if finished:
-        panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs
-        labels = run_labels(finished)
-        for run in finished:
-            label = labels[run.run_id].removeprefix(run.params.get("model.name", "") + "-")
-            panels[run.params.get("model.name", "runs")].append(
-                (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
-        files.append(plot_accuracy_comparison(panels, folder / "comparison.png", title))
-        matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
-        if matrices:
-            files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
+        files += _figures(finished, labels, folder, title)
+    return files
+
+
+def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
+             title: str) -> list[Path]:
+    """Accuracy per epoch per architecture, every confusion matrix, every referable ROC curve."""
+    panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs
+    for run in finished:
+        label = labels[run.run_id].removeprefix(run.params.get("model.name", "") + "-")
+        panels[run.params.get("model.name", "runs")].append(
+            (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
+    files = [plot_accuracy_comparison(panels, folder / "comparison.png", title)]
+    matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
+    if matrices:
+        files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
+    repeats = Counter(labels.values())
+    curves = {labels[run.run_id] + (f" seed {run.params.get('seed')}"
+                                    if repeats[labels[run.run_id]] > 1 else ""):
+              (run.test["grade"] >= REFERABLE_GRADE, run.test["p_referable"])
+              for run in finished if run.test is not None}
+    if curves:
+        files.append(plot_referable_roc(curves, folder / "roc_referable.png",
+                                        f"{title}: referable DR, test set"))
     return files
 
 
@@ -190,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         log.error("No runs found (MLflow store: MLFLOW_TRACKING_URI or ./mlflow.db).")
         return 2
-    files = write_report(runs, args.out, f"Study {args.parent or 'selection'}")
+    name = run_tags(args.parent).get("study", "study") if args.parent else "selection"
+    files = write_report(runs, args.out, study_title(name, runs))
     log.info("Wrote %s", ", ".join(str(f) for f in files))
     return 0
 

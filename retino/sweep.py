@@ -66,8 +66,9 @@ class StudyCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from retino.report import write_report
-        from retino.tracking import end_run, read_runs
+        from retino.records import read_runs
+        from retino.report import study_title, write_report
+        from retino.tracking import end_run
 
         run_id = os.environ.get(PARENT_ENV)
         if run_id is None:
@@ -76,7 +77,7 @@ class StudyCallback(Callback):
         try:
             runs = read_runs(parent_id=run_id)
             folder = Path(config.hydra.sweep.dir).resolve() / "report"
-            files = write_report(runs, folder, f"{study_name(config)}: {len(runs)} runs")
+            files = write_report(runs, folder, study_title(study_name(config), runs))
             log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
         finally:  # the parent ends even when the report cannot be written
             failed = [run for run in runs if run.status != "FINISHED"]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 
 from retino.errors import user_message
@@ -167,20 +166,6 @@ PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
 @dataclass
-class RunRecord:
-    """One finished (or failed) run, read back from the store as plain values."""
-
-    run_id: str
-    name: str
-    status: str
-    params: dict[str, str]
-    tags: dict[str, str]
-    history: dict[str, list[float]]  # metric -> value per epoch (step 1, 2, ...)
-    final: dict[str, float]  # every metric's last value
-    confusion: np.ndarray | None  # (5, 5) test counts at the selected epoch; None if not logged
-
-
-@dataclass
 class StoredRun:
     """An earlier run of a configuration, as the store holds it."""
 
@@ -250,39 +235,6 @@ def end_run(run_id: str, status: str, artifacts: list[Path] = ()) -> None:
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
-
-
-def _metric_series(client: RetryingClient, run_id: str, key: str) -> list[float]:
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-    return [m.value for m in points]
-
-
-def _confusion(client: RetryingClient, run_id: str, folder: Path) -> np.ndarray | None:
-    names = {a.path for a in client.list_artifacts(run_id)}
-    if "confusion_matrix.csv" not in names:
-        return None
-    path = client.download_artifacts(run_id, "confusion_matrix.csv", str(folder))
-    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 6), dtype=np.int64)
-
-
-def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
-              metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
-    """The given runs, or every run of the study parent_id, oldest first, as RunRecords."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet downloads
-    client = mlflow_client()
-    if parent_id is not None:
-        runs = study_runs(client, parent_id)
-    else:
-        runs = [client.get_run(run_id) for run_id in run_ids or []]
-    records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
-            run_id = run.info.run_id
-            history = {key: _metric_series(client, run_id, key) for key in metrics}
-            records.append(RunRecord(run_id, run.info.run_name, run.info.status,
-                                     dict(run.data.params), dict(run.data.tags), history,
-                                     dict(run.data.metrics), _confusion(client, run_id, Path(tmp))))
-    return records
 
 
 def run_tags(run_id: str) -> dict[str, str]:

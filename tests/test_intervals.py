@@ -61,8 +61,8 @@ def test_headline_metrics_carry_the_intervals_when_asked():
 
 
 def test_the_study_table_shows_a_single_run_with_its_intervals():
+    from retino.records import RunRecord
     from retino.report import results_table
-    from retino.tracking import RunRecord
 
     final = {"test_acc_selected": 0.872, "test_acc_selected_ci_low": 0.84,
              "test_acc_selected_ci_high": 0.9, "test_qwk_selected": 0.904,

@@ -15,8 +15,9 @@ from retino import PROJECT_ROOT
 from retino.identity import code_version
 from retino.job import JobContext, plan_job, run_job
 from retino.locks import JobLock
+from retino.records import read_runs
 from retino.sweep import PARENT_ENV, study_guard
-from retino.tracking import read_runs, start_parent_run
+from retino.tracking import start_parent_run
 from tests.conftest import TINY, compose_config
 
 

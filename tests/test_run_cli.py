@@ -77,12 +77,19 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     assert parent.info.status == "FINISHED" and parent.data.tags["study"] == "sweep"
     assert "pretrained=true,false" in parent.data.tags["command"]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.md", "results.csv", "comparison.png", "confusion_grid.png"} <= report
-    table = (tmp_path / "multirun" / "report" / "results.csv").read_text().splitlines()
+    assert {"results.md", "results.csv", "comparisons.csv", "comparison.png",
+            "confusion_grid.png", "roc_referable.png"} <= report
+    written = tmp_path / "multirun" / "report"
+    table = (written / "results.csv").read_text().splitlines()
     assert len(table) == 5 and table[0].startswith("run,n,test acc % (selected epoch)")
-    # ... and the same report can be rebuilt from the store alone.
+    # Each model against the other, each start against the other: four one-axis pairs.
+    pairs = (written / "comparisons.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[0] for row in pairs) == [
+        "model.name: resnet18 → resnet50"] * 2 + ["pretrained: False → True"] * 2
+    # ... and the same report, computed from the predictions files, rebuilt from the store.
     assert report_main(["--parent", parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
-    assert (tmp_path / "again" / "results.csv").read_text() == "\n".join(table) + "\n"
+    for name in ("results.md", "results.csv", "comparisons.csv"):
+        assert (tmp_path / "again" / name).read_text() == (written / name).read_text(), name
     # Plain `mlflow ui` in the store's folder (like the project root) shows the runs and files.
     with mlflow_ui(tmp_path) as url:
         experiments = json.loads(api(url, "/api/2.0/mlflow/experiments/search",

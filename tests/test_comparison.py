@@ -1,0 +1,115 @@
+"""Paired comparisons of configurations, intervals over seeds, and study reports computed from
+the runs' predictions files."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from retino.comparison import configurations, one_axis_pairs
+from retino.evaluation import frame_metrics, paired_differences, same_images, seed_interval
+from retino.records import RunRecord
+from retino.report import results_table, run_labels, write_report
+from tests.test_intervals import predictions
+
+PARAMS = {"model.name": "resnet18", "pretrained": "False", "resolution.size": "64", "seed": "0",
+          "lr": "0.001", "bootstrap_rounds": "200", "data.num_workers": "0"}
+
+
+def record(run_id, test, val=None, **changes):
+    """A finished run as read back from the store: its params and its predictions, no logged
+    metrics (a report computes them from the files)."""
+    params = {**PARAMS, **{k.replace("__", "."): str(v) for k, v in changes.items()}}
+    name = f"{params['model.name']}-{'pretrained' if params['pretrained'] == 'True' else 'scratch'}"
+    return RunRecord(run_id, f"{name}-{params['resolution.size']}px", "FINISHED", params, {},
+                     {"test_acc": [0.5]}, {"selected_epoch": 1}, None, test, val)
+
+
+def better(frame, fraction, seed=0):
+    """The frame with `fraction` of its wrong answers made right."""
+    rng = np.random.default_rng(seed)
+    frame = frame.copy()
+    wrong = np.flatnonzero(frame["grade"] != frame["predicted"])
+    fixed = rng.choice(wrong, int(fraction * len(wrong)), replace=False)
+    frame.loc[fixed, "predicted"] = frame.loc[fixed, "grade"]
+    return frame
+
+
+def test_identical_predictions_differ_by_zero_with_a_zero_width_interval():
+    frame = predictions(50)
+    differences = paired_differences([frame], [frame.sample(frac=1, random_state=1)], rounds=200)
+    for metric, (delta, low, high) in differences.items():
+        assert delta == low == high == 0, metric  # rows in another order: still the same images
+
+
+def test_a_better_model_differs_by_its_gain_with_an_interval_that_excludes_zero():
+    before = predictions(150)
+    after = better(before, 0.5)
+    gain = frame_metrics(after, "")["acc"] - frame_metrics(before, "")["acc"]
+    delta, low, high = paired_differences([before], [after], rounds=300)["acc"]
+    assert delta == pytest.approx(gain) and 0 < low < delta < high
+    # Unpaired, the two test-set noises would add up: pairing cancels the shared hard images.
+    assert high - low < 0.5 * (0.12 + 0.12)  # about 2 * 1.96 * sqrt(.7 * .3 / 300) each
+
+
+def test_runs_on_different_test_images_are_not_compared():
+    frame = predictions(30)
+    with pytest.raises(ValueError, match="different images"):
+        same_images([frame, frame.iloc[1:]])
+
+
+def test_interval_over_seeds_is_the_t_interval_of_the_mean():
+    mean, std, low, high = seed_interval([0.70, 0.72, 0.74])
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert (mean, std) == pytest.approx((0.72, 0.02))
+    assert (low, high) == pytest.approx((0.72 - half, 0.72 + half))
+    assert np.isnan(seed_interval([0.7])[2])
+
+
+def test_pairs_are_configurations_that_differ_in_exactly_one_axis():
+    frame = predictions(20)
+    runs = [record(f"r{i}", frame, model__name=model, pretrained=pretrained)
+            for i, (model, pretrained) in enumerate(
+                [("resnet18", False), ("resnet18", True), ("resnet50", False), ("resnet50", True)])]
+    runs.append(record("r9", frame, model__name="resnet50", resolution__size=224))
+    runs.append(record("r4", frame, seed=1))  # a second seed of r0's configuration
+    runs.append(record("r5", frame, data__num_workers=4))  # how it ran, not what it learned
+    pairs = one_axis_pairs(configurations(runs, run_labels(runs)))
+    changes = sorted((change, a.label, b.label) for change, a, b in pairs)
+    assert changes == [
+        ("model.name: resnet18 → resnet50", "resnet18-pretrained-64px", "resnet50-pretrained-64px"),
+        ("model.name: resnet18 → resnet50", "resnet18-scratch-64px", "resnet50-scratch-64px"),
+        ("pretrained: False → True", "resnet18-scratch-64px", "resnet18-pretrained-64px"),
+        ("pretrained: False → True", "resnet50-scratch-64px", "resnet50-pretrained-64px"),
+        ("resolution.size: 64 → 224", "resnet50-scratch-64px", "resnet50-scratch-224px"),
+    ]  # and r9 against resnet18-scratch-64px differs in two axes: no pair
+    scratch18 = next(a for _, a, _ in pairs if a.label == "resnet18-scratch-64px")
+    assert sorted(scratch18.seeds()) == ["0", "1"]
+
+
+def test_report_numbers_come_from_the_predictions_files(tmp_path):
+    base = predictions(60)  # one test set, three seeds that answer it differently
+    seeds = {seed: better(base, 0.1 * seed, seed) for seed in range(3)}
+    runs = [record(f"a{s}", f, val=predictions(20, seed=9), seed=s) for s, f in seeds.items()]
+    runs += [record(f"b{s}", better(f, 0.6, s), val=predictions(20, seed=9), seed=s,
+                    model__name="resnet50") for s, f in seeds.items()]
+    header, rows = results_table(runs)
+    cells = dict(zip(header, rows[0], strict=True))
+    accuracies = [100 * frame_metrics(f, "")["acc"] for f in seeds.values()]
+    mean, std, low, high = seed_interval(accuracies)
+    assert cells["n"] == "3"
+    assert cells["test acc % (selected epoch)"] == f"{mean:.2f} ± {std:.2f} [{low:.2f}, {high:.2f}]"
+    baseline = 100 * base["grade"].value_counts(normalize=True).max()
+    assert cells["majority-grade baseline %"].startswith(f"{baseline:.2f} ± 0.00")
+    files = {f.name for f in write_report(runs, tmp_path, "seeds: 6 runs")}
+    assert {"results.md", "results.csv", "comparisons.csv", "roc_referable.png"} <= files
+    text = (tmp_path / "results.md").read_text()
+    assert "## Paired comparisons" in text and "model.name: resnet18 → resnet50" in text
+    [row] = csv.DictReader((tmp_path / "comparisons.csv").open())
+    assert (row["A"], row["B"], row["seeds (A / B)"]) == (
+        "resnet18-scratch-64px", "resnet50-scratch-64px", "3 / 3")
+    gain = np.mean([100 * frame_metrics(r.test, "")["acc"] for r in runs[3:]]) - mean
+    pooled, per_seed = row["Δ test acc % (B − A)"], row[
+        "Δ test acc % per seed (mean ± std over seeds)"]
+    assert pooled.startswith(f"+{gain:.2f} [+") and per_seed.startswith(f"+{gain:.2f} ± ")
