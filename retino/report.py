@@ -74,6 +74,7 @@ def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
 # Columns with a 95 % bootstrap interval (resampled patients), and the metric behind each.
 _INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAIN),
               COLUMNS[2]: ("test_referable_auc", _PLAIN)}
+_RANGES = {COLUMNS[0]: (0, 100), COLUMNS[1]: (-1, 1), COLUMNS[2]: (0, 1)}
 
 
 def _interval(column: str, final: dict[str, float]) -> str:
@@ -109,7 +110,12 @@ def run_labels(runs: list[RunRecord]) -> dict[str, str]:
 def _over_seeds(column: str, values: np.ndarray) -> str:
     """'mean ± std [low, high]': the interval over seeds where the column has intervals."""
     mean, std, low, high = seed_interval(values)
-    interval = f" [{_cell(column, low)}, {_cell(column, high)}]" if column in _INTERVALS else ""
+    if column not in _INTERVALS:
+        return f"{_cell(column, mean)} ± {_cell(column, std)}"
+    # A t interval is symmetric; the metric is not: kept inside the values it can take.
+    lowest, highest = _RANGES[column]
+    low, high = max(low, lowest), min(high, highest)
+    interval = f" [{_cell(column, low)}, {_cell(column, high)}]"
     return f"{_cell(column, mean)} ± {_cell(column, std)}{interval}"
 
 

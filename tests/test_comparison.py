@@ -14,7 +14,7 @@ from retino.report import results_table, run_labels, write_report
 from tests.test_intervals import predictions
 
 PARAMS = {"model.name": "resnet18", "pretrained": "False", "resolution.size": "64", "seed": "0",
-          "lr": "0.001", "bootstrap_rounds": "200", "data.num_workers": "0"}
+          "lr": "0.001", "bootstrap_rounds": "50", "data.num_workers": "0"}
 
 
 def record(run_id, test, val=None, **changes):
@@ -113,3 +113,13 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     pooled, per_seed = row["Δ test acc % (B − A)"], row[
         "Δ test acc % per seed (mean ± std over seeds)"]
     assert pooled.startswith(f"+{gain:.2f} [+") and per_seed.startswith(f"+{gain:.2f} ± ")
+
+
+def test_an_interval_over_seeds_stays_within_what_the_metric_can_be():
+    runs = [RunRecord(f"r{seed}", "resnet18-scratch-64px", "FINISHED",
+                      {**PARAMS, "seed": str(seed)}, {}, {}, {"test_referable_auc_selected": auc},
+                      None)
+            for seed, auc in enumerate([0.999, 0.99, 0.96])]
+    header, [row] = results_table(runs)
+    cell = dict(zip(header, row, strict=True))["referable AUC (selected)"]
+    assert cell.startswith("0.983 ± 0.020 [") and cell.endswith(", 1.000]")  # t says 1.033

@@ -48,9 +48,10 @@ def test_gpu_lease_gives_running_jobs_different_gpus_and_frees_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_launcher_runs_four_jobs_at_once_on_sqlite_and_loses_nothing(tmp_path):
+def test_parallel_launcher_runs_four_jobs_at_once_with_loader_workers_and_loses_nothing(tmp_path):
+    # Loader workers inside joblib's (loky) job processes: each job starts processes of its own.
     proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", "seed=0,1,2,3",
-                    *TINY, f"data.root={tmp_path / 'demo'}"], tmp_path)
+                    *TINY, "data.num_workers=2", f"data.root={tmp_path / 'demo'}"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, parent, children = study_runs()
     assert sorted(r.data.params["seed"] for r in children) == ["0", "1", "2", "3"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,12 +153,25 @@ def _init_worker(worker_id: int) -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
+def worker_start_method() -> multiprocessing.context.BaseContext:
+    """How loader workers start, chosen here rather than inherited: inside a joblib (loky)
+    worker, which Hydra's `parallel` launcher runs jobs in, the inherited default makes
+    processes that cannot start ("'Process' object has no attribute 'env'"). fork where the
+    platform has it (Linux: what PyTorch uses by default, and fast); spawn elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods
+                                       else "spawn")
+
+
 def _loader_options(batch_size: int, num_workers: int, seed: int,
                     prefetch_factor: int) -> dict:
     options = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
                    pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
                    generator=torch.Generator().manual_seed(seed))
-    return options | (dict(prefetch_factor=prefetch_factor) if num_workers > 0 else {})
+    if num_workers == 0:
+        return options
+    return options | dict(prefetch_factor=prefetch_factor,
+                          multiprocessing_context=worker_start_method())
 
 
 def evaluation_loader(split: SplitIndex, size: int, batch_size: int, num_workers: int,
