@@ -13,6 +13,7 @@ FLOPs per training image, and on a GPU the FLOP utilisation that the images/s im
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import time
@@ -35,7 +36,7 @@ from retino.data.loaders import (  # noqa: E402
 )
 from retino.models import build_model  # noqa: E402
 from retino.precision import GradientStep, resolve_step_settings  # noqa: E402
-from retino.train import resolve_device, seed_epoch  # noqa: E402
+from retino.train import resolve_device, seed_epoch, train_one_epoch  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) of common training GPUs, for the utilisation line.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
@@ -82,36 +83,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_steps(train_step, batches, steps: int, device: torch.device) -> float:
-    """Images per second over `steps` training steps."""
+def timed_steps(train, batches, steps: int, device: torch.device) -> float:
+    """Images per second over `steps` training steps, run by the real loop (train_one_epoch:
+    its bookkeeping and its one read of the sums at the end included)."""
+    seen = []
+
+    def counted():
+        for images, grades in itertools.islice(batches, steps):
+            seen.append(len(grades))
+            yield images, grades
+
     synchronize(device)
-    started, seen = time.perf_counter(), 0
-    for _ in range(steps):
-        images, grades = next(batches)
-        train_step(images, grades)
-        seen += len(grades)
+    started = time.perf_counter()
+    train(counted())
     synchronize(device)
-    return seen / (time.perf_counter() - started)
+    return sum(seen) / (time.perf_counter() - started)
 
 
-def make_train_step(args: argparse.Namespace, device: torch.device):
-    """The training step of a real run; returns it and the model's FLOPs per training image."""
+def make_training(args: argparse.Namespace, device: torch.device):
+    """The training loop of a real run over any batches, and its step settings."""
     model = build_model(args.model)
     settings = resolve_step_settings(args.precision, None, 0.0, device, args.compile)
     settings.prepare(model, device)
-    runner = settings.compiled(model).train()
+    runner = settings.compiled(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gradient_step = GradientStep(settings, device)
     criterion = torch.nn.CrossEntropyLoss()
 
-    def train_step(images: torch.Tensor, grades: torch.Tensor) -> None:
-        images = settings.images_to(images, device)
-        grades = grades.to(device, non_blocking=True)
-        with settings.autocast(device):
-            loss = criterion(runner(images).float(), grades)
-        gradient_step(loss, optimizer)
+    def train(batches) -> None:
+        train_one_epoch(runner, batches, criterion, optimizer, device, 0, settings,
+                        gradient_step)
 
-    return train_step, settings
+    return train, settings
 
 
 def flops_per_image(args: argparse.Namespace, device: torch.device, settings) -> float:
@@ -151,17 +154,17 @@ def main() -> None:
                                   feeds_gpu=device.type == "cuda")
     index = read_index_at(location)
     loader, _ = build_loaders(index, FLIP, args.resolution, args.batch_size, workers, seed=0)
-    train_step, settings = make_train_step(args, device)
+    train, settings = make_training(args, device)
     pipeline = endless(loader)
     images, grades = next(pipeline)
     in_memory = (images.to(device), grades.to(device))  # one real batch, already on the device
     resident = iter(lambda: in_memory, None)
-    timed_steps(train_step, pipeline, 3, device)  # warm-up: workers, cuDNN, compilation
-    timed_steps(train_step, resident, 3, device)
+    timed_steps(train, pipeline, 3, device)  # warm-up: workers, cuDNN, compilation
+    timed_steps(train, resident, 3, device)
     rates = {"pipeline": [], "memory": []}
     for _ in range(args.rounds):
-        rates["pipeline"].append(timed_steps(train_step, pipeline, args.steps, device))
-        rates["memory"].append(timed_steps(train_step, resident, args.steps, device))
+        rates["pipeline"].append(timed_steps(train, pipeline, args.steps, device))
+        rates["memory"].append(timed_steps(train, resident, args.steps, device))
     best = {k: max(v) for k, v in rates.items()}
     print(f"{args.model}, {args.resolution} px, {settings.precision}, batch {args.batch_size}, "
           f"{device}, {workers} loader workers, {len(index['train'])} images in "

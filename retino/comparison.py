@@ -13,8 +13,8 @@ from itertools import combinations
 
 import numpy as np
 
-from retino.config import NOT_IDENTITY
 from retino.evaluation import paired_differences, seed_interval
+from retino.identity import NOT_IDENTITY
 from retino.records import RunRecord
 
 log = logging.getLogger(__name__)

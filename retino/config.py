@@ -6,8 +6,6 @@ values and choices before any data is read, and names the key and the allowed va
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,17 +274,6 @@ def params_to_log(cfg: DictConfig) -> dict[str, Any]:
     flat = flatten_config(cfg)
     return {k: v for k, v in flat.items()
             if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
-
-
-# Keys that change how fast or how a run is watched, never what it learns.
-NOT_IDENTITY = ("resume", "data.num_workers", "data.persistent_workers", "data.prefetch_factor",
-                "log_system_metrics")
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Identity of a configuration: equal for two runs that would train the same thing."""
-    params = {k: v for k, v in params_to_log(cfg).items() if k not in NOT_IDENTITY}
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_name(cfg: DictConfig) -> str:

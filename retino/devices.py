@@ -1,4 +1,5 @@
-"""Which GPU a job of a parallel sweep uses, and how many jobs a machine runs at once.
+"""Which GPU a job of a parallel sweep uses, how many jobs a machine runs at once, and what a job
+runs on (device, precision, memory layout, GPU model), resolved.
 
 Hydra's joblib launcher runs N jobs in N worker processes that live on and take job after job, so
 the GPU cannot be chosen once per process (CUDA_VISIBLE_DEVICES is read only when CUDA starts).
@@ -13,6 +14,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from omegaconf import DictConfig
 
 from retino.locks import try_lock
 
@@ -56,3 +59,37 @@ def gpu_lease(lock_dir: Path, job_num: int, count: int) -> Iterator[int]:
     log.warning("All %d GPUs are taken by other jobs of this sweep; job %d shares GPU %d. Set "
                 "hydra.launcher.n_jobs to at most the number of GPUs.", count, job_num, gpu)
     yield gpu
+
+
+@contextmanager
+def on_gpu(gpu: int | None) -> Iterator[None]:
+    """With a leased GPU, CUDA's current device for the job's lifetime."""
+    if gpu is None:
+        yield
+        return
+    import torch
+
+    torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
+    log.info("This job runs on GPU %d.", gpu)
+    try:
+        yield
+    finally:  # this worker process may take the next job on another GPU: hand this one back
+        torch.cuda.empty_cache()
+
+
+GPU_PARAM = "execution.gpu"
+
+
+def execution_params(cfg: DictConfig) -> dict[str, str]:
+    """What the job runs on, with `auto` and null resolved: device, precision, memory layout,
+    and the GPU's name. Called once the job has its GPU (so CUDA starts on that one)."""
+    import torch
+
+    from retino.precision import resolve_step_settings
+    from retino.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    settings = resolve_step_settings(cfg.precision, cfg.channels_last, cfg.grad_clip, device)
+    return {"execution.device": device.type, "execution.precision": settings.precision,
+            "execution.channels_last": str(settings.channels_last),
+            GPU_PARAM: torch.cuda.get_device_name() if device.type == "cuda" else "none"}

@@ -1,4 +1,4 @@
-"""A run's identity beyond its config: the version of the code and the data it trained on.
+"""A run's identity: its configuration, the version of the code and the data it trained on.
 
 A finished run is reused, and an interrupted one continued, only when config, code and data all
 match (retino/decision.py). Both digests are cheap: the code version hashes the source files
@@ -12,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from retino import PROJECT_ROOT
+from retino.config import params_to_log
 from retino.data.layout import SPLITS, csv_paths, read_lines, read_manifest
 from retino.errors import DataError
 
@@ -89,3 +93,17 @@ def data_identity(root: Path) -> DataIdentity:
     manifest = {key: value for key, value in read_manifest(root).items() if key in MANIFEST_KEYS}
     parts.append(json.dumps(manifest, sort_keys=True, default=str).encode())
     return DataIdentity(_digest(parts), root, sizes, manifest)
+
+
+# Keys that change how fast or how a run is watched, never what it learns.
+NOT_IDENTITY = ("resume", "data.num_workers", "data.persistent_workers", "data.prefetch_factor",
+                "log_system_metrics")
+AS_RESOLVED = ("device", "precision", "channels_last")  # 'auto' and null say nothing alone
+
+
+def config_hash(cfg: DictConfig, resolved: Mapping[str, str] | None = None) -> str:
+    """Identity of a configuration: equal for two runs that would train the same thing. Given
+    what the job resolved them to (retino.job.execution_params), that stands for AS_RESOLVED."""
+    skip = set(NOT_IDENTITY) | (set(AS_RESOLVED) if resolved else set())
+    params = {k: v for k, v in params_to_log(cfg).items() if k not in skip} | dict(resolved or {})
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -11,16 +11,22 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 
-from retino.config import config_hash, params_to_log, run_name, validate_config
+from retino.config import params_to_log, run_name, validate_config
 from retino.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
 from retino.errors import RetinoError, user_message
-from retino.identity import DataIdentity, code_version, data_identity, git_commit
+from retino.identity import (
+    DataIdentity,
+    code_version,
+    config_hash,
+    data_identity,
+    git_commit,
+)
 from retino.locks import JOB_LOCK_NAME, JobLock, RunBusyError, exclusive, lock_holder
 
 if TYPE_CHECKING:
@@ -47,14 +53,17 @@ class JobPlan:
     identity: JobIdentity
     data: DataIdentity
     git_commit: str
+    execution: dict[str, str] = field(default_factory=dict)  # execution_params, once resolved
 
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no data: values, choices, and the pretrained weights' variant."""
     from retino.experiment import registered_choices
     from retino.pretrained import imagenet_weights_url
+    from retino.train import resolve_device
 
     validate_config(cfg, registered_choices())
+    resolve_device(cfg.device)  # device=cuda without a usable GPU stops here
     if cfg.pretrained and cfg.pretrain.source == "imagenet" and not cfg.pretrain.weights:
         imagenet_weights_url(cfg.model.name, cfg.pretrain.variant)
 
@@ -67,6 +76,18 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     check_config(cfg)
     data = data_identity(locate_dataset(cfg.data).root)
     return JobPlan(JobIdentity(config_hash(cfg), code_version(), data.digest), data, git_commit())
+
+
+def with_execution(cfg: DictConfig, plan: JobPlan) -> JobPlan:
+    """The plan with its resolved execution in the identity: a CPU run and a GPU run of one
+    `auto` config are different runs, never skipped for each other. The GPU's model is logged
+    but left out: a requeued job that lands on another model of GPU continues its run."""
+    from retino.devices import GPU_PARAM, execution_params
+
+    execution = execution_params(cfg)
+    resolved = {k: v for k, v in execution.items() if k != GPU_PARAM}
+    identity = replace(plan.identity, config_hash=config_hash(cfg, resolved))
+    return replace(plan, identity=identity, execution=execution)
 
 
 def earlier_runs(experiment: str, job_hash: str) -> list[EarlierRun]:
@@ -159,8 +180,8 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
     out_dir = Path(resumed.output_dir) if resumed else Path(ctx.output_dir)
     with JobLock(out_dir) as lock:
         tags = resumed_run_tags(resumed, ctx, plan) if resumed else new_run_tags(ctx, plan)
-        with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags,
-                        resume_run_id=resumed and resumed.run_id,
+        with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg) | plan.execution,
+                        tags, resume_run_id=resumed and resumed.run_id,
                         system_metrics=cfg.log_system_metrics) as tracker:
             lock.record(tracker.run_id)
             if resumed is None:
@@ -232,31 +253,18 @@ def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> No
         raise err
 
 
-@contextmanager
-def _on_gpu(gpu: int | None) -> Iterator[None]:
-    if gpu is None:
-        yield
-        return
-    import torch
-
-    torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
-    log.info("This job runs on GPU %d.", gpu)
-    try:
-        yield
-    finally:  # this worker process may take the next job on another GPU: hand this one back
-        torch.cuda.empty_cache()
-
-
 def _planned_and_tracked(cfg: DictConfig, ctx: JobContext) -> float:
+    from retino.devices import on_gpu
+
     try:
         plan = plan_job(cfg)
     except RetinoError as err:
         if not ctx.multirun:
             raise
         _record_failed_job(cfg, ctx, err)  # keeps the bad job in MLflow, then raises
-    with job_gpu(cfg, ctx) as gpu, _on_gpu(gpu):
+    with job_gpu(cfg, ctx) as gpu, on_gpu(gpu):
         try:
-            return tracked_job(cfg, ctx, plan)
+            return tracked_job(cfg, ctx, with_execution(cfg, plan))
         except RunBusyError as err:
             if not ctx.multirun:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -29,13 +30,31 @@ log = logging.getLogger(__name__)
 FP32 = StepSettings()  # exact float32, NCHW: what a call without settings gets
 
 
+# Present on a machine with an NVIDIA GPU and its driver, whether or not PyTorch can use it.
+NVIDIA_DEVICE_FILES = (Path("/dev/nvidiactl"), Path("/proc/driver/nvidia/version"))
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' takes CUDA when present; asking for CUDA without it is a config error."""
+    """'auto' takes CUDA when usable, and says loudly when it falls back to the CPU on a machine
+    with a GPU; asking for CUDA without it is a config error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if any(path.exists() for path in NVIDIA_DEVICE_FILES):
+            _warn_unusable_gpu()
+        return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto.")
     return torch.device(name)
+
+
+@functools.cache  # once per process: a job resolves its device more than once
+def _warn_unusable_gpu() -> None:
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    log.warning("device=auto: this machine has an NVIDIA GPU, but PyTorch %s (%s) cannot use "
+                "it, so training runs on the CPU. Check the driver and CUDA_VISIBLE_DEVICES, or "
+                "install a CUDA build of torch; device=cuda makes this an error.",
+                torch.__version__, build)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -97,10 +116,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
                     settings: StepSettings = FP32,
                     step: GradientStep | None = None) -> dict[str, float]:
-    """One pass over the training set; returns mean loss and accuracy."""
+    """One pass over the training set (any iterable of batches); returns mean loss and
+    accuracy. The sums stay on the device and are read once, at the end: reading them every
+    step would make the CPU wait for the GPU before it could queue the next step."""
     model.train()
     step = step or GradientStep(settings, device)
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     for images, grades in _progress(loader, f"epoch {epoch} train"):
         images = settings.images_to(images, device)  # (B, 3, H, W)
         grades = grades.to(device, non_blocking=True)  # (B,)
@@ -108,10 +131,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             logits = model(images)  # (B, 5)
             loss = criterion(logits.float(), grades)
         step(loss, optimizer)
-        loss_sum += loss.item() * len(grades)
-        correct += (logits.argmax(dim=1) == grades).sum().item()
+        loss_sum += loss.detach().double() * len(grades)
+        correct += (logits.argmax(dim=1) == grades).sum()
         seen += len(grades)
-    return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+    return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
 
 
 class Evaluation(NamedTuple):

@@ -9,9 +9,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
-from retino.config import config_hash, flatten_config, params_to_log, run_name, validate_config
+from retino.config import flatten_config, params_to_log, run_name, validate_config
 from retino.errors import ConfigError
 from retino.experiment import registered_choices
+from retino.identity import config_hash
 from tests.conftest import compose_config
 
 
@@ -151,3 +152,31 @@ def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
                           env={**os.environ, "SBATCH_PARTITION": "gpu"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == value
+
+
+def test_a_run_is_identified_by_what_it_ran_on_not_by_auto():
+    from retino.devices import execution_params
+
+    on_cpu = execution_params(compose_config(["device=cpu"]))
+    assert on_cpu == {"execution.device": "cpu", "execution.precision": "fp32",
+                      "execution.channels_last": "False", "execution.gpu": "none"}
+    auto, cpu = compose_config(), compose_config(["device=cpu", "precision=fp32"])
+    if not torch.cuda.is_available():  # auto resolves to the CPU here: the same run as cpu
+        assert execution_params(auto) == on_cpu
+    resolved = {k: v for k, v in on_cpu.items() if k != "execution.gpu"}
+    assert config_hash(auto, resolved) == config_hash(cpu, resolved)
+    on_gpu = resolved | {"execution.device": "cuda", "execution.precision": "bf16",
+                         "execution.channels_last": "True"}
+    assert config_hash(auto, on_gpu) != config_hash(auto, resolved)  # never skipped for each other
+
+
+def test_auto_device_says_loudly_when_a_gpu_is_there_but_unusable(monkeypatch, caplog, tmp_path):
+    import retino.train
+
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(retino.train, "NVIDIA_DEVICE_FILES", (tmp_path / "nvidiactl",))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    retino.train._warn_unusable_gpu.cache_clear()
+    assert retino.train.resolve_device("auto").type == "cpu"
+    assert "has an NVIDIA GPU, but PyTorch" in caplog.text and "device=cuda" in caplog.text
+    retino.train._warn_unusable_gpu.cache_clear()

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 import retino.experiment
 import retino.train
 from retino import PROJECT_ROOT
+from retino.devices import execution_params
 from retino.identity import code_version
 from retino.job import JobContext, plan_job, run_job
 from retino.locks import JobLock
@@ -184,3 +185,5 @@ def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
     assert pretraining.data.tags["code_version"] == dr_run.data.tags["code_version"]
     assert "cifar10_test_acc" in pretraining.data.metrics
     assert dr_run.data.params["pretrain.epochs"] == "1"
+    execution = execution_params(cfg)  # what it ran on, resolved, beside the config's `auto`
+    assert {key: dr_run.data.params[key] for key in execution} == execution

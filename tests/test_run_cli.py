@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
 from retino.config import params_to_log
+from retino.devices import execution_params
 from retino.report import main as report_main
 from retino.tracking import PARENT_TAG
 from tests.conftest import TINY, compose_config
@@ -57,7 +58,8 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     for run in runs:
         assert run.info.status == "FINISHED"
         params = run.data.params
-        assert params.keys() == expected_params.keys()  # every config leaf that applies
+        # Every config leaf that applies, and what the job resolved device and precision to.
+        assert params.keys() == expected_params.keys() | execution_params(compose_config()).keys()
         assert params["model.name"] in run.info.run_name and params["epochs"] == "1"
         assert params["pretrained"] == str("pretrained" in run.info.run_name)
         assert "model=" in run.data.tags["hydra_overrides"] and run.data.tags["git_commit"]

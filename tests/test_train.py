@@ -153,3 +153,55 @@ def test_weighted_run_resumes_on_a_gpu(tmp_path):
     resumed = run_experiment(compose_config(overrides + ["epochs=2"]), tmp_path / "run",
                              resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def _tiny_training(device):
+    """A small model, optimizer and six batches of 4 random images, on device."""
+    from retino.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18").to(device)
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(6)]
+    return model, torch.optim.SGD(model.parameters(), lr=0.01), batches
+
+
+def test_an_epoch_reads_its_sums_from_the_device_once_not_every_step(monkeypatch):
+    import sys
+
+    from retino.train import train_one_epoch
+
+    reads = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args):
+            if sys._getframe(1).f_code.co_filename.endswith("retino/train.py"):
+                reads.append(name)  # a read the training loop itself makes
+            return original(self, *args)
+        return read
+
+    for name in ("item", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    model, optimizer, batches = _tiny_training(torch.device("cpu"))
+    result = train_one_epoch(model, batches, torch.nn.CrossEntropyLoss(), optimizer,
+                             torch.device("cpu"), epoch=1)
+    assert len(reads) == 2  # loss and accuracy, once per epoch, whatever the number of steps
+    assert 0 <= result["train_acc"] <= 1 and result["train_loss"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_steps_never_wait_for_the_gpu():
+    from retino.train import train_one_epoch
+
+    device = torch.device("cuda")
+    model, optimizer, batches = _tiny_training(device)
+    loss = torch.nn.CrossEntropyLoss()
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside the steps raises
+    try:
+        steps = iter(batches)
+        with pytest.raises(RuntimeError):  # ... and the one at the end, reading the sums, does
+            train_one_epoch(model, steps, loss, optimizer, device, epoch=1)
+        assert next(steps, None) is None  # every step ran before the first sync
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
