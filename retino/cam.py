@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD, RetinopathyLoader
+from retino.data.dataset import RetinopathyLoader, normalize_images
 from retino.models import ResNet
 
 
@@ -43,10 +43,8 @@ def cam_examples(model: ResNet, dataset: RetinopathyLoader, per_grade: int,
     chosen = pick_per_grade(dataset.index.grades, per_grade)
     if not chosen:
         return []
-    images = torch.stack([dataset[i][0] for i in chosen]).to(device)
-    maps, predicted = class_activation_maps(model, images)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    rgb = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    images = torch.stack([dataset[i][0] for i in chosen])  # uint8 (B, 3, H, W)
+    maps, predicted = class_activation_maps(model, normalize_images(images.to(device)))
+    rgb = (images.float() / 255).permute(0, 2, 3, 1).numpy()
     return [(rgb[k], maps[k], dataset.index.grades[i], int(predicted[k]))
             for k, i in enumerate(chosen)]

@@ -28,3 +28,12 @@ def test_training_benchmark_runs_and_prints_its_ratio(tmp_path):
     for words in ("full pipeline", "in memory", "input-pipeline efficiency", "peak memory",
                   "GFLOP per training image"):
         assert words in proc.stdout, words
+
+
+def test_loader_benchmark_runs_and_prints_its_ratio(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/loader_speed.py", "--demo-root", str(tmp_path),
+                           "--images", "8", "--batch-size", "4", "--resolution", "64",
+                           "--rounds", "1", "--augmentations", "flip"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "flip: float32 in the worker" in proc.stdout and "per worker:" in proc.stdout

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from retino.data.dataset import RetinopathyLoader, build_transform, read_rgb
+from retino.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RetinopathyLoader,
+    build_transform,
+    collate_images,
+    normalize_images,
+    read_rgb,
+)
 from retino.data.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
 from retino.data.layout import read_split_index, write_split_csvs
 from retino.data.loaders import build_loaders, class_weights, locate_dataset, read_index
@@ -42,14 +50,38 @@ def test_images_come_back_rgb(tmp_path):
     assert red > 200 and green < 40 and blue < 40  # a red JPEG stays red (BGR converted)
 
 
-def test_dataset_returns_normalized_tensor_and_grade(tmp_path):
+def test_dataset_returns_uint8_images_that_are_normalised_on_the_device(tmp_path):
     root = make_kaggle_folder(tmp_path / "dr")
     dataset = RetinopathyLoader(read_split_index(root, root / "images", "test"),
                                 build_transform(32, train=True, hflip=0.5, vflip=0.5))
     image, grade = dataset[3]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert grade == 3
-    assert image[0].mean() > 1.5 and image[2].mean() < -1.0  # red high, blue low after normalize
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and grade == 3
+    images, grades = collate_images([dataset[i] for i in range(4)])
+    assert images.shape == (4, 3, 32, 32) and grades.tolist() == [0, 1, 2, 3]
+    assert images.is_contiguous(memory_format=torch.channels_last)  # as the GPU step takes it
+    model_input = normalize_images(images)
+    assert model_input.dtype == torch.float32  # red high, blue low after normalising
+    assert model_input[3, 0].mean() > 1.5 and model_input[3, 2].mean() < -1.0
+
+
+@pytest.mark.parametrize("augmentation", [{}, {"hflip": 0.5}])
+def test_the_model_sees_what_the_float_pipeline_gave_within_rounding(tmp_path, augmentation):
+    """The pipeline before uint8 samples: the same steps on the permuted decoded image, then
+    scaled and normalised in the worker. For none and flip, equal to float rounding."""
+    from torchvision.transforms import v2
+
+    root = make_kaggle_folder(tmp_path / "dr")
+    index = read_split_index(root, root / "images", "train")
+    uint8_path = RetinopathyLoader(index, build_transform(32, train=True, **augmentation))
+    float_path = v2.Compose([build_transform(32, train=True, **augmentation),
+                             v2.ToDtype(torch.float32, scale=True),
+                             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    for i in range(len(index)):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(i)
+            before = float_path(torch.from_numpy(read_rgb(index.paths[i])).permute(2, 0, 1))
+        after = normalize_images(uint8_path[(i, i)][0][None])[0]
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -1,4 +1,11 @@
-"""The lab's "RetinopathyLoader": a Dataset over the CSV index, and the train/test transforms."""
+"""The lab's "RetinopathyLoader": a Dataset over the CSV index, and the train/test transforms.
+
+Samples leave the loader workers as uint8 images in the decoder's own pixel-interleaved layout
+(decode, resize, crop, flip and rotate happen there) and are scaled and normalised on the
+training device by normalize_images: a quarter of float32's bytes through shared memory and the
+copy to the GPU, no float work per image in the workers, and batches that arrive in the
+channels-last layout the GPU step uses (bench/loader_speed.py measures the difference).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from retino.data.layout import SplitIndex
@@ -19,13 +26,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV 4.10+
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode a JPEG into an (H, W, 3) uint8 RGB array; a file that fails raises naming it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), _DECODE_RGB or cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"Cannot decode image {path}: the file is corrupt, truncated or not an "
                         "image. Replace it or remove it from the split's CSV files.")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # OpenCV decodes BGR; the models expect RGB
+    # OpenCV decodes BGR unless it can decode to RGB itself (4.10+); the models expect RGB.
+    return image if _DECODE_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class RetinopathyLoader(Dataset):
@@ -43,7 +54,9 @@ class RetinopathyLoader(Dataset):
         from the seed alone, whichever worker process draws it."""
         i, seed = item if isinstance(item, tuple) else (item, None)
         image = read_rgb(self.index.paths[i])  # (H, W, 3) uint8, RGB
-        tensor = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W)
+        # (3, H, W) as a view of the decoded pixels (channels last in memory): the transforms
+        # keep that layout, and collate_images stacks it without a copy per image.
+        tensor = torch.from_numpy(image).permute(2, 0, 1)
         if self.transform is not None:
             tensor = self._augment(tensor, seed)
         return tensor, self.index.grades[i]
@@ -59,7 +72,8 @@ class RetinopathyLoader(Dataset):
 def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0.0,
                     rotate_degrees: float = 0.0, color_jitter: float = 0.0,
                     crop_scale_min: float = 1.0) -> v2.Compose:
-    """uint8 (3, H, W) -> normalised float (3, size, size); augmentations only when train."""
+    """uint8 (3, H, W) -> uint8 (3, size, size); augmentations only when train. The model's
+    input is normalize_images of a batch of these, on its device."""
     steps: list[torch.nn.Module] = [v2.Resize((size, size), antialias=True)]
     if train:
         if crop_scale_min < 1.0:
@@ -74,5 +88,20 @@ def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
                                         saturation=color_jitter / 2))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose(steps)
+
+
+def collate_images(batch: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
+    """[images (B, 3, H, W) uint8, channels last in memory; grades (B,)]: stacked in the layout
+    the samples have (in shared memory when called in a loader worker)."""
+    pixels, grades = default_collate([(image.permute(1, 2, 0), grade) for image, grade in batch])
+    return [pixels.permute(0, 3, 1, 2), grades]  # (B, H, W, 3) -> (B, 3, H, W)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch (B, 3, H, W) -> float32 scaled to [0, 1] and normalised with the ImageNet
+    statistics, on the batch's device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    # (x / 255 - mean) / std as one new tensor and two in-place passes over it
+    return images.float().mul_(1 / (255 * std)).sub_(mean / std)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
 from retino import PROJECT_ROOT
-from retino.data.dataset import RetinopathyLoader, build_transform
+from retino.data.dataset import RetinopathyLoader, build_transform, collate_images
 from retino.data.demo import ensure_demo_dataset
 from retino.data.layout import NUM_GRADES, SplitIndex, read_manifest, read_split_index
 from retino.data.split import split_by_patient
@@ -166,6 +166,7 @@ def worker_start_method() -> multiprocessing.context.BaseContext:
 def _loader_options(batch_size: int, num_workers: int, seed: int,
                     prefetch_factor: int) -> dict:
     options = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
+                   collate_fn=collate_images,
                    pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
                    generator=torch.Generator().manual_seed(seed))
     if num_workers == 0:
