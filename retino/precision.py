@@ -9,6 +9,7 @@ torch.compile the model (off by default: compiling takes minutes, worth it on lo
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from retino.data.dataset import normalize_images
 
+log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *DTYPES)
 
@@ -31,8 +33,20 @@ class StepSettings:
 
     def compiled(self, model: nn.Module) -> nn.Module:
         """What the step calls: the model itself, or its compiled wrapper. Checkpoints keep
-        saving the model itself, so their parameter names never get the wrapper's prefix."""
-        return torch.compile(model, backend=self.compile_backend) if self.compile else model
+        saving the model itself, so their parameter names never get the wrapper's prefix.
+
+        Each compiled run starts from an empty compile cache: the jobs of a sequential sweep
+        share one process, and each adds graphs (training, evaluation, a short last batch) that
+        would otherwise pile up until torch's recompile limit silently sends later jobs back to
+        eager mode. Hitting the limit within one run raises instead of slowing down unseen."""
+        if not self.compile:
+            return model
+        torch._dynamo.reset()
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        log.info("Compiling the model (torch.compile, backend %s): the first steps of each "
+                 "batch shape (training, evaluation, a short last batch) take longer.",
+                 self.compile_backend)
+        return torch.compile(model, backend=self.compile_backend)
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
         return torch.autocast(device.type, dtype=DTYPES[self.precision],

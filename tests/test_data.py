@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import cv2
@@ -183,5 +184,20 @@ def test_auto_worker_count_follows_the_cores_this_job_may_use(monkeypatch):
     assert resolve_num_workers("auto", feeds_gpu=True) == 0  # one core: load in-process
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(96)))
-    assert resolve_num_workers("auto", feeds_gpu=True) == 12  # capped: more only costs memory
+    assert resolve_num_workers("auto", feeds_gpu=True) == 95  # every core but the training one
     assert resolve_num_workers(5, feeds_gpu=False) == 5
+
+
+def test_loader_workers_are_fitted_to_the_shared_memory_there_is(monkeypatch, tmp_path, caplog):
+    import retino.data.loaders as loaders
+
+    monkeypatch.setattr(loaders, "SHARED_MEMORY", tmp_path)
+    free = 64 * 2**20  # a container's default /dev/shm
+    monkeypatch.setattr(loaders.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        free, 0, free))
+    batch = 64 * 3 * 512 * 512  # 48 MiB of uint8: not even one fits in half of 64 MiB
+    assert loaders.fit_shared_memory(12, 2, 64, 512) == (1, 1)
+    assert "Shared memory" in caplog.text and "--shm-size" in caplog.text
+    free = 40 * 2 * 2 * batch  # room for 40 batches in flight
+    assert loaders.fit_shared_memory(12, 2, 64, 512) == (12, 2)  # 24 fit: as asked
+    assert loaders.fit_shared_memory(60, 2, 64, 512) == (40, 1)  # 120 do not

@@ -14,7 +14,7 @@ import retino.train
 from retino import PROJECT_ROOT
 from retino.devices import execution_params
 from retino.identity import code_version
-from retino.job import JobContext, plan_job, run_job
+from retino.job import JobContext, plan_job, run_job, with_execution
 from retino.locks import JobLock
 from retino.records import read_runs
 from retino.sweep import PARENT_ENV, study_guard
@@ -142,7 +142,7 @@ def test_a_job_replacing_its_dead_attempt_ends_it_and_the_study_reports_only_the
 
 
 def test_a_sweep_job_whose_run_is_live_elsewhere_fails_alone_and_is_recorded(tiny_cfg, tmp_path):
-    plan = plan_job(tiny_cfg)
+    plan = with_execution(tiny_cfg, plan_job(tiny_cfg))  # the identity a job decides with
     folder = tmp_path / "elsewhere"
     client = MlflowClient()
     experiment = client.create_experiment("retino")

@@ -64,3 +64,22 @@ def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
     assert np.isfinite(result.history[0]["train_loss"])
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     build_model("resnet18").load_state_dict(state)  # strict: no "_orig_mod." prefixes
+
+
+def test_each_compiled_run_starts_from_an_empty_compile_cache(monkeypatch):
+    """Jobs of a sequential sweep compile in one process; without a fresh cache per run, the
+    third here would pass torch's recompile limit (lowered to 2) and, by default, silently run
+    eagerly."""
+    compiled_graphs = []
+
+    def counting_backend(graph, example_inputs):
+        compiled_graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    settings = StepSettings(compile=True, compile_backend=counting_backend)
+    for job in range(3):
+        model = settings.compiled(torch.nn.Linear(4, 2))  # a new model per job, like a sweep
+        assert model(torch.randn(3, 4)).shape == (3, 2), job
+    assert len(compiled_graphs) == 3  # every job ran compiled, none fell back to eager
+    torch._dynamo.reset()

@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_CACHE = PROJECT_ROOT / "data"
 MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise
-MAX_AUTO_WORKERS = 12  # enough to feed one GPU with 512 px JPEGs; more only costs memory
+SHARED_MEMORY = Path("/dev/shm")  # where loader workers put the batches they hand over
+SHARED_MEMORY_BUDGET = 0.5  # of its free space; the rest for other processes
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,29 @@ def resolve_num_workers(setting: int | str, feeds_gpu: bool) -> int:
     cores = len(os.sched_getaffinity(0))
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         cores = min(cores, int(os.environ["OMP_NUM_THREADS"]))
-    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+    return max(0, cores - 1)
+
+
+def fit_shared_memory(num_workers: int, prefetch_factor: int, batch_size: int,
+                      size: int) -> tuple[int, int]:
+    """(workers, prefetch_factor) whose batches in flight fit in half of the free shared memory:
+    a container's default 64 MiB /dev/shm otherwise ends the run with a bus error mid-epoch.
+    Fewer batches in flight first, then fewer workers; said in the log with the fix."""
+    if num_workers == 0 or not SHARED_MEMORY.is_dir():
+        return num_workers, prefetch_factor
+    batch_bytes = batch_size * 3 * size * size  # uint8 samples
+    # The training loader's workers keep theirs while an evaluation loader's workers fill theirs.
+    batches = (SHARED_MEMORY_BUDGET * shutil.disk_usage(SHARED_MEMORY).free) // (2 * batch_bytes)
+    if num_workers * prefetch_factor <= batches:
+        return num_workers, prefetch_factor
+    workers, prefetch = max(1, min(num_workers, int(batches))), 1
+    log.warning("Shared memory (%s, %.0f MiB free) holds %d batches of %d images at %d px, not "
+                "the %d that data.num_workers=%d x data.prefetch_factor=%d need: using %d "
+                "worker(s), prefetching 1 batch each. Give the container more (docker run "
+                "--shm-size=8g) to load faster.", SHARED_MEMORY,
+                shutil.disk_usage(SHARED_MEMORY).free / 2**20, batches, batch_size, size,
+                num_workers * prefetch_factor, num_workers, prefetch_factor, workers)
+    return workers, prefetch
 
 
 def _init_worker(worker_id: int) -> None:
@@ -190,6 +214,8 @@ def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: 
                   prefetch_factor: int = 2) -> tuple[DataLoader, DataLoader]:
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
     aug = {k: v for k, v in augmentation.items() if k != "name"}
+    num_workers, prefetch_factor = fit_shared_memory(num_workers, prefetch_factor, batch_size,
+                                                     size)
     train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
     weights = balanced_weights(index["train"].grades) if balanced else None
     train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
