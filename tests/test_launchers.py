@@ -1,9 +1,13 @@
-"""Sweeps through the launcher presets (conf/hydra/launcher/): jobs in parallel on one machine,
-the submitit (SLURM) path run locally with a preemption, and the GPU lease of parallel jobs."""
+"""Sweeps through the launcher presets (conf/hydra/launcher/): jobs in parallel on one machine
+(logging to a shared tracking server), the submitit (SLURM) path run locally with a preemption,
+and the GPU lease of parallel jobs."""
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from retino.devices import gpu_lease
 from retino.tracking import PARENT_TAG
 from tests.conftest import TINY
-from tests.test_run_cli import experiment_runs, run_cli
+from tests.test_run_cli import api, experiment_runs, free_port, run_cli
 
 STEPS_OF_EVERY_EPOCH = ("train_loss", "train_acc", "test_loss", "test_acc", "test_qwk")
 RUN_FILES = {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
@@ -35,6 +39,25 @@ def assert_complete(client, run, epochs):
     assert RUN_FILES <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@contextmanager
+def mlflow_server(folder):
+    """`mlflow server` as its README starts one: a database and an artifact folder of its own."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "2", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--artifacts-destination", str(folder / "artifacts")]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        api(url, "/health")  # waits for the server to answer
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
 def test_gpu_lease_gives_running_jobs_different_gpus_and_frees_them(tmp_path):
     with gpu_lease(tmp_path, job_num=0, count=2) as first:
         with gpu_lease(tmp_path, job_num=2, count=2) as second:  # job 2 prefers GPU 0: taken
@@ -48,19 +71,30 @@ def test_gpu_lease_gives_running_jobs_different_gpus_and_frees_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_launcher_runs_four_jobs_at_once_with_loader_workers_and_loses_nothing(tmp_path):
-    # Loader workers inside joblib's (loky) job processes: each job starts processes of its own.
-    proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", "seed=0,1,2,3",
-                    *TINY, "data.num_workers=2", f"data.root={tmp_path / 'demo'}"], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    client, parent, children = study_runs()
-    assert sorted(r.data.params["seed"] for r in children) == ["0", "1", "2", "3"]
-    for run in children:
-        assert_complete(client, run, epochs=1)
-    assert parent.info.status == "FINISHED"
-    assert {"results.md", "comparison.png"} <= {a.path for a in client.list_artifacts(
-        parent.info.run_id)}
-    assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not all overlap)
+def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(tmp_path,
+                                                                              monkeypatch):
+    """Four jobs at once, each starting loader worker processes inside joblib's (loky) job
+    process, logging over HTTP to a team's `mlflow server` that stores and serves the files.
+    (Many jobs on one SQLite file: tests/test_store.py.)"""
+    (tmp_path / "server").mkdir()
+    with mlflow_server(tmp_path / "server") as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4",
+                        "seed=0,1,2,3", *TINY, "data.num_workers=2",
+                        f"data.root={tmp_path / 'demo'}"], tmp_path)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        client, parent, children = study_runs()
+        assert sorted(r.data.params["seed"] for r in children) == ["0", "1", "2", "3"]
+        for run in children:
+            assert_complete(client, run, epochs=1)
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
+        assert parent.info.status == "FINISHED"
+        assert {"results.md", "comparison.png"} <= {a.path for a in client.list_artifacts(
+            parent.info.run_id)}
+        assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not overlap)
+    # The files went to the server's own artifact folder.
+    stored = {p.name for p in (tmp_path / "server" / "artifacts").rglob("*") if p.is_file()}
+    assert {"model_state.pt", "confusion_matrix.png", "results.md"} <= stored
 
 
 def most_at_once(runs) -> int:
@@ -88,9 +122,6 @@ def _submitit_tasks(folder: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_path):
-    import subprocess
-    import sys
-
     from retino import PROJECT_ROOT
 
     sweep = tmp_path / "multirun"
