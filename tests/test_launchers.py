@@ -44,7 +44,7 @@ def mlflow_server(folder):
     """`mlflow server` as its README starts one: a database and an artifact folder of its own."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                "--artifacts-destination", str(folder / "artifacts")]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     server = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL,
@@ -125,7 +125,7 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
     from retino import PROJECT_ROOT
 
     sweep = tmp_path / "multirun"
-    args = ["-m", "hydra/launcher=local", "seed=0,1", *TINY, "epochs=3", "data.train_size=40",
+    args = ["-m", "hydra/launcher=local", "seed=0,1", *TINY, "epochs=2", "data.train_size=40",
             "data.num_workers=0",  # one process per job: the one to preempt
             f"data.root={tmp_path / 'demo'}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=PROJECT_ROOT,
@@ -147,6 +147,6 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
     client, parent, children = study_runs()
     assert len(children) == 2  # each job continued its own run: no second run per job
     for run in children:
-        assert_complete(client, run, epochs=3)
+        assert_complete(client, run, epochs=2)
         assert "error" not in run.data.tags  # the preemption no longer describes the run
     assert parent.info.status == "FINISHED"
