@@ -6,10 +6,11 @@ before), in the same run; their ratio per augmentation.
     python bench/loader_speed.py --data /data/dr-cache/center_crop-512px --augmentations strong
 
 Each path: one worker process, batches collated through shared memory into the main process, as
-training gets them. The uint8 batches are normalised later, on the training device (on a GPU a
-fraction of a millisecond per batch; bench/train_speed.py times it within the real loop), so
-that is not a worker's work and not timed here. Best of --rounds passes over the same images
-(the first pass, which reads the files into the page cache, is not timed).
+training gets them. Today's path leaves rotation, colour jitter and normalisation to the training
+device (retino/data/device_augment.py: a few passes over the whole batch; bench/train_speed.py
+times them within the real loop), so they are not a worker's work and not timed here; the path
+before did all of it in the worker. Best of --rounds passes over the same images (the first
+pass, which reads the files into the page cache, is not timed).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ from retino.data.dataset import (  # noqa: E402
     read_rgb,
 )
 from retino.data.demo import ensure_demo_dataset  # noqa: E402
-from retino.data.loaders import DatasetLocation, read_index_at, worker_start_method  # noqa: E402
+from retino.data.loaders import (  # noqa: E402
+    DatasetLocation,
+    read_index_at,
+    training_set,
+    worker_start_method,
+)
 
 AUGMENTATIONS = PROJECT_ROOT / "conf" / "augmentation"
 
@@ -103,7 +109,7 @@ def main() -> None:
                                     **{k: v for k, v in aug.items() if k != "name"})
         before = images_per_second(FloatSamples(index, transform), args.images,
                                    args.batch_size, args.rounds)
-        after = images_per_second(RetinopathyLoader(index, transform), args.images,
+        after = images_per_second(training_set(index, aug, args.resolution), args.images,
                                   args.batch_size, args.rounds, collate_images)
         print(f"{name:>8}: float32 in the worker {before:7.1f} images/s, uint8 {after:7.1f} "
               f"images/s per worker: {after / before:.2f}x")

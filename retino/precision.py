@@ -52,12 +52,14 @@ class StepSettings:
         return torch.autocast(device.type, dtype=DTYPES[self.precision],
                               enabled=self.precision != "fp32")
 
-    def images_to(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def images_to(self, images: torch.Tensor, device: torch.device,
+                  device_params: torch.Tensor | None = None) -> torch.Tensor:
         """A batch as the model takes it: on the device; a uint8 batch from the loader (a
-        quarter of float32's bytes to copy) scaled and normalised there."""
+        quarter of float32's bytes to copy) scaled, augmented by its device_params (rotation,
+        colour jitter) and normalised there."""
         images = images.to(device, non_blocking=True)  # non-blocking from pinned memory
         if images.dtype == torch.uint8:
-            images = normalize_images(images)  # keeps the loader's channels-last layout
+            images = normalize_images(images, device_params)
         return images.contiguous(memory_format=torch.channels_last if self.channels_last
                                  else torch.contiguous_format)
 

@@ -124,8 +124,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    for images, grades in _progress(loader, f"epoch {epoch} train"):
-        images = settings.images_to(images, device)  # (B, 3, H, W)
+    for images, grades, *device_params in _progress(loader, f"epoch {epoch} train"):
+        images = settings.images_to(images, device, *device_params)  # (B, 3, H, W)
         grades = grades.to(device, non_blocking=True)  # (B,)
         with settings.autocast(device):
             logits = model(images)  # (B, 5)

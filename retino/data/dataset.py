@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
+from retino.data.device_augment import augment_on_device, draw_device_params
 from retino.data.layout import SplitIndex
 from retino.errors import DataError
 
@@ -40,16 +41,20 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class RetinopathyLoader(Dataset):
-    """Fundus images of one split, returned as (transformed tensor, grade)."""
+    """Fundus images of one split, returned as (transformed tensor, grade), and with
+    device_augmentation (rotate_degrees, color_jitter) the image's parameters for
+    retino.data.device_augment as a third element."""
 
-    def __init__(self, index: SplitIndex, transform: Callable | None = None) -> None:
+    def __init__(self, index: SplitIndex, transform: Callable | None = None,
+                 device_augmentation: tuple[float, float] | None = None) -> None:
         self.index = index
         self.transform = transform
+        self.device_augmentation = device_augmentation
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple:
         """Image i, or (i, seed) from an EpochSampler: its random augmentation then follows
         from the seed alone, whichever worker process draws it."""
         i, seed = item if isinstance(item, tuple) else (item, None)
@@ -57,16 +62,18 @@ class RetinopathyLoader(Dataset):
         # (3, H, W) as a view of the decoded pixels (channels last in memory): the transforms
         # keep that layout, and collate_images stacks it without a copy per image.
         tensor = torch.from_numpy(image).permute(2, 0, 1)
-        if self.transform is not None:
-            tensor = self._augment(tensor, seed)
-        return tensor, self.index.grades[i]
-
-    def _augment(self, tensor: torch.Tensor, seed: int | None) -> torch.Tensor:
         if seed is None:
-            return self.transform(tensor)
+            return self._augment(tensor, self.index.grades[i])
         with torch.random.fork_rng(devices=[]):  # the process's own random state is kept
             torch.manual_seed(seed)
-            return self.transform(tensor)
+            return self._augment(tensor, self.index.grades[i])
+
+    def _augment(self, tensor: torch.Tensor, grade: int) -> tuple:
+        if self.transform is not None:
+            tensor = self.transform(tensor)
+        if self.device_augmentation is None:
+            return tensor, grade
+        return tensor, grade, draw_device_params(*self.device_augmentation)
 
 
 def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0.0,
@@ -91,17 +98,22 @@ def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0
     return v2.Compose(steps)
 
 
-def collate_images(batch: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
-    """[images (B, 3, H, W) uint8, channels last in memory; grades (B,)]: stacked in the layout
-    the samples have (in shared memory when called in a loader worker)."""
-    pixels, grades = default_collate([(image.permute(1, 2, 0), grade) for image, grade in batch])
-    return [pixels.permute(0, 3, 1, 2), grades]  # (B, H, W, 3) -> (B, 3, H, W)
+def collate_images(batch: list[tuple]) -> list[torch.Tensor]:
+    """[images (B, 3, H, W) uint8, channels last in memory; grades (B,); and device
+    augmentation parameters (B, 4) when the samples carry them]: stacked in the layout the
+    samples have (in shared memory when called in a loader worker)."""
+    pixels, *rest = default_collate([(image.permute(1, 2, 0), *more) for image, *more in batch])
+    return [pixels.permute(0, 3, 1, 2), *rest]  # (B, H, W, 3) -> (B, 3, H, W)
 
 
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """A uint8 batch (B, 3, H, W) -> float32 scaled to [0, 1] and normalised with the ImageNet
-    statistics, on the batch's device."""
+def normalize_images(images: torch.Tensor, device_params: torch.Tensor | None = None,
+                     ) -> torch.Tensor:
+    """A uint8 batch (B, 3, H, W) -> float32 scaled to [0, 1], augmented by device_params
+    (rotation, colour jitter) when given, and normalised with the ImageNet statistics, on the
+    batch's device."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    # (x / 255 - mean) / std as one new tensor and two in-place passes over it
-    return images.float().mul_(1 / (255 * std)).sub_(mean / std)
+    scaled = images.float().div_(255)
+    if device_params is not None:
+        scaled = augment_on_device(scaled, device_params)
+    return scaled.sub_(mean).div_(std)

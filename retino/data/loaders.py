@@ -208,15 +208,23 @@ def evaluation_loader(split: SplitIndex, size: int, batch_size: int, num_workers
                       **_loader_options(batch_size, num_workers, 0, prefetch_factor))
 
 
+def training_set(split: SplitIndex, augmentation: DictConfig, size: int) -> RetinopathyLoader:
+    """The augmented training images: resize, crop and flips in the loader worker; rotation and
+    colour jitter, the costly ones, on the training device (retino/data/device_augment.py)."""
+    aug = {k: v for k, v in augmentation.items() if k != "name"}
+    rotate, jitter = aug.pop("rotate_degrees", 0.0), aug.pop("color_jitter", 0.0)
+    return RetinopathyLoader(split, build_transform(size, train=True, **aug),
+                             (rotate, jitter) if rotate > 0 or jitter > 0 else None)
+
+
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
                   batch_size: int, num_workers: int, seed: int, balanced: bool = False,
                   persistent_workers: bool = True,
                   prefetch_factor: int = 2) -> tuple[DataLoader, DataLoader]:
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
-    aug = {k: v for k, v in augmentation.items() if k != "name"}
     num_workers, prefetch_factor = fit_shared_memory(num_workers, prefetch_factor, batch_size,
                                                      size)
-    train_set = RetinopathyLoader(index["train"], build_transform(size, train=True, **aug))
+    train_set = training_set(index["train"], augmentation, size)
     weights = balanced_weights(index["train"].grades) if balanced else None
     train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
                        drop_last=len(train_set) > batch_size,
