@@ -7,10 +7,10 @@ before), in the same run; their ratio per augmentation.
 
 Each path: one worker process, batches collated through shared memory into the main process, as
 training gets them. Today's path leaves rotation, colour jitter and normalisation to the training
-device (retino/data/device_augment.py: a few passes over the whole batch; bench/train_speed.py
-times them within the real loop), so they are not a worker's work and not timed here; the path
-before did all of it in the worker. Best of --rounds passes over the same images (the first
-pass, which reads the files into the page cache, is not timed).
+device (retino/data/device_augment.py: a few passes over the whole batch; `bench/train_speed.py
+--augmentation strong` times them in the real loop), so they are not a worker's work and not
+timed here; the path before did all of it in the worker. Best of --rounds passes over the same
+images (the first pass, which reads the files into the page cache, is not timed).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from retino.train import resolve_device, seed_epoch, train_one_epoch  # noqa: E4
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) of common training GPUs, for the utilisation line.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
                "V100": 125.0, "RTX 4090": 165.0}
-FLIP = OmegaConf.create({"name": "flip", "hflip": 0.5, "vflip": 0.5})  # the lab's augmentation
+AUGMENTATIONS = Path(__file__).resolve().parent.parent / "conf" / "augmentation"
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="auto", help="DataLoader workers, or auto")
+    parser.add_argument("--augmentation", default="flip", help="a name in conf/augmentation/ "
+                        "(strong: rotation and colour jitter run on the device, in the loop)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -89,9 +91,9 @@ def timed_steps(train, batches, steps: int, device: torch.device) -> float:
     seen = []
 
     def counted():
-        for images, grades in itertools.islice(batches, steps):
-            seen.append(len(grades))
-            yield images, grades
+        for batch in itertools.islice(batches, steps):
+            seen.append(len(batch[1]))  # (images, grades[, device augmentation params])
+            yield batch
 
     synchronize(device)
     started = time.perf_counter()
@@ -153,11 +155,14 @@ def main() -> None:
     workers = resolve_num_workers(args.workers if args.workers == "auto" else int(args.workers),
                                   feeds_gpu=device.type == "cuda")
     index = read_index_at(location)
-    loader, _ = build_loaders(index, FLIP, args.resolution, args.batch_size, workers, seed=0)
+    augmentation = OmegaConf.load(AUGMENTATIONS / f"{args.augmentation}.yaml")
+    loader, _ = build_loaders(index, augmentation, args.resolution, args.batch_size, workers,
+                              seed=0)
     train, settings = make_training(args, device)
     pipeline = endless(loader)
-    images, grades = next(pipeline)
-    in_memory = (images.to(device), grades.to(device))  # one real batch, already on the device
+    # One real batch, already on the device (uint8 images, grades, device augmentation params):
+    # the loop still scales, augments and normalises it there, as in training.
+    in_memory = tuple(part.to(device) for part in next(pipeline))
     resident = iter(lambda: in_memory, None)
     timed_steps(train, pipeline, 3, device)  # warm-up: workers, cuDNN, compilation
     timed_steps(train, resident, 3, device)

@@ -13,6 +13,7 @@ from itertools import combinations
 
 import numpy as np
 
+from retino.devices import GPU_PARAM
 from retino.evaluation import paired_differences, seed_interval
 from retino.identity import NOT_IDENTITY
 from retino.records import RunRecord
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 # Params that say how a run was executed, repeated or reported, not what it learned: two
 # configurations that differ only in these are one configuration.
 NOT_AN_AXIS = {*NOT_IDENTITY, "seed", "experiment", "cam_per_grade", "bootstrap_rounds",
-                "referable_sensitivity_target"}
+               "referable_sensitivity_target", GPU_PARAM}  # the GPU model, as in the identity
 
 
 @dataclass

@@ -24,6 +24,7 @@ from retino.data.loaders import (
     cache_params,
     class_weights,
     evaluation_loader,
+    fit_shared_memory,
     grade_histogram,
     locate_dataset,
     read_index_at,
@@ -172,17 +173,18 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
 def data_loaders(cfg: DictConfig, index: dict,
                  device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader | None]:
     """Train, test and (with a validation split) validation loaders."""
-    workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
+    workers, prefetch = fit_shared_memory(  # for all three loaders together
+        resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda"),
+        cfg.data.prefetch_factor, cfg.batch_size, cfg.resolution.size)
     log.info("Data: %d train / %d validation / %d test images; train grades %s; %d loader "
              "workers", len(index["train"]), len(index.get("val", ())), len(index["test"]),
              grade_histogram(index["train"].grades).tolist(), workers)
     train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
                                 workers, cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
                                 persistent_workers=cfg.data.persistent_workers,
-                                prefetch_factor=cfg.data.prefetch_factor)
-    val = evaluation_loader(index["val"], cfg.resolution.size, cfg.batch_size, workers,
-                            cfg.data.prefetch_factor) if "val" in index else None
-    return train, test, val
+                                prefetch_factor=prefetch)
+    return train, test, (evaluation_loader(index["val"], cfg.resolution.size, cfg.batch_size,
+                                           workers, prefetch) if "val" in index else None)
 
 
 def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,

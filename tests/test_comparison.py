@@ -75,6 +75,7 @@ def test_pairs_are_configurations_that_differ_in_exactly_one_axis():
     runs.append(record("r9", frame, model__name="resnet50", resolution__size=224))
     runs.append(record("r4", frame, seed=1))  # a second seed of r0's configuration
     runs.append(record("r5", frame, data__num_workers=4))  # how it ran, not what it learned
+    runs.append(record("r6", frame, seed=2, execution__gpu="NVIDIA H200"))  # nor on which GPU
     pairs = one_axis_pairs(configurations(runs, run_labels(runs)))
     changes = sorted((change, a.label, b.label) for change, a, b in pairs)
     assert changes == [
@@ -85,7 +86,7 @@ def test_pairs_are_configurations_that_differ_in_exactly_one_axis():
         ("resolution.size: 64 → 224", "resnet50-scratch-64px", "resnet50-scratch-224px"),
     ]  # and r9 against resnet18-scratch-64px differs in two axes: no pair
     scratch18 = next(a for _, a, _ in pairs if a.label == "resnet18-scratch-64px")
-    assert sorted(scratch18.seeds()) == ["0", "1"]
+    assert sorted(scratch18.seeds()) == ["0", "1", "2"]
 
 
 def test_report_numbers_come_from_the_predictions_files(tmp_path):

@@ -156,12 +156,15 @@ def test_weighted_run_resumes_on_a_gpu(tmp_path):
 
 
 def _tiny_training(device):
-    """A small model, optimizer and six batches of 4 random images, on device."""
+    """A small model, optimizer and six batches of 4 images as the loader gives them (uint8,
+    channels last, with rotation and colour-jitter parameters), on device."""
     from retino.models import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18").to(device)
-    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(6)]
+    batches = [(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).permute(0, 3, 1, 2),
+                torch.randint(0, 5, (4,)), torch.tensor([[10.0, 1.1, 0.9, 1.0]] * 4))
+               for _ in range(6)]
     return model, torch.optim.SGD(model.parameters(), lr=0.01), batches
 
 

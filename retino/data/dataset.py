@@ -9,6 +9,7 @@ channels-last layout the GPU step uses (bench/loader_speed.py measures the diffe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,13 +107,18 @@ def collate_images(batch: list[tuple]) -> list[torch.Tensor]:
     return [pixels.permute(0, 3, 1, 2), *rest]  # (B, H, W, 3) -> (B, 3, H, W)
 
 
+@functools.cache  # one copy per device: a copy from the host every batch would wait for the GPU
+def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 def normalize_images(images: torch.Tensor, device_params: torch.Tensor | None = None,
                      ) -> torch.Tensor:
     """A uint8 batch (B, 3, H, W) -> float32 scaled to [0, 1], augmented by device_params
     (rotation, colour jitter) when given, and normalised with the ImageNet statistics, on the
     batch's device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _statistics(images.device)
     scaled = images.float().div_(255)
     if device_params is not None:
         scaled = augment_on_device(scaled, device_params)

@@ -10,6 +10,7 @@ worker count and on resume.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,9 +32,13 @@ def draw_device_params(rotate_degrees: float, color_jitter: float) -> torch.Tens
                          uniform(1 - color_jitter / 2, 1 + color_jitter / 2)])
 
 
+@functools.cache  # one copy per device: a copy from the host every batch would wait for the GPU
+def _luma(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(_LUMA, device=device, dtype=dtype).view(1, 3, 1, 1)
+
+
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(_LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    return (images * _luma(images.device, images.dtype)).sum(dim=1, keepdim=True)  # (B, 1, H, W)
 
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -157,10 +157,12 @@ def fit_shared_memory(num_workers: int, prefetch_factor: int, batch_size: int,
     batches = (SHARED_MEMORY_BUDGET * shutil.disk_usage(SHARED_MEMORY).free) // (2 * batch_bytes)
     if num_workers * prefetch_factor <= batches:
         return num_workers, prefetch_factor
-    workers, prefetch = max(1, min(num_workers, int(batches))), 1
+    # Not one batch per worker: load in the training process, which needs no shared memory.
+    workers, prefetch = (min(num_workers, int(batches)), 1) if batches >= 1 else (0, 2)
     log.warning("Shared memory (%s, %.0f MiB free) holds %d batches of %d images at %d px, not "
                 "the %d that data.num_workers=%d x data.prefetch_factor=%d need: using %d "
-                "worker(s), prefetching 1 batch each. Give the container more (docker run "
+                "worker(s), prefetching 1 batch each (0: loading in the training process). "
+                "Give the container more (docker run "
                 "--shm-size=8g) to load faster.", SHARED_MEMORY,
                 shutil.disk_usage(SHARED_MEMORY).free / 2**20, batches, batch_size, size,
                 num_workers * prefetch_factor, num_workers, prefetch_factor, workers)
@@ -222,8 +224,6 @@ def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: 
                   persistent_workers: bool = True,
                   prefetch_factor: int = 2) -> tuple[DataLoader, DataLoader]:
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
-    num_workers, prefetch_factor = fit_shared_memory(num_workers, prefetch_factor, batch_size,
-                                                     size)
     train_set = training_set(index["train"], augmentation, size)
     weights = balanced_weights(index["train"].grades) if balanced else None
     train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
