@@ -31,6 +31,7 @@ from retino.data.loaders import (
     resolve_num_workers,
     with_validation,
 )
+from retino.devices import resolve_device
 from retino.errors import ConfigError
 from retino.evaluation import headline_metrics, predictions_frame
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
@@ -56,7 +57,6 @@ from retino.train import (
     evaluate,
     fit,
     load_checkpoint,
-    resolve_device,
     seed_everything,
 )
 

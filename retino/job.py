@@ -58,9 +58,9 @@ class JobPlan:
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no data: values, choices, and the pretrained weights' variant."""
+    from retino.devices import resolve_device
     from retino.experiment import registered_choices
     from retino.pretrained import imagenet_weights_url
-    from retino.train import resolve_device
 
     validate_config(cfg, registered_choices())
     resolve_device(cfg.device)  # device=cuda without a usable GPU stops here

@@ -10,6 +10,7 @@ torch.compile the model (off by default: compiling takes minutes, worth it on lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -66,6 +67,30 @@ class StepSettings:
     def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
         model.to(device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def ahead_on_device(batches: Iterable[Sequence[torch.Tensor]],
+                    device: torch.device) -> Iterator[list[torch.Tensor]]:
+    """The batches, each copied to a CUDA device on a side stream one batch ahead, so that the
+    copy of batch n+1 (from pinned memory) overlaps the step on batch n instead of queueing
+    behind it on the default stream; elsewhere, the batches as they come."""
+    if device.type != "cuda":
+        yield from (list(batch) for batch in batches)
+        return
+    copies = torch.cuda.Stream(device)
+    ahead = None
+    for batch in batches:
+        with torch.cuda.stream(copies):
+            moved = [part.to(device, non_blocking=True) for part in batch]
+        if ahead is not None:
+            yield ahead  # the caller queues its step on `ahead` while `moved` is copied
+        step_stream = torch.cuda.current_stream(device)
+        step_stream.wait_stream(copies)  # the next step starts once its batch has arrived
+        for part in moved:
+            part.record_stream(step_stream)  # made on the side stream, used on the step's
+        ahead = moved
+    if ahead is not None:
+        yield ahead
 
 
 def resolve_step_settings(precision: str, channels_last: bool | None, grad_clip: float,

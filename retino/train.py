@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -20,41 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from retino.errors import ConfigError
 from retino.files import atomic_torch_save, cpu_state_dict
 from retino.metrics import grading_metrics
-from retino.precision import GradientStep, StepSettings
+from retino.precision import GradientStep, StepSettings, ahead_on_device
 from retino.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 FP32 = StepSettings()  # exact float32, NCHW: what a call without settings gets
-
-
-# Present on a machine with an NVIDIA GPU and its driver, whether or not PyTorch can use it.
-NVIDIA_DEVICE_FILES = (Path("/dev/nvidiactl"), Path("/proc/driver/nvidia/version"))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' takes CUDA when usable, and says loudly when it falls back to the CPU on a machine
-    with a GPU; asking for CUDA without it is a config error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if any(path.exists() for path in NVIDIA_DEVICE_FILES):
-            _warn_unusable_gpu()
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto.")
-    return torch.device(name)
-
-
-@functools.cache  # once per process: a job resolves its device more than once
-def _warn_unusable_gpu() -> None:
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-    log.warning("device=auto: this machine has an NVIDIA GPU, but PyTorch %s (%s) cannot use "
-                "it, so training runs on the CPU. Check the driver and CUDA_VISIBLE_DEVICES, or "
-                "install a CUDA build of torch; device=cuda makes this an error.",
-                torch.__version__, build)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -124,7 +95,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    for images, grades, *device_params in _progress(loader, f"epoch {epoch} train"):
+    batches = ahead_on_device(_progress(loader, f"epoch {epoch} train"), device)
+    for images, grades, *device_params in batches:
         images = settings.images_to(images, device, *device_params)  # (B, 3, H, W)
         grades = grades.to(device, non_blocking=True)  # (B,)
         with settings.autocast(device):
@@ -155,7 +127,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
     loss_sum, true, probs = torch.zeros((), device=device), [], []
-    for images, grades in _progress(loader, "evaluate"):
+    for images, grades in ahead_on_device(_progress(loader, "evaluate"), device):
         images = settings.images_to(images, device)
         grades = grades.to(device, non_blocking=True)
         with settings.autocast(device):

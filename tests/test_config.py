@@ -171,12 +171,12 @@ def test_a_run_is_identified_by_what_it_ran_on_not_by_auto():
 
 
 def test_auto_device_says_loudly_when_a_gpu_is_there_but_unusable(monkeypatch, caplog, tmp_path):
-    import retino.train
+    import retino.devices
 
     (tmp_path / "nvidiactl").touch()
-    monkeypatch.setattr(retino.train, "NVIDIA_DEVICE_FILES", (tmp_path / "nvidiactl",))
+    monkeypatch.setattr(retino.devices, "NVIDIA_DEVICE_FILES", (tmp_path / "nvidiactl",))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    retino.train._warn_unusable_gpu.cache_clear()
-    assert retino.train.resolve_device("auto").type == "cpu"
+    retino.devices._warn_unusable_gpu.cache_clear()
+    assert retino.devices.resolve_device("auto").type == "cpu"
     assert "has an NVIDIA GPU, but PyTorch" in caplog.text and "device=cuda" in caplog.text
-    retino.train._warn_unusable_gpu.cache_clear()
+    retino.devices._warn_unusable_gpu.cache_clear()

@@ -208,3 +208,25 @@ def test_training_steps_never_wait_for_the_gpu():
         assert next(steps, None) is None  # every step ran before the first sync
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_batches_reach_the_step_in_order_and_whole():
+    from retino.precision import ahead_on_device
+
+    batches = [(torch.full((2, 3), i), torch.tensor([i, i])) for i in range(3)]
+    seen = list(ahead_on_device(iter(batches), torch.device("cpu")))
+    assert [int(images[0, 0]) for images, _ in seen] == [0, 1, 2]
+    assert list(ahead_on_device(iter([]), torch.device("cpu"))) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_copied_ahead_on_a_side_stream_arrive_intact():
+    from retino.precision import ahead_on_device
+
+    device = torch.device("cuda")
+    batches = [(torch.full((64, 3, 64, 64), i, dtype=torch.uint8).pin_memory(),
+                torch.tensor([i] * 64).pin_memory()) for i in range(5)]
+    for i, (images, grades) in enumerate(ahead_on_device(iter(batches), device)):
+        images = images.float() * 2  # work queued on the step's stream, as training does
+        assert images.device.type == "cuda" and int(grades[0]) == i
+        assert bool((images == 2 * i).all())
