@@ -119,6 +119,15 @@ class Evaluation(NamedTuple):
     probs: np.ndarray  # (N, 5), rows sum to 1
 
 
+def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Tensor:
+    """The short last batch filled up to `size` with blank images (their answers are dropped;
+    in eval mode no image affects another's): a compiled model then sees one batch shape and
+    compiles no second graph for the tail."""
+    blank = images.new_zeros((size - len(images), *images.shape[1:]))
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
+    return torch.cat([images, blank]).contiguous(memory_format=layout)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              settings: StepSettings = FP32) -> Evaluation:
@@ -130,8 +139,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     for images, grades in ahead_on_device(_progress(loader, "evaluate"), device):
         images = settings.images_to(images, device)
         grades = grades.to(device, non_blocking=True)
+        if settings.compile and len(grades) < (loader.batch_size or 0):
+            images = _padded(images, loader.batch_size, settings)
         with settings.autocast(device):
-            logits = model(images).float()  # (B, 5)
+            logits = model(images).float()[: len(grades)]  # (B, 5)
         loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum")
         true.append(grades)
         probs.append(logits.softmax(dim=1))

@@ -83,3 +83,27 @@ def test_each_compiled_run_starts_from_an_empty_compile_cache(monkeypatch):
         assert model(torch.randn(3, 4)).shape == (3, 2), job
     assert len(compiled_graphs) == 3  # every job ran compiled, none fell back to eager
     torch._dynamo.reset()
+
+
+def test_a_compiled_evaluation_pads_its_short_last_batch_to_one_shape():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from retino.train import evaluate
+
+    shapes = []
+
+    def recording_backend(graph, example_inputs):
+        shapes.append(tuple(example_inputs[0].shape) if example_inputs else ())
+        return graph.forward
+
+    images = torch.randn(10, 3, 32, 32)
+    loader = DataLoader(TensorDataset(images, torch.randint(0, 5, (10,))), batch_size=4)
+    model = build_model("resnet18").eval()
+    settings = StepSettings(compile=True, compile_backend=recording_backend)
+    answers = evaluate(settings.compiled(model), loader, torch.device("cpu"), settings)
+    assert len(shapes) == 1  # batches of 4, 4 and 2 (padded to 4): one graph
+    assert answers.probs.shape == (10, 5)  # the padding's answers dropped
+    with torch.no_grad():
+        expected = model(images).softmax(dim=1).numpy()
+    np.testing.assert_allclose(answers.probs, expected, atol=1e-5)
+    torch._dynamo.reset()
