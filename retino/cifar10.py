@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from retino import PROJECT_ROOT
-from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from retino.data.dataset import normalize_images
 from retino.errors import DataError
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict
 from retino.locks import exclusive
@@ -94,9 +94,7 @@ def _loader(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bo
             seed: int, device: torch.device) -> DataLoader:
     """Batches of the in-memory images (no worker processes: nothing to decode), pinned for
     non-blocking copies when they feed a GPU."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    x = (torch.from_numpy(images).float() / 255 - mean) / std  # (N, 3, 32, 32), as for DR
+    x = normalize_images(torch.from_numpy(images))  # (N, 3, 32, 32), as for DR
     return DataLoader(TensorDataset(x, torch.from_numpy(labels)), batch_size=batch_size,
                       shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
                       pin_memory=device.type == "cuda")

@@ -86,7 +86,8 @@ COLUMNS = ["change", "A", "B", "seeds (A / B)",
 
 
 def _signed(value: float, scale: float) -> str:
-    return f"{scale * value:+.2f}" if scale != 1 else f"{value:+.3f}"
+    """Percent points with 2 decimals, kappa and AUC with 3; '+' shown for a difference."""
+    return f"{scale * value:+.{2 if scale != 1 else 3}f}"
 
 
 def _with_interval(value: float, low: float, high: float, scale: float) -> str:
@@ -98,15 +99,16 @@ def _with_interval(value: float, low: float, high: float, scale: float) -> str:
 def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
     """Mean ± std [t interval] of the differences between runs of the same seed; '' with fewer
     than two seeds in common."""
-    common = sorted(a.seeds().keys() & b.seeds().keys())
+    seeds_a, seeds_b = a.seeds(), b.seeds()
+    common = sorted(seeds_a.keys() & seeds_b.keys())
     if len(common) < 2:
         return [""] * len(_NAMES)
-    differences = [paired_differences([a.seeds()[s].test], [b.seeds()[s].test], rounds=0)
+    differences = [paired_differences([seeds_a[s].test], [seeds_b[s].test], rounds=0)
                    for s in common]
     cells = []
     for metric, (_, scale) in _NAMES.items():
         mean, std, low, high = seed_interval([d[metric][0] for d in differences])
-        cells.append(f"{_signed(mean, scale)} ± {abs(scale * std):.{2 if scale != 1 else 3}f} "
+        cells.append(f"{_signed(mean, scale)} ± {_signed(std, scale)[1:]} "
                      f"[{_signed(low, scale)}, {_signed(high, scale)}]")
     return cells
 

@@ -33,7 +33,7 @@ from retino.data.loaders import (
 )
 from retino.devices import resolve_device
 from retino.errors import ConfigError
-from retino.evaluation import headline_metrics, predictions_frame
+from retino.evaluation import headline_metrics, majority_baseline, predictions_frame
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
 from retino.metrics import REFERABLE_GRADE, confusion_matrix
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
@@ -213,7 +213,7 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
     metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]
-    metrics["test_majority_baseline"] = float(test["grade"].value_counts(normalize=True).max())
+    metrics["test_majority_baseline"] = majority_baseline(test)
     return metrics, files
 
 

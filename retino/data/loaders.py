@@ -154,7 +154,8 @@ def fit_shared_memory(num_workers: int, prefetch_factor: int, batch_size: int,
         return num_workers, prefetch_factor
     batch_bytes = batch_size * 3 * size * size  # uint8 samples
     # The training loader's workers keep theirs while an evaluation loader's workers fill theirs.
-    batches = (SHARED_MEMORY_BUDGET * shutil.disk_usage(SHARED_MEMORY).free) // (2 * batch_bytes)
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    batches = (SHARED_MEMORY_BUDGET * free) // (2 * batch_bytes)
     if num_workers * prefetch_factor <= batches:
         return num_workers, prefetch_factor
     # Not one batch per worker: load in the training process, which needs no shared memory.
@@ -164,7 +165,7 @@ def fit_shared_memory(num_workers: int, prefetch_factor: int, batch_size: int,
                 "worker(s), prefetching 1 batch each (0: loading in the training process). "
                 "Give the container more (docker run "
                 "--shm-size=8g) to load faster.", SHARED_MEMORY,
-                shutil.disk_usage(SHARED_MEMORY).free / 2**20, batches, batch_size, size,
+                free / 2**20, batches, batch_size, size,
                 num_workers * prefetch_factor, num_workers, prefetch_factor, workers)
     return workers, prefetch
 
