@@ -38,7 +38,17 @@ def job_context() -> JobContext:
         parent_run_id=parent_run_id(sweep_dir) if multirun else None,
         # a study's reproduction names each job's original run (retino/reproduce.py)
         reproduces=original_run(hydra_cfg.runtime.choices.get(REPRODUCE_GROUP))
-        or os.environ.get(REPRODUCES_ENV))
+        or os.environ.get(REPRODUCES_ENV),
+        jobs_at_once=jobs_at_once(hydra_cfg.launcher) if multirun else 1)
+
+
+def jobs_at_once(launcher: DictConfig) -> int:
+    """Jobs of this sweep running on this machine together: the joblib launcher's n_jobs
+    (joblib reads n < 0 as cores + 1 + n), else one."""
+    n_jobs = launcher.get("n_jobs")
+    if not isinstance(n_jobs, int):
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -4,6 +4,7 @@ on tensors already on the device; their ratio is the input pipeline's efficiency
     python bench/train_speed.py                                   # demo data, ResNet18, 64 px
     python bench/train_speed.py --data /data/dr-cache/center_crop-512px --model resnet50 \
         --resolution 512 --precision bf16 --batch-size 128 --workers 12        # on a GPU
+    python bench/train_speed.py ... --decode gpu    # nvJPEG on the device, workers read bytes
 
 Both measurements run in this process, interleaved round by round (best round kept), with the
 model, optimizer, precision and batch size of a real run. Also printed: peak memory, the model's
@@ -57,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", default="auto", help="DataLoader workers, or auto")
     parser.add_argument("--augmentation", default="flip", help="a name in conf/augmentation/ "
                         "(strong: rotation and colour jitter run on the device, in the loop)")
+    parser.add_argument("--decode", default="cpu", choices=["cpu", "gpu"],
+                        help="where JPEGs are decoded (data.decode): loader workers or device")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -158,10 +161,11 @@ def main() -> None:
     index = read_index_at(location)
     augmentation = OmegaConf.load(AUGMENTATIONS / f"{args.augmentation}.yaml")
     loader, _ = build_loaders(index, augmentation, args.resolution, args.batch_size, workers,
-                              seed=0)
+                              seed=0, decode=args.decode)
     train, settings = make_training(args, device)
     pipeline = endless(loader)
-    # One real batch, already on the device (uint8 images, grades, device augmentation params):
+    # One real batch, already on the device (uint8 images, decoded there with --decode gpu;
+    # grades; device augmentation params):
     # the loop still scales, augments and normalises it there, as in training.
     in_memory = tuple(part.to(device) for part in next(pipeline))
     resident = iter(lambda: in_memory, None)
@@ -173,8 +177,9 @@ def main() -> None:
         rates["memory"].append(timed_steps(train, resident, args.steps, device))
     best = {k: max(v) for k, v in rates.items()}
     print(f"{args.model}, {args.resolution} px, {settings.precision}, batch {args.batch_size}, "
-          f"{device}, {workers} loader workers, {len(index['train'])} images in "
-          f"{location.root}, best of {args.rounds} x {args.steps} steps")
+          f"{device}, {workers} loader workers, decode {args.decode}, "
+          f"{len(index['train'])} images in {location.root}, "
+          f"best of {args.rounds} x {args.steps} steps")
     print(f"full pipeline (DataLoader over the JPEGs): {best['pipeline']:9.1f} images/s")
     print(f"same step on tensors already on {device.type}: {best['memory']:9.1f} images/s")
     print(f"input-pipeline efficiency (pipeline / in memory): "

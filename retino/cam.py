@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional
 
 from retino.data.dataset import RetinopathyLoader, normalize_images
+from retino.data.device_decode import EncodedImages
 from retino.models import ResNet
 
 
@@ -37,14 +38,15 @@ def class_activation_maps(model: ResNet, images: torch.Tensor) -> tuple[np.ndarr
     return (maps / peak).cpu().numpy(), predicted.cpu().numpy()
 
 
-def cam_examples(model: ResNet, dataset: RetinopathyLoader, per_grade: int,
+def cam_examples(model: ResNet, dataset: RetinopathyLoader | EncodedImages, per_grade: int,
                  device: torch.device) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """[(RGB image (H, W, 3) in [0, 1], map (H, W), true grade, predicted grade)]."""
     chosen = pick_per_grade(dataset.index.grades, per_grade)
     if not chosen:
         return []
-    images = torch.stack([dataset[i][0] for i in chosen])  # uint8 (B, 3, H, W)
-    maps, predicted = class_activation_maps(model, normalize_images(images.to(device)))
-    rgb = (images.float() / 255).permute(0, 2, 3, 1).numpy()
+    # uint8 (B, 3, H, W) on the device; the dataset's own batch (decoded there for decode=gpu)
+    images = dataset.collate([dataset[i] for i in chosen])[0].to(device)
+    maps, predicted = class_activation_maps(model, normalize_images(images))
+    rgb = (images.float() / 255).permute(0, 2, 3, 1).cpu().numpy()
     return [(rgb[k], maps[k], dataset.index.grades[i], int(predicted[k]))
             for k, i in enumerate(chosen)]

@@ -19,6 +19,7 @@ from retino.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda")
 SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", "val_loss")
 DATASETS = ("demo", "kaggle")
+DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 
@@ -61,6 +62,9 @@ class DataConfig:
     # Validation split carved from train by patient: it chooses the epoch kept, never the test set.
     val_fraction: float = 0.1  # 0: none, the lab's protocol (the last epoch is kept)
     val_seed: int = 0  # fixes the validation split, independent of the training seed
+    # Where JPEGs are decoded: cpu (in the loader workers) or gpu (a batch at a time on the
+    # training device, nvJPEG: for hosts with too few cores per GPU; JPEG files only).
+    decode: str = "cpu"
 
 
 @dataclass
@@ -217,6 +221,7 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
            f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
     _check(problems, 0 <= data.val_fraction <= 0.5,
            f"data.val_fraction={data.val_fraction} must be in [0, 0.5] (0: no validation split).")
+    _check_choice(problems, "data.decode", data.decode, DECODERS)
     _check(problems, data.prefetch_factor >= 1,
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
 

@@ -20,17 +20,13 @@ from retino.cam import cam_examples
 from retino.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.config import run_name
 from retino.data.loaders import (
-    build_loaders,
     cache_params,
     class_weights,
-    evaluation_loader,
-    fit_shared_memory,
-    grade_histogram,
+    data_loaders,
     locate_dataset,
     read_index_at,
-    resolve_num_workers,
-    with_validation,
 )
+from retino.data.split import with_validation
 from retino.devices import resolve_device
 from retino.errors import ConfigError
 from retino.evaluation import headline_metrics, majority_baseline, predictions_frame
@@ -170,23 +166,6 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
     return files
 
 
-def data_loaders(cfg: DictConfig, index: dict,
-                 device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader | None]:
-    """Train, test and (with a validation split) validation loaders."""
-    workers, prefetch = fit_shared_memory(  # for all three loaders together
-        resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda"),
-        cfg.data.prefetch_factor, cfg.batch_size, cfg.resolution.size)
-    log.info("Data: %d train / %d validation / %d test images; train grades %s; %d loader "
-             "workers", len(index["train"]), len(index.get("val", ())), len(index["test"]),
-             grade_histogram(index["train"].grades).tolist(), workers)
-    train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
-                                workers, cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
-                                persistent_workers=cfg.data.persistent_workers,
-                                prefetch_factor=prefetch)
-    return train, test, (evaluation_loader(index["val"], cfg.resolution.size, cfg.batch_size,
-                                           workers, prefetch) if "val" in index else None)
-
-
 def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
                    loaders: dict[str, DataLoader], device: torch.device, settings: StepSettings,
                    out_dir: Path) -> tuple[dict[str, float], list[Path]]:
@@ -263,10 +242,12 @@ def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
-                   run_factory: RunFactory = _untracked_run, resume: bool = False) -> FitResult:
+                   run_factory: RunFactory = _untracked_run, resume: bool = False,
+                   jobs_at_once: int = 1) -> FitResult:
     """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
     run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed; with
-    resume, training continues from out_dir/last.pt when it exists."""
+    resume, training continues from out_dir/last.pt when it exists. jobs_at_once: jobs sharing
+    this machine's shared memory (a parallel sweep's)."""
     tracker = tracker or NullTracker()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +261,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = Non
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     resuming = resume and (out_dir / "last.pt").is_file()
     model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
-    train_loader, test_loader, val_loader = data_loaders(cfg, index, device)
+    train_loader, test_loader, val_loader = data_loaders(cfg, index, device, jobs_at_once)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})

@@ -46,6 +46,7 @@ class JobContext:
     job_num: int = 0
     parent_run_id: str | None = None  # the study's MLflow run, in a multirun
     reproduces: str | None = None  # the run id this job re-runs (python -m retino.reproduce)
+    jobs_at_once: int = 1  # jobs of the sweep running on this machine together (parallel)
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
             if decision.action == NEW:
                 _retire(earlier, decision, tracker.run_id, ctx)
         result = run_experiment(cfg, out_dir, tracker, run_factory=_pretraining_runs(cfg, plan),
-                                resume=decision.action == RESUME)
+                                resume=decision.action == RESUME, jobs_at_once=ctx.jobs_at_once)
     return result.selected["selection_score"]
 
 

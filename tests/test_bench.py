@@ -20,12 +20,16 @@ def test_prepare_benchmark_runs_and_prints_its_ratios():
 
 
 def test_training_benchmark_runs_and_prints_its_ratio(tmp_path):
+    """With JPEGs decoded in the training process (--decode gpu takes that path on a CPU):
+    the in-memory batch is decoded once, the pipeline's batches every step."""
     proc = subprocess.run([sys.executable, "bench/train_speed.py", "--demo-train-size", "16",
                            "--demo-root", str(tmp_path), "--batch-size", "4", "--steps", "2",
-                           "--rounds", "1", "--resolution", "32", "--workers", "1"],
+                           "--rounds", "1", "--resolution", "32", "--workers", "1",
+                           "--decode", "gpu", "--augmentation", "strong"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for words in ("full pipeline", "in memory", "input-pipeline efficiency", "peak memory",
+    for words in ("decode gpu", "full pipeline", "in memory", "input-pipeline efficiency",
+                  "peak memory",
                   "GFLOP per training image"):
         assert words in proc.stdout, words
 

@@ -201,3 +201,5 @@ def test_loader_workers_are_fitted_to_the_shared_memory_there_is(monkeypatch, tm
     free = 40 * 2 * 2 * batch  # room for 40 batches in flight
     assert loaders.fit_shared_memory(12, 2, 64, 512) == (12, 2)  # 24 fit: as asked
     assert loaders.fit_shared_memory(60, 2, 64, 512) == (40, 1)  # 120 do not
+    # Four jobs of a parallel sweep start together: each budgets a quarter, not all of it.
+    assert loaders.fit_shared_memory(12, 2, 64, 512, jobs_at_once=4) == (10, 1)

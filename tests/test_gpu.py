@@ -68,3 +68,23 @@ def test_one_step_at_512_px_with_resnet50(tmp_path):
                  "augmentation=strong")
     result = run_experiment(cfg, tmp_path / "run")
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_nvjpeg_decodes_what_the_workers_decode_within_rounding(tmp_path):
+    """data.decode=gpu: a batch decoded by nvJPEG on the device is the CPU path's batch up to
+    the decoders' rounding, and a run with it trains (workers reading bytes, CAMs decoded)."""
+    from retino.data.loaders import read_index, training_set
+
+    cfg = on_gpu(tmp_path, "data.decode=gpu", "data.num_workers=2", "augmentation=strong",
+                 "cam_per_grade=1")
+    index = read_index(cfg.data)["train"]
+    items = [(i, 7 + i) for i in range(8)]
+    on_cpu = training_set(index, cfg.augmentation, 64)
+    encoded = training_set(index, cfg.augmentation, 64, decode="gpu")
+    expected = on_cpu.collate([on_cpu[item] for item in items])[0]
+    decoded = encoded.collate([encoded[item] for item in items])[0].to("cuda")
+    difference = (decoded.cpu().int() - expected.int()).abs().float()
+    assert difference.mean() < 2 and difference.max() < 40  # IDCT rounding, not a wrong crop
+    result = run_experiment(cfg, tmp_path / "run")
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    assert (tmp_path / "run" / "class_activation_maps.png").stat().st_size > 0

@@ -92,6 +92,9 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(tm
         assert {"results.md", "comparison.png"} <= {a.path for a in client.list_artifacts(
             parent.info.run_id)}
         assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not overlap)
+    # Each job knew it shared the machine's shared memory with three others.
+    logs = "".join(log.read_text() for log in tmp_path.rglob("run.log"))
+    assert logs.count("2 loader workers (4 job(s) at once on this machine)") == 4, logs[-2000:]
     # The files went to the server's own artifact folder.
     stored = {p.name for p in (tmp_path / "server" / "artifacts").rglob("*") if p.is_file()}
     assert {"model_state.pt", "confusion_matrix.png", "results.md"} <= stored
@@ -150,3 +153,13 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
         assert_complete(client, run, epochs=2)
         assert "error" not in run.data.tags  # the preemption no longer describes the run
     assert parent.info.status == "FINISHED"
+
+
+def test_jobs_at_once_is_the_joblib_launchers_count():
+    from omegaconf import OmegaConf
+
+    from run import jobs_at_once
+
+    assert jobs_at_once(OmegaConf.create({"n_jobs": 4})) == 4
+    assert jobs_at_once(OmegaConf.create({"n_jobs": -1})) == os.cpu_count()  # joblib: all cores
+    assert jobs_at_once(OmegaConf.create({"_target_": "BasicLauncher"})) == 1  # one at a time

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from retino.data.layout import SplitIndex
-from retino.data.loaders import with_validation
-from retino.data.split import patient_of
+from retino.data.split import patient_of, with_validation
 from retino.errors import DataError
 from retino.evaluation import frame_metrics
 from retino.experiment import run_experiment

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from retino.data.device_augment import augment_on_device, draw_device_params
+from retino.data.device_decode import CROP_RATIO
 from retino.data.layout import SplitIndex
 from retino.errors import DataError
 
@@ -69,6 +70,9 @@ class RetinopathyLoader(Dataset):
             torch.manual_seed(seed)
             return self._augment(tensor, self.index.grades[i])
 
+    def collate(self, batch: list[tuple]) -> list[torch.Tensor]:
+        return collate_images(batch)
+
     def _augment(self, tensor: torch.Tensor, grade: int) -> tuple:
         if self.transform is not None:
             tensor = self.transform(tensor)
@@ -86,7 +90,7 @@ def build_transform(size: int, train: bool, hflip: float = 0.0, vflip: float = 0
     if train:
         if crop_scale_min < 1.0:
             steps.append(v2.RandomResizedCrop(size, scale=(crop_scale_min, 1.0),
-                                              ratio=(0.9, 1.1), antialias=True))
+                                              ratio=CROP_RATIO, antialias=True))
         if hflip > 0:
             steps.append(v2.RandomHorizontalFlip(hflip))
         if vflip > 0:

@@ -16,19 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from retino import PROJECT_ROOT
-from retino.data.dataset import RetinopathyLoader, build_transform, collate_images
+from retino.data.dataset import RetinopathyLoader, build_transform
 from retino.data.demo import ensure_demo_dataset
+from retino.data.device_decode import EncodedImages, warn_unless_gpu
 from retino.data.layout import NUM_GRADES, SplitIndex, read_manifest, read_split_index
-from retino.data.split import split_by_patient
 from retino.errors import DataError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_CACHE = PROJECT_ROOT / "data"
-MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise
 SHARED_MEMORY = Path("/dev/shm")  # where loader workers put the batches they hand over
 SHARED_MEMORY_BUDGET = 0.5  # of its free space; the rest for other processes
 
@@ -146,27 +145,28 @@ def resolve_num_workers(setting: int | str, feeds_gpu: bool) -> int:
 
 
 def fit_shared_memory(num_workers: int, prefetch_factor: int, batch_size: int,
-                      size: int) -> tuple[int, int]:
-    """(workers, prefetch_factor) whose batches in flight fit in half of the free shared memory:
-    a container's default 64 MiB /dev/shm otherwise ends the run with a bus error mid-epoch.
-    Fewer batches in flight first, then fewer workers; said in the log with the fix."""
+                      size: int, jobs_at_once: int = 1) -> tuple[int, int]:
+    """(workers, prefetch_factor) whose batches in flight fit in this job's share (of
+    jobs_at_once running together) of half the free shared memory: a container's default 64 MiB
+    /dev/shm otherwise ends the run with a bus error mid-epoch. Fewer batches in flight first,
+    then fewer workers; said in the log with the fix."""
     if num_workers == 0 or not SHARED_MEMORY.is_dir():
         return num_workers, prefetch_factor
     batch_bytes = batch_size * 3 * size * size  # uint8 samples
     # The training loader's workers keep theirs while an evaluation loader's workers fill theirs.
     free = shutil.disk_usage(SHARED_MEMORY).free
-    batches = (SHARED_MEMORY_BUDGET * free) // (2 * batch_bytes)
+    batches = (SHARED_MEMORY_BUDGET * free / jobs_at_once) // (2 * batch_bytes)
     if num_workers * prefetch_factor <= batches:
         return num_workers, prefetch_factor
     # Not one batch per worker: load in the training process, which needs no shared memory.
     workers, prefetch = (min(num_workers, int(batches)), 1) if batches >= 1 else (0, 2)
-    log.warning("Shared memory (%s, %.0f MiB free) holds %d batches of %d images at %d px, not "
-                "the %d that data.num_workers=%d x data.prefetch_factor=%d need: using %d "
-                "worker(s), prefetching 1 batch each (0: loading in the training process). "
-                "Give the container more (docker run "
-                "--shm-size=8g) to load faster.", SHARED_MEMORY,
-                free / 2**20, batches, batch_size, size,
-                num_workers * prefetch_factor, num_workers, prefetch_factor, workers)
+    log.warning("Shared memory (%s, %.0f MiB free, for %d job(s) at once) holds %d batches of "
+                "%d images at %d px, not the %d that data.num_workers=%d x "
+                "data.prefetch_factor=%d need: using %d worker(s), prefetching 1 batch each "
+                "(0: loading in the training process). Give the container more (docker run "
+                "--shm-size=8g) to load faster.", SHARED_MEMORY, free / 2**20, jobs_at_once,
+                batches, batch_size, size, num_workers * prefetch_factor, num_workers,
+                prefetch_factor, workers)
     return workers, prefetch
 
 
@@ -190,10 +190,10 @@ def worker_start_method() -> multiprocessing.context.BaseContext:
                                        else "spawn")
 
 
-def _loader_options(batch_size: int, num_workers: int, seed: int,
+def _loader_options(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
                     prefetch_factor: int) -> dict:
-    options = dict(batch_size=batch_size, num_workers=num_workers, worker_init_fn=_init_worker,
-                   collate_fn=collate_images,
+    options = dict(dataset=dataset, batch_size=batch_size, num_workers=num_workers,
+                   worker_init_fn=_init_worker, collate_fn=dataset.collate,
                    pin_memory=torch.cuda.is_available(),  # for non-blocking copies to the GPU
                    generator=torch.Generator().manual_seed(seed))
     if num_workers == 0:
@@ -202,60 +202,68 @@ def _loader_options(batch_size: int, num_workers: int, seed: int,
                           multiprocessing_context=worker_start_method())
 
 
+def evaluation_set(split: SplitIndex, size: int, decode: str = "cpu") -> Dataset:
+    """A split's images, plain: decoded in the loader worker, or (decode=gpu) read there and
+    decoded on the device (retino/data/device_decode.py)."""
+    if decode == "gpu":
+        return EncodedImages(split, size)
+    return RetinopathyLoader(split, build_transform(size, train=False))
+
+
 def evaluation_loader(split: SplitIndex, size: int, batch_size: int, num_workers: int,
-                      prefetch_factor: int = 2) -> DataLoader:
+                      prefetch_factor: int = 2, decode: str = "cpu") -> DataLoader:
     """A plain, in-order loader of a split (validation or test). Its workers start anew for each
     evaluation: kept alive too, they would double the processes (and memory) for a pass that
     runs once an epoch."""
-    return DataLoader(RetinopathyLoader(split, build_transform(size, train=False)), shuffle=False,
-                      **_loader_options(batch_size, num_workers, 0, prefetch_factor))
+    return DataLoader(shuffle=False, **_loader_options(evaluation_set(split, size, decode),
+                                                       batch_size, num_workers, 0,
+                                                       prefetch_factor))
 
 
-def training_set(split: SplitIndex, augmentation: DictConfig, size: int) -> RetinopathyLoader:
-    """The augmented training images: resize, crop and flips in the loader worker; rotation and
-    colour jitter, the costly ones, on the training device (retino/data/device_augment.py)."""
+def training_set(split: SplitIndex, augmentation: DictConfig, size: int,
+                 decode: str = "cpu") -> Dataset:
+    """The augmented training images: resize, crop and flips in the loader worker (decode=gpu:
+    their parameters drawn there, applied on the device); rotation and colour jitter, the
+    costly ones, on the training device (retino/data/device_augment.py)."""
     aug = {k: v for k, v in augmentation.items() if k != "name"}
     rotate, jitter = aug.pop("rotate_degrees", 0.0), aug.pop("color_jitter", 0.0)
-    return RetinopathyLoader(split, build_transform(size, train=True, **aug),
-                             (rotate, jitter) if rotate > 0 or jitter > 0 else None)
+    on_device = (rotate, jitter) if rotate > 0 or jitter > 0 else None
+    if decode == "gpu":
+        return EncodedImages(split, size, aug, on_device)
+    return RetinopathyLoader(split, build_transform(size, train=True, **aug), on_device)
 
 
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,
                   batch_size: int, num_workers: int, seed: int, balanced: bool = False,
-                  persistent_workers: bool = True,
-                  prefetch_factor: int = 2) -> tuple[DataLoader, DataLoader]:
+                  persistent_workers: bool = True, prefetch_factor: int = 2,
+                  decode: str = "cpu") -> tuple[DataLoader, DataLoader]:
     """Train loader (augmented, shuffled or class-balanced) and test loader (plain, in order)."""
-    train_set = training_set(index["train"], augmentation, size)
+    train_set = training_set(index["train"], augmentation, size, decode)
     weights = balanced_weights(index["train"].grades) if balanced else None
-    train = DataLoader(train_set, sampler=EpochSampler(len(train_set), seed, weights),
+    train = DataLoader(sampler=EpochSampler(len(train_set), seed, weights),
                        drop_last=len(train_set) > batch_size,
                        persistent_workers=persistent_workers and num_workers > 0,
-                       **_loader_options(batch_size, num_workers, seed, prefetch_factor))
+                       **_loader_options(train_set, batch_size, num_workers, seed,
+                                         prefetch_factor))
     return train, evaluation_loader(index["test"], size, batch_size, num_workers,
-                                    prefetch_factor)
+                                    prefetch_factor, decode)
 
 
-def with_validation(index: dict[str, SplitIndex], fraction: float,
-                    seed: int) -> dict[str, SplitIndex]:
-    """train, val and test: the validation split carved from the training split by patient
-    (both eyes on one side; by image where names carry no patient), stratified by the
-    patient's worst grade, seeded. fraction 0: no validation split (the lab's protocol)."""
-    if fraction <= 0:
-        return dict(index)
-    train = index["train"]
-    try:
-        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed)
-    except DataError as err:
-        raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
-                        "leaves the validation or the training split empty: use more images, "
-                        "or data.val_fraction=0 (no validation split).") from err
-
-    def part(name: str, rows: list[int]) -> SplitIndex:
-        return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows])
-    carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
-    grades = set(carved["val"].grades)
-    if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:
-        log.warning("The validation split holds %d images of grade(s) %s: the epoch it chooses "
-                    "is a noisy choice. Use more data, or data.val_fraction=0 (keep the last "
-                    "epoch).", len(val), sorted(grades))
-    return carved
+def data_loaders(cfg: DictConfig, index: dict, device: torch.device, jobs_at_once: int = 1,
+                 ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """Train, test and (with a validation split) validation loaders."""
+    warn_unless_gpu(cfg.data.decode, device)
+    workers, prefetch = fit_shared_memory(  # for all three loaders together
+        resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda"),
+        cfg.data.prefetch_factor, cfg.batch_size, cfg.resolution.size, jobs_at_once)
+    log.info("Data: %d train / %d validation / %d test images; train grades %s; %d loader "
+             "workers (%d job(s) at once on this machine)", len(index["train"]),
+             len(index.get("val", ())), len(index["test"]),
+             grade_histogram(index["train"].grades).tolist(), workers, jobs_at_once)
+    train, test = build_loaders(index, cfg.augmentation, cfg.resolution.size, cfg.batch_size,
+                                workers, cfg.seed, balanced=cfg.imbalance == "balanced_sampler",
+                                persistent_workers=cfg.data.persistent_workers,
+                                prefetch_factor=prefetch, decode=cfg.data.decode)
+    return train, test, (evaluation_loader(index["val"], cfg.resolution.size, cfg.batch_size,
+                                           workers, prefetch, cfg.data.decode)
+                         if "val" in index else None)

@@ -7,14 +7,18 @@ random split of images would put the fellow eye, nearly the same picture, in the
 from __future__ import annotations
 
 import csv
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from retino.data.layout import SplitIndex
 from retino.errors import DataError
 
+log = logging.getLogger(__name__)
+MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise
 # The lab's split of Kaggle's 35,126 labelled images.
 LAB_TRAIN, LAB_TEST = 28_100, 7_026
 LAB_TEST_FRACTION = LAB_TEST / (LAB_TRAIN + LAB_TEST)
@@ -106,3 +110,29 @@ def split_by_patient(names: list[str], grades: list[int], test_fraction: float =
                         f"{'test' if not test else 'train'} side empty; a split needs more "
                         "patients per grade (or the lab's four CSVs).")
     return sorted(train), sorted(test)
+
+
+def with_validation(index: dict[str, SplitIndex], fraction: float,
+                    seed: int) -> dict[str, SplitIndex]:
+    """train, val and test: the validation split carved from the training split by patient
+    (both eyes on one side; by image where names carry no patient), stratified by the
+    patient's worst grade, seeded. fraction 0: no validation split (the lab's protocol)."""
+    if fraction <= 0:
+        return dict(index)
+    train = index["train"]
+    try:
+        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed)
+    except DataError as err:
+        raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
+                        "leaves the validation or the training split empty: use more images, "
+                        "or data.val_fraction=0 (no validation split).") from err
+
+    def part(name: str, rows: list[int]) -> SplitIndex:
+        return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows])
+    carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
+    grades = set(carved["val"].grades)
+    if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:
+        log.warning("The validation split holds %d images of grade(s) %s: the epoch it chooses "
+                    "is a noisy choice. Use more data, or data.val_fraction=0 (keep the last "
+                    "epoch).", len(val), sorted(grades))
+    return carved
