@@ -6,6 +6,7 @@ weights of the predicted grade, summed over channels, upsampled to the image.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional
@@ -50,3 +51,10 @@ def cam_examples(model: ResNet, dataset: RetinopathyLoader | EncodedImages, per_
     rgb = (images.float() / 255).permute(0, 2, 3, 1).cpu().numpy()
     return [(rgb[k], maps[k], dataset.index.grades[i], int(predicted[k]))
             for k, i in enumerate(chosen)]
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, weight: float = 0.4) -> np.ndarray:
+    """A photograph (H, W, 3) uint8 RGB with its activation map (H, W) in [0, 1] laid over it as
+    a jet heat map: (H, W, 3) uint8 BGR, ready for cv2.imwrite."""
+    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), cv2.COLORMAP_JET)
+    return cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1 - weight, heat, weight, 0)

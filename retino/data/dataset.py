@@ -13,7 +13,6 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -22,6 +21,7 @@ from torchvision.transforms import v2
 from retino.data.device_augment import augment_on_device, draw_device_params
 from retino.data.device_decode import CROP_RATIO
 from retino.data.layout import SplitIndex
+from retino.data.preprocess import decode_rgb
 from retino.errors import DataError
 
 # ImageNet statistics (RGB): pretrained weights expect inputs normalised this way.
@@ -29,17 +29,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV 4.10+
-
-
 def read_rgb(path: Path) -> np.ndarray:
     """Decode a JPEG into an (H, W, 3) uint8 RGB array; a file that fails raises naming it."""
-    image = cv2.imread(str(path), _DECODE_RGB or cv2.IMREAD_COLOR)
+    image = decode_rgb(np.fromfile(path, np.uint8))
     if image is None:
         raise DataError(f"Cannot decode image {path}: the file is corrupt, truncated or not an "
                         "image. Replace it or remove it from the split's CSV files.")
-    # OpenCV decodes BGR unless it can decode to RGB itself (4.10+); the models expect RGB.
-    return image if _DECODE_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 class RetinopathyLoader(Dataset):

@@ -32,7 +32,7 @@ import cv2
 from tqdm import tqdm
 
 from retino.data.layout import IMAGE_SUFFIX, SPLITS, write_split_csvs
-from retino.data.preprocess import METHODS, BadImage, prepare_image
+from retino.data.preprocess import METHODS, BadImage, encode_jpeg, prepare_image
 from retino.data.sources import default_image_dir, read_source, unlabelled_images
 from retino.errors import DataError
 from retino.files import atomic_write_bytes, atomic_write_text, csv_text
@@ -41,7 +41,6 @@ from retino.locks import try_lock
 log = logging.getLogger(__name__)
 
 MANIFEST, REPORT = "manifest.json", "report.csv"
-JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,7 @@ def make_jobs(splits: dict[str, list[tuple[str, int]]], image_dir: Path, out: Pa
 
 def _write_jpeg(path: Path, image) -> None:
     """Encode in memory, write a temporary file, rename: never a truncated JPEG on disk."""
-    ok, encoded = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise BadImage("could not be encoded as JPEG")
-    atomic_write_bytes(path, encoded.tobytes())
+    atomic_write_bytes(path, encode_jpeg(image))
 
 
 def run_job(job: Job, size: int, method: str, force: bool) -> Outcome:

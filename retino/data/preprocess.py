@@ -19,8 +19,12 @@ from PIL import Image, UnidentifiedImageError
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling); largest factor first.
 _REDUCED_DECODE = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                    (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
+_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV 4.10+ decodes to RGB itself
 _NOTE_MODES = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "RGBA", "P": "palette",
                "I;16": "16-bit", "I;16B": "16-bit", "I": "32-bit integer", "CMYK": "CMYK"}
+
+
+JPEG_QUALITY = 95  # of the prepared cache's files
 
 
 class BadImage(Exception):
@@ -58,6 +62,14 @@ def _jpeg_is_complete(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(max(2, size - 65536, size // 2))
         return b"\xff\xd9" in f.read()
+
+
+def decode_rgb(encoded: np.ndarray) -> np.ndarray | None:
+    """An encoded image's bytes decoded to (H, W, 3) uint8 RGB; None when they cannot be."""
+    image = cv2.imdecode(encoded, _DECODE_RGB or cv2.IMREAD_COLOR)
+    if image is None or _DECODE_RGB:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # OpenCV before 4.10 decodes BGR only
 
 
 def decode_for_size(path: Path, width: int, height: int, target: int) -> np.ndarray:
@@ -137,6 +149,20 @@ def graham(image: np.ndarray, size: int) -> np.ndarray:
 METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "center_crop": center_crop, "retina_crop": retina_crop, "graham": graham,
 }
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """A prepared (BGR) image as the cache stores it."""
+    ok, encoded = cv2.imencode(".jpeg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise BadImage("could not be encoded as JPEG")
+    return encoded.tobytes()
+
+
+def as_cached(image: np.ndarray) -> np.ndarray:
+    """A prepared (BGR) image as training reads it back from the cache: JPEG-encoded as
+    prepare writes it, decoded to RGB as the dataset decodes it (the same pixels, to the bit)."""
+    return decode_rgb(np.frombuffer(encode_jpeg(image), np.uint8))
 
 
 def prepare_image(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:

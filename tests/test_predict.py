@@ -1,0 +1,98 @@
+"""python -m retino.predict: a trained run grades a folder of raw photographs with its own
+preprocessing. One run, trained once for the module on a cache prepared from camera-sized
+photographs; the predictions must equal the run's own evaluation of the same images."""
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from retino.data.prepare import cache_dir, prepare_cache
+from retino.evaluation import PROBABILITY_COLUMNS, read_predictions
+from retino.job import JobContext, run_job
+from retino.predict import main
+from tests.conftest import TINY, compose_config
+from tests.test_prepare import make_kaggle_source
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run folder, run id, tracking URI, raw source folder): a tiny run on a center_crop cache
+    at 64 px made from 200 x 150 photographs."""
+    root = tmp_path_factory.mktemp("predict")
+    source = make_kaggle_source(root / "raw", patients=12)
+    prepare_cache(source, root / "cache", "center_crop", 64, workers=1)
+    cache = cache_dir(root / "cache", "center_crop", 64)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
+        cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2"])
+        run_job(cfg, JobContext(output_dir=root / "run"))
+    run_id = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id
+    return root / "run", run_id, uri, source
+
+
+def clinic_folder(tmp_path, source, test_names):
+    """The run's test photographs as a clinic would have them (raw, camera-sized), and two
+    files that are not photographs."""
+    clinic = tmp_path / "clinic"
+    clinic.mkdir()
+    for name in test_names:
+        shutil.copy(source / "train" / f"{name}.jpeg", clinic / f"{name}.jpeg")
+    (clinic / "notes.txt").write_text("not a photograph\n")
+    good = (source / "train" / f"{test_names[0]}.jpeg").read_bytes()
+    (clinic / "zz_truncated.jpeg").write_bytes(good[: len(good) // 3])
+    return clinic
+
+
+def test_raw_photographs_get_the_runs_own_evaluation_and_bad_files_are_listed(
+        trained, tmp_path, caplog):
+    run_dir, _, _, source = trained
+    evaluated = read_predictions(run_dir / "predictions_test.csv").set_index("image")
+    clinic = clinic_folder(tmp_path, source, list(evaluated.index))
+    out = tmp_path / "predictions.csv"
+    with caplog.at_level(logging.INFO):
+        assert main([str(run_dir), str(clinic), "--out", str(out)]) == 3  # some skipped
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert len(frame) == len(evaluated) + 2
+    graded = frame[frame["error"] == ""].copy()
+    graded.index = [name.rsplit("/", 1)[-1].removesuffix(".jpeg") for name in graded["image"]]
+    graded = graded.loc[evaluated.index]
+    # Same preprocessing (crop, JPEG encoding), resolution and normalisation as the evaluation.
+    np.testing.assert_allclose(graded[PROBABILITY_COLUMNS].astype(float),
+                               evaluated[PROBABILITY_COLUMNS], atol=1e-5)
+    assert (graded["predicted"].astype(int) == evaluated["predicted"]).all()
+    bad = frame.set_index(frame["image"].str.rsplit("/", n=1).str[-1])
+    assert "not an image" in bad.loc["notes.txt", "error"]
+    assert "truncated" in bad.loc["zz_truncated.jpeg", "error"]
+    assert bad.loc["notes.txt", "predicted"] == ""
+    assert "Skipped" in caplog.text and "center_crop at 64 px" in caplog.text
+
+
+def test_a_run_id_grades_a_csv_of_paths_with_activation_overlays(trained, tmp_path,
+                                                                 monkeypatch):
+    run_dir, run_id, uri, source = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    evaluated = read_predictions(run_dir / "predictions_test.csv")
+    names = list(evaluated["image"][:3])
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,clinic\n" + "".join(
+        f"{source / 'train' / (name + '.jpeg')},north\n" for name in names))
+    out = tmp_path / "by_id.csv"
+    assert main([run_id, str(listing), "--out", str(out), "--cam", str(tmp_path / "cams")]) == 0
+    frame = pd.read_csv(out)
+    np.testing.assert_allclose(frame[PROBABILITY_COLUMNS],
+                               evaluated[PROBABILITY_COLUMNS][:3], atol=1e-5)
+    assert set(frame["referable"]) <= {0, 1}
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == \
+        sorted(f"{name}_cam.png" for name in names)
+
+
+def test_a_run_that_is_not_there_is_a_clear_error(tmp_path, capsys):
+    assert main(["0123456789abcdef", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "neither a folder nor a run" in capsys.readouterr().err
