@@ -51,3 +51,29 @@ def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store
 def tiny_cfg(tmp_path: Path) -> DictConfig:
     """Tiny demo run, its data generated under tmp_path."""
     return compose_config(TINY + [f"data.root={tmp_path / 'demo'}"])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(run folder, run id, tracking URI, raw source folder, cache folder): one tiny tracked
+    run, trained once for every test that uses a finished run, on a center_crop cache at 64 px
+    made from 200 x 150 photographs (tests/test_prepare.py's synthetic Kaggle source)."""
+    from mlflow.tracking import MlflowClient
+
+    from retino.data.prepare import cache_dir, prepare_cache
+    from retino.job import JobContext, run_job
+    from tests.test_prepare import make_kaggle_source
+
+    root = tmp_path_factory.mktemp("predict")
+    source = make_kaggle_source(root / "raw", patients=12)
+    prepare_cache(source, root / "cache", "center_crop", 64, workers=1)
+    cache = cache_dir(root / "cache", "center_crop", 64)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
+        cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2"])
+        run_job(cfg, JobContext(output_dir=root / "run"))
+    run_id = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id
+    return root / "run", run_id, uri, source, cache

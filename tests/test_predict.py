@@ -1,5 +1,5 @@
 """python -m retino.predict: a trained run grades a folder of raw photographs with its own
-preprocessing. One run, trained once for the module on a cache prepared from camera-sized
+preprocessing. One run (conftest's trained_run), trained once on a cache prepared from camera-sized
 photographs; the predictions must equal the run's own evaluation of the same images."""
 
 import logging
@@ -7,34 +7,9 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pytest
-from mlflow.tracking import MlflowClient
 
-from retino.data.prepare import cache_dir, prepare_cache
 from retino.evaluation import PROBABILITY_COLUMNS, read_predictions
-from retino.job import JobContext, run_job
 from retino.predict import main
-from tests.conftest import TINY, compose_config
-from tests.test_prepare import make_kaggle_source
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(run folder, run id, tracking URI, raw source folder): a tiny run on a center_crop cache
-    at 64 px made from 200 x 150 photographs."""
-    root = tmp_path_factory.mktemp("predict")
-    source = make_kaggle_source(root / "raw", patients=12)
-    prepare_cache(source, root / "cache", "center_crop", 64, workers=1)
-    cache = cache_dir(root / "cache", "center_crop", 64)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
-        cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2"])
-        run_job(cfg, JobContext(output_dir=root / "run"))
-    run_id = MlflowClient(uri).search_runs(
-        [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id
-    return root / "run", run_id, uri, source
 
 
 def clinic_folder(tmp_path, source, test_names):
@@ -51,8 +26,8 @@ def clinic_folder(tmp_path, source, test_names):
 
 
 def test_raw_photographs_get_the_runs_own_evaluation_and_bad_files_are_listed(
-        trained, tmp_path, caplog):
-    run_dir, _, _, source = trained
+        trained_run, tmp_path, caplog):
+    run_dir, _, _, source, _ = trained_run
     evaluated = read_predictions(run_dir / "predictions_test.csv").set_index("image")
     clinic = clinic_folder(tmp_path, source, list(evaluated.index))
     out = tmp_path / "predictions.csv"
@@ -74,9 +49,9 @@ def test_raw_photographs_get_the_runs_own_evaluation_and_bad_files_are_listed(
     assert "Skipped" in caplog.text and "center_crop at 64 px" in caplog.text
 
 
-def test_a_run_id_grades_a_csv_of_paths_with_activation_overlays(trained, tmp_path,
+def test_a_run_id_grades_a_csv_of_paths_with_activation_overlays(trained_run, tmp_path,
                                                                  monkeypatch):
-    run_dir, run_id, uri, source = trained
+    run_dir, run_id, uri, source, _ = trained_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     evaluated = read_predictions(run_dir / "predictions_test.csv")
     names = list(evaluated["image"][:3])
