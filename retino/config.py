@@ -127,6 +127,9 @@ class Config:
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     compile: bool = False  # torch.compile the model: minutes to compile, then faster on GPUs
     log_system_metrics: bool = False  # CPU, memory, GPU use as system/* metrics in MLflow
+    log_model: bool = True  # the trained model as an MLflow model (runs:/<id>/model)
+    # A study's best configuration (by the validation metric) into the Model Registry by this name
+    register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
     # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.

@@ -234,6 +234,8 @@ def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
         files.append(plot_class_activation_maps(examples, out_dir / "class_activation_maps.png"))
     for path in files:
         tracker.log_artifact(path)
+    if cfg.log_model:  # beside model_state.pt, the MLflow way: predicts from raw photographs
+        tracker.log_model(out_dir, test_loader.dataset.index.paths[0])
     chosen = result.selected
     log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
              "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],

@@ -97,7 +97,7 @@ def data_identity(root: Path) -> DataIdentity:
 
 # Keys that change how fast or how a run is watched, never what it learns.
 NOT_IDENTITY = ("resume", "data.num_workers", "data.persistent_workers", "data.prefetch_factor",
-                "log_system_metrics")
+                "log_system_metrics", "log_model", "register_model")
 AS_RESOLVED = ("device", "precision", "channels_last")  # 'auto' and null say nothing alone
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from retino.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.comparison import NOT_AN_AXIS, comparison_rows, configurations, one_axis_pairs
+from retino.errors import ConfigError
 from retino.evaluation import headline_metrics, majority_baseline, seed_interval
 from retino.files import atomic_write_text, csv_text
 from retino.metrics import REFERABLE_GRADE
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--parent", help="a sweep's parent run id: report on its children")
     group.add_argument("--runs", nargs="+", help="run ids to report on")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder (./report)")
+    parser.add_argument("--register", metavar="NAME", help="register the best configuration's "
+                        "model (by the validation metric) in the Model Registry as NAME")
     args = parser.parse_args(argv)
     runs = read_runs(run_ids=args.runs, parent_id=args.parent)
     if not runs:
@@ -268,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     name = run_tags(args.parent).get("study", "study") if args.parent else "selection"
     files = write_report(runs, args.out, study_title(name, runs))
     log.info("Wrote %s", ", ".join(str(f) for f in files))
+    if args.register:
+        from retino.registry import register_best
+
+        try:
+            register_best(runs, args.register, args.parent)
+        except ConfigError as err:
+            log.error("%s", err)
+            return 2
     return 0
 
 

@@ -79,6 +79,8 @@ class StudyCallback(Callback):
             folder = Path(config.hydra.sweep.dir).resolve() / "report"
             files = write_report(runs, folder, study_title(study_name(config), runs))
             log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
+            if config.get("register_model"):
+                _register(runs, config.register_model, run_id)
         finally:  # the parent ends even when the report cannot be written
             failed = [run for run in runs if run.status != "FINISHED"]
             end_run(run_id, "FAILED" if failed or not files else "FINISHED", files)
@@ -88,6 +90,17 @@ class StudyCallback(Callback):
                 log.error("FAILED %s (%s): %s", run.name, run.run_id, run.tags.get("error", "?"))
             log.error("%d of %d jobs failed.", len(failed), len(runs))
             sys.exit(1)  # after the report: the finished jobs' results are kept
+
+
+def _register(runs: list, name: str, study: str) -> None:
+    """The study's best configuration into the Model Registry; a failure there is logged and
+    keeps the study's results (register later with python -m retino.report --register)."""
+    from retino.registry import register_best
+
+    try:
+        register_best(runs, name, study)
+    except Exception as err:  # noqa: BLE001 - the study's runs and report stand regardless
+        log.error("Could not register the study's best model as %s: %s", name, err)
 
 
 def _interrupted(err: BaseException) -> bool:

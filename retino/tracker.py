@@ -22,6 +22,8 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: Path) -> None: ...
 
+    def log_model(self, run_dir: Path, example: Path) -> None: ...
+
 
 class NullTracker:
     """Records nothing: for fit() called from code or tests without MLflow."""
@@ -39,4 +41,7 @@ class NullTracker:
         return set()
 
     def log_artifact(self, path: Path) -> None:
+        pass
+
+    def log_model(self, run_dir: Path, example: Path) -> None:
         pass

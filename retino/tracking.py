@@ -70,6 +70,12 @@ class MlflowTracker:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_model(self, run_dir: Path, example: Path) -> None:
+        """The finished run as an MLflow model at runs:/<id>/model (retino/served.py)."""
+        from retino.served import MODEL_DIR, save_grader
+
+        self.client.log_artifacts(self.run_id, str(save_grader(run_dir, example)), MODEL_DIR)
+
     def logged_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
 

@@ -16,7 +16,7 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 # A run small enough for a CPU test: a few tiny images, one epoch.
 TINY = ["data.train_size=20", "data.test_size=10", "data.image_size=64", "resolution=64px",
-        "epochs=1", "batch_size=8", "cam_per_grade=0", "bootstrap_rounds=50"]
+        "epochs=1", "batch_size=8", "cam_per_grade=0", "bootstrap_rounds=50", "log_model=false"]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -72,7 +72,8 @@ def trained_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
-        cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2"])
+        cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2",
+                              "log_model=true"])
         run_job(cfg, JobContext(output_dir=root / "run"))
     run_id = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id

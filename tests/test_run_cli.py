@@ -45,7 +45,7 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     fill_hub_cache("resnet18")
     fill_hub_cache("resnet50")
     args = ["-m", "model=resnet18,resnet50", "pretrained=true,false", *TINY,
-            f"data.root={tmp_path / 'demo'}"]
+            f"data.root={tmp_path / 'demo'}", "log_model=true", "register_model=dr-grader"]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, all_runs = experiment_runs()
@@ -70,7 +70,7 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
                 "model_state.pt", "history.csv", "predictions_test.csv", "predictions_val.csv",
-                "roc_referable.png"} <= artifacts
+                "roc_referable.png", "model"} <= artifacts  # model: the MLflow model
         metrics = run.data.metrics  # one epoch: the selected one, evaluated again from its files
         assert metrics["selected_epoch"] == 1
         assert metrics["test_acc_selected"] == metrics["test_acc"]
@@ -88,6 +88,11 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     pairs = (written / "comparisons.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[0] for row in pairs) == [
         "model.name: resnet18 → resnet50"] * 2 + ["pretrained: False → True"] * 2
+    # The study registered its best configuration, chosen on validation, linked to both.
+    (version,) = client.search_model_versions("name='dr-grader'")
+    assert version.run_id in {r.info.run_id for r in runs}
+    assert version.tags["study"] == parent.info.run_id
+    assert version.tags["selected_by"] == "selection_score"
     # ... and the same report, computed from the predictions files, rebuilt from the store.
     assert report_main(["--parent", parent.info.run_id, "--out", str(tmp_path / "again")]) == 0
     for name in ("results.md", "results.csv", "comparisons.csv"):

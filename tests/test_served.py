@@ -1,0 +1,94 @@
+"""The trained run as an MLflow model: loaded with mlflow.pyfunc and served over HTTP by
+`mlflow models serve`, it grades raw photographs as retino.predict does."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from retino.evaluation import PROBABILITY_COLUMNS
+from retino.predict import grade, load_trained_run
+from retino.served import encode_image
+
+
+def raw_photographs(source, count=4):
+    return sorted((source / "train").glob("*.jpeg"))[:count]
+
+
+def test_pyfunc_model_grades_like_retino_predict(trained_run, monkeypatch):
+    _, run_id, uri, source, _ = trained_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # read by mlflow for runs:/ addresses
+    photos = raw_photographs(source)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    inputs = pd.DataFrame({"image": [encode_image(p) for p in photos] + ["not base64!"]})
+    answers = model.predict(inputs)
+    expected = grade(load_trained_run(run_id), photos, torch_cpu())
+    np.testing.assert_allclose(answers[PROBABILITY_COLUMNS][:4], expected[PROBABILITY_COLUMNS],
+                               atol=1e-6)
+    assert answers["predicted"][:4].tolist() == expected["predicted"].tolist()
+    assert answers["referable"][:4].tolist() == expected["referable"].tolist()
+    assert answers["error"][4] and pd.isna(answers["predicted"][4])  # listed, not fatal
+    signature = model.metadata.get_input_schema().input_names()
+    assert signature == ["image"]
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_same_grades(trained_run, tmp_path, monkeypatch):
+    _, run_id, uri, source, _ = trained_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    photos = raw_photographs(source, 3)
+    port = free_port()
+    env = dict(os.environ)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[encode_image(p)] for p in photos]}})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answers = pd.DataFrame(json.load(response)["predictions"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    expected = grade(load_trained_run(run_id), photos, torch_cpu())
+    assert answers["predicted"].tolist() == expected["predicted"].tolist()
+    np.testing.assert_allclose(answers[PROBABILITY_COLUMNS], expected[PROBABILITY_COLUMNS],
+                               atol=1e-6)
+
+
+def wait_until_up(url, process, log, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mlflow models serve exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow models serve did not start: {log.read_text()[-3000:]}")
