@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from retino.data.layout import IMAGE_SUFFIX, SPLITS, write_split_csvs
 from retino.data.preprocess import METHODS, BadImage, encode_jpeg, prepare_image
-from retino.data.sources import default_image_dir, read_source, unlabelled_images
+from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 from retino.errors import DataError
 from retino.files import atomic_write_bytes, atomic_write_text, csv_text
 from retino.locks import try_lock
@@ -64,10 +64,9 @@ def cache_dir(out_root: Path, method: str, size: int) -> Path:
     return Path(out_root) / f"{method}-{size}px"
 
 
-def make_jobs(splits: dict[str, list[tuple[str, int]]], image_dir: Path, out: Path) -> list[Job]:
-    return [Job(split, name, grade, image_dir / f"{name}{IMAGE_SUFFIX}",
-                out / "images" / f"{name}{IMAGE_SUFFIX}")
-            for split, rows in splits.items() for name, grade in rows]
+def make_jobs(source: Source, out: Path) -> list[Job]:
+    return [Job(split, name, grade, source.files[name], out / "images" / f"{name}{IMAGE_SUFFIX}")
+            for split, rows in source.splits.items() for name, grade in rows]
 
 
 def _write_jpeg(path: Path, image) -> None:
@@ -205,30 +204,28 @@ def _sole_writer(out: Path) -> Iterator[None]:
 
 
 def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
-                  force: bool = False, seed: int = 0, image_dir: Path | None = None) -> dict:
+                  force: bool = False, seed: int = 0, image_dir: Path | None = None,
+                  fmt: str = "auto", split: str = "patient") -> dict:
     """Build (or finish) the cache of one method and size; returns the manifest."""
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
-    splits, rejected, how = read_source(source, seed)
-    images = Path(image_dir) if image_dir else default_image_dir(source)
-    if not images.is_dir():
-        raise DataError(f"Image folder {images} not found: pass --images /path/to/jpegs.")
-    ignored = unlabelled_images(images, splits, rejected)
+    found = read_source(source, seed, fmt, split, image_dir)
+    ignored = unlabelled_images(found)
     out = cache_dir(out_root, method, size)
-    manifest = {"source": str(source), "method": method, "size": size, "split": how,
-                "split_seed": seed if how.startswith("by patient") else None,
-                "split_digest": split_digest(splits)}
+    manifest = {"source": str(source), "format": found.format, "method": method, "size": size,
+                "split": found.how, "split_seed": seed if found.how.startswith("by ") else None,
+                "split_digest": split_digest(found.splits)}
     started = time.perf_counter()
     with _sole_writer(out):
         _check_same_cache(out, manifest, force)
         (out / "images").mkdir(parents=True, exist_ok=True)
         _clear_leftovers(out / "images")
         notes = {} if force else _previous_notes(out)
-        outcomes = _carry_notes(run_jobs(make_jobs(splits, images, out), size, method, force,
-                                         workers), notes)
+        outcomes = _carry_notes(run_jobs(make_jobs(found, out), size, method, force, workers),
+                                notes)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        counts = write_index(out, outcomes, rejected, manifest, ignored)
+        counts = write_index(out, outcomes, found.rejected, manifest, ignored)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
@@ -241,8 +238,8 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retino.data.prepare",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="folder with trainLabels.csv + train/, or the "
-                                                  "lab's four CSVs + images/")
+    parser.add_argument("source", type=Path, help="folder with trainLabels.csv + train/, the "
+                        "lab's four CSVs + images/, or an APTOS, Messidor-2 or IDRiD download")
     parser.add_argument("out", type=Path,
                         help="cache root; the cache goes to OUT/<method>-<size>px")
     parser.add_argument("--method", choices=sorted(METHODS), default="center_crop")
@@ -252,6 +249,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=Path, default=None,
                         help="image folder (default: SOURCE/train or SOURCE/images)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="the source's layout (default: detected from its files)")
+    parser.add_argument("--split", choices=SPLIT_MODES, default="patient",
+                        help="patient: train/test by patient (a set's own split where it has "
+                        "one); none: every image a test image, for external validation")
     parser.add_argument("--force", action="store_true", help="rebuild images already prepared")
     args = parser.parse_args(argv)
     if args.size < 32 or args.workers < 1:
@@ -264,12 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
-                                 args.force, args.seed, args.images)
+                                 args.force, args.seed, args.images, args.format, args.split)
     except (DataError, OSError, ValueError) as err:  # unreadable source, bad CSV, no permission
         log.error("%s", err)
         return 2
     counts = manifest["counts"]
-    if counts["train"] == 0 or counts["test"] == 0:
+    if (counts["train"] == 0 and args.split != "none") or counts["test"] == 0:
         log.error("No usable %s images: see %s.", "train" if counts["train"] == 0 else "test",
                   Path(cache_dir(args.out, args.method, args.size)) / REPORT)
         return 2

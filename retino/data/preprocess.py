@@ -45,7 +45,8 @@ def inspect_image(path: Path) -> tuple[int, int, str | None]:
     kind = "16-bit" if fmt == "PNG" and _png_bit_depth(path) == 16 else _NOTE_MODES.get(mode)
     if kind:
         return width, height, f"{kind} {fmt} image converted to 8-bit colour"
-    return width, height, None if fmt == "JPEG" else f"{fmt} data in a JPEG-named file, converted"
+    misnamed = fmt != "JPEG" and path.suffix.lower() in (".jpeg", ".jpg")
+    return width, height, f"{fmt} data in a JPEG-named file, converted" if misnamed else None
 
 
 def _png_bit_depth(path: Path) -> int:

@@ -1,13 +1,41 @@
-"""Where the images to prepare come from: Kaggle's trainLabels.csv (split here, by patient) or
-the lab's four CSVs (used as they are), with every unusable row kept for the report."""
+"""Where the images to prepare come from, and which split each goes to, with every unusable row
+kept for the report. Formats (auto-detected from the folder, or named with --format):
+
+- kaggle: Kaggle/EyePACS's trainLabels.csv and train/ (split here, by patient);
+- lab: the lab's four CSVs and images/ (their split, used as it is);
+- aptos, messidor2, idrid: the public sets of retino/data/public_sets.py.
+
+Split modes: patient (stratified by grade; by image where names carry no patient; a set's own
+split where it has one) or none (every image a test image: a set for external validation).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, read_lines
-from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_reason
+from retino.data.public_sets import (
+    IMAGE_SUFFIXES,
+    Labelled,
+    detect_public_set,
+    read_public_set,
+)
+from retino.data.split import patient_of, read_kaggle_labels, split_by_patient, unsafe_name_reason
 from retino.errors import DataError
+
+FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
+SPLIT_MODES = ("patient", "none")
+
+
+@dataclass
+class Source:
+    format: str
+    splits: dict[str, list[tuple[str, int]]]  # split -> (name, grade)
+    rejected: list[tuple[str, str, str]]  # (split, name, reason)
+    how: str  # how the split was made, for the manifest
+    files: dict[str, Path]  # name -> the file to prepare
+    image_dirs: list[Path]  # where images no row names are looked for (and reported)
 
 
 def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], list]:
@@ -28,23 +56,76 @@ def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], li
     return rows, rejected
 
 
-def read_source(source: Path, seed: int) -> tuple[dict[str, list[tuple[str, int]]], list, str]:
-    """Images per split, rejected rows (split, name, reason), and how the split was made."""
+def detect_format(source: Path) -> str:
     if all(p.is_file() for split in SPLITS for p in csv_paths(source, split)):
-        splits, rejected = {}, []
-        for split in SPLITS:
-            splits[split], bad = _read_lab_split(source, split)
-            rejected += bad
-        return _drop_repeats(splits, rejected), rejected, "lab CSVs, used as they are"
-    labels_csv = source / "trainLabels.csv"
-    if not labels_csv.is_file():
-        raise DataError(f"{source} has neither trainLabels.csv (Kaggle) nor train_img.csv, "
-                        "train_label.csv, test_img.csv, test_label.csv (the lab's layout).")
-    labelled = read_kaggle_labels(labels_csv)
-    train, test = split_by_patient(labelled.names, labelled.grades, seed=seed)
-    pick = lambda idx: [(labelled.names[i], labelled.grades[i]) for i in idx]  # noqa: E731
-    rejected = [("train", name, reason) for name, reason in labelled.rejected]
-    return {"train": pick(train), "test": pick(test)}, rejected, f"by patient, seed {seed}"
+        return "lab"
+    if (source / "trainLabels.csv").is_file():
+        return "kaggle"
+    found = detect_public_set(source)
+    if found is None:
+        raise DataError(f"{source} matches no known layout: Kaggle's trainLabels.csv, the lab's "
+                        "four CSVs (train_img.csv, train_label.csv, test_img.csv, "
+                        "test_label.csv), APTOS 2019's train.csv, a Messidor-2 CSV with "
+                        "adjudicated grades, or IDRiD's disease-grading CSVs. Name one with "
+                        f"--format ({', '.join(FORMATS[1:])}).")
+    return found
+
+
+def _split(names: list[str], grades: list[int], official: dict[str, str] | None, mode: str,
+           seed: int, fmt: str) -> tuple[dict[str, list[tuple[str, int]]], str]:
+    rows = list(zip(names, grades, strict=True))
+    if mode == "none":
+        return {"train": [], "test": rows}, "none: every image is a test image"
+    if official is not None:
+        return ({split: [r for r in rows if official[r[0]] == split] for split in SPLITS},
+                "lab CSVs, used as they are" if fmt == "lab"
+                else f"{fmt}'s own training and testing split, used as it is")
+    train, test = split_by_patient(names, grades, seed=seed)
+    unit = "patient" if any(patient_of(n) != n for n in names) else \
+        "image (the names carry no patient)"
+    return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]},
+            f"by {unit}, seed {seed}")
+
+
+def _lab_or_kaggle(source: Path, fmt: str, image_dir: Path) -> Labelled:
+    out = Labelled()
+    if fmt == "kaggle":
+        labelled = read_kaggle_labels(source / "trainLabels.csv")
+        out.rows = [(n, g, image_dir / f"{n}{IMAGE_SUFFIX}")
+                    for n, g in zip(labelled.names, labelled.grades, strict=True)]
+        out.rejected = labelled.rejected
+        return out
+    splits, rejected = {}, []
+    for split in SPLITS:
+        splits[split], bad = _read_lab_split(source, split)
+        rejected += bad
+    splits = _drop_repeats(splits, rejected)
+    out.rows = [(n, g, image_dir / f"{n}{IMAGE_SUFFIX}") for split in SPLITS
+                for n, g in splits[split]]
+    out.official = {n: split for split in SPLITS for n, _ in splits[split]}
+    out.rejected = [(name, reason) for _, name, reason in rejected]
+    out.rejected_in = {name: split for split, name, _ in rejected}
+    return out
+
+
+def read_source(source: Path, seed: int, fmt: str = "auto", split: str = "patient",
+                image_dir: Path | None = None) -> Source:
+    """The images of source in the given (or detected) format, split as asked."""
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    if fmt in ("kaggle", "lab"):
+        images = Path(image_dir) if image_dir else default_image_dir(source)
+        if not images.is_dir():
+            raise DataError(f"Image folder {images} not found: pass --images /path/to/jpegs.")
+        labelled, dirs = _lab_or_kaggle(source, fmt, images), [images]
+    else:
+        labelled = read_public_set(Path(image_dir) if image_dir else source, fmt)
+        dirs = sorted({path.parent for _, _, path in labelled.rows})
+    names, grades = [r[0] for r in labelled.rows], [r[1] for r in labelled.rows]
+    splits, how = _split(names, grades, labelled.official, split, seed, fmt)
+    default = "test" if split == "none" else "train"
+    rejected = [(labelled.rejected_in.get(name, default), name, reason)
+                for name, reason in labelled.rejected]
+    return Source(fmt, splits, rejected, how, {n: p for n, _, p in labelled.rows}, dirs)
 
 
 def _drop_repeats(splits: dict[str, list[tuple[str, int]]], rejected: list) -> dict:
@@ -62,13 +143,15 @@ def _drop_repeats(splits: dict[str, list[tuple[str, int]]], rejected: list) -> d
     return kept
 
 
-def unlabelled_images(image_dir: Path, splits: dict[str, list[tuple[str, int]]],
-                rejected: list) -> list[tuple[str, str]]:
-    """Images in the folder that no usable CSV row names: reported as ignored, not prepared."""
-    listed = {name for rows in splits.values() for name, _ in rows}
-    listed |= {name for _, name, _ in rejected}
+def unlabelled_images(source: Source) -> list[tuple[str, str]]:
+    """Images in the source's folders that no usable row names: reported as ignored."""
+    listed = {path.resolve() for path in source.files.values()}
+    rejected = {name for _, name, _ in source.rejected}
+    suffixes = {IMAGE_SUFFIX} if source.format in ("kaggle", "lab") else IMAGE_SUFFIXES
     return [(path.stem, "no label row for this image")
-            for path in sorted(image_dir.glob(f"*{IMAGE_SUFFIX}")) if path.stem not in listed]
+            for folder in source.image_dirs for path in sorted(folder.iterdir())
+            if path.suffix.lower() in suffixes and path.resolve() not in listed
+            and path.stem not in rejected]
 
 
 def default_image_dir(source: Path) -> Path:

@@ -1,0 +1,172 @@
+"""Public DR datasets besides Kaggle/EyePACS, read as they are downloaded:
+
+- APTOS 2019 Blindness Detection: train.csv (id_code, diagnosis) and train_images/<id>.png;
+- Messidor-2 with its adjudicated grades: a CSV (image_id, adjudicated_dr_grade, adjudicated_dme,
+  adjudicated_gradable) and its image folder; ungradable images are excluded and reported;
+- IDRiD disease grading: its label CSVs (Image name, Retinopathy grade, ...), whose training and
+  testing files give the set's own split, and the .jpg images.
+
+Each reader gives (name, grade, file) rows, the rows it could not use with the reason, and the
+set's own split where it has one. Images are found by file name anywhere under the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retino.data.split import unsafe_name_reason
+from retino.errors import DataError
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass
+class Labelled:
+    rows: list[tuple[str, int, Path]] = field(default_factory=list)  # name, grade, file
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # name, reason
+    official: dict[str, str] | None = None  # name -> "train" | "test": the set's own split
+    names: set[str] = field(default_factory=set)  # of rows, to find repeats
+    rejected_in: dict[str, str] = field(default_factory=dict)  # name -> split, where known
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """A CSV's rows with lower-case, stripped column names and stripped values."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a UTF-8 CSV file ({err}).") from err
+    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            for row in rows]
+
+
+def csv_header(path: Path) -> set[str]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as f:
+            return {cell.strip().lower() for cell in next(csv.reader(f), [])}
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return set()
+
+
+def image_files(folder: Path) -> dict[str, list[Path]]:
+    """Every image file under folder, by lower-case name and by lower-case stem (a name may
+    occur in several subfolders: IDRiD numbers its training and testing images alike)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            for key in {path.name.lower(), path.stem.lower()}:
+                found.setdefault(key, []).append(path)
+    return found
+
+
+def _find(files: dict[str, list[Path]], image: str, root: Path, within: str = "") -> Path | None:
+    """The file called image (with or without its suffix), in a folder whose path under root
+    holds `within` where several match."""
+    candidates = files.get(image.lower()) or files.get(Path(image).stem.lower()) or []
+    preferred = [p for p in candidates if within in str(p.parent.relative_to(root)).lower()]
+    return (preferred or candidates or [None])[0]
+
+
+def parse_grade(value: str) -> int | None:
+    """'2' or '2.0' -> 2; None for anything that is not a grade 0-4."""
+    try:
+        grade = float(value)
+    except ValueError:
+        return None
+    return int(grade) if grade.is_integer() and 0 <= grade <= 4 else None
+
+
+def _add(out: Labelled, name: str, grade_text: str, path: Path | None,
+         split: str | None = None) -> None:
+    """One labelled row, or its reason for being left out."""
+    grade = parse_grade(grade_text)
+    reason = unsafe_name_reason(name)
+    if reason is None and grade is None:
+        reason = f"label {grade_text!r} is not a grade 0-4"
+    if reason is None and path is None:
+        reason = "file not found: no image of that name under the folder"
+    if reason is None and name in out.names:
+        reason = "listed more than once (the first row is used)"
+    if reason:
+        out.rejected.append((name, reason))
+        return
+    out.rows.append((name, grade, path))
+    out.names.add(name)
+    if split is not None:
+        out.official = (out.official or {}) | {name: split}
+
+
+def _stem(image: str) -> str:
+    return Path(image).stem if Path(image).suffix.lower() in IMAGE_SUFFIXES else image
+
+
+def read_aptos(source: Path) -> Labelled:
+    out, files = Labelled(), image_files(source)
+    for row in csv_rows(source / "train.csv"):
+        image = row.get("id_code", "")
+        _add(out, image, row.get("diagnosis", ""), _find(files, image, source, "train"))
+    return out
+
+
+def read_messidor2(source: Path, labels: Path) -> Labelled:
+    out, files = Labelled(), image_files(source)
+    for row in csv_rows(labels):
+        image = row.get("image_id", "")
+        if row.get("adjudicated_gradable", "1") not in ("1", "1.0"):
+            out.rejected.append((_stem(image), "ungradable (adjudicated_gradable = 0): "
+                                                   "no adjudicated grade"))
+            continue
+        _add(out, _stem(image), row.get("adjudicated_dr_grade", ""), _find(files, image, source))
+    return out
+
+
+def read_idrid(source: Path, label_files: list[Path]) -> Labelled:
+    """Its training and testing label files make its own split (a file named neither is
+    training). Both sets number their images from IDRiD_001, so a testing image's name in the
+    cache is test-<its name>, and it is looked for in a folder named for testing."""
+    out, files = Labelled(), image_files(source)
+    for labels in label_files:
+        split = "test" if "test" in labels.name.lower() else "train"
+        for row in csv_rows(labels):
+            image = row.get("image name", "")
+            name = f"test-{_stem(image)}" if split == "test" else _stem(image)
+            _add(out, name, row.get("retinopathy grade", ""), _find(files, image, source, split),
+                 split)
+    return out
+
+
+def find_csvs(source: Path, columns: set[str]) -> list[Path]:
+    """CSV files under source (two levels at most: the sets' own layouts) with these columns."""
+    candidates = [*source.glob("*.csv"), *source.glob("*/*.csv"), *source.glob("*/*/*.csv")]
+    return sorted(p for p in candidates if columns <= csv_header(p))
+
+
+MESSIDOR2_COLUMNS = {"image_id", "adjudicated_dr_grade", "adjudicated_gradable"}
+IDRID_COLUMNS = {"image name", "retinopathy grade"}
+
+
+def detect_public_set(source: Path) -> str | None:
+    """'aptos', 'messidor2', 'idrid' or None, from the files in source."""
+    if {"id_code", "diagnosis"} <= csv_header(source / "train.csv"):
+        return "aptos"
+    if find_csvs(source, MESSIDOR2_COLUMNS):
+        return "messidor2"
+    if find_csvs(source, IDRID_COLUMNS):
+        return "idrid"
+    return None
+
+
+def read_public_set(source: Path, fmt: str) -> Labelled:
+    if fmt == "aptos":
+        if not (source / "train.csv").is_file():
+            raise DataError(f"{source} has no train.csv: APTOS 2019 keeps its labels there "
+                            "(id_code,diagnosis), with the images in train_images/.")
+        return read_aptos(source)
+    columns = MESSIDOR2_COLUMNS if fmt == "messidor2" else IDRID_COLUMNS
+    found = find_csvs(source, columns)
+    if not found:
+        raise DataError(f"No CSV under {source} has the columns {', '.join(sorted(columns))} "
+                        f"({fmt}'s label file).")
+    return read_messidor2(source, found[0]) if fmt == "messidor2" else read_idrid(source, found)

@@ -1,0 +1,141 @@
+"""APTOS 2019, Messidor-2 and IDRiD prepared from tiny folders in each set's own layout: the
+format is detected, ungradable and unusable rows are reported, and the result is the training
+layout (`data=kaggle data.root=...` reads it); --split none makes a whole set a test set."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from retino.data.layout import read_split_index
+from retino.data.prepare import cache_dir, main, prepare_cache
+from tests.test_prepare import kaggle_frame
+
+SIZE = 48
+
+
+def photo(path, grade, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), kaggle_frame(grade, rng))
+
+
+def write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def make_aptos(root, n=12):
+    rng = np.random.default_rng(1)
+    rows = [(f"{i:04x}a1b2c3", i % 5) for i in range(n)]
+    for name, grade in rows:
+        photo(root / "train_images" / f"{name}.png", grade, rng)
+    photo(root / "test_images" / "ffffunlabelled.png", 0, rng)  # APTOS's unlabelled test set
+    rows.append(("0bad0bad0bad", 2))  # listed, but its file is missing
+    write_csv(root / "train.csv", ("id_code", "diagnosis"), rows)
+    return root
+
+
+def make_messidor2(root, n=10):
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(n):
+        image = f"20051020_{43800 + i}_0100_PP.png" if i % 2 else f"IM{i:06d}.JPG"
+        photo(root / "IMAGES" / image, i % 5, rng)
+        rows.append((image, i % 5, int(i % 3 == 0), 1))
+    rows += [("IM999998.JPG", "", "", 0), ("IM999999.JPG", "", "", 0)]  # ungradable
+    for image, *_ in rows[-2:]:
+        photo(root / "IMAGES" / image, 0, rng)
+    write_csv(root / "messidor_data.csv", ("image_id", "adjudicated_dr_grade",
+                                           "adjudicated_dme", "adjudicated_gradable"), rows)
+    return root
+
+
+def make_idrid(root, n_train=8, n_test=5):
+    rng = np.random.default_rng(3)
+    base = root / "B. Disease Grading"
+    for split, n, folder, labels in (
+            ("train", n_train, "a. Training Set", "a. IDRiD_Disease Grading_Training Labels.csv"),
+            ("test", n_test, "b. Testing Set", "b. IDRiD_Disease Grading_Testing Labels.csv")):
+        rows = []
+        for i in range(1, n + 1):
+            # Both sets start at IDRiD_001; the testing image must come from the testing folder.
+            grade = (i + (2 if split == "test" else 0)) % 5
+            photo(base / "1. Original Images" / folder / f"IDRiD_{i:03d}.jpg", grade, rng)
+            rows.append((f"IDRiD_{i:03d}", grade, 0, ""))
+        write_csv(base / "2. Groundtruths" / labels,
+                  ("Image name", "Retinopathy grade", "Risk of macular edema ", ""), rows)
+    return root
+
+
+def report_rows(out):
+    with (out / "report.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_aptos_is_detected_split_by_image_and_its_missing_file_reported(tmp_path):
+    source = make_aptos(tmp_path / "aptos")
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert manifest["format"] == "aptos"
+    assert manifest["split"].startswith("by image (the names carry no patient)")
+    assert manifest["counts"]["train"] + manifest["counts"]["test"] == 12
+    train = read_split_index(out, out / "images", "train")
+    assert train.paths[0].suffix == ".jpeg" and train.paths[0].is_file()  # PNG in, JPEG out
+    reasons = {row["name"]: row["reason"] for row in report_rows(out)}
+    assert "file not found" in reasons["0bad0bad0bad"]
+
+
+def test_messidor2_excludes_ungradable_images_and_reports_them(tmp_path):
+    source = make_messidor2(tmp_path / "messidor")
+    code = main([str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "1",
+                 "--split", "none"])
+    assert code == 1  # prepared, with images left out (see report.csv)
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "messidor2" and manifest["split"].startswith("none")
+    assert manifest["counts"] == {"train": 0, "test": 10, "skipped": 2, "converted": 0,
+                                  "ignored": 0}
+    test = read_split_index(out, out / "images", "test")
+    grades = dict(zip((p.stem for p in test.paths), test.grades, strict=True))
+    assert grades["20051020_43801_0100_PP"] == 1 and grades["IM000004"] == 4  # adjudicated
+    ungradable = [row for row in report_rows(out) if "ungradable" in row["reason"]]
+    assert sorted(row["name"] for row in ungradable) == ["IM999998", "IM999999"]
+
+
+def test_idrid_keeps_its_own_split_with_same_numbered_images_apart(tmp_path):
+    source = make_idrid(tmp_path / "idrid")
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert manifest["format"] == "idrid" and "own training and testing split" in manifest["split"]
+    train = read_split_index(out, out / "images", "train")
+    test = read_split_index(out, out / "images", "test")
+    assert len(train) == 8 and len(test) == 5
+    assert {p.stem for p in test.paths} == {f"test-IDRiD_{i:03d}" for i in range(1, 6)}
+    # test-IDRiD_001 is the testing photograph (grade 3), not the training one (grade 1).
+    first = dict(zip((p.stem for p in test.paths), test.grades, strict=True))
+    assert first["test-IDRiD_001"] == 3
+    trained_first = cv2.imread(str(out / "images" / "IDRiD_001.jpeg"))
+    tested_first = cv2.imread(str(out / "images" / "test-IDRiD_001.jpeg"))
+    assert np.abs(trained_first.astype(int) - tested_first.astype(int)).mean() > 1
+
+
+def test_an_unknown_layout_names_the_known_ones(tmp_path, caplog):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "labels.csv").write_text("file,score\na,1\n")
+    assert main([str(tmp_path / "photos"), str(tmp_path / "cache"), "--workers", "1"]) == 2
+    assert "APTOS" in caplog.text and "--format" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["aptos", "idrid"])
+def test_a_prepared_public_set_trains_and_evaluates_as_kaggle_data(tmp_path, fmt):
+    from retino.data.loaders import read_index
+    from tests.conftest import compose_config
+
+    source = (make_aptos if fmt == "aptos" else make_idrid)(tmp_path / fmt)
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1, fmt=fmt)
+    root = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    index = read_index(compose_config(["data=kaggle", f"data.root={root}"]).data)
+    assert len(index["train"]) > 0 and len(index["test"]) > 0
