@@ -21,7 +21,7 @@ from retino.config import register_configs
 from retino.job import JobContext, run_job
 from retino.reproduce import REPRODUCE_GROUP, REPRODUCES_ENV, original_run
 from retino.signals import handle_stop_signals
-from retino.sweep import parent_run_id, study_guard
+from retino.sweep import parent_run_id, study_guard, swept_in
 
 register_configs()
 
@@ -39,7 +39,8 @@ def job_context() -> JobContext:
         # a study's reproduction names each job's original run (retino/reproduce.py)
         reproduces=original_run(hydra_cfg.runtime.choices.get(REPRODUCE_GROUP))
         or os.environ.get(REPRODUCES_ENV),
-        jobs_at_once=jobs_at_once(hydra_cfg.launcher) if multirun else 1)
+        jobs_at_once=jobs_at_once(hydra_cfg.launcher) if multirun else 1,
+        swept=swept_in(sweep_dir) if multirun else ())
 
 
 def jobs_at_once(launcher: DictConfig) -> int:

@@ -20,13 +20,7 @@ from omegaconf import DictConfig
 from retino.config import params_to_log, run_name, validate_config
 from retino.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
 from retino.errors import RetinoError, user_message
-from retino.identity import (
-    DataIdentity,
-    code_version,
-    config_hash,
-    data_identity,
-    git_commit,
-)
+from retino.identity import DataIdentity, code_version, config_hash, data_identity, git_commit
 from retino.locks import JOB_LOCK_NAME, JobLock, RunBusyError, exclusive, lock_holder
 
 if TYPE_CHECKING:
@@ -47,6 +41,7 @@ class JobContext:
     parent_run_id: str | None = None  # the study's MLflow run, in a multirun
     reproduces: str | None = None  # the run id this job re-runs (python -m retino.reproduce)
     jobs_at_once: int = 1  # jobs of the sweep running on this machine together (parallel)
+    swept: tuple[str, ...] = ()  # the axes the study sweeps: the run's name shows their values
 
 
 @dataclass(frozen=True)
@@ -128,6 +123,10 @@ def job_gpu(cfg: DictConfig, ctx: JobContext) -> AbstractContextManager[int | No
     return gpu_lease(Path(ctx.sweep_dir) / ".gpu-leases", ctx.job_num, count)
 
 
+def named(cfg: DictConfig) -> dict[str, str]:  # reports group a study's seeds by this name
+    return {"config_name": run_name(cfg)}
+
+
 def invocation_tags(ctx: JobContext, commit: str) -> dict[str, str]:
     """What MLflow records of how a job was started: overrides, commit, folder, study."""
     from retino.tracking import PARENT_TAG
@@ -160,14 +159,18 @@ def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[st
     return tags
 
 
-def _pretraining_runs(cfg: DictConfig, plan: JobPlan) -> RunFactory:
-    """Opens the tracked run of a CIFAR-10 pretraining, when the job needs one."""
-    from retino.tracking import mlflow_run
+def _pretraining_runs(cfg: DictConfig, plan: JobPlan, ctx: JobContext) -> RunFactory:
+    """Opens the tracked run of a CIFAR-10 pretraining, when the job needs one; in a study,
+    nested under the study's run, so that its page shows the pretraining it caused."""
+    from retino.tracking import PARENT_TAG, PRETRAINING, mlflow_run
+
+    tags = {"purpose": PRETRAINING, "git_commit": plan.git_commit,
+            "code_version": plan.identity.code_version}
+    if ctx.parent_run_id:
+        tags[PARENT_TAG] = ctx.parent_run_id
 
     def open_run(name: str, params: dict) -> AbstractContextManager:
-        return mlflow_run(cfg.experiment, name, params, {
-            "purpose": "cifar10 pretraining", "git_commit": plan.git_commit,
-            "code_version": plan.identity.code_version})
+        return mlflow_run(cfg.experiment, name, params, tags)
     return open_run
 
 
@@ -181,8 +184,9 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
     out_dir = Path(resumed.output_dir) if resumed else Path(ctx.output_dir)
     with JobLock(out_dir) as lock:
         tags = resumed_run_tags(resumed, ctx, plan) if resumed else new_run_tags(ctx, plan)
-        with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg) | plan.execution,
-                        tags, resume_run_id=resumed and resumed.run_id,
+        with mlflow_run(cfg.experiment, run_name(cfg, ctx.swept),
+                        params_to_log(cfg) | plan.execution, tags | named(cfg),
+                        resume_run_id=resumed and resumed.run_id,
                         system_metrics=cfg.log_system_metrics) as tracker:
             lock.record(tracker.run_id)
             if resumed is None:
@@ -239,7 +243,8 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
             tracker, out_dir = stack.enter_context(_claimed_run(cfg, ctx, plan, decision))
             if decision.action == NEW:
                 _retire(earlier, decision, tracker.run_id, ctx)
-        result = run_experiment(cfg, out_dir, tracker, run_factory=_pretraining_runs(cfg, plan),
+        result = run_experiment(cfg, out_dir, tracker,
+                                run_factory=_pretraining_runs(cfg, plan, ctx),
                                 resume=decision.action == RESUME, jobs_at_once=ctx.jobs_at_once)
     return result.selected["selection_score"]
 
@@ -249,8 +254,8 @@ def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> No
     config_hash, so it never stands in the way of resuming a real run of that config."""
     from retino.tracking import mlflow_run
 
-    tags = invocation_tags(ctx, git_commit())
-    with mlflow_run(cfg.experiment, run_name(cfg), params_to_log(cfg), tags):
+    tags = invocation_tags(ctx, git_commit()) | named(cfg)
+    with mlflow_run(cfg.experiment, run_name(cfg, ctx.swept), params_to_log(cfg), tags):
         raise err
 
 

@@ -75,8 +75,10 @@ def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
             names = {artifact.path for artifact in client.list_artifacts(run_id)}
             test, val = (_predictions(client, run_id, names, split, Path(tmp))
                          for split in ("test", "val"))
+            # The configuration's name: a study's run name also shows its seed (and axes).
+            name = run.data.tags.get("config_name", run.info.run_name)
             records.append(RunRecord(
-                run_id, run.info.run_name, run.info.status, dict(run.data.params),
-                dict(run.data.tags), history, dict(run.data.metrics),
+                run_id, name, run.info.status, dict(run.data.params), dict(run.data.tags),
+                history, dict(run.data.metrics),
                 _confusion(client, run_id, names, test, Path(tmp)), test, val))
     return records

@@ -50,6 +50,24 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None  # a server or another store decides for itself
 
 
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+# The experiment kind mlflow ui reads to open an experiment in its model-training view (runs
+# table, metrics, artifacts) rather than its GenAI view (traces), which MLflow 3 otherwise picks.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def ui_pages(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where mlflow ui shows a run (or the experiment's runs table, in its model-training view),
+    and how to start it for a local store."""
+    server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
+        else UI_DEFAULT
+    table = f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    page = f"{server}/#/experiments/{experiment_id}/runs/{run_id}" if run_id else table
+    db_path = sqlite_path(tracking_uri)
+    start = f" (start `mlflow ui` in {db_path.parent})" if db_path else ""
+    return f"{page}{start}; all runs: {table}" if run_id else f"{table}{start}"
+
+
 def is_lock_error(err: BaseException) -> bool:
     return "database is locked" in str(err)
 

@@ -24,17 +24,38 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "RETINO_PARENT_RUN_ID"
 PARENT_FILE = ".retino_parent_run"
+SWEPT_FILE = ".retino_swept"  # the study's swept axes, one per line, for its jobs' run names
+
+
+def swept_axes(config: DictConfig) -> list[str]:
+    """The keys (or config groups) a multirun sweeps, in order: from the command line's sweep
+    overrides (model=resnet18,resnet50; lr=range(...)) and the sweep file's sweeper params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
 
 
 def study_name(config: DictConfig) -> str:
-    """The sweep file's name (`-cn comparison`), or 'sweep' for a plain `run.py -m ...`;
-    'reproduction' for a study re-run by python -m retino.reproduce."""
+    """The sweep file's name (`-cn comparison`); for a plain `run.py -m ...` its swept axes
+    (`model×pretrained`), or 'sweep' when none; 'reproduction' for a study re-run by
+    python -m retino.reproduce."""
     from retino.reproduce import REPRODUCES_ENV
 
     if os.environ.get(REPRODUCES_ENV):
         return "reproduction"
     name = config.hydra.job.config_name
-    return "sweep" if name in (None, "config") else str(name)
+    if name not in (None, "config"):
+        return str(name)
+    return "×".join(swept_axes(config)) or "sweep"
+
+
+def swept_in(sweep_dir: str | Path) -> tuple[str, ...]:
+    """The running study's swept axes, as seen from one of its jobs."""
+    marker = Path(sweep_dir) / SWEPT_FILE
+    return tuple(marker.read_text().split()) if marker.is_file() else ()
 
 
 def parent_run_id(sweep_dir: str | Path) -> str | None:
@@ -58,12 +79,13 @@ class StudyCallback(Callback):
         tags = {"study": study_name(config), "command": " ".join(sys.argv),
                 "hydra_overrides": " ".join(config.hydra.overrides.task) or "(none)",
                 "git_commit": git_commit(), "code_version": code_version(),
-                "output_dir": str(sweep_dir)}
+                "output_dir": str(sweep_dir), "swept": " ".join(swept_axes(config))}
         if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
             tags["reproduces"] = os.environ[REPRODUCES_ENV]
         run_id = start_parent_run(config.experiment, study_name(config), tags)
         os.environ[PARENT_ENV] = run_id  # first: from here on, study_guard can end it
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
+        (sweep_dir / SWEPT_FILE).write_text("".join(f"{key}\n" for key in swept_axes(config)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from retino.records import read_runs

@@ -19,10 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 
 from retino.errors import user_message
 from retino.identity import DataIdentity
-from retino.store import RetryingClient, artifact_location, default_tracking_uri, mlflow_client
+from retino.store import (
+    EXPERIMENT_KIND,
+    RetryingClient,
+    artifact_location,
+    default_tracking_uri,
+    mlflow_client,
+    ui_pages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +50,12 @@ class MlflowTracker:
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if EXPERIMENT_KIND[0] not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location(self.tracking_uri))
+            return self.client.create_experiment(name, artifact_location(self.tracking_uri),
+                                                 tags=dict([EXPERIMENT_KIND]))
         except Exception:  # another job created it between our two calls
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -98,11 +109,22 @@ class MlflowTracker:
                               **{f"{split}_images": n for split, n in data.sizes.items()}})
         dataset = Dataset(name=data.root.name, digest=data.digest, source_type="local",
                           source=source, profile=profile)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
-            dataset, tags=[InputTag("mlflow.data.context", "train and test")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train and test")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as err:
+                # Parallel jobs on one dataset: MLflow's store creates it in two steps (look
+                # up, insert), so another job may have inserted it in between. Then it exists.
+                if "UNIQUE constraint failed: datasets" not in str(err) or attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s %s. In mlflow ui: %s", self.run_id, status,
+                 ui_pages(self.tracking_uri, self.experiment_id, self.run_id))
 
 
 def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
@@ -169,6 +191,7 @@ def _end(tracker: MlflowTracker, monitor, status: str) -> None:
 # --- Studies: a sweep is a parent run; each of its jobs is a child run ---------------------------
 
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
+PRETRAINING = "cifar10 pretraining"  # purpose tag of a CIFAR-10 pretraining run
 
 
 @dataclass
@@ -214,8 +237,9 @@ def study_runs(client: RetryingClient, parent_id: str) -> list[Run]:
     for query in (f"tags.`{PARENT_TAG}` = '{parent_id}'",
                   f"tags.`{STUDY_MEMBER_PREFIX}{parent_id}` = 'true'"):
         for run in client.search_runs([experiment_id], query, max_results=10_000):
-            if "superseded_by" not in run.data.tags:
-                found[run.info.run_id] = run
+            tags = run.data.tags
+            if "superseded_by" not in tags and tags.get("purpose") != PRETRAINING:
+                found[run.info.run_id] = run  # a nested pretraining run is not a job's
     return sorted(found.values(), key=lambda run: run.info.start_time)
 
 
@@ -237,10 +261,14 @@ def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str
 
 
 def end_run(run_id: str, status: str, artifacts: list[Path] = ()) -> None:
+    """End a study's parent run with its report, and say where mlflow ui shows it."""
     client = mlflow_client()
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    log.info("Study %s %s. In mlflow ui: %s", run_id, status,
+             ui_pages(default_tracking_uri(), experiment_id, run_id))
 
 
 def run_tags(run_id: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
@@ -180,3 +181,20 @@ def test_auto_device_says_loudly_when_a_gpu_is_there_but_unusable(monkeypatch, c
     assert retino.devices.resolve_device("auto").type == "cpu"
     assert "has an NVIDIA GPU, but PyTorch" in caplog.text and "device=cuda" in caplog.text
     retino.devices._warn_unusable_gpu.cache_clear()
+
+
+def test_a_studys_swept_axes_come_from_its_command_and_its_sweep_file():
+    from retino.sweep import swept_axes
+
+    hydra = {"overrides": {"task": ["model=resnet18,resnet50", "epochs=1", "lr=range(1,3)",
+                                    "+preset=smoke"]},
+             "sweeper": {"params": {"seed": "0,1,2", "pretrained": "true"}}}
+    # pretrained has one value there: fixed, not swept.
+    assert swept_axes(OmegaConf.create({"hydra": hydra})) == ["model", "lr", "seed"]
+
+
+def test_a_run_name_shows_the_axes_its_study_sweeps_beyond_its_base_name():
+    cfg = compose_config(["model=resnet50", "pretrained=true", "lr=0.01", "augmentation=strong"])
+    assert run_name(cfg) == "resnet50-pretrained-64px"
+    assert run_name(cfg, ["model", "seed", "lr", "augmentation"]) == \
+        "resnet50-pretrained-64px seed=0 lr=0.01 augmentation=strong"

@@ -76,7 +76,9 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
         assert metrics["test_acc_selected"] == metrics["test_acc"]
         assert "val_qwk" in run.data.metrics and "test_qwk_selected" in run.data.metrics
     # The sweep is a study: a parent run with the command and the report of its four children.
-    assert parent.info.status == "FINISHED" and parent.data.tags["study"] == "sweep"
+    # An ad-hoc multirun's study is named after the axes it sweeps.
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "model×pretrained"
+    assert parent.data.tags["study"] == "model×pretrained"
     assert "pretrained=true,false" in parent.data.tags["command"]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.md", "results.csv", "comparisons.csv", "comparison.png",

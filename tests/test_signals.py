@@ -50,3 +50,35 @@ def test_a_signal_landing_in_a_garbage_collection_callback_is_delivered_again(la
         assert stopped == 144 and len(calls) == 1 and calls[0] != "__del__"
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def in_a_store_transaction(handler):
+    """Code that runs as SQLAlchemy's own (the filename is what the handler sees)."""
+    namespace = {}
+    exec(compile("def commit(handler, signal, sys):\n"
+                 "    handler(signal.SIGUSR2, sys._getframe())\n",
+                 "/site-packages/sqlalchemy/orm/session.py", "exec"), namespace)
+    namespace["commit"](handler, signal, sys)
+
+
+def test_a_signal_landing_in_a_store_transaction_waits_until_it_is_over():
+    """Raised mid-commit, the stop would leave that connection holding SQLite's write lock while
+    the run's error handling writes through another: every job of the store would wait for ever
+    (seen when SIGUSR2 preempted two submitit jobs as they logged their epoch)."""
+    calls = []
+
+    def requeue(signum, frame):
+        calls.append(frame.f_code.co_filename)
+        raise SystemExit(144)
+
+    handler = redelivered(requeue)
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        in_a_store_transaction(handler)  # returns: the transaction completes
+        assert calls == []
+        with pytest.raises(SystemExit):
+            for _ in range(100):
+                time.sleep(0.01)
+        assert len(calls) == 1 and "sqlalchemy" not in calls[0]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -18,6 +18,28 @@ def test_default_store_is_sqlite_in_project_root_with_artifacts_beside_it(monkey
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("exp")
     assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    # mlflow ui opens it in its model-training view (runs table), not the GenAI one (traces).
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_run_ends_by_saying_where_mlflow_ui_shows_it(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO), mlflow_run("exp", "a-run", {}, {}) as tracker:
+        pass
+    experiment = MlflowClient().get_experiment_by_name("exp").experiment_id
+    assert (f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{tracker.run_id}"
+            in caplog.text)
+    assert f"/#/experiments/{experiment}/runs?workflowType=machine_learning" in caplog.text
+    assert "start `mlflow ui` in" in caplog.text  # a local store: from its folder
+
+
+def test_ui_pages_of_a_tracking_server_are_on_that_server():
+    from retino.store import ui_pages
+
+    text = ui_pages("http://mlflow.lab:5000/", "7", "abc")
+    assert text == ("http://mlflow.lab:5000/#/experiments/7/runs/abc; all runs: "
+                    "http://mlflow.lab:5000/#/experiments/7/runs?workflowType=machine_learning")
 
 
 def test_run_ends_finished_failed_or_killed_never_running():
@@ -59,3 +81,30 @@ def test_system_metrics_are_sampled_into_the_run_when_asked(monkeypatch):
     with mlflow_run("exp", "unwatched", {}, {}) as tracker:
         pass
     assert MlflowClient().get_run(tracker.run_id).data.metrics == {}
+
+
+def test_a_dataset_another_job_logged_at_the_same_moment_is_linked_not_an_error(tmp_path):
+    """Parallel jobs on one dataset (seen with four jobs on a tracking server): the store looks
+    the dataset up, another job inserts it, the insert fails on its unique key. It exists then:
+    the second attempt links it."""
+    from mlflow.exceptions import MlflowException
+
+    from retino.identity import DataIdentity
+    from retino.tracking import MlflowTracker
+
+    tracker = MlflowTracker("exp")
+    tracker.start("job", {})
+    real, calls = tracker.client.log_inputs, []
+
+    def racing(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:
+            real(run_id, datasets=datasets)  # the other job's insert, in effect
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                  "datasets.experiment_id, datasets.name, datasets.digest")
+        return real(run_id, datasets=datasets)
+
+    tracker.client.log_inputs = racing
+    tracker.log_dataset(DataIdentity("abc123", tmp_path, {"train": 2, "test": 1}, {}))
+    run = MlflowClient().get_run(tracker.run_id)
+    assert len(calls) == 2 and run.inputs.dataset_inputs[0].dataset.digest == "abc123"
