@@ -111,16 +111,18 @@ class Config:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    pretrained: bool = False
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    deterministic: bool = False
-    imbalance: str = "none"
-    experiment: str = "retino"
-    resume: bool = True  # skip a config already FINISHED; continue an interrupted one
+    pretrained: bool = False  # start from pretrain.source's weights (imagenet, cifar10)
+    epochs: int = 10  # passes over the training images
+    batch_size: int = 32  # images per training step
+    lr: float = 1e-3  # the optimizer's learning rate
+    seed: int = 0  # weights, order and augmentation of training (the data has its own)
+    device: str = "auto"  # auto (a CUDA GPU when usable, else the CPU), cpu, cuda
+    deterministic: bool = False  # deterministic kernels (slower), for exact reproduction
+    imbalance: str = "none"  # none, weighted_loss (by grade frequency), balanced_sampler
+    experiment: str = "retino"  # the MLflow experiment the run goes to
+    # Continue an interrupted run of this config, code and data from its last.pt; in a study,
+    # skip one that FINISHED; false: always a new run.
+    resume: bool = True
     cam_per_grade: int = 1  # test images per grade in class_activation_maps.png (0: none)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16
     channels_last: Optional[bool] = None  # null: on for CUDA only
@@ -138,10 +140,16 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema (`retino_schema`) and the launcher presets' sizing resolvers."""
+    """Register the schema (`retino_schema`), the --help page written from it, and the launcher
+    presets' sizing resolvers."""
     from retino.devices import gpus_per_local_job, parallel_jobs
+    from retino.help import help_text
 
-    ConfigStore.instance().store(name="retino_schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="retino_schema", node=Config)
+    store.store(group="hydra/help", name="retino_help",  # python run.py --help
+                node={"app_name": "retino", "header": "", "footer": "",
+                      "template": help_text(Config)})
     for name, resolver in (("retino_parallel_jobs", parallel_jobs),
                            ("retino_gpus_per_local_job", gpus_per_local_job)):
         if not OmegaConf.has_resolver(name):

@@ -198,3 +198,23 @@ def test_a_run_name_shows_the_axes_its_study_sweeps_beyond_its_base_name():
     assert run_name(cfg) == "resnet50-pretrained-64px"
     assert run_name(cfg, ["model", "seed", "lr", "augmentation"]) == \
         "resnet50-pretrained-64px seed=0 lr=0.01 augmentation=strong"
+
+
+def test_help_lists_every_group_option_and_key_with_its_meaning():
+    """Written from the schema and the YAML files: a new key without a comment, or a new
+    option without a first comment line, fails here instead of reaching users unexplained."""
+    from hydra import compose, initialize_config_dir
+
+    from retino.config import Config
+    from retino.help import group_options, help_text, top_level_keys
+
+    for group, options in group_options().items():
+        assert options and all(doc for _, doc in options), group
+    keys = top_level_keys(Config)
+    assert all(doc for *_, doc in keys), [key for key, *_, doc in keys if not doc]
+    text = help_text(Config)
+    assert "resnet50" in text and "+preset:" in text and "smoke" in text
+    assert "selection_metric (str, default val_qwk): The epoch a run keeps" in text
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        composed = compose(config_name="config", return_hydra_config=True)
+    assert composed.hydra.help.template == text  # what `python run.py --help` prints
