@@ -9,6 +9,7 @@ lifecycle (validate, decide skip / resume / new, MLflow run, experiment, error p
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -52,10 +53,19 @@ def jobs_at_once(launcher: DictConfig) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
+class TrialFailed(RuntimeError):
+    """A search trial without a score: its run failed (the error is in its MLflow run)."""
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     handle_stop_signals()  # again here: a launcher's worker process runs jobs too
-    return run_job(cfg, job_context())
+    score = run_job(cfg, job_context())
+    if math.isnan(score) and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        # Optuna records a raised trial as failed and searches on; a nan it cannot take.
+        raise TrialFailed("This trial has no validation score (its run failed); the search "
+                          "goes on.")
+    return score
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from retino.config import PRECISIONS  # noqa: E402
 from retino.data.demo import ensure_demo_dataset  # noqa: E402
 from retino.data.loaders import (  # noqa: E402
     DEFAULT_DEMO_CACHE,
@@ -53,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--demo-root", type=Path, default=DEFAULT_DEMO_CACHE)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="auto", help="DataLoader workers, or auto")
     parser.add_argument("--augmentation", default="flip", help="a name in conf/augmentation/ "

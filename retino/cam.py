@@ -13,13 +13,14 @@ from torch.nn import functional
 
 from retino.data.dataset import RetinopathyLoader, normalize_images
 from retino.data.device_decode import EncodedImages
+from retino.data.layout import GRADES
 from retino.models import ResNet
 
 
 def pick_per_grade(grades: list[int], per_grade: int) -> list[int]:
     """Indices of the first `per_grade` images of each grade (a fixed set, run after run)."""
     chosen: list[int] = []
-    for grade in range(5):
+    for grade in GRADES:
         chosen += [i for i, g in enumerate(grades) if g == grade][:per_grade]
     return chosen
 

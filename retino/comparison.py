@@ -2,11 +2,13 @@
 (pretrained or scratch; ResNet18 or ResNet50; 224 or 512 px; ...), the difference in test
 accuracy, kappa and referable-DR AUC on the same test images with a paired bootstrap interval,
 and, with several seeds, the per-seed differences as mean ± std with their interval over seeds.
-The table a reviewer reads to decide whether an ablation matters."""
+The table a reviewer reads to decide whether an ablation matters. Also: how runs are labelled by
+configuration, and which configuration is best without looking at the test set."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
@@ -14,6 +16,7 @@ from itertools import combinations
 import numpy as np
 
 from retino.devices import GPU_PARAM
+from retino.errors import ConfigError
 from retino.evaluation import paired_differences, seed_interval
 from retino.identity import NOT_IDENTITY
 from retino.records import RunRecord
@@ -130,3 +133,60 @@ def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> li
         rows.append([change, a.label, b.label, f"{len(a.runs)} / {len(b.runs)}", *cells,
                      *_per_seed_cells(a, b)])
     return rows
+
+
+# Params that the run name already shows.
+_IN_NAME = {"model.name", "pretrained", "pretrain.source", "freeze.name", "resolution.size"}
+
+
+def run_labels(runs: list[RunRecord]) -> dict[str, str]:
+    """run_id -> a label of its configuration: the run name, plus every other param that varies
+    across these runs (seed, and how they ran, aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
+    keys = {k for run in runs for k in run.params} - _IN_NAME - NOT_AN_AXIS
+    varying = sorted(k for k in keys if len({run.params.get(k) for run in runs}) > 1)
+    # A group whose option varies is shown by its option's name alone (augmentation=strong),
+    # not by every key the option sets.
+    chosen = {k.removesuffix(".name") for k in varying if k.endswith(".name")}
+    shown = [k for k in varying if k.endswith(".name") or k.split(".")[0] not in chosen]
+
+    def part(run: RunRecord, key: str) -> str:
+        return f"{key.removesuffix('.name')}={_short(run.params.get(key))}"
+    return {run.run_id: " ".join([run.name, *(part(run, k) for k in shown)]) for run in runs}
+
+
+def _short(value: str | None) -> str | None:
+    """A logged number as people read it: 0.008459126528049376 -> 0.008459."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f"{number:.4g}" if "." in value or "e" in value.lower() else value
+
+
+def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
+    """(metric, higher is better) that chooses among these runs: the validation metric they
+    selected with when every run had a validation split, else the test kappa."""
+    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
+    if all(run.val is not None for run in runs) and len(metrics) == 1:
+        metric = metrics.pop()
+        return "selection_score", not metric.endswith("loss")
+    return "test_qwk_selected", True
+
+
+def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
+    """(run, the metric that chose it, the configuration's mean score) among finished runs."""
+    finished = [run for run in runs if run.status == "FINISHED"]
+    if not finished:
+        raise ConfigError("No finished run to register: the study has none.")
+    metric, higher = selection_rule(finished)
+    sign = 1.0 if higher else -1.0
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run, label in ((run, run_labels(finished)[run.run_id]) for run in finished):
+        groups[label].append(run)
+
+    def mean_score(members: list[RunRecord]) -> float:
+        return float(np.mean([sign * run.final.get(metric, np.nan) for run in members]))
+
+    label = max(groups, key=lambda name: np.nan_to_num(mean_score(groups[name]), nan=-np.inf))
+    chosen = max(groups[label], key=lambda run: sign * run.final.get(metric, -np.inf))
+    return chosen, metric, sign * mean_score(groups[label])

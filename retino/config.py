@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from retino.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # retino/precision.py maps each to its dtype
 SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", "val_loss")
 DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
@@ -196,9 +197,9 @@ def _check_input(cfg: DictConfig, problems: list[str]) -> None:
            f"resolution.size={size} cannot be taken by a ResNet: use a multiple of {STRIDE} "
            f"of at least {STRIDE} (e.g. 64, 128, 224, 512).")
     # BatchNorm needs two values per channel: one 32 px image has a 1x1 last feature map.
-    _check(problems, cfg.batch_size * max(size // STRIDE, 1) ** 2 >= 2,
-           f"batch_size=1 with resolution.size={size} leaves BatchNorm one value per channel; "
-           "use batch_size=2 or more, or a larger resolution.")
+    _check(problems, cfg.batch_size < 1 or cfg.batch_size * max(size // STRIDE, 1) ** 2 >= 2,
+           f"batch_size={cfg.batch_size} with resolution.size={size} leaves BatchNorm one value "
+           "per channel; use batch_size=2 or more, or a larger resolution.")
     aug = cfg.augmentation
     for key in ("hflip", "vflip"):
         _check(problems, 0 <= aug[key] <= 1,
@@ -247,7 +248,7 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
         _check_choice(problems, key, OmegaConf.select(cfg, key), names)
     _check_choice(problems, "device", cfg.device, DEVICES)
     _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
-    _check_choice(problems, "precision", cfg.precision, ("auto", "fp32", "bf16", "fp16"))
+    _check_choice(problems, "precision", cfg.precision, PRECISIONS)
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
     _check(problems, 0 < cfg.referable_sensitivity_target <= 1,
@@ -313,4 +314,6 @@ def run_name(cfg: DictConfig, swept: Iterable[str] = ()) -> str:
 def _axis_value(cfg: DictConfig, key: str) -> Any:
     """A swept key's value: a config group by its option's name, a plain key by its value."""
     value = OmegaConf.select(cfg, key)
-    return value.get("name", "") if isinstance(value, DictConfig) else value
+    if isinstance(value, DictConfig):
+        return value.get("name", "")
+    return f"{value:.4g}" if isinstance(value, float) else value  # a search's lr=0.001252

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from retino.cam import cam_examples
 from retino.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.config import run_name
+from retino.data.layout import GRADES
 from retino.data.loaders import (
     cache_params,
     class_weights,
@@ -80,7 +81,7 @@ def prepare_model(cfg: DictConfig, weights: Path | None = None,
                   load_pretrained: bool = True) -> ResNet:
     """Build the network, load pretrained weights when asked (found here unless given, and not
     at all when a checkpoint will overwrite them), freeze the backbone when asked."""
-    model = build_model(cfg.model.name, num_classes=5)
+    model = build_model(cfg.model.name)
     if weights is None and load_pretrained:
         weights, _ = pretrained_weights(cfg)
     if weights is not None:
@@ -155,7 +156,7 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
         out_dir / "confusion_matrix.csv", out_dir / "history.csv", out_dir / "config.yaml",
         out_dir / "model_state.pt",
     ]
-    counts = [["true\\pred", *(f"grade{g}" for g in range(5))]]
+    counts = [["true\\pred", *(f"grade{g}" for g in GRADES)]]
     counts += [[f"grade{g}", *map(str, row)] for g, row in enumerate(result.confusion)]
     atomic_write_text(out_dir / "confusion_matrix.csv", csv_text(counts))
     keys = list(result.history[0])

@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-NUM_GRADES = 5
-GRADES = list(range(NUM_GRADES))
+from retino.data.layout import GRADES, NUM_GRADES
+
 REFERABLE_GRADE = 2  # grade >= 2 is referable DR
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from retino.data.layout import NUM_GRADES
 from retino.errors import ConfigError
 
 
@@ -155,7 +156,7 @@ MODEL_BUILDERS: dict[str, Callable[[int], ResNet]] = {
 }
 
 
-def build_model(name: str, num_classes: int = 5) -> ResNet:
+def build_model(name: str, num_classes: int = NUM_GRADES) -> ResNet:
     """The ResNet called `name`, randomly initialised, with a `num_classes`-way head."""
     if name not in MODEL_BUILDERS:
         raise ConfigError(f"Unknown model {name!r}. Valid model.name values: "

@@ -20,8 +20,8 @@ from torch import nn
 from retino.data.dataset import normalize_images
 
 log = logging.getLogger(__name__)
+# The dtype of each of config.PRECISIONS but auto (tests/test_precision.py checks they agree).
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("auto", *DTYPES)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from retino.cam import class_activation_maps, overlay
 from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
-from retino.data.layout import read_manifest
+from retino.data.layout import NUM_GRADES, read_manifest
 from retino.data.loaders import resolve_num_workers
 from retino.data.preprocess import as_cached, prepare_image
 from retino.devices import resolve_device
@@ -125,7 +125,7 @@ def load_trained_run(source: str) -> TrainedRun:
 
 
 def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
-    model = build_model(run.cfg.model.name, num_classes=5)
+    model = build_model(run.cfg.model.name)
     model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
@@ -198,7 +198,7 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
     model = trained_model(run, device)
     loader = DataLoader(Photographs(paths, run.preprocessing, run.cfg.resolution.size),
                         batch_size=batch_size, num_workers=workers, collate_fn=_collate)
-    probs = np.full((len(paths), 5), np.nan)
+    probs = np.full((len(paths), NUM_GRADES), np.nan)
     errors = [""] * len(paths)
     batches = tqdm(loader, desc="grading", disable=not sys.stderr.isatty())
     for images, positions, failed in batches:

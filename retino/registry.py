@@ -10,48 +10,17 @@ back to the run and the study in its tags; `models:/<name>/<version>` then loads
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
-import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from retino.comparison import best_run
 from retino.errors import ConfigError
 from retino.records import RunRecord
-from retino.report import run_labels
 from retino.served import MODEL_DIR
 from retino.store import mlflow_client
 
 log = logging.getLogger(__name__)
-
-
-def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
-    """(metric, higher is better) that chooses among these runs: the validation metric they
-    selected with when every run had a validation split, else the test kappa."""
-    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
-    if all(run.val is not None for run in runs) and len(metrics) == 1:
-        metric = metrics.pop()
-        return "selection_score", not metric.endswith("loss")
-    return "test_qwk_selected", True
-
-
-def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
-    """(run, the metric that chose it, the configuration's mean score) among finished runs."""
-    finished = [run for run in runs if run.status == "FINISHED"]
-    if not finished:
-        raise ConfigError("No finished run to register: the study has none.")
-    metric, higher = selection_rule(finished)
-    sign = 1.0 if higher else -1.0
-    groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for run, label in ((run, run_labels(finished)[run.run_id]) for run in finished):
-        groups[label].append(run)
-
-    def mean_score(members: list[RunRecord]) -> float:
-        return float(np.mean([sign * run.final.get(metric, np.nan) for run in members]))
-
-    label = max(groups, key=lambda name: np.nan_to_num(mean_score(groups[name]), nan=-np.inf))
-    chosen = max(groups[label], key=lambda run: sign * run.final.get(metric, -np.inf))
-    return chosen, metric, sign * mean_score(groups[label])
 
 
 def register_best(runs: list[RunRecord], name: str, study: str | None = None) -> ModelVersion:

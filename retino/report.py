@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from retino.comparison import COLUMNS as COMPARISON_COLUMNS
-from retino.comparison import NOT_AN_AXIS, comparison_rows, configurations, one_axis_pairs
+from retino.comparison import (
+    best_run,
+    comparison_rows,
+    configurations,
+    one_axis_pairs,
+    run_labels,
+)
+from retino.data.layout import GRADES
 from retino.errors import ConfigError
 from retino.evaluation import headline_metrics, majority_baseline, seed_interval
 from retino.files import atomic_write_text, csv_text
@@ -40,7 +47,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC (selected)",
            "referable sensitivity % (selected, at operating point)",
            "referable specificity % (selected, at operating point)",
-           "selected epoch"] + [f"recall grade {g} % (selected)" for g in range(5)] + [
+           "selected epoch"] + [f"recall grade {g} % (selected)" for g in GRADES] + [
            "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
 _PERCENT, _PLAIN = 100, 1
 
@@ -66,7 +73,7 @@ def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
              (final.get(f"test_referable_sensitivity{at}_selected"), _PERCENT),
              (final.get(f"test_referable_specificity{at}_selected"), _PERCENT),
              (final.get("selected_epoch"), _PLAIN)]
-    cells += [(final.get(f"test_recall_grade{g}_selected"), _PERCENT) for g in range(5)]
+    cells += [(final.get(f"test_recall_grade{g}_selected"), _PERCENT) for g in GRADES]
     cells += [(max(run.history.get("test_acc") or [np.nan]), _PERCENT),
               (final.get("test_majority_baseline"), _PERCENT)]
     return [np.nan if value is None else scale * value for value, scale in cells]
@@ -93,19 +100,6 @@ def _interval(column: str, final: dict[str, float]) -> str:
 def _cell(column: str, value: float) -> str:
     return f"{value:.3f}" if "QWK" in column or "AUC" in column else \
         f"{value:.0f}" if column == "selected epoch" else f"{value:.2f}"
-
-
-# Params that the run name already shows.
-_IN_NAME = {"model.name", "pretrained", "pretrain.source", "freeze.name", "resolution.size"}
-
-
-def run_labels(runs: list[RunRecord]) -> dict[str, str]:
-    """run_id -> a label of its configuration: the run name, plus every other param that varies
-    across these runs (seed, and how they ran, aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
-    keys = {k for run in runs for k in run.params} - _IN_NAME - NOT_AN_AXIS
-    varying = sorted(k for k in keys if len({run.params.get(k) for run in runs}) > 1)
-    return {run.run_id: " ".join([run.name, *(f"{k}={run.params.get(k)}" for k in varying)])
-            for run in runs}
 
 
 def _over_seeds(column: str, values: np.ndarray) -> str:
@@ -205,6 +199,16 @@ def study_title(name: str, runs: list[RunRecord]) -> str:
     return f"{name}: {len(runs)} runs"
 
 
+def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
+    """Which configuration a reader should take, chosen as registration chooses it: by the
+    validation metric (mean over seeds), the test set only when there is no validation split."""
+    run, metric, score = best_run(finished)
+    how = ("its validation metric (selection_score, mean over seeds)" if metric ==
+           "selection_score" else "the test kappa (the runs have no validation split)")
+    return (f"**Best configuration** by {how}: {labels[run.run_id]} ({score:.4f}; best seed's "
+            f"run {run.run_id}). Its test numbers are in the table above.\n")
+
+
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     """The study's tables and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,6 +218,8 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
     finished = [run for run in runs if run.status == "FINISHED"]
     labels = run_labels(finished)
+    if len(labels) > 1:
+        text += "\n" + best_line(finished, labels)
     if compared := comparison_rows(one_axis_pairs(configurations(finished, labels))):
         text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared, [])
         text += "\n" + COMPARISON_LEGEND

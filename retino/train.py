@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from retino.data.loaders import epoch_seed
 from retino.files import atomic_torch_save, cpu_state_dict
 from retino.metrics import grading_metrics
 from retino.precision import GradientStep, StepSettings, ahead_on_device
@@ -66,12 +67,12 @@ def preserved_randomness(cuda: bool = False) -> Iterator[None]:
 def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
     """Make epoch e's randomness (shuffle order, augmentation) a function of (seed, e) only, so
     a run resumed from a checkpoint continues exactly as an uninterrupted one would."""
-    epoch_seed = seed * 100_003 + epoch
-    random.seed(epoch_seed)
-    np.random.seed(epoch_seed % 2**32)
-    torch.manual_seed(epoch_seed)
+    this_epoch = epoch_seed(seed, epoch)
+    random.seed(this_epoch)
+    np.random.seed(this_epoch % 2**32)
+    torch.manual_seed(this_epoch)
     if loader.generator is not None:  # drives a plain shuffle and new workers' seeds
-        loader.generator.manual_seed(epoch_seed)
+        loader.generator.manual_seed(this_epoch)
     if hasattr(loader.sampler, "set_epoch"):  # EpochSampler: order and augmentation seeds
         loader.sampler.set_epoch(epoch)
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from retino.comparison import configurations, one_axis_pairs
+from retino.comparison import configurations, one_axis_pairs, run_labels
 from retino.evaluation import frame_metrics, paired_differences, same_images, seed_interval
 from retino.records import RunRecord
-from retino.report import results_table, run_labels, write_report
+from retino.report import results_table, write_report
 from tests.test_intervals import predictions
 
 PARAMS = {"model.name": "resnet18", "pretrained": "False", "resolution.size": "64", "seed": "0",

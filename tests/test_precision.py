@@ -108,3 +108,23 @@ def test_a_compiled_evaluation_pads_its_short_last_batch_to_one_shape():
         expected = model(images).softmax(dim=1).numpy()
     np.testing.assert_allclose(answers.probs, expected, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_the_training_step_computes_in_the_precision_asked_for_every_precision_known():
+    """Not only 'it trains': the forward pass runs in the precision's dtype, and every name in
+    PRECISIONS (what config validation and the benchmark accept) has a dtype."""
+    from retino.config import PRECISIONS
+    from retino.precision import DTYPES
+    from retino.train import train_one_epoch
+
+    assert set(PRECISIONS) == {"auto", *DTYPES}
+    batches = [(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), torch.arange(4))]
+    for precision, dtype in DTYPES.items():
+        head, seen = torch.nn.Linear(4, 5), []
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                    torch.nn.Flatten(), head)
+        head.register_forward_hook(lambda module, args, out, seen=seen: seen.append(out.dtype))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        train_one_epoch(model, batches, torch.nn.CrossEntropyLoss(), optimizer,
+                        torch.device("cpu"), 1, StepSettings(precision))
+        assert seen == [dtype], precision

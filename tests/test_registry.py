@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retino.comparison import best_run
 from retino.errors import ConfigError
 from retino.records import RunRecord
-from retino.registry import best_run, register_best
+from retino.registry import register_best
 
 VAL = pd.DataFrame({"image": ["a"], "grade": [0]})  # stands for a predictions_val.csv
 

@@ -163,19 +163,6 @@ def test_failing_run_ends_failed_with_its_error(tmp_path):
     assert "1_left_train.jpeg" in runs[0].data.tags["error"]
 
 
-def test_sweep_with_a_bad_job_runs_the_others_and_records_it(tmp_path):
-    proc = run_cli(["-m", "lr=0.001,-1", *TINY, f"data.root={tmp_path / 'demo'}"], tmp_path)
-    assert proc.returncode == 1
-    assert "1 of 2 jobs failed" in proc.stdout + proc.stderr
-    _, runs = experiment_runs()
-    [parent] = [r for r in runs if PARENT_TAG not in r.data.tags]
-    assert parent.info.status == "FAILED"
-    by_lr = {r.data.params["lr"]: r for r in runs if r.data.tags.get(PARENT_TAG)}
-    assert by_lr["0.001"].info.status == "FINISHED"
-    assert by_lr["-1.0"].info.status == "FAILED"
-    assert "lr=-1.0 must be a positive number" in by_lr["-1.0"].data.tags["error"]
-
-
 def start_cli(args, tmp_path, name):
     """run.py in the background, its output in <name>.log, its run folder <name>/."""
     log = (tmp_path / f"{name}.log").open("w")
@@ -192,7 +179,7 @@ def wait_for(condition, timeout=300):
 
 
 def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_path):
-    args = [*TINY, "epochs=3", "data.train_size=60", f"data.root={tmp_path / 'demo'}"]
+    args = [*TINY, "epochs=3", "data.train_size=40", f"data.root={tmp_path / 'demo'}"]
     jobs = {name: start_cli(args, tmp_path, name) for name in ("a", "b")}
     assert wait_for(lambda: any(job.poll() is not None for job in jobs.values()))
     [loser] = [name for name, job in jobs.items() if job.poll() is not None]
@@ -221,7 +208,7 @@ def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_p
 def test_a_sweep_stopped_by_sigterm_ends_its_parent_run(tmp_path, signum=signal.SIGTERM):
     """SIGTERM, as `kill` or a cluster sends it (Ctrl-C's KeyboardInterrupt takes the same path
     from there: tests/test_job.py stops a study with each exception in-process)."""
-    args = ["-m", "seed=0,1", *TINY, "epochs=4", "data.train_size=60",
+    args = ["-m", "seed=0,1", *TINY, "epochs=3", "data.train_size=40",
             f"data.root={tmp_path / 'demo'}"]
     sweep = start_cli(args, tmp_path, "sweep")
     assert wait_for(lambda: any((tmp_path / "sweep").glob("*/last.pt")) or sweep.poll() is not None)
@@ -253,8 +240,11 @@ def same_training(client, original, copy):
 
 
 def reproduce(*args):
-    return subprocess.run([sys.executable, "-m", "retino.reproduce", *args], cwd=PROJECT_ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    """python -m retino.reproduce, called in this process (it starts run.py itself): the
+    command's own start-up, a few seconds, is the only thing left out."""
+    from retino.reproduce import main as reproduce_main
+
+    return subprocess.CompletedProcess(args, reproduce_main(list(args)), "", "(see the log)")
 
 
 def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metrics(tmp_path):

@@ -16,7 +16,18 @@ from retino.errors import DataError
 from retino.files import atomic_write_text
 
 IMAGE_SUFFIX = ".jpeg"
-NUM_GRADES = 5
+NUM_GRADES = 5  # 0 no DR, 1 mild, 2 moderate, 3 severe, 4 proliferative
+GRADES = tuple(range(NUM_GRADES))
+
+
+def parse_grade(text: str) -> int | None:
+    """A label as the CSVs write it ('2'; '2.0' from a spreadsheet) -> 2; None if it is not a
+    grade 0-4. Every reader of labels (training, prepare, the public sets) parses with this."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value.is_integer() and int(value) in GRADES else None
 SPLITS = ("train", "test")
 _SHOW_AT_MOST = 5  # how many offending names an error message lists
 
@@ -74,13 +85,13 @@ def _read_column(path: Path) -> list[str]:
 
 
 def _parse_grades(values: list[str], label_csv: Path) -> list[int]:
-    bad = [(i + 1, v) for i, v in enumerate(values) if v not in {str(g) for g in range(NUM_GRADES)}]
+    bad = [(i + 1, v) for i, v in enumerate(values) if parse_grade(v) is None]
     if bad:
         shown = ", ".join(f"line {line}: {v!r}" for line, v in bad[:_SHOW_AT_MOST])
         raise DataError(f"{label_csv}: {len(bad)} label(s) outside the grades 0-4 ({shown}). "
                         "Each line must hold one integer grade from 0 (no DR) to 4 "
                         "(proliferative).")
-    return [int(v) for v in values]
+    return [parse_grade(v) for v in values]
 
 
 def _check_files_exist(paths: list[Path], image_dir: Path, split: str) -> None:

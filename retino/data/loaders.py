@@ -98,6 +98,12 @@ def balanced_weights(grades: list[int]) -> torch.Tensor:
     return torch.as_tensor(1.0 / grade_histogram(grades)[np.asarray(grades)])
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch e of a run seeded `seed`: its order, augmentations and every random
+    draw of its training step follow from it alone (EpochSampler and train.seed_epoch)."""
+    return seed * 100_003 + epoch
+
+
 class EpochSampler(Sampler):
     """The training order of an epoch, and an augmentation seed for each image drawn.
 
@@ -116,7 +122,7 @@ class EpochSampler(Sampler):
         return self.size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         if self.weights is None:
             order = torch.randperm(self.size, generator=generator)
         else:

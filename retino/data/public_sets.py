@@ -16,6 +16,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retino.data.layout import parse_grade
 from retino.data.split import unsafe_name_reason
 from retino.errors import DataError
 
@@ -67,15 +68,6 @@ def _find(files: dict[str, list[Path]], image: str, root: Path, within: str = ""
     candidates = files.get(image.lower()) or files.get(Path(image).stem.lower()) or []
     preferred = [p for p in candidates if within in str(p.parent.relative_to(root)).lower()]
     return (preferred or candidates or [None])[0]
-
-
-def parse_grade(value: str) -> int | None:
-    """'2' or '2.0' -> 2; None for anything that is not a grade 0-4."""
-    try:
-        grade = float(value)
-    except ValueError:
-        return None
-    return int(grade) if grade.is_integer() and 0 <= grade <= 4 else None
 
 
 def _add(out: Labelled, name: str, grade_text: str, path: Path | None,

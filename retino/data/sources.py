@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, read_lines
+from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, parse_grade, read_lines
 from retino.data.public_sets import (
     IMAGE_SUFFIXES,
     Labelled,
@@ -49,10 +49,10 @@ def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], li
                                           f"length ({len(names)} vs {len(labels)} lines)"))
         elif reason := unsafe_name_reason(name):
             rejected.append((split, name, reason))
-        elif labels[i] not in {"0", "1", "2", "3", "4"}:
+        elif parse_grade(labels[i]) is None:
             rejected.append((split, name, f"label {labels[i]!r} is not a grade 0-4"))
         else:
-            rows.append((name, int(labels[i])))
+            rows.append((name, parse_grade(labels[i])))
     return rows, rejected
 
 

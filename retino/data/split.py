@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retino.data.layout import SplitIndex
+from retino.data.layout import SplitIndex, parse_grade
 from retino.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def read_kaggle_labels(path: Path) -> LabelledImages:
     for row in _kaggle_rows(path):
         name, level = row["image"], row["level"]
         reason = unsafe_name_reason(name)
-        if reason is None and level not in {"0", "1", "2", "3", "4"}:
+        if reason is None and parse_grade(level) is None:
             reason = f"label {level!r} is not a grade 0-4"
         if reason is None and name in seen:
             reason = "listed more than once (the first row is used)"
@@ -73,7 +73,7 @@ def read_kaggle_labels(path: Path) -> LabelledImages:
         else:
             seen.add(name)
             out.names.append(name)
-            out.grades.append(int(level))
+            out.grades.append(parse_grade(level))
     return out
 
 

@@ -1,0 +1,41 @@
+"""Hyperparameter search: sweeps/search.yaml through Hydra's Optuna sweeper, on the smoke preset.
+The objective is the validation metric a run selects its epoch by, a failed trial is recorded and
+the search goes on, and the study's report names the best configuration. (It is also the test of
+a study with a bad job: the others run, the bad one is kept FAILED with its error, the study
+ends FAILED and the command exits non-zero.)"""
+
+import re
+
+import pytest
+
+from tests.conftest import TINY
+from tests.test_launchers import study_runs
+from tests.test_run_cli import run_cli
+
+
+@pytest.mark.slow
+def test_a_three_trial_search_optimises_the_validation_metric_past_a_failed_trial(tmp_path):
+    # batch_size 0 is invalid: with the sampler's seed 0, the first trial draws it and fails.
+    proc = run_cli(["-m", "-cd", "sweeps", "-cn", "search", *TINY, "hydra.sweeper.n_trials=3",
+                    "+hydra.sweeper.params.batch_size='choice(8,4,0)'",
+                    f"data.root={tmp_path / 'demo'}"], tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 of 3 jobs failed" in output, output[-3000:]
+    client, parent, trials = study_runs()
+    assert parent.data.tags["study"] == "search" and len(trials) == 3
+    assert sorted(run.info.status for run in trials) == ["FAILED", "FINISHED", "FINISHED"]
+    assert parent.info.status == "FAILED"
+    [failed] = [run for run in trials if run.info.status == "FAILED"]
+    assert "batch_size=0 must be at least 1" in failed.data.tags["error"]
+    assert len({run.info.run_name for run in trials}) == 3  # each named by its trial's values
+    assert all(" lr=" in run.info.run_name for run in trials)
+    finished = [run for run in trials if run.info.status == "FINISHED"]
+    # What Optuna maximised is each run's selection_score: its validation kappa.
+    best_value = float(re.search(r"Best value: (\S+)", output).group(1))
+    scores = {run.info.run_id: run.data.metrics["selection_score"] for run in finished}
+    assert best_value == pytest.approx(max(scores.values()))
+    assert all(run.data.metrics["selection_score"] == run.data.metrics["val_qwk_selected"]
+               for run in finished)
+    results = (tmp_path / "multirun" / "report" / "results.md").read_text()
+    best = re.search(r"\*\*Best configuration\*\* by its validation metric.*run (\w+)\)", results)
+    assert best and scores[best.group(1)] == pytest.approx(best_value)
