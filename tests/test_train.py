@@ -100,11 +100,16 @@ def test_imbalance_options(tmp_path):
     weights = build_criterion(cfg, grades).weight
     assert weights[1] == pytest.approx(8 * weights[0])  # 8 times rarer, 8 times the weight
     assert build_criterion(compose_config(TINY), grades).weight is None
-    balanced = compose_config(TINY + [f"data.root={tmp_path / 'demo'}",
-                                      "imbalance=balanced_sampler", "optimizer=sgd",
-                                      "schedule=step"])
-    result = run_experiment(balanced, tmp_path / "b")
-    assert np.isfinite(result.history[0]["train_loss"])
+    sgd_step = [f"data.root={tmp_path / 'demo'}", "optimizer=sgd", "schedule=step",
+                "schedule.step_size=3", "epochs=1"]
+    plain = run_experiment(compose_config(TINY + sgd_step), tmp_path / "a").history[0]
+    balanced = run_experiment(compose_config(TINY + sgd_step + ["imbalance=balanced_sampler"]),
+                              tmp_path / "b").history[0]
+    # The same seed draws other images when the sampler balances the grades.
+    assert balanced["train_loss"] != plain["train_loss"]
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["momentum"] == 0.9  # SGD's, not AdamW's
+    assert state["scheduler"]["step_size"] == 3  # StepLR, as asked
 
 
 class StepRecorder:
