@@ -51,9 +51,11 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-# The experiment kind mlflow ui reads to open an experiment in its model-training view (runs
-# table, metrics, artifacts) rather than its GenAI view (traces), which MLflow 3 otherwise picks.
+# MLflow's own kind for a model-training experiment. In mlflow ui 3.17 it does not choose the
+# view by itself (a new browser opens every experiment in the GenAI view: seen in headless
+# Chromium); the ?workflowType=machine_learning in the addresses below does.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 def ui_pages(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
@@ -61,8 +63,9 @@ def ui_pages(tracking_uri: str, experiment_id: str, run_id: str | None = None) -
     and how to start it for a local store."""
     server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
         else UI_DEFAULT
-    table = f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    page = f"{server}/#/experiments/{experiment_id}/runs/{run_id}" if run_id else table
+    table = f"{server}/#/experiments/{experiment_id}/runs{MODEL_TRAINING_VIEW}"
+    page = (f"{server}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING_VIEW}"
+            if run_id else table)
     db_path = sqlite_path(tracking_uri)
     start = f" (start `mlflow ui` in {db_path.parent})" if db_path else ""
     return f"{page}{start}; all runs: {table}" if run_id else f"{table}{start}"

@@ -29,7 +29,7 @@ def test_a_run_ends_by_saying_where_mlflow_ui_shows_it(caplog):
         pass
     experiment = MlflowClient().get_experiment_by_name("exp").experiment_id
     assert (f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{tracker.run_id}"
-            in caplog.text)
+            "?workflowType=machine_learning" in caplog.text)
     assert f"/#/experiments/{experiment}/runs?workflowType=machine_learning" in caplog.text
     assert "start `mlflow ui` in" in caplog.text  # a local store: from its folder
 
@@ -38,7 +38,8 @@ def test_ui_pages_of_a_tracking_server_are_on_that_server():
     from retino.store import ui_pages
 
     text = ui_pages("http://mlflow.lab:5000/", "7", "abc")
-    assert text == ("http://mlflow.lab:5000/#/experiments/7/runs/abc; all runs: "
+    assert text == ("http://mlflow.lab:5000/#/experiments/7/runs/abc"
+                    "?workflowType=machine_learning; all runs: "
                     "http://mlflow.lab:5000/#/experiments/7/runs?workflowType=machine_learning")
 
 
