@@ -172,12 +172,18 @@ def test_a_study_stopped_early_ends_its_parent_run(monkeypatch, stop, status):
 
 
 def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
+    """In a study, the pretraining run is nested under the study's run (its page shows what it
+    caused), and is still not one of the study's runs in its report."""
+    from retino.tracking import PARENT_TAG
     from tests.test_cifar10 import cifar_cfg_overrides, write_cifar10
 
     write_cifar10(tmp_path / "cifar")
     cfg = compose_config([*cifar_cfg_overrides(tmp_path), "pretrain.epochs=1"])
-    run_job(cfg, JobContext(output_dir=tmp_path / "out"))
+    study = start_parent_run("retino", "cifar10_init", {})
+    run_job(cfg, sweep_job(tmp_path, "out", study))
     by_name = {run.info.run_name: run for run in runs_by_id().values()}
+    assert by_name["cifar10-pretrain-resnet18"].data.tags[PARENT_TAG] == study
+    assert [run.name for run in read_runs(parent_id=study)] == ["resnet18-pretrained-cifar10-64px"]
     pretraining = by_name["cifar10-pretrain-resnet18"]
     dr_run = by_name["resnet18-pretrained-cifar10-64px"]
     assert pretraining.info.status == dr_run.info.status == "FINISHED"

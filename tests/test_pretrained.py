@@ -32,10 +32,6 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_hub_cache_is_under_torch_home(tmp_path):
-    assert hub_checkpoint_dir() == tmp_path / "torch_home" / "hub" / "checkpoints"
-
-
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_pretrained_true_loads_backbone_from_hub_cache(name, offline):
     state = fill_hub_cache(name)
