@@ -140,8 +140,8 @@ def test_speed_settings_do_not_change_a_configs_identity():
 
 
 @pytest.mark.parametrize("launcher, key, value", [
-    ("parallel", "n_jobs", str(torch.cuda.device_count() or 2)),  # one per GPU, else 2
-    ("local", "gpus_per_node", str(min(1, torch.cuda.device_count()))),
+    ("parallel", "n_jobs", "2"),  # no GPU visible (below): 2 small jobs on the CPU
+    ("local", "gpus_per_node", "0"),
     ("slurm", "gpus_per_node", "1"),
     ("slurm", "partition", "gpu"),  # from SLURM's own SBATCH_PARTITION
     ("slurm", "max_num_timeout", "20"),  # requeues allowed: resuming is safe
@@ -149,8 +149,10 @@ def test_speed_settings_do_not_change_a_configs_identity():
 def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
     command = [sys.executable, "run.py", f"hydra/launcher={launcher}", "--cfg", "hydra",
                "-p", f"hydra.launcher.{key}", "--resolve"]
+    # No GPU visible, whatever this machine has: the sizes are then known without the formula.
     proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SBATCH_PARTITION": "gpu"})
+                          env={**os.environ, "SBATCH_PARTITION": "gpu",
+                               "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == value
 
