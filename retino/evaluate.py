@@ -25,7 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from retino import PROJECT_ROOT
 from retino.config import validate_config
 from retino.data.layout import read_split_index
-from retino.data.loaders import cache_params, evaluation_loader, locate_dataset
+from retino.data.loaders import (
+    cache_params,
+    evaluation_loader,
+    locate_dataset,
+    resolve_num_workers,
+)
 from retino.devices import resolve_device
 from retino.errors import ConfigError, DataError
 from retino.evaluation import (
@@ -104,7 +109,8 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     device = resolve_device(cfg.device)
     settings = resolve_step_settings(cfg.precision, cfg.channels_last, 0.0, device)
     model = settings.prepare(trained_model(run, device), device)
-    loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, 0,
+    workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
+    loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
                                decode=cfg.data.get("decode", "cpu"))
     answers = evaluate(model, loader, device, settings)
     test = predictions_frame(split.paths, answers.true, answers.probs)
