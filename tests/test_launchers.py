@@ -138,8 +138,9 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
     args = ["-m", "hydra/launcher=local", "seed=0,1", *TINY, "epochs=2", "data.train_size=40",
             "data.num_workers=0",  # one process per job: the one to preempt
             f"data.root={tmp_path / 'demo'}", f"hydra.sweep.dir={sweep}"]
+    log = tmp_path / "run.out"  # a file, not a pipe nobody reads until the end
     proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=PROJECT_ROOT,
-                            env=dict(os.environ), stdout=subprocess.PIPE,
+                            env=dict(os.environ), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, text=True)
     for _ in range(1800):  # preempt both once their first epoch is checkpointed
         if len(list(sweep.glob("*/last.pt"))) == 2 or proc.poll() is not None:
@@ -148,7 +149,8 @@ def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_
     tasks = _submitit_tasks(sweep)
     for pid in tasks:
         os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a time limit or preemption
-    output, _ = proc.communicate(timeout=600)
+    proc.wait(timeout=600)
+    output = log.read_text()
     assert proc.returncode == 0, output[-4000:]
     assert len(tasks) == 2, "the jobs ended before they could be preempted"
     for job in [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]:
