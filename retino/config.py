@@ -291,29 +291,3 @@ def params_to_log(cfg: DictConfig) -> dict[str, Any]:
     flat = flatten_config(cfg)
     return {k: v for k, v in flat.items()
             if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
-
-
-# What run_name's base already says: these axes are never repeated after it.
-_NAMED = {"model", "model.name", "pretrained", "pretrain", "pretrain.source", "freeze",
-          "freeze.name", "resolution", "resolution.size"}
-
-
-def run_name(cfg: DictConfig, swept: Iterable[str] = ()) -> str:
-    """A readable name from the choices, e.g. 'resnet50-pretrained-frozen-224px'; in a study,
-    followed by each other axis it sweeps, e.g. 'resnet18-scratch-64px seed=1 lr=0.01'."""
-    parts = [cfg.model.name, "pretrained" if cfg.pretrained else "scratch"]
-    if cfg.pretrained and cfg.pretrain.source != "imagenet":
-        parts[1] = f"pretrained-{cfg.pretrain.source}"
-    if cfg.freeze.name == "backbone":
-        parts.append("frozen")
-    parts.append(f"{cfg.resolution.size}px")
-    axes = [f"{key}={_axis_value(cfg, key)}" for key in swept if key not in _NAMED]
-    return " ".join(["-".join(parts), *axes])
-
-
-def _axis_value(cfg: DictConfig, key: str) -> Any:
-    """A swept key's value: a config group by its option's name, a plain key by its value."""
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, DictConfig):
-        return value.get("name", "")
-    return f"{value:.4g}" if isinstance(value, float) else value  # a search's lr=0.001252

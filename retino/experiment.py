@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 
 from retino.cam import cam_examples
 from retino.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
-from retino.config import run_name
 from retino.data.layout import GRADES
 from retino.data.loaders import (
     cache_params,
@@ -34,6 +33,7 @@ from retino.evaluation import headline_metrics, majority_baseline, predictions_f
 from retino.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
 from retino.metrics import REFERABLE_GRADE, confusion_matrix
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
+from retino.names import run_name
 from retino.plots import (
     plot_accuracy,
     plot_class_activation_maps,

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 
-from retino.config import params_to_log, run_name, validate_config
+from retino.config import params_to_log, validate_config
 from retino.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
 from retino.errors import RetinoError, user_message
 from retino.identity import DataIdentity, code_version, config_hash, data_identity, git_commit
 from retino.locks import JOB_LOCK_NAME, JobLock, RunBusyError, exclusive, lock_holder
+from retino.names import run_name
 
 if TYPE_CHECKING:
     from retino.cifar10 import RunFactory

@@ -10,10 +10,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
-from retino.config import flatten_config, params_to_log, run_name, validate_config
+from retino.config import flatten_config, params_to_log, validate_config
 from retino.errors import ConfigError
 from retino.experiment import registered_choices
 from retino.identity import config_hash
+from retino.names import run_name
 from tests.conftest import compose_config
 
 
