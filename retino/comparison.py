@@ -180,9 +180,10 @@ def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
         raise ConfigError("No finished run to register: the study has none.")
     metric, higher = selection_rule(finished)
     sign = 1.0 if higher else -1.0
+    labels = run_labels(finished)
     groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for run, label in ((run, run_labels(finished)[run.run_id]) for run in finished):
-        groups[label].append(run)
+    for run in finished:
+        groups[labels[run.run_id]].append(run)
 
     def mean_score(members: list[RunRecord]) -> float:
         return float(np.mean([sign * run.final.get(metric, np.nan) for run in members]))

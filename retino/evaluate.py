@@ -111,7 +111,7 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     model = settings.prepare(trained_model(run, device), device)
     workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
     loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
-                               decode=cfg.data.get("decode", "cpu"))
+                               decode=cfg.data.decode)
     answers = evaluate(model, loader, device, settings)
     test = predictions_frame(split.paths, answers.true, answers.probs)
     files = [atomic_write_text(out_dir / "predictions_test.csv", test.to_csv(index=False)),

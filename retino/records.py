@@ -3,7 +3,6 @@ metric series, and the per-image predictions files that every reported number is
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,6 @@ def _confusion(client: RetryingClient, run_id: str, names: set[str], test: pd.Da
 def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
               metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
     """The given runs, or every run of the study parent_id, oldest first, as RunRecords."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet downloads
     client = mlflow_client()
     if parent_id is not None:
         runs = study_runs(client, parent_id)

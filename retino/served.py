@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -93,7 +92,6 @@ def save_grader(run_dir: Path, example: Path) -> Path:
     an MLflow model in run_dir/model, with a signature and `example` as its input example."""
     from mlflow.pyfunc import save_model
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # copies, in a log
     run = run_from_folder(run_dir)
     grader = run_dir / GRADER
     method, size = (run.preprocessing.method, run.preprocessing.size) if run.preprocessing \

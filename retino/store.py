@@ -122,6 +122,7 @@ def _ready_store(tracking_uri: str) -> None:
 
 def mlflow_client(tracking_uri: str | None = None) -> RetryingClient:
     """A client of the store (default_tracking_uri() when None), its tables ready."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logs, not bars
     tracking_uri = tracking_uri or default_tracking_uri()
     _ready_store(tracking_uri)
     return RetryingClient(MlflowClient(tracking_uri))

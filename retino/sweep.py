@@ -76,16 +76,17 @@ class StudyCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        axes = swept_axes(config)
         tags = {"study": study_name(config), "command": " ".join(sys.argv),
                 "hydra_overrides": " ".join(config.hydra.overrides.task) or "(none)",
                 "git_commit": git_commit(), "code_version": code_version(),
-                "output_dir": str(sweep_dir), "swept": " ".join(swept_axes(config))}
+                "output_dir": str(sweep_dir), "swept": " ".join(axes)}
         if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
             tags["reproduces"] = os.environ[REPRODUCES_ENV]
         run_id = start_parent_run(config.experiment, study_name(config), tags)
         os.environ[PARENT_ENV] = run_id  # first: from here on, study_guard can end it
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
-        (sweep_dir / SWEPT_FILE).write_text("".join(f"{key}\n" for key in swept_axes(config)))
+        (sweep_dir / SWEPT_FILE).write_text("".join(f"{key}\n" for key in axes))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from retino.records import read_runs

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 import traceback
@@ -250,7 +249,6 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 def download_artifact(run_id: str, path: str) -> Path:
     """One artifact of a run, downloaded to a temporary folder."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow_client()
     return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
 

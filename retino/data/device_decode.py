@@ -31,7 +31,6 @@ from retino.errors import DataError
 
 log = logging.getLogger(__name__)
 CROP_RATIO = (0.9, 1.1)  # the aspect ratios a random resized crop may take, both paths
-GEOMETRY_FIELDS = ("top", "left", "height", "width", "hflip", "vflip")
 
 
 def draw_geometry(size: int, hflip: float = 0.0, vflip: float = 0.0,

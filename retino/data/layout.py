@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from retino.files import atomic_write_text
 IMAGE_SUFFIX = ".jpeg"
 NUM_GRADES = 5  # 0 no DR, 1 mild, 2 moderate, 3 severe, 4 proliferative
 GRADES = tuple(range(NUM_GRADES))
+SPLITS = ("train", "test")
+_SHOW_AT_MOST = 5  # how many offending names an error message lists
 
 
 def parse_grade(text: str) -> int | None:
@@ -28,8 +31,18 @@ def parse_grade(text: str) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(value) if value.is_integer() and int(value) in GRADES else None
-SPLITS = ("train", "test")
-_SHOW_AT_MOST = 5  # how many offending names an error message lists
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """A label CSV with a header (Kaggle's, the public sets'): its rows with lower-case,
+    stripped column names and stripped values (a byte-order mark is fine)."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a UTF-8 CSV file ({err}).") from err
+    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            for row in rows]
 
 
 @dataclass(frozen=True)

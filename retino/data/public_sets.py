@@ -16,7 +16,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retino.data.layout import parse_grade
+from retino.data.layout import csv_rows, parse_grade
 from retino.data.split import unsafe_name_reason
 from retino.errors import DataError
 
@@ -30,17 +30,6 @@ class Labelled:
     official: dict[str, str] | None = None  # name -> "train" | "test": the set's own split
     names: set[str] = field(default_factory=set)  # of rows, to find repeats
     rejected_in: dict[str, str] = field(default_factory=dict)  # name -> split, where known
-
-
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    """A CSV's rows with lower-case, stripped column names and stripped values."""
-    try:
-        with Path(path).open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path} is not a UTF-8 CSV file ({err}).") from err
-    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            for row in rows]
 
 
 def csv_header(path: Path) -> set[str]:
@@ -87,7 +76,9 @@ def _add(out: Labelled, name: str, grade_text: str, path: Path | None,
     out.rows.append((name, grade, path))
     out.names.add(name)
     if split is not None:
-        out.official = (out.official or {}) | {name: split}
+        if out.official is None:
+            out.official = {}
+        out.official[name] = split
 
 
 def _stem(image: str) -> str:

@@ -6,7 +6,6 @@ random split of images would put the fellow eye, nearly the same picture, in the
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retino.data.layout import SplitIndex, parse_grade
+from retino.data.layout import SplitIndex, csv_rows, parse_grade
 from retino.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,12 +43,7 @@ def unsafe_name_reason(name: str) -> str | None:
 
 def _kaggle_rows(path: Path) -> list[dict[str, str]]:
     """Rows of trainLabels.csv with normalised column names; DataError if it is not that file."""
-    try:
-        with Path(path).open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is fine
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"{path} is not a UTF-8 CSV file ({err}).") from err
-    rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in rows]
+    rows = csv_rows(path)
     if rows and not {"image", "level"} <= rows[0].keys():
         raise DataError(f"{path} must have the columns image,level (Kaggle's trainLabels.csv); "
                         f"found {', '.join(rows[0])}.")
