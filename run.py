@@ -3,8 +3,8 @@
     python run.py                                   # ResNet18 on the embedded demo data
     python run.py -m model=resnet18,resnet50 pretrained=true,false   # the four-way comparison
 
-Thin on purpose: Hydra's facts about the job become a plain JobContext, and retino.job owns the
-lifecycle (validate, decide skip / resume / new, MLflow run, experiment, error policy).
+Thin on purpose: Hydra's facts about the job become a plain JobContext, and retino.jobs owns the
+lifecycle (validate, decide skip / resume / new, MLflow run, training, error policy).
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from retino.config import register_configs
-from retino.job import JobContext, run_job
-from retino.reproduce import REPRODUCE_GROUP, REPRODUCES_ENV, original_run
-from retino.signals import handle_stop_signals
-from retino.sweep import parent_run_id, study_guard, swept_in
+from retino.config.registration import register_configs
+from retino.core.names import REPRODUCES_ENV
+from retino.jobs.launchers import jobs_at_once, register_resolvers
+from retino.jobs.lifecycle import JobContext, run_job
+from retino.jobs.signals import handle_stop_signals
+from retino.studies.callbacks import parent_run_id, study_guard, swept_in
+from retino.studies.reproduction import REPRODUCE_GROUP, original_run
 
 register_configs()
+register_resolvers()
 
 
 def job_context() -> JobContext:
@@ -37,20 +40,11 @@ def job_context() -> JobContext:
         overrides=tuple(hydra_cfg.overrides.task), multirun=multirun, sweep_dir=sweep_dir,
         job_num=hydra_cfg.job.num if multirun else 0,
         parent_run_id=parent_run_id(sweep_dir) if multirun else None,
-        # a study's reproduction names each job's original run (retino/reproduce.py)
+        # a study's reproduction names each job's original run (retino/studies/reproduction.py)
         reproduces=original_run(hydra_cfg.runtime.choices.get(REPRODUCE_GROUP))
         or os.environ.get(REPRODUCES_ENV),
         jobs_at_once=jobs_at_once(hydra_cfg.launcher) if multirun else 1,
         swept=swept_in(sweep_dir) if multirun else ())
-
-
-def jobs_at_once(launcher: DictConfig) -> int:
-    """Jobs of this sweep running on this machine together: the joblib launcher's n_jobs
-    (joblib reads n < 0 as cores + 1 + n), else one."""
-    n_jobs = launcher.get("n_jobs")
-    if not isinstance(n_jobs, int):
-        return 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 class TrialFailed(RuntimeError):

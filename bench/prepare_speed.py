@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retino.data.demo import draw_fundus  # noqa: E402
-from retino.data.prepare import Job, cache_dir, run_jobs  # noqa: E402
+from retino.data.prepare import ImageTask, cache_dir, prepare_images  # noqa: E402
 from retino.data.preprocess import prepare_image  # noqa: E402
 
 
@@ -97,10 +97,10 @@ def measure_scaling(paths: list[Path], size: int, out_root: Path, repeat: int) -
     for workers in sorted({1, cores}):
         out = cache_dir(out_root / f"w{workers}", "center_crop", size)
         (out / "images").mkdir(parents=True)
-        jobs = [Job("train", f"{p.stem}_{r}", 0, p, out / "images" / f"{p.stem}_{r}.jpeg")
+        jobs = [ImageTask("train", f"{p.stem}_{r}", 0, p, out / "images" / f"{p.stem}_{r}.jpeg")
                 for r in range(repeat) for p in paths]
         started = time.perf_counter()
-        run_jobs(jobs, size, "center_crop", force=True, workers=workers)
+        prepare_images(jobs, size, "center_crop", force=True, workers=workers)
         rates[workers] = len(jobs) / (time.perf_counter() - started)
         print(f"retino, {workers} process(es): {rates[workers]:7.2f} images/s  ({len(jobs)} "
               "images, worker start-up included)")

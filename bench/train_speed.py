@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from retino.config import PRECISIONS  # noqa: E402
+from retino.config.schema import PRECISIONS  # noqa: E402
 from retino.data.demo import ensure_demo_dataset  # noqa: E402
 from retino.data.loaders import (  # noqa: E402
     DEFAULT_DEMO_CACHE,
@@ -36,10 +36,10 @@ from retino.data.loaders import (  # noqa: E402
     read_index_at,
     resolve_num_workers,
 )
-from retino.devices import resolve_device  # noqa: E402
 from retino.models import build_model  # noqa: E402
-from retino.precision import GradientStep, resolve_step_settings  # noqa: E402
-from retino.train import seed_epoch, train_one_epoch  # noqa: E402
+from retino.training.devices import resolve_device  # noqa: E402
+from retino.training.loop import seed_epoch, train_one_epoch  # noqa: E402
+from retino.training.precision import GradientStep, resolve_step_settings  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) of common training GPUs, for the utilisation line.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from retino import PROJECT_ROOT
-from retino.config import register_configs
+from retino.config.registration import register_configs
 
 CONF_DIR = PROJECT_ROOT / "conf"
 
@@ -62,7 +62,7 @@ def trained_run(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     from retino.data.prepare import cache_dir, prepare_cache
-    from retino.job import JobContext, run_job
+    from retino.jobs.lifecycle import JobContext, run_job
     from tests.test_prepare import make_kaggle_source
 
     root = tmp_path_factory.mktemp("predict")

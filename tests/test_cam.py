@@ -1,8 +1,8 @@
 import torch
 
-from retino.cam import class_activation_maps, pick_per_grade
-from retino.experiment import run_experiment
+from retino.evaluation.cam import class_activation_maps, pick_per_grade
 from retino.models import build_model
+from retino.training.pipeline import train_and_evaluate
 from tests.conftest import TINY, compose_config
 
 
@@ -34,7 +34,7 @@ def test_run_logs_the_maps_when_asked(tmp_path):
     from matplotlib.image import imread
 
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "cam_per_grade=1"])
-    run_experiment(cfg, tmp_path / "run")
+    train_and_evaluate(cfg, tmp_path / "run")
     figure = imread(tmp_path / "run" / "class_activation_maps.png")[..., :3]  # RGB in [0, 1]
     black = figure.max(axis=2) < 0.03
     assert black.mean() < 0.01  # only the titles' letters

@@ -10,7 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from retino.cifar10 import (
+from retino.core.errors import DataError
+from retino.training.cifar10 import (
     FOLDER,
     ON_CPU,
     PretrainDevice,
@@ -18,10 +19,9 @@ from retino.cifar10 import (
     cifar10_weights,
     read_cifar10,
 )
-from retino.errors import DataError
-from retino.experiment import run_experiment
-from retino.precision import StepSettings
-from retino.tracker import NullTracker
+from retino.training.pipeline import train_and_evaluate
+from retino.training.precision import StepSettings
+from retino.training.tracker import NullTracker
 from tests.conftest import TINY, compose_config
 
 
@@ -93,7 +93,7 @@ def test_cifar10_init_trains_once_then_reuses_the_checkpoint(tmp_path):
         yield recorder
 
     first = Recorder()
-    run_experiment(cfg, tmp_path / "a", first, run_factory)
+    train_and_evaluate(cfg, tmp_path / "a", first, run_factory)
     assert [name for name, _, _ in opened] == ["cifar10-pretrain-resnet18"]
     _, params, pretraining = opened[0]
     assert params["epochs"] == 2 and params["model"] == "resnet18"
@@ -103,7 +103,7 @@ def test_cifar10_init_trains_once_then_reuses_the_checkpoint(tmp_path):
     state = torch.load(checkpoint, weights_only=True)
     assert state["fc.weight"].shape == (10, 512)  # the CIFAR-10 head, dropped when loaded
     second = Recorder()
-    run_experiment(cfg, tmp_path / "b", second, run_factory)
+    train_and_evaluate(cfg, tmp_path / "b", second, run_factory)
     assert len(opened) == 1  # reused: nothing trained
     assert second.tags == first.tags
 
@@ -119,9 +119,9 @@ def test_checkpoint_name_changes_with_the_recipe(tmp_path):
 def test_a_deterministic_run_is_the_same_on_a_cache_miss_and_a_cache_hit(tmp_path):
     write_cifar10(tmp_path / "cifar")
     cfg = compose_config([*cifar_cfg_overrides(tmp_path), "deterministic=true"])
-    miss = run_experiment(cfg, tmp_path / "a").history  # pretrains first
+    miss = train_and_evaluate(cfg, tmp_path / "a").history  # pretrains first
     assert len(list((tmp_path / "ck").glob("cifar10-resnet18-*.pt"))) == 1
-    hit = run_experiment(cfg, tmp_path / "b").history  # reuses the checkpoint
+    hit = train_and_evaluate(cfg, tmp_path / "b").history  # reuses the checkpoint
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert miss[0][key] == hit[0][key], key
 
@@ -132,7 +132,7 @@ def test_dr_data_is_checked_before_pretraining_starts(tmp_path):
                           f"data.root={tmp_path}"])  # no split CSVs there
     opened = []
     with pytest.raises(DataError, match="train_img.csv"):
-        run_experiment(cfg, tmp_path / "run", run_factory=lambda *a: opened.append(a))
+        train_and_evaluate(cfg, tmp_path / "run", run_factory=lambda *a: opened.append(a))
     assert opened == [] and not (tmp_path / "ck").exists()
 
 
@@ -161,7 +161,7 @@ def test_checkpoints_made_differently_are_cached_apart(tmp_path):
 
 def _pretrain_in_a_process(tmp_path, run_ids):
     """One job's view: the recipe's weights, pretrained in a tracked run when missing."""
-    from retino.tracking import mlflow_run
+    from retino.tracking.runs import mlflow_run
 
     cfg = cifar_cfg(tmp_path)
     _, tags = cifar10_weights("resnet18", cfg.pretrain, lambda name, params: mlflow_run(

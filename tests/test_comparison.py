@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from retino.comparison import configurations, one_axis_pairs, run_labels
-from retino.evaluation import frame_metrics, paired_differences, same_images, seed_interval
-from retino.records import RunRecord
-from retino.report import results_table, write_report
+from retino.evaluation.intervals import paired_differences, same_images, seed_interval
+from retino.evaluation.predictions import frame_metrics
+from retino.studies.comparison import configurations, one_axis_pairs, run_labels
+from retino.studies.report import results_table, write_report
+from retino.tracking.records import RunRecord
 from tests.test_intervals import predictions
 
 PARAMS = {"model.name": "resnet18", "pretrained": "False", "resolution.size": "64", "seed": "0",

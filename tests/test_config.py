@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from retino import PROJECT_ROOT
-from retino.config import flatten_config, params_to_log, validate_config
-from retino.errors import ConfigError
-from retino.experiment import registered_choices
-from retino.identity import config_hash
-from retino.names import run_name
+from retino.config.naming import run_name
+from retino.config.params import flatten_config, params_to_log
+from retino.config.validation import validate_config
+from retino.core.errors import ConfigError
+from retino.jobs.identity import config_hash
+from retino.training.pipeline import registered_choices
 from tests.conftest import compose_config
 
 
@@ -123,7 +124,7 @@ def test_cli_rejects_a_typo_fast_listing_the_choices_without_reading_data(tmp_pa
 def test_a_bad_value_stops_the_job_before_any_data_is_read(tmp_path, caplog):
     """What run.py does with it (the same run_job, in this process): exit status 2, the
     message alone, no data generated, no MLflow run."""
-    from retino.job import JobContext, run_job
+    from retino.jobs.lifecycle import JobContext, run_job
 
     cfg = compose_config(["epochs=0", f"data.root={tmp_path / 'd'}"])
     with pytest.raises(SystemExit) as stopped:
@@ -167,7 +168,7 @@ def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
 
 
 def test_a_run_is_identified_by_what_it_ran_on_not_by_auto():
-    from retino.devices import execution_params
+    from retino.training.devices import execution_params
 
     on_cpu = execution_params(compose_config(["device=cpu"]))
     assert on_cpu == {"execution.device": "cpu", "execution.precision": "fp32",
@@ -183,19 +184,19 @@ def test_a_run_is_identified_by_what_it_ran_on_not_by_auto():
 
 
 def test_auto_device_says_loudly_when_a_gpu_is_there_but_unusable(monkeypatch, caplog, tmp_path):
-    import retino.devices
+    import retino.training.devices
 
     (tmp_path / "nvidiactl").touch()
-    monkeypatch.setattr(retino.devices, "NVIDIA_DEVICE_FILES", (tmp_path / "nvidiactl",))
+    monkeypatch.setattr(retino.training.devices, "NVIDIA_DEVICE_FILES", (tmp_path / "nvidiactl",))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    retino.devices._warn_unusable_gpu.cache_clear()
-    assert retino.devices.resolve_device("auto").type == "cpu"
+    retino.training.devices._warn_unusable_gpu.cache_clear()
+    assert retino.training.devices.resolve_device("auto").type == "cpu"
     assert "has an NVIDIA GPU, but PyTorch" in caplog.text and "device=cuda" in caplog.text
-    retino.devices._warn_unusable_gpu.cache_clear()
+    retino.training.devices._warn_unusable_gpu.cache_clear()
 
 
 def test_a_studys_swept_axes_come_from_its_command_and_its_sweep_file():
-    from retino.sweep import swept_axes
+    from retino.studies.callbacks import swept_axes
 
     hydra = {"overrides": {"task": ["model=resnet18,resnet50", "epochs=1", "lr=range(1,3)",
                                     "+preset=smoke"]},
@@ -216,8 +217,8 @@ def test_help_lists_every_group_option_and_key_with_its_meaning():
     option without a first comment line, fails here instead of reaching users unexplained."""
     from hydra import compose, initialize_config_dir
 
-    from retino.config import Config
-    from retino.help import group_options, help_text, top_level_keys
+    from retino.config.help import group_options, help_text, top_level_keys
+    from retino.config.schema import Config
 
     for group, options in group_options().items():
         assert options and all(doc for _, doc in options), group

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from retino.core.errors import DataError
 from retino.data.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,7 +19,6 @@ from retino.data.dataset import (
 from retino.data.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
 from retino.data.layout import read_split_index, write_split_csvs
 from retino.data.loaders import build_loaders, class_weights, locate_dataset, read_index
-from retino.errors import DataError
 from tests.conftest import compose_config
 
 BGR_RED = (0, 0, 255)  # OpenCV order: pure red

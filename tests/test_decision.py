@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
-from retino.decision import BUSY, NEW, RESUME, SKIP, JobIdentity, decide
-from retino.job import earlier_runs
-from retino.locks import JobLock, RunBusyError, lock_holder
+from retino.core.locks import JobLock, RunBusyError, lock_holder
+from retino.jobs.decision import BUSY, NEW, RESUME, SKIP, JobIdentity, decide
+from retino.jobs.lifecycle import earlier_runs
 
 JOB = JobIdentity("cfg0", "code-a", "data-a")
 CODE = {"same": "code-a", "other": "code-b"}
@@ -99,7 +99,7 @@ def test_a_second_holder_of_a_job_lock_is_told_who_holds_it(tmp_path):
 
 def test_a_job_lock_dies_with_its_process_even_on_kill_9(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from retino.locks import JobLock; "
+        [sys.executable, "-c", "import time; from retino.core.locks import JobLock; "
          f"lock = JobLock({str(tmp_path)!r}).acquire(); lock.record('r1'); "
          "print('held', flush=True); time.sleep(60)"],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
@@ -112,6 +112,6 @@ def test_a_job_lock_dies_with_its_process_even_on_kill_9(tmp_path):
 
 
 def test_importing_the_training_loop_imports_no_mlflow():
-    check = ("import sys, retino.train, retino.experiment, retino.data.loaders; "
+    check = ("import sys, retino.training.loop, retino.training.pipeline, retino.data.loaders; "
              "assert 'mlflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", check], cwd=PROJECT_ROOT, check=True, timeout=120)

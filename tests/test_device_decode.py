@@ -6,11 +6,11 @@ import logging
 import pytest
 import torch
 
+from retino.core.errors import DataError
 from retino.data.demo import ensure_demo_dataset
 from retino.data.device_decode import JpegBatch
 from retino.data.layout import read_split_index
 from retino.data.loaders import build_loaders, data_loaders, evaluation_set, training_set
-from retino.errors import DataError
 from tests.conftest import compose_config
 
 
@@ -88,9 +88,9 @@ def test_decoding_on_the_device_off_a_gpu_says_it_is_slower(tmp_path, caplog):
 
 
 def test_decode_typo_lists_the_choices():
-    from retino.config import validate_config
-    from retino.errors import ConfigError
-    from retino.experiment import registered_choices
+    from retino.config.validation import validate_config
+    from retino.core.errors import ConfigError
+    from retino.training.pipeline import registered_choices
 
     with pytest.raises(ConfigError, match="data.decode='nvjpeg' is not valid; choose one of: "
                                           "cpu, gpu"):
@@ -98,7 +98,7 @@ def test_decode_typo_lists_the_choices():
 
 
 def test_cams_read_an_encoded_dataset(fundus_index):
-    from retino.cam import cam_examples
+    from retino.evaluation.cam import cam_examples
     from retino.models import build_model
 
     model = build_model("resnet18", num_classes=5)

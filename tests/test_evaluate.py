@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from retino.core.grades import PROBABILITY_COLUMNS
 from retino.data.prepare import cache_dir, prepare_cache
 from retino.evaluate import main
-from retino.evaluation import PROBABILITY_COLUMNS, read_predictions
+from retino.evaluation.predictions import read_predictions
 from tests.test_prepare import make_kaggle_source
 
 

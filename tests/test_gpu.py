@@ -6,7 +6,7 @@ channels-last, compilation, the parallel launcher with loader workers."""
 import pytest
 import torch
 
-from retino.experiment import run_experiment
+from retino.training.pipeline import train_and_evaluate
 from tests.conftest import TINY, compose_config
 from tests.test_cifar10 import cifar_cfg_overrides, write_cifar10
 from tests.test_launchers import assert_complete, study_runs
@@ -39,10 +39,10 @@ def test_a_parallel_sweep_with_loader_workers_trains_on_the_gpu_and_says_so(tmp_
 
 def test_compiled_fp16_run_resumes_with_its_gradient_scale(tmp_path):
     overrides = ["precision=fp16", "compile=true", "augmentation=strong"]
-    run_experiment(on_gpu(tmp_path, *overrides, "epochs=1"), tmp_path / "run")
+    train_and_evaluate(on_gpu(tmp_path, *overrides, "epochs=1"), tmp_path / "run")
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert first["scaler"]["scale"] > 0
-    resumed = run_experiment(on_gpu(tmp_path, *overrides, "epochs=2"), tmp_path / "run",
+    resumed = train_and_evaluate(on_gpu(tmp_path, *overrides, "epochs=2"), tmp_path / "run",
                              resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in resumed.history)
@@ -51,14 +51,14 @@ def test_compiled_fp16_run_resumes_with_its_gradient_scale(tmp_path):
 def test_frozen_backbone_with_class_activation_maps(tmp_path):
     fill_hub_cache("resnet18")
     cfg = on_gpu(tmp_path, "pretrained=true", "freeze=backbone", "cam_per_grade=1")
-    run_experiment(cfg, tmp_path / "run")
+    train_and_evaluate(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "class_activation_maps.png").stat().st_size > 0
 
 
 def test_cifar10_pretraining_runs_on_the_gpu(tmp_path):
     write_cifar10(tmp_path / "cifar")
     cfg = compose_config([*cifar_cfg_overrides(tmp_path), "device=cuda"])
-    result = run_experiment(cfg, tmp_path / "run")
+    result = train_and_evaluate(cfg, tmp_path / "run")
     assert result.history[-1]["epoch"] == 1
 
 
@@ -66,7 +66,7 @@ def test_one_step_at_512_px_with_resnet50(tmp_path):
     cfg = on_gpu(tmp_path, "model=resnet50", "data.image_size=512", "resolution=512px",
                  "data.train_size=8", "data.test_size=5", "batch_size=4", "data.val_fraction=0",
                  "augmentation=strong")
-    result = run_experiment(cfg, tmp_path / "run")
+    result = train_and_evaluate(cfg, tmp_path / "run")
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
 
 
@@ -85,6 +85,6 @@ def test_nvjpeg_decodes_what_the_workers_decode_within_rounding(tmp_path):
     decoded = encoded.collate([encoded[item] for item in items])[0].to("cuda")
     difference = (decoded.cpu().int() - expected.int()).abs().float()
     assert difference.mean() < 2 and difference.max() < 40  # IDCT rounding, not a wrong crop
-    result = run_experiment(cfg, tmp_path / "run")
+    result = train_and_evaluate(cfg, tmp_path / "run")
     assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
     assert (tmp_path / "run" / "class_activation_maps.png").stat().st_size > 0

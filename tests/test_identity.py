@@ -7,10 +7,11 @@ import shutil
 import pytest
 
 from retino import PROJECT_ROOT
+from retino.core.errors import DataError
+from retino.core.locks import try_lock
+from retino.data.digest import data_identity
 from retino.data.prepare import cache_dir, main, prepare_cache
-from retino.errors import DataError
-from retino.identity import code_version, data_identity
-from retino.locks import try_lock
+from retino.jobs.identity import code_version
 from tests.test_prepare import SIZE, make_kaggle_source
 
 
@@ -76,7 +77,7 @@ def test_a_second_preparation_into_the_same_cache_at_once_is_refused(tmp_path):
 
 
 def test_reproducing_a_run_of_other_code_warns(caplog):
-    from retino.reproduce import warn_if_code_changed
+    from retino.studies.reproduction import warn_if_code_changed
 
     warn_if_code_changed(code_version(), "run same")
     assert caplog.text == ""

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retino.evaluation import bootstrap_intervals, frame_metrics, headline_metrics
+from retino.evaluation.intervals import bootstrap_intervals
+from retino.evaluation.predictions import frame_metrics, headline_metrics
 
 
 def predictions(patients, seed=0, both_eyes_disagree=False):
@@ -61,8 +62,8 @@ def test_headline_metrics_carry_the_intervals_when_asked():
 
 
 def test_the_study_table_shows_a_single_run_with_its_intervals():
-    from retino.records import RunRecord
-    from retino.report import results_table
+    from retino.studies.report import results_table
+    from retino.tracking.records import RunRecord
 
     final = {"test_acc_selected": 0.872, "test_acc_selected_ci_low": 0.84,
              "test_acc_selected_ci_high": 0.9, "test_qwk_selected": 0.904,

@@ -1,4 +1,5 @@
-"""The job lifecycle (retino/job.py) in-process, as run.py drives it: identity tags, skip and
+"""The job lifecycle (retino/jobs/lifecycle.py) in-process, as run.py drives it: identity tags,
+skip and
 resume decisions, studies that keep their rows; a real SQLite store, no subprocess."""
 
 import logging
@@ -9,16 +10,17 @@ import shutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-import retino.experiment
-import retino.train
+import retino.training.loop
+import retino.training.pipeline
 from retino import PROJECT_ROOT
-from retino.devices import execution_params
-from retino.identity import code_version
-from retino.job import JobContext, plan_job, run_job, with_execution
-from retino.locks import JobLock
-from retino.records import read_runs
-from retino.sweep import PARENT_ENV, study_guard
-from retino.tracking import start_parent_run
+from retino.core.locks import JobLock
+from retino.core.names import PARENT_ENV
+from retino.jobs.identity import code_version
+from retino.jobs.lifecycle import JobContext, plan_job, run_job, with_execution
+from retino.studies.callbacks import study_guard
+from retino.tracking.records import read_runs
+from retino.tracking.runs import start_parent_run
+from retino.training.devices import execution_params
 from tests.conftest import TINY, compose_config
 
 
@@ -58,7 +60,7 @@ def copy_of_the_code(folder):
 def test_a_study_rerun_skips_unless_the_code_changed_and_every_study_keeps_its_rows(
         tiny_cfg, tmp_path, monkeypatch, caplog):
     code = copy_of_the_code(tmp_path / "checkout")
-    monkeypatch.setattr("retino.job.code_version", lambda: code_version(code))
+    monkeypatch.setattr("retino.jobs.lifecycle.code_version", lambda: code_version(code))
     first_study = start_parent_run("retino", "first", {})
     run_job(tiny_cfg, sweep_job(tmp_path, "a", first_study))
     [trained] = set(runs_by_id()) - {first_study}
@@ -83,19 +85,19 @@ def test_an_interrupted_run_continues_and_records_every_commit_it_trained_under(
         tmp_path, monkeypatch):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
     job = JobContext(output_dir=tmp_path / "out")
-    original_log_epoch = retino.train._log_epoch
+    original_log_epoch = retino.training.loop._log_epoch
 
     def killed_after_epoch_1(row, epochs):
         raise KeyboardInterrupt  # after epoch 1's checkpoint and metrics
 
-    monkeypatch.setattr("retino.job.git_commit", lambda: "commit-1")
-    monkeypatch.setattr("retino.train._log_epoch", killed_after_epoch_1)
+    monkeypatch.setattr("retino.jobs.lifecycle.git_commit", lambda: "commit-1")
+    monkeypatch.setattr("retino.training.loop._log_epoch", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, job)
     [run] = runs_by_id().values()
     assert run.info.status == "KILLED"
-    monkeypatch.setattr("retino.train._log_epoch", original_log_epoch)
-    monkeypatch.setattr("retino.job.git_commit", lambda: "commit-2")
+    monkeypatch.setattr("retino.training.loop._log_epoch", original_log_epoch)
+    monkeypatch.setattr("retino.jobs.lifecycle.git_commit", lambda: "commit-2")
     study = start_parent_run("retino", "study", {})
     run_job(cfg, sweep_job(tmp_path, "elsewhere", study))  # continued by a study's job
     again = runs_by_id()[run.info.run_id]
@@ -125,14 +127,14 @@ def test_a_job_replacing_its_dead_attempt_ends_it_and_the_study_reports_only_the
     def preempted(*args, **kwargs):
         raise KeyboardInterrupt  # before the first checkpoint
 
-    original_fit = retino.experiment.fit
-    monkeypatch.setattr("retino.experiment.fit", preempted)
+    original_fit = retino.training.pipeline.fit
+    monkeypatch.setattr("retino.training.pipeline.fit", preempted)
     study = start_parent_run("retino", "study", {})
     with pytest.raises(KeyboardInterrupt):
         run_job(tiny_cfg, sweep_job(tmp_path, "first", study))
     [attempt] = set(runs_by_id()) - {study}
     MlflowClient().update_run(attempt, status="RUNNING")  # as a `kill -9` leaves it
-    monkeypatch.setattr("retino.experiment.fit", original_fit)
+    monkeypatch.setattr("retino.training.pipeline.fit", original_fit)
     run_job(tiny_cfg, sweep_job(tmp_path, "requeued", study))
     [replacement] = set(runs_by_id()) - {study, attempt}
     old = runs_by_id()[attempt]
@@ -174,7 +176,7 @@ def test_a_study_stopped_early_ends_its_parent_run(monkeypatch, stop, status):
 def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
     """In a study, the pretraining run is nested under the study's run (its page shows what it
     caused), and is still not one of the study's runs in its report."""
-    from retino.tracking import PARENT_TAG
+    from retino.core.names import PARENT_TAG
     from tests.test_cifar10 import cifar_cfg_overrides, write_cifar10
 
     write_cifar10(tmp_path / "cifar")

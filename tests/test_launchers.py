@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from retino.devices import gpu_lease
-from retino.tracking import PARENT_TAG
+from retino.core.names import PARENT_TAG
+from retino.jobs.launchers import gpu_lease
 from tests.conftest import TINY
 from tests.test_run_cli import api, experiment_runs, free_port, run_cli
 

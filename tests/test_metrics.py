@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retino.metrics import (
+from retino.evaluation.metrics import (
     at_threshold,
     confusion_matrix,
     grading_metrics,

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from retino.errors import ConfigError
+from retino.core.errors import ConfigError
 from retino.models import MODEL_BUILDERS, build_model, freeze_backbone
 
 FAST = ["resnet18", "resnet50"]

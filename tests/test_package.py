@@ -24,7 +24,7 @@ def test_pip_install_editable_then_import_from_another_folder(tmp_path):
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    imported = subprocess.run([str(python), "-c", "import retino, retino.predict; "
+    imported = subprocess.run([str(python), "-c", "import retino, retino.serving.grader; "
                                "print(retino.__file__)"], cwd=elsewhere, capture_output=True,
                               text=True)
     assert imported.returncode == 0, imported.stderr[-2000:]

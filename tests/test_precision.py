@@ -2,10 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from retino.experiment import build_optimizer, build_scheduler, prepare_model, run_experiment
 from retino.models import build_model
-from retino.precision import GradientStep, StepSettings, resolve_step_settings
-from retino.train import fit
+from retino.training.loop import fit, infer
+from retino.training.pipeline import (
+    build_optimizer,
+    build_scheduler,
+    prepare_model,
+    train_and_evaluate,
+)
+from retino.training.precision import GradientStep, StepSettings, resolve_step_settings
 from tests.conftest import TINY, compose_config
 
 
@@ -13,7 +18,7 @@ from tests.conftest import TINY, compose_config
 def test_every_precision_trains_on_cpu(tmp_path, precision):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", f"precision={precision}",
                                  "channels_last=true", "grad_clip=1.0"])
-    row = run_experiment(cfg, tmp_path / "run").history[0]
+    row = train_and_evaluate(cfg, tmp_path / "run").history[0]
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])
     state = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
     assert state["fc.weight"].dtype == torch.float32  # weights stay fp32; only compute is cast
@@ -41,11 +46,11 @@ def test_gradient_step_clips_the_true_gradient_norm():
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16", "data.train_size=8",
                         "data.test_size=5", "data.val_fraction=0", "batch_size=4"]  # fp16: slow
-    run_experiment(compose_config(overrides + ["epochs=1"]), tmp_path / "run")  # "stopped"
+    train_and_evaluate(compose_config(overrides + ["epochs=1"]), tmp_path / "run")  # "stopped"
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     checkpoint["scaler"]["scale"] = 1024.0  # as if overflows had lowered it from 65536
     torch.save(checkpoint, tmp_path / "run" / "last.pt")
-    run_experiment(compose_config(overrides + ["epochs=2"]), tmp_path / "run", resume=True)
+    train_and_evaluate(compose_config(overrides + ["epochs=2"]), tmp_path / "run", resume=True)
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert saved["epoch"] == 2
     assert saved["scaler"]["scale"] <= 1024.0  # went on from the saved scale, not the default
@@ -89,7 +94,6 @@ def test_each_compiled_run_starts_from_an_empty_compile_cache(monkeypatch):
 def test_a_compiled_evaluation_pads_its_short_last_batch_to_one_shape():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from retino.train import evaluate
 
     shapes = []
 
@@ -101,7 +105,7 @@ def test_a_compiled_evaluation_pads_its_short_last_batch_to_one_shape():
     loader = DataLoader(TensorDataset(images, torch.randint(0, 5, (10,))), batch_size=4)
     model = build_model("resnet18").eval()
     settings = StepSettings(compile=True, compile_backend=recording_backend)
-    answers = evaluate(settings.compiled(model), loader, torch.device("cpu"), settings)
+    answers = infer(settings.compiled(model), loader, torch.device("cpu"), settings)
     assert len(shapes) == 1  # batches of 4, 4 and 2 (padded to 4): one graph
     assert answers.probs.shape == (10, 5)  # the padding's answers dropped
     with torch.no_grad():
@@ -113,9 +117,9 @@ def test_a_compiled_evaluation_pads_its_short_last_batch_to_one_shape():
 def test_the_training_step_computes_in_the_precision_asked_for_every_precision_known():
     """Not only 'it trains': the forward pass runs in the precision's dtype, and every name in
     PRECISIONS (what config validation and the benchmark accept) has a dtype."""
-    from retino.config import PRECISIONS
-    from retino.precision import DTYPES
-    from retino.train import train_one_epoch
+    from retino.config.schema import PRECISIONS
+    from retino.training.loop import train_one_epoch
+    from retino.training.precision import DTYPES
 
     assert set(PRECISIONS) == {"auto", *DTYPES}
     batches = [(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), torch.arange(4))]

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from retino.evaluation import PROBABILITY_COLUMNS, read_predictions
+from retino.core.grades import PROBABILITY_COLUMNS
+from retino.evaluation.predictions import read_predictions
 from retino.predict import main
 
 

@@ -16,6 +16,7 @@ from retino.data.loaders import cache_params, read_index
 from retino.data.prepare import cache_dir, main, prepare_cache
 from retino.data.preprocess import center_crop, decode_for_size, fundus_box, graham, retina_crop
 from retino.data.split import LAB_TEST_FRACTION, patient_of, split_by_patient
+from retino.training.pipeline import train_and_evaluate
 from tests.conftest import compose_config
 
 SIZE = 48  # output side of the tiny caches
@@ -275,8 +276,7 @@ def test_retina_crop_finds_the_dim_rim_of_a_wide_frame_cut_top_and_bottom():
 
 
 def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
-    from retino.experiment import run_experiment
-    from retino.tracker import NullTracker
+    from retino.training.tracker import NullTracker
 
     class Recorder(NullTracker):
         params: dict = {}
@@ -290,6 +290,6 @@ def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     cfg = compose_config(["data=kaggle", f"data.root={cache}", "data.num_workers=0",
                           "resolution=64px", "epochs=1", "batch_size=4"])
     recorder = Recorder()
-    run_experiment(cfg, tmp_path / "run", recorder)
+    train_and_evaluate(cfg, tmp_path / "run", recorder)
     assert recorder.params["cache.method"] == "retina_crop" and recorder.params["cache.size"] == 64
 

@@ -6,9 +6,13 @@ import pytest
 import torch
 import torchvision
 
-from retino.errors import WeightsUnavailableError
-from retino.experiment import prepare_model
-from retino.pretrained import hub_checkpoint_dir, load_backbone_weights, resolve_imagenet_weights
+from retino.core.errors import WeightsUnavailableError
+from retino.models.pretrained import (
+    hub_checkpoint_dir,
+    load_backbone_weights,
+    resolve_imagenet_weights,
+)
+from retino.training.pipeline import prepare_model
 from tests.conftest import compose_config
 
 # torchvision's own file names for the IMAGENET1K_V1 weights, as they lie in the hub cache.

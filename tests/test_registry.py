@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retino.comparison import best_run
-from retino.errors import ConfigError
-from retino.records import RunRecord
-from retino.registry import register_best
+from retino.core.errors import ConfigError
+from retino.studies.comparison import best_run
+from retino.studies.registry import register_best
+from retino.tracking.records import RunRecord
 
 VAL = pd.DataFrame({"image": ["a"], "grade": [0]})  # stands for a predictions_val.csv
 
@@ -48,8 +48,8 @@ def test_a_run_registers_and_loads_from_the_registry(trained_run, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from retino.records import read_runs
-    from retino.served import encode_image
+    from retino.serving.pyfunc import encode_image
+    from retino.tracking.records import read_runs
 
     _, run_id, uri, source, _ = trained_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -15,10 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
-from retino.config import params_to_log
-from retino.devices import execution_params
+from retino.config.params import params_to_log
+from retino.core.names import PARENT_TAG
 from retino.report import main as report_main
-from retino.tracking import PARENT_TAG
+from retino.training.devices import execution_params
 from tests.conftest import TINY, compose_config
 from tests.test_data import make_kaggle_folder
 from tests.test_pretrained import fill_hub_cache

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from retino.core.errors import DataError
 from retino.data.layout import SplitIndex
 from retino.data.split import patient_of, with_validation
-from retino.errors import DataError
-from retino.evaluation import frame_metrics
-from retino.experiment import run_experiment
-from retino.train import Selection
+from retino.evaluation.predictions import frame_metrics
+from retino.training.pipeline import train_and_evaluate
+from retino.training.selection import Selection
 from tests.conftest import TINY, compose_config
 
 
@@ -66,7 +66,7 @@ def test_the_run_keeps_the_best_validation_epoch_and_reports_the_test_set_there(
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=3",
                                  "data.train_size=40", "data.val_fraction=0.25",
                                  "selection_metric=val_loss", "deterministic=true"])
-    result = run_experiment(cfg, tmp_path / "run")
+    result = train_and_evaluate(cfg, tmp_path / "run")
     val_losses = [row["val_loss"] for row in result.history]
     chosen = result.selected
     selected = int(chosen["selected_epoch"])
@@ -98,7 +98,7 @@ def test_the_run_keeps_the_best_validation_epoch_and_reports_the_test_set_there(
 def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2",
                                  "data.val_fraction=0"])
-    result = run_experiment(cfg, tmp_path / "run")
+    result = train_and_evaluate(cfg, tmp_path / "run")
     assert result.selection is None and result.selected["selected_epoch"] == 2
     assert result.selected["selection_score"] == result.history[-1]["test_acc"]
     assert "val_loss" not in result.history[-1]

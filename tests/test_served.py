@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retino.evaluation import PROBABILITY_COLUMNS
-from retino.predict import grade, load_trained_run
-from retino.served import encode_image
+from retino.core.grades import PROBABILITY_COLUMNS
+from retino.serving.grader import grade, load_trained_run
+from retino.serving.pyfunc import encode_image
 
 
 def raw_photographs(source, count=4):

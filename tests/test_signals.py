@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from retino.signals import redelivered
+from retino.jobs.signals import redelivered
 
 
 def __del__(handler):  # noqa: N807 - named as a finalizer, where CPython discards exceptions

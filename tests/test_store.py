@@ -10,12 +10,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
-from retino.store import call_with_lock_retries
+from retino.tracking.store import call_with_lock_retries
 
 # One job's whole conversation with the store: experiment, run, params, 20 epochs of metrics.
 JOB = """
 import sys
-from retino.tracking import mlflow_run
+from retino.tracking.runs import mlflow_run
 with mlflow_run("parallel", f"job{sys.argv[1]}", {f"p{i}": i for i in range(60)}, {}) as run:
     for epoch in range(1, 21):
         run.log_metrics({"train_acc": epoch / 20, "test_acc": epoch / 40}, step=epoch)

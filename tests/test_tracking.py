@@ -4,15 +4,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
-from retino.errors import DataError, user_message
-from retino.store import default_tracking_uri
-from retino.tracking import mlflow_run
+from retino.core.errors import DataError, user_message
+from retino.tracking.runs import mlflow_run
+from retino.tracking.store import default_tracking_uri
 
 
 def test_default_store_is_sqlite_in_project_root_with_artifacts_beside_it(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert default_tracking_uri() == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    monkeypatch.setattr("retino.store.PROJECT_ROOT", tmp_path)  # do not touch the real store
+    # do not touch the real store
+    monkeypatch.setattr("retino.tracking.store.PROJECT_ROOT", tmp_path)
     with mlflow_run("exp", "a-run", {"model.name": "resnet18"}, {}) as tracker:
         tracker.log_metrics({"test_acc": 0.5}, step=1)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -35,7 +36,7 @@ def test_a_run_ends_by_saying_where_mlflow_ui_shows_it(caplog):
 
 
 def test_ui_pages_of_a_tracking_server_are_on_that_server():
-    from retino.store import ui_pages
+    from retino.tracking.store import ui_pages
 
     text = ui_pages("http://mlflow.lab:5000/", "7", "abc")
     assert text == ("http://mlflow.lab:5000/#/experiments/7/runs/abc"
@@ -65,7 +66,7 @@ def test_run_ends_finished_failed_or_killed_never_running():
 def test_worker_error_is_reduced_to_its_original_message():
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
                         "Original Traceback (most recent call last):\n  File \"x.py\"\n"
-                        "retino.errors.DataError: Cannot decode image /d/a.jpeg: corrupt\n")
+                        "retino.core.errors.DataError: Cannot decode image /d/a.jpeg: corrupt\n")
     assert user_message(wrapped) == "Cannot decode image /d/a.jpeg: corrupt"
     assert user_message(DataError("plain")) == "plain"
 
@@ -90,8 +91,8 @@ def test_a_dataset_another_job_logged_at_the_same_moment_is_linked_not_an_error(
     the second attempt links it."""
     from mlflow.exceptions import MlflowException
 
-    from retino.identity import DataIdentity
-    from retino.tracking import MlflowTracker
+    from retino.data.digest import DataIdentity
+    from retino.tracking.runs import MlflowTracker
 
     tracker = MlflowTracker("exp")
     tracker.start("job", {})

@@ -2,18 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from retino.experiment import (
-    build_criterion,
-    prepare_model,
-    run_experiment,
-)
-from retino.train import seed_everything
+from retino.training.loop import seed_everything
+from retino.training.pipeline import build_criterion, prepare_model, train_and_evaluate
 from tests.conftest import TINY, compose_config
 
 
 def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
     out = tmp_path / "run"
-    result = run_experiment(tiny_cfg, out)
+    result = train_and_evaluate(tiny_cfg, out)
     assert [row["epoch"] for row in result.history] == [1]
     row = result.history[0]
     assert 0 <= row["test_acc"] <= 1 and -1 <= row["test_qwk"] <= 1
@@ -57,12 +53,12 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
                         "deterministic=true"]
     # Uninterrupted with 2 persistent loader workers; interrupted with none and resumed with 2:
     # the same batches and the same augmentations, so the same numbers.
-    straight = run_experiment(compose_config([*overrides, "data.num_workers=2"]),
+    straight = train_and_evaluate(compose_config([*overrides, "data.num_workers=2"]),
                               tmp_path / "a").history
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(compose_config([*overrides, "data.num_workers=0"]), tmp_path / "b",
+        train_and_evaluate(compose_config([*overrides, "data.num_workers=0"]), tmp_path / "b",
                        DiesAfterEpoch(1))
-    resumed = run_experiment(compose_config([*overrides, "data.num_workers=2"]), tmp_path / "b",
+    resumed = train_and_evaluate(compose_config([*overrides, "data.num_workers=2"]), tmp_path / "b",
                              resume=True).history
     assert [row["epoch"] for row in resumed] == [1, 2]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
@@ -75,20 +71,20 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
 
 def test_same_seed_same_result_and_deterministic_flag_does_not_leak(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "deterministic=true"]
-    first = run_experiment(compose_config(overrides), tmp_path / "a").history
+    first = train_and_evaluate(compose_config(overrides), tmp_path / "a").history
     assert torch.are_deterministic_algorithms_enabled()
-    second = run_experiment(compose_config(overrides), tmp_path / "b").history
+    second = train_and_evaluate(compose_config(overrides), tmp_path / "b").history
     assert first[0]["train_loss"] == second[0]["train_loss"]
     assert first[0]["test_acc"] == second[0]["test_acc"]
-    run_experiment(compose_config(overrides[:-1]), tmp_path / "c")  # next job of a sweep
+    train_and_evaluate(compose_config(overrides[:-1]), tmp_path / "c")  # next job of a sweep
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_frozen_backbone_run_trains_only_the_head(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "freeze=backbone"])
     seed_everything(cfg.seed)
-    initial = prepare_model(cfg).state_dict()  # the same seed gives run_experiment's init
-    run_experiment(cfg, tmp_path / "run")
+    initial = prepare_model(cfg).state_dict()  # the same seed gives train_and_evaluate's init
+    train_and_evaluate(cfg, tmp_path / "run")
     final = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
     changed = {k for k in initial if not torch.equal(initial[k], final[k])}
     assert changed == {"fc.weight", "fc.bias"}
@@ -102,8 +98,8 @@ def test_imbalance_options(tmp_path):
     assert build_criterion(compose_config(TINY), grades).weight is None
     sgd_step = [f"data.root={tmp_path / 'demo'}", "optimizer=sgd", "schedule=step",
                 "schedule.step_size=3", "epochs=1"]
-    plain = run_experiment(compose_config(TINY + sgd_step), tmp_path / "a").history[0]
-    balanced = run_experiment(compose_config(TINY + sgd_step + ["imbalance=balanced_sampler"]),
+    plain = train_and_evaluate(compose_config(TINY + sgd_step), tmp_path / "a").history[0]
+    balanced = train_and_evaluate(compose_config(TINY + sgd_step + ["imbalance=balanced_sampler"]),
                               tmp_path / "b").history[0]
     # The same seed draws other images when the sampler balances the grades.
     assert balanced["train_loss"] != plain["train_loss"]
@@ -140,10 +136,10 @@ class StepRecorder:
 def test_resume_after_a_kill_between_checkpoint_and_logging_loses_no_epoch(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2"])
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, tmp_path / "run", StepRecorder(die_at=2))
+        train_and_evaluate(cfg, tmp_path / "run", StepRecorder(die_at=2))
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
     resumed = StepRecorder(logged={1})
-    result = run_experiment(cfg, tmp_path / "run", resumed, resume=True)
+    result = train_and_evaluate(cfg, tmp_path / "run", resumed, resume=True)
     assert resumed.steps == [2]  # the missing epoch is logged from the checkpoint, once
     assert [row["epoch"] for row in result.history] == [1, 2]  # nothing trained again
     assert result.confusion.sum() == 10 and (tmp_path / "run" / "accuracy.png").is_file()
@@ -154,8 +150,8 @@ def test_weighted_run_resumes_on_a_gpu(tmp_path):
     """What CPU tests cannot see: optimizer state and class weights on the right device."""
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "device=cuda",
                         "imbalance=weighted_loss", "optimizer=sgd"]
-    run_experiment(compose_config(overrides + ["epochs=1"]), tmp_path / "run")
-    resumed = run_experiment(compose_config(overrides + ["epochs=2"]), tmp_path / "run",
+    train_and_evaluate(compose_config(overrides + ["epochs=1"]), tmp_path / "run")
+    resumed = train_and_evaluate(compose_config(overrides + ["epochs=2"]), tmp_path / "run",
                              resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
 
@@ -176,7 +172,7 @@ def _tiny_training(device):
 def test_an_epoch_reads_its_sums_from_the_device_once_not_every_step(monkeypatch):
     import sys
 
-    from retino.train import train_one_epoch
+    from retino.training.loop import train_one_epoch
 
     reads = []
 
@@ -184,7 +180,7 @@ def test_an_epoch_reads_its_sums_from_the_device_once_not_every_step(monkeypatch
         original = getattr(torch.Tensor, name)
 
         def read(self, *args):
-            if sys._getframe(1).f_code.co_filename.endswith("retino/train.py"):
+            if sys._getframe(1).f_code.co_filename.endswith("retino/training/loop.py"):
                 reads.append(name)  # a read the training loop itself makes
             return original(self, *args)
         return read
@@ -200,7 +196,7 @@ def test_an_epoch_reads_its_sums_from_the_device_once_not_every_step(monkeypatch
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_steps_never_wait_for_the_gpu():
-    from retino.train import train_one_epoch
+    from retino.training.loop import train_one_epoch
 
     device = torch.device("cuda")
     model, optimizer, batches = _tiny_training(device)
@@ -216,7 +212,7 @@ def test_training_steps_never_wait_for_the_gpu():
 
 
 def test_batches_reach_the_step_in_order_and_whole():
-    from retino.precision import ahead_on_device
+    from retino.training.precision import ahead_on_device
 
     batches = [(torch.full((2, 3), i), torch.tensor([i, i])) for i in range(3)]
     seen = list(ahead_on_device(iter(batches), torch.device("cpu")))
@@ -226,7 +222,7 @@ def test_batches_reach_the_step_in_order_and_whole():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_batches_copied_ahead_on_a_side_stream_arrive_intact():
-    from retino.precision import ahead_on_device
+    from retino.training.precision import ahead_on_device
 
     device = torch.device("cuda")
     batches = [(torch.full((64, 3, 64, 64), i, dtype=torch.uint8).pin_memory(),

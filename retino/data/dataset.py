@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
+from retino.core.errors import DataError
 from retino.data.device_augment import augment_on_device, draw_device_params
 from retino.data.device_decode import CROP_RATIO
 from retino.data.layout import SplitIndex
 from retino.data.preprocess import decode_rgb
-from retino.errors import DataError
 
 # ImageNet statistics (RGB): pretrained weights expect inputs normalised this way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

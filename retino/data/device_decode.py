@@ -25,9 +25,9 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional
 
+from retino.core.errors import DataError
 from retino.data.device_augment import draw_device_params
 from retino.data.layout import SplitIndex
-from retino.errors import DataError
 
 log = logging.getLogger(__name__)
 CROP_RATIO = (0.9, 1.1)  # the aspect ratios a random resized crop may take, both paths

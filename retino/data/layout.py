@@ -13,24 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from retino.errors import DataError
-from retino.files import atomic_write_text
+from retino.core.errors import DataError
+from retino.core.files import atomic_write_text
+from retino.core.grades import parse_grade
 
 IMAGE_SUFFIX = ".jpeg"
-NUM_GRADES = 5  # 0 no DR, 1 mild, 2 moderate, 3 severe, 4 proliferative
-GRADES = tuple(range(NUM_GRADES))
 SPLITS = ("train", "test")
+MANIFEST_FILE = "manifest.json"  # a prepared cache's record of how it was made
 _SHOW_AT_MOST = 5  # how many offending names an error message lists
-
-
-def parse_grade(text: str) -> int | None:
-    """A label as the CSVs write it ('2'; '2.0' from a spreadsheet) -> 2; None if it is not a
-    grade 0-4. Every reader of labels (training, prepare, the public sets) parses with this."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return int(value) if value.is_integer() and int(value) in GRADES else None
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
@@ -70,7 +60,7 @@ def write_split_csvs(root: Path, split: str, names: list[str], grades: list[int]
 
 def read_manifest(root: Path) -> dict:
     """A prepared cache's manifest.json ({} where there is none, as for the demo set)."""
-    path = Path(root) / "manifest.json"
+    path = Path(root) / MANIFEST_FILE
     if not path.is_file():
         return {}
     try:

@@ -19,11 +19,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from retino import PROJECT_ROOT
+from retino.core.errors import DataError
+from retino.core.grades import NUM_GRADES
 from retino.data.dataset import RetinopathyLoader, build_transform
 from retino.data.demo import ensure_demo_dataset
 from retino.data.device_decode import EncodedImages, warn_unless_gpu
-from retino.data.layout import NUM_GRADES, SplitIndex, read_manifest, read_split_index
-from retino.errors import DataError
+from retino.data.layout import SplitIndex, read_manifest, read_split_index
 
 log = logging.getLogger(__name__)
 

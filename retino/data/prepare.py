@@ -31,20 +31,20 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from retino.data.layout import IMAGE_SUFFIX, SPLITS, write_split_csvs
+from retino.core.errors import DataError
+from retino.core.files import atomic_write_bytes, atomic_write_text, csv_text
+from retino.core.locks import try_lock
+from retino.data.layout import IMAGE_SUFFIX, MANIFEST_FILE, SPLITS, write_split_csvs
 from retino.data.preprocess import METHODS, BadImage, encode_jpeg, prepare_image
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
-from retino.errors import DataError
-from retino.files import atomic_write_bytes, atomic_write_text, csv_text
-from retino.locks import try_lock
 
 log = logging.getLogger(__name__)
 
-MANIFEST, REPORT = "manifest.json", "report.csv"
+MANIFEST, REPORT = MANIFEST_FILE, "report.csv"
 
 
 @dataclass(frozen=True)
-class Job:
+class ImageTask:
     split: str
     name: str
     grade: int
@@ -54,7 +54,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    job: Job
+    job: ImageTask
     status: str  # "prepared", "converted", "existing" or "skipped"
     reason: str = ""
 
@@ -64,8 +64,9 @@ def cache_dir(out_root: Path, method: str, size: int) -> Path:
     return Path(out_root) / f"{method}-{size}px"
 
 
-def make_jobs(source: Source, out: Path) -> list[Job]:
-    return [Job(split, name, grade, source.files[name], out / "images" / f"{name}{IMAGE_SUFFIX}")
+def image_tasks(source: Source, out: Path) -> list[ImageTask]:
+    return [ImageTask(split, name, grade, source.files[name],
+                      out / "images" / f"{name}{IMAGE_SUFFIX}")
             for split, rows in source.splits.items() for name, grade in rows]
 
 
@@ -74,7 +75,7 @@ def _write_jpeg(path: Path, image) -> None:
     atomic_write_bytes(path, encode_jpeg(image))
 
 
-def run_job(job: Job, size: int, method: str, force: bool) -> Outcome:
+def prepare_one(job: ImageTask, size: int, method: str, force: bool) -> Outcome:
     """Prepare one image; every failure becomes an Outcome, never an exception."""
     if not force and job.dst.is_file() and job.dst.stat().st_size > 0:
         return Outcome(job, "existing")
@@ -94,22 +95,23 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would oversubscribe
 
 
-def _run_job_star(args: tuple) -> Outcome:
-    return run_job(*args)
+def _prepare_image_star(args: tuple) -> Outcome:
+    return prepare_one(*args)
 
 
-def run_jobs(jobs: list[Job], size: int, method: str, force: bool, workers: int) -> list[Outcome]:
+def prepare_images(jobs: list[ImageTask], size: int, method: str, force: bool,
+                   workers: int) -> list[Outcome]:
     """All jobs over `workers` processes, with a progress bar and ETA."""
     args = [(job, size, method, force) for job in jobs]
     bar = dict(total=len(jobs), unit="img", desc=f"{method} {size}px", smoothing=0.05)
     if workers <= 1:
         _worker_init()
-        return [run_job(*a) for a in tqdm(args, **bar)]
+        return [prepare_one(*a) for a in tqdm(args, **bar)]
     # spawn, not fork: a forked child can deadlock on locks held by the parent's threads
     # (OpenCV, OpenMP); the workers import only this light module.
     with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
         chunks = max(1, min(16, len(jobs) // (workers * 8)))
-        return list(tqdm(pool.imap_unordered(_run_job_star, args, chunksize=chunks), **bar))
+        return list(tqdm(pool.imap_unordered(_prepare_image_star, args, chunksize=chunks), **bar))
 
 
 def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
@@ -222,8 +224,8 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         (out / "images").mkdir(parents=True, exist_ok=True)
         _clear_leftovers(out / "images")
         notes = {} if force else _previous_notes(out)
-        outcomes = _carry_notes(run_jobs(make_jobs(found, out), size, method, force, workers),
-                                notes)
+        prepared = prepare_images(image_tasks(found, out), size, method, force, workers)
+        outcomes = _carry_notes(prepared, notes)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         counts = write_index(out, outcomes, found.rejected, manifest, ignored)
     elapsed = time.perf_counter() - started

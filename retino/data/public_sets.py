@@ -16,9 +16,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retino.data.layout import csv_rows, parse_grade
+from retino.core.errors import DataError
+from retino.core.grades import parse_grade
+from retino.data.layout import csv_rows
 from retino.data.split import unsafe_name_reason
-from retino.errors import DataError
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp"}
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, parse_grade, read_lines
+from retino.core.errors import DataError
+from retino.core.grades import parse_grade
+from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, read_lines
 from retino.data.public_sets import (
     IMAGE_SUFFIXES,
     Labelled,
@@ -22,7 +24,6 @@ from retino.data.public_sets import (
     read_public_set,
 )
 from retino.data.split import patient_of, read_kaggle_labels, split_by_patient, unsafe_name_reason
-from retino.errors import DataError
 
 FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
 SPLIT_MODES = ("patient", "none")

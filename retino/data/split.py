@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retino.data.layout import SplitIndex, csv_rows, parse_grade
-from retino.errors import DataError
+from retino.core.errors import DataError
+from retino.core.grades import parse_grade
+from retino.data.layout import SplitIndex, csv_rows
 
 log = logging.getLogger(__name__)
 MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise

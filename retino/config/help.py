@@ -1,0 +1,107 @@
+"""`python run.py --help`, written from the config itself: every config group with its options
+(each option's first comment line in conf/<group>/<option>.yaml) and every top-level key with its
+type, default and meaning (the comment beside the field in the schema, retino/config/schema.py). One
+source for each: the help cannot drift from what the code reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
+import typing
+from pathlib import Path
+
+from retino import PROJECT_ROOT
+
+CONF_DIR = PROJECT_ROOT / "conf"
+GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "optimizer",
+          "schedule", "preset")
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Line number -> the comment on that line (without '#')."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {tok.start[0]: tok.string.lstrip("#").strip() for tok in tokens
+            if tok.type == tokenize.COMMENT}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """A dataclass's field -> its comment: the one beside it, else the lines just above it."""
+    source = inspect.getsource(cls)
+    comments, lines = _comments(source), source.splitlines()
+    docs = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            continue
+        row, above = node.lineno, []
+        while row - len(above) - 1 >= 1 and lines[row - len(above) - 2].strip().startswith("#"):
+            above.insert(0, comments[row - len(above) - 1])
+        text = " ".join([*above, comments.get(row, "")]).strip()
+        docs[node.target.id] = text
+    return docs
+
+
+def _type_name(annotation: object) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union and type(None) in args:
+        return f"{_type_name(next(a for a in args if a is not type(None)))} or null"
+    if annotation is typing.Any:
+        return "value"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def top_level_keys(schema: type) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) of every plain (not group) key of the schema."""
+    hints, docs, defaults = typing.get_type_hints(schema), field_docs(schema), schema()
+    rows = []
+    for field in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[field.name]):
+            continue
+        default = getattr(defaults, field.name)
+        shown = "null" if default is None else str(default).lower() \
+            if isinstance(default, bool) else str(default)
+        rows.append((field.name, _type_name(hints[field.name]), shown, docs[field.name]))
+    return rows
+
+
+def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[tuple[str, str]]]:
+    """group -> [(option, its first comment line)], from the YAML files."""
+    options = {}
+    for group in GROUPS:
+        files = sorted((conf_dir / group).glob("*.yaml"))
+        options[group] = [(path.stem, _first_comment(path)) for path in files]
+    return options
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#") and not text.startswith("# @package"):
+            return text.lstrip("#").strip()
+    return ""
+
+
+def help_text(schema: type) -> str:
+    lines = ["retino: diabetic-retinopathy grading experiments (PyTorch, Hydra, MLflow).", "",
+             "  python run.py [group=option ...] [key=value ...]       one run",
+             "  python run.py -m key=a,b [group=x,y ...]               a study (every combination)",
+             "  python run.py -m -cd sweeps -cn <study>                a study kept in sweeps/",
+             "", "== Config groups (group=option) =="]
+    for group, options in group_options().items():
+        prefix = "+" if group == "preset" else ""
+        lines.append(f"{prefix}{group}:")
+        lines += [f"    {name:<22} {doc}".rstrip() for name, doc in options]
+    lines += ["", "== Keys (key=value) =="]
+    for key, kind, default, doc in top_level_keys(schema):
+        lines += textwrap.wrap(f"{key} ({kind}, default {default}): {doc}", width=100,
+                               initial_indent="  ", subsequent_indent="      ")
+    lines += ["", "A group's own keys: group.key=value (e.g. data.root=/data/dr lr=0.01). "
+              "`python run.py --cfg job` prints the whole composed config; "
+              "`--shell-completion` installs tab completion (see the README).", "",
+              "Powered by Hydra (https://hydra.cc); Hydra's own flags: --hydra-help."]
+    # Hydra fills its help template with string.Template and OmegaConf before printing: no "$".
+    return "\n".join(lines).replace("$", "")

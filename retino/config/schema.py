@@ -1,0 +1,135 @@
+"""The config schema: every key of a run, its type, its default and its meaning (the comment
+beside it), as dataclasses. The one source of the defaults: conf/config.yaml only chooses group
+options, and `run.py --help` and the docs' configuration reference are written from here.
+
+Hydra checks types and unknown keys against it when it composes (registered by
+retino/config/registration.py); retino/config/validation.py checks values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # retino/training/precision.py maps each to its dtype
+SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", "val_loss")
+DATASETS = ("demo", "kaggle")
+DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
+FREEZE_MODES = ("none", "backbone")
+STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+
+
+@dataclass
+class PretrainConfig:
+    source: str = "imagenet"
+    variant: str = "IMAGENET1K_V1"  # torchvision's weights; V1 is what `pretrained=True` loaded
+    weights: Optional[str] = None  # a local state-dict file, for machines without internet
+    # source=cifar10: the pretraining recipe (its checkpoint is cached by all of these)
+    root: Optional[str] = None  # holds cifar-10-batches-py/ (default <project>/data/cifar10)
+    download: bool = True
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    train_size: int = 0  # 0: all 50,000 images
+    cache_dir: Optional[str] = None  # default <project>/data/pretrained
+
+
+@dataclass
+class DataConfig:
+    name: str = "demo"
+    root: Optional[str] = None  # kaggle: folder of the four CSVs; demo: where it is generated
+    image_dir: str = "images"  # relative to root unless absolute
+    train_size: int = 1000  # demo only: number of generated images
+    test_size: int = 250
+    image_size: int = 128  # demo only: side of the generated JPEGs
+    seed: int = 2024  # demo only: the data stays the same when the training seed changes
+    # DataLoader processes: "auto" (none training on a CPU; feeding a GPU, one per core this job
+    # has, less one) or a count. Not part of a run's identity: results are the same for any.
+    num_workers: Any = "auto"
+    persistent_workers: bool = True  # keep the worker processes from epoch to epoch
+    prefetch_factor: int = 2  # batches each worker prepares ahead
+    # Validation split carved from train by patient: it chooses the epoch kept, never the test set.
+    val_fraction: float = 0.1  # 0: none, the lab's protocol (the last epoch is kept)
+    val_seed: int = 0  # fixes the validation split, independent of the training seed
+    # Where JPEGs are decoded: cpu (in the loader workers) or gpu (a batch at a time on the
+    # training device, nvJPEG: for hosts with too few cores per GPU; JPEG files only).
+    decode: str = "cpu"
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = "flip"
+    hflip: float = 0.5  # probabilities
+    vflip: float = 0.5
+    rotate_degrees: float = 0.0
+    color_jitter: float = 0.0
+    crop_scale_min: float = 1.0  # < 1 enables random resized crops of that minimum area
+
+
+@dataclass
+class ResolutionConfig:
+    size: int = 64  # pixels; the network input is size x size
+
+
+@dataclass
+class FreezeConfig:
+    name: str = "none"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    step_size: int = 10  # step only: epochs between decays
+    gamma: float = 0.1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    pretrained: bool = False  # start from pretrain.source's weights (imagenet, cifar10)
+    epochs: int = 10  # passes over the training images
+    batch_size: int = 32  # images per training step
+    lr: float = 1e-3  # the optimizer's learning rate
+    seed: int = 0  # weights, order and augmentation of training (the data has its own)
+    device: str = "auto"  # auto (a CUDA GPU when usable, else the CPU), cpu, cuda
+    deterministic: bool = False  # deterministic kernels (slower), for exact reproduction
+    imbalance: str = "none"  # none, weighted_loss (by grade frequency), balanced_sampler
+    experiment: str = "retino"  # the MLflow experiment the run goes to
+    # Continue an interrupted run of this config, code and data from its last.pt; in a study,
+    # skip one that FINISHED; false: always a new run.
+    resume: bool = True
+    cam_per_grade: int = 1  # test images per grade in class_activation_maps.png (0: none)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16
+    channels_last: Optional[bool] = None  # null: on for CUDA only
+    grad_clip: float = 0.0  # max gradient norm, 0 = off
+    compile: bool = False  # torch.compile the model: minutes to compile, then faster on GPUs
+    log_system_metrics: bool = False  # CPU, memory, GPU use as system/* metrics in MLflow
+    log_model: bool = True  # the trained model as an MLflow model (runs:/<id>/model)
+    # A study's best configuration (by the validation metric) into the Model Registry by this name
+    register_model: Optional[str] = None
+    # The epoch a run keeps and reports on the test set: the best by this validation metric.
+    selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.
+    referable_sensitivity_target: float = 0.9
+    bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

@@ -1,0 +1,124 @@
+"""Value checks of a composed config, before any data is read: each problem names the key and
+what it may be, all of them in one error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from retino.config.schema import (
+    DATASETS,
+    DECODERS,
+    DEVICES,
+    FREEZE_MODES,
+    PRECISIONS,
+    SELECTION_METRICS,
+    STRIDE,
+)
+from retino.core.errors import ConfigError
+
+
+def _check(problems: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        problems.append(message)
+
+
+def _check_choice(problems: list[str], key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = list(allowed)
+    _check(problems, value in allowed, f"{key}={value!r} is not valid; choose one of: "
+                                       f"{', '.join(allowed)}.")
+
+
+def _check_training(cfg: DictConfig, problems: list[str]) -> None:
+    _check(problems, cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1.")
+    _check(problems, cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1.")
+    _check(problems, cfg.lr > 0, f"lr={cfg.lr} must be a positive number (e.g. 0.001).")
+    _check(problems, cfg.seed >= 0, f"seed={cfg.seed} must be 0 or more.")
+    _check(problems, cfg.cam_per_grade >= 0 and cfg.bootstrap_rounds >= 0,
+           f"cam_per_grade={cfg.cam_per_grade} and bootstrap_rounds={cfg.bootstrap_rounds} must "
+           "be 0 (off) or more.")
+    _check(problems, bool(cfg.experiment.strip()), "experiment= must name an MLflow experiment.")
+    opt, schedule = cfg.optimizer, cfg.schedule
+    _check(problems, opt.weight_decay >= 0,
+           f"optimizer.weight_decay={opt.weight_decay} must be 0 or more.")
+    _check(problems, 0 <= opt.momentum < 1, f"optimizer.momentum={opt.momentum} must be in [0, 1).")
+    pretrain = cfg.pretrain
+    _check(problems, pretrain.epochs >= 1 and pretrain.batch_size >= 2 and pretrain.lr > 0
+           and pretrain.train_size >= 0, f"pretrain.epochs={pretrain.epochs} (>= 1), "
+           f"pretrain.batch_size={pretrain.batch_size} (>= 2), pretrain.lr={pretrain.lr} (> 0) "
+           f"and pretrain.train_size={pretrain.train_size} (>= 0, 0 = all) must all hold.")
+    _check(problems, schedule.step_size >= 1,
+           f"schedule.step_size={schedule.step_size} must be at least 1 (epochs).")
+    _check(problems, 0 < schedule.gamma <= 1, f"schedule.gamma={schedule.gamma} must be in (0, 1].")
+
+
+def _check_input(cfg: DictConfig, problems: list[str]) -> None:
+    size = cfg.resolution.size
+    _check(problems, size >= STRIDE and size % STRIDE == 0,
+           f"resolution.size={size} cannot be taken by a ResNet: use a multiple of {STRIDE} "
+           f"of at least {STRIDE} (e.g. 64, 128, 224, 512).")
+    # BatchNorm needs two values per channel: one 32 px image has a 1x1 last feature map.
+    _check(problems, cfg.batch_size < 1 or cfg.batch_size * max(size // STRIDE, 1) ** 2 >= 2,
+           f"batch_size={cfg.batch_size} with resolution.size={size} leaves BatchNorm one value "
+           "per channel; use batch_size=2 or more, or a larger resolution.")
+    aug = cfg.augmentation
+    for key in ("hflip", "vflip"):
+        _check(problems, 0 <= aug[key] <= 1,
+               f"augmentation.{key}={aug[key]} must be a probability in [0, 1].")
+    _check(problems, 0 <= aug.rotate_degrees <= 180,
+           f"augmentation.rotate_degrees={aug.rotate_degrees} must be in [0, 180].")
+    _check(problems, 0 <= aug.color_jitter < 1,
+           f"augmentation.color_jitter={aug.color_jitter} must be in [0, 1).")
+    _check(problems, 0 < aug.crop_scale_min <= 1,
+           f"augmentation.crop_scale_min={aug.crop_scale_min} must be in (0, 1].")
+
+
+def _check_data(data: DictConfig, problems: list[str]) -> None:
+    _check_choice(problems, "data.name", data.name, DATASETS)
+    if data.name == "kaggle":
+        _check(problems, bool(data.root), "data=kaggle needs data.root=/path/to/folder holding "
+                                          "train_img.csv, train_label.csv, test_img.csv, "
+                                          "test_label.csv.")
+        _check(problems, not data.root or Path(data.root).expanduser().is_dir(),
+               f"data.root={data.root} is not a folder: point it at the folder that holds "
+               "train_img.csv, train_label.csv, test_img.csv and test_label.csv.")
+    if data.name == "demo":
+        _check(problems, data.train_size >= 5 and data.test_size >= 5,
+               f"data.train_size={data.train_size} and data.test_size={data.test_size} must each "
+               "be at least 5, so that every grade can appear.")
+        _check(problems, data.image_size >= STRIDE,
+               f"data.image_size={data.image_size} must be at least {STRIDE}.")
+    workers = data.num_workers
+    is_count = isinstance(workers, int) and not isinstance(workers, bool)
+    _check(problems, workers == "auto" or (is_count and workers >= 0),
+           f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
+    _check(problems, 0 <= data.val_fraction <= 0.5,
+           f"data.val_fraction={data.val_fraction} must be in [0, 0.5] (0: no validation split).")
+    _check_choice(problems, "data.decode", data.decode, DECODERS)
+    _check(problems, data.prefetch_factor >= 1,
+           f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
+
+
+def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) -> None:
+    """Raise ConfigError listing every invalid value, with the key and what it may be.
+
+    registered: dotted key -> the names a registry knows (models, optimizers, ...), given by the
+    caller so that this module needs no torch."""
+    problems: list[str] = []
+    for key, names in registered.items():
+        _check_choice(problems, key, OmegaConf.select(cfg, key), names)
+    _check_choice(problems, "device", cfg.device, DEVICES)
+    _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
+    _check_choice(problems, "precision", cfg.precision, PRECISIONS)
+    _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
+    _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
+    _check(problems, 0 < cfg.referable_sensitivity_target <= 1,
+           f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
+    _check_training(cfg, problems)
+    _check_input(cfg, problems)
+    _check_data(cfg.data, problems)
+    if problems:
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))

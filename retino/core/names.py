@@ -1,0 +1,56 @@
+"""Names that several stages share, each defined once: the files of a run's folder (and its
+MLflow artifacts, which carry the same names), the MLflow tags retino writes and reads, and the
+environment variables that pass a study's facts to its jobs.
+
+Renaming any of these breaks every run logged before: old runs are read back by these names.
+"""
+
+from __future__ import annotations
+
+# --- A run's folder and its artifacts -------------------------------------------------------
+CONFIG_FILE = "config.yaml"  # the composed config, resolved
+WEIGHTS_FILE = "model_state.pt"  # the selected epoch's state_dict
+CHECKPOINT_FILE = "last.pt"  # the last finished epoch: what a resumed run continues from
+HISTORY_FILE = "history.csv"  # one row of metrics per epoch
+CONFUSION_CSV = "confusion_matrix.csv"  # test counts at the selected epoch
+CONFUSION_FIGURE = "confusion_matrix.png"
+ACCURACY_FIGURE = "accuracy.png"
+ROC_FIGURE = "roc_referable.png"
+CAM_FIGURE = "class_activation_maps.png"
+ERROR_FILE = "error.txt"  # a failed run's traceback
+MODEL_DIR = "model"  # the MLflow model: runs:/<id>/model
+GRADER_FILE = "grader.yaml"  # preprocessing and operating point, inside the MLflow model
+JOB_LOCK_FILE = ".retino-job.lock"  # held by the process training into the folder
+
+
+def predictions_file(split: str) -> str:
+    """Per-image predictions of a split at the selected epoch: predictions_test.csv, ..._val.csv."""
+    return f"predictions_{split}.csv"
+
+
+# --- MLflow tags ------------------------------------------------------------------------------
+PARENT_TAG = "mlflow.parentRunId"  # what mlflow ui nests a study's runs by
+OVERRIDES_TAG = "hydra_overrides"  # what was typed on the command line
+GIT_COMMIT_TAG = "git_commit"  # where the run started
+GIT_COMMITS_TAG = "git_commits"  # every commit it trained under (a resumed run adds one)
+OUTPUT_DIR_TAG = "output_dir"
+CONFIG_HASH_TAG = "config_hash"  # the run's identity: config ...
+CODE_VERSION_TAG = "code_version"  # ... code ...
+DATA_DIGEST_TAG = "data_digest"  # ... and data
+CONFIG_NAME_TAG = "config_name"  # reports pool a configuration's seeds by this name
+REPRODUCES_TAG = "reproduces"  # the run (or study) this one re-runs
+EVALUATES_TAG = "evaluates"  # the trained run an external evaluation scored
+STUDY_TAG = "study"  # a study's parent run: its name
+COMMAND_TAG = "command"  # a study's parent run: the command line
+SWEPT_TAG = "swept"  # a study's parent run: its swept axes
+ERROR_TAG = "error"  # why a run failed or was killed
+SUPERSEDED_TAG = "superseded_by"  # an attempt a later run of the same job replaced
+PURPOSE_TAG = "purpose"
+PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run
+CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
+STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too
+
+# --- Environment variables ------------------------------------------------------------------
+PARENT_ENV = "RETINO_PARENT_RUN_ID"  # a running study's parent run, for its jobs
+REPRODUCES_ENV = "RETINO_REPRODUCES"  # set by python -m retino.reproduce; becomes a tag
+LOCK_DIR_ENV = "RETINO_LOCK_DIR"  # where jobs sharing a tracking server take their locks

@@ -1,0 +1,123 @@
+"""Intervals: how far a number could move with another sample of patients, or another seed.
+
+A percentile bootstrap over patients (a patient's eyes are drawn together: they are not
+independent images), a paired bootstrap of the difference between two configurations on the same
+test images, and the t interval over seeds (the run-to-run noise of training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import t as student_t
+
+from retino.core.grades import REFERABLE_GRADE
+from retino.evaluation.metrics import quadratic_weighted_kappa, referable_auc
+
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # true grade, predicted grade, P(referable)
+INTERVAL_METRICS = ("acc", "qwk", "referable_auc")  # the metrics given intervals
+
+
+def answers(frame: pd.DataFrame) -> Answers:
+    """A predictions frame as arrays, which a bootstrap indexes a thousand times."""
+    return (frame["grade"].to_numpy(), frame["predicted"].to_numpy(),
+            frame["p_referable"].to_numpy())
+
+
+def interval_statistics(given: Answers, rows: np.ndarray) -> dict[str, float]:
+    """The metrics given intervals, on these rows: accuracy, quadratic weighted kappa,
+    referable-DR AUC."""
+    true, pred, score = (column[rows] for column in given)
+    return {"acc": float(np.mean(true == pred)), "qwk": quadratic_weighted_kappa(true, pred),
+            "referable_auc": referable_auc(true >= REFERABLE_GRADE, score)}
+
+
+def patient_rows(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Row numbers of each patient's images (both eyes together)."""
+    codes, uniques = pd.factorize(frame["patient"])
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])
+
+
+def resampled_rows(frame: pd.DataFrame, rounds: int, seed: int) -> Iterator[np.ndarray]:
+    """Row numbers of `rounds` resamples of the patients with replacement, seeded: a patient's
+    eyes are not independent images, so they are drawn together."""
+    groups = patient_rows(frame)
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        yield np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central `level` of bootstrap values (nan where every resample was undefined)."""
+    if np.all(np.isnan(values)):
+        return np.nan, np.nan
+    low, high = np.nanpercentile(values, (100 * (1 - level) / 2, 100 * (1 + level) / 2))
+    return float(low), float(high)
+
+
+def bootstrap_intervals(frame: pd.DataFrame, prefix: str, rounds: int, seed: int = 0,
+                        level: float = 0.95) -> dict[str, float]:
+    """Percentile intervals of accuracy, kappa and referable AUC over `rounds` resamples of the
+    patients: `<prefix><metric>_ci_low` and `_ci_high`."""
+    given = answers(frame)
+    samples = [interval_statistics(given, rows) for rows in resampled_rows(frame, rounds, seed)]
+    intervals = {}
+    for name in INTERVAL_METRICS:
+        low, high = percentile_interval([sample[name] for sample in samples], level)
+        intervals |= {f"{prefix}{name}_ci_low": low, f"{prefix}{name}_ci_high": high}
+    return intervals
+
+
+def same_images(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The frames with their rows in the first one's image order; ValueError when they do not
+    hold the same test images (a paired comparison needs the same photographs)."""
+    order = frames[0]["image"]
+    aligned = []
+    for frame in frames:
+        if len(frame) != len(order) or set(frame["image"]) != set(order):
+            raise ValueError("the runs were tested on different images")
+        aligned.append(frame.set_index("image").loc[order].reset_index())
+    return aligned
+
+
+def mean_statistics(runs: Sequence[Answers], rows: np.ndarray) -> dict[str, float]:
+    """Accuracy, kappa and referable AUC averaged over runs (seeds), on the same rows."""
+    values = [interval_statistics(run, rows) for run in runs]
+    return {name: float(np.mean([value[name] for value in values]))
+            for name in INTERVAL_METRICS}
+
+
+def paired_differences(before: Sequence[pd.DataFrame], after: Sequence[pd.DataFrame],
+                       rounds: int, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """metric -> (difference, low, high): the mean over `after`'s runs minus the mean over
+    `before`'s, on the same test images, with a 95 % paired bootstrap interval: each resample of
+    patients scores both sides, so what the two configurations share (the same hard images)
+    cancels out."""
+    aligned = same_images([*before, *after])
+    runs = [answers(frame) for frame in aligned]
+    runs_a, runs_b = runs[: len(before)], runs[len(before):]
+    everything = np.arange(len(aligned[0]))
+    point_a, point_b = mean_statistics(runs_a, everything), mean_statistics(runs_b, everything)
+    samples: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
+    for rows in resampled_rows(aligned[0], rounds, seed):
+        a, b = mean_statistics(runs_a, rows), mean_statistics(runs_b, rows)
+        for name in INTERVAL_METRICS:
+            samples[name].append(b[name] - a[name])
+    return {name: (point_b[name] - point_a[name], *percentile_interval(samples[name]))
+            for name in INTERVAL_METRICS}
+
+
+def seed_interval(values: Sequence[float],
+                  level: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, std, low, high) over seeds: the t interval of the mean, the run-to-run noise of
+    training that no test-set bootstrap shows; std, low and high are nan with one seed."""
+    values = np.asarray(values, float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan, np.nan
+    std = float(values.std(ddof=1))
+    half = float(student_t.ppf((1 + level) / 2, len(values) - 1)) * std / np.sqrt(len(values))
+    return mean, std, mean - half, mean + half

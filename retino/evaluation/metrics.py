@@ -1,0 +1,112 @@
+"""Grading and screening metrics, computed by scikit-learn: pure functions of arrays.
+
+Grading: accuracy, quadratic weighted kappa (the Kaggle competition's metric), macro F1 and
+per-grade precision, recall and F1. Screening: referable DR, grade >= 2 ("moderate or worse",
+the threshold of screening programmes), scored from the summed probabilities of grades 2-4: ROC
+AUC, and sensitivity and specificity at the argmax grade or at a probability threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from sklearn import metrics as skm
+
+from retino.core.grades import GRADES, NUM_GRADES, REFERABLE_GRADE
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray,
+                     num_classes: int = NUM_GRADES) -> np.ndarray:
+    """counts[i, j] = number of images of true grade i predicted as grade j."""
+    return skm.confusion_matrix(true, pred, labels=list(range(num_classes))).astype(np.int64)
+
+
+def normalize_by_true_class(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (rows of absent grades stay 0), as in the lab's figure."""
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape, float), where=totals > 0)
+
+
+def quadratic_weighted_kappa(true: np.ndarray, pred: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights: 1 = perfect, 0 = chance, < 0 worse than chance.
+    0 where it is undefined (one grade everywhere, in both true and predicted)."""
+    with warnings.catch_warnings():  # sklearn warns about that undefined case
+        warnings.simplefilter("ignore")
+        return float(skm.cohen_kappa_score(true, pred, labels=GRADES, weights="quadratic",
+                                           replace_undefined_by=0.0))
+
+
+def referable_probability(probs: np.ndarray) -> np.ndarray:
+    """P(grade >= 2) per image, from (N, 5) grade probabilities."""
+    return np.asarray(probs)[:, REFERABLE_GRADE:].sum(axis=1)
+
+
+def sensitivity_specificity(referable: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
+    """(sensitivity, specificity) of boolean flags against boolean truth; nan where a side is
+    absent."""
+    referable, flagged = np.asarray(referable, bool), np.asarray(flagged, bool)
+    sens = flagged[referable].mean() if referable.any() else np.nan
+    spec = (~flagged[~referable]).mean() if (~referable).any() else np.nan
+    return float(sens), float(spec)
+
+
+def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float) -> float:
+    """The highest threshold on P(referable) whose sensitivity reaches target (chosen on
+    validation, then applied to test); 0.5 when there is no referable image to choose on."""
+    referable = np.asarray(true) >= REFERABLE_GRADE
+    if not referable.any():
+        log.warning("The validation split holds no referable image (grade >= 2): the referable "
+                    "operating point falls back to P(referable) >= 0.5.")
+        return 0.5
+    scores = np.sort(referable_probability(probs)[referable])[::-1]  # highest first
+    needed = int(np.ceil(target * len(scores) - 1e-9))  # images to flag (0.07*100 is 7.000..1)
+    return float(scores[max(needed, 1) - 1])
+
+
+def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of P(referable) against the truth; nan when only one kind of image is present."""
+    referable = np.asarray(referable, bool)
+    if not 0 < referable.sum() < len(referable):
+        return float("nan")
+    return float(skm.roc_auc_score(referable, score))
+
+
+def screening_metrics(true: np.ndarray, pred: np.ndarray, probs: np.ndarray,
+                      prefix: str) -> dict[str, float]:
+    """Referable DR: ROC AUC (nan with one class only) and sensitivity/specificity at argmax."""
+    referable = np.asarray(true) >= REFERABLE_GRADE
+    sens, spec = sensitivity_specificity(referable, np.asarray(pred) >= REFERABLE_GRADE)
+    return {f"{prefix}referable_auc": referable_auc(referable, referable_probability(probs)),
+            f"{prefix}referable_sensitivity": sens, f"{prefix}referable_specificity": spec}
+
+
+def at_threshold(true: np.ndarray, probs: np.ndarray, threshold: float,
+                 prefix: str) -> dict[str, float]:
+    """Referable sensitivity and specificity when flagging P(referable) >= threshold."""
+    sens, spec = sensitivity_specificity(np.asarray(true) >= REFERABLE_GRADE,
+                                         referable_probability(probs) >= threshold)
+    return {f"{prefix}referable_threshold": threshold,
+            f"{prefix}referable_sensitivity_at_target": sens,
+            f"{prefix}referable_specificity_at_target": spec}
+
+
+def grading_metrics(true: np.ndarray, pred: np.ndarray, prefix: str = "test_",
+                    probs: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy, quadratic weighted kappa, macro F1, per-grade precision / recall / F1 and,
+    given the (N, 5) probabilities, the referable-DR metrics; keyed for logging."""
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        true, pred, labels=GRADES, zero_division=0)
+    metrics = {f"{prefix}acc": float(skm.accuracy_score(true, pred)),
+               f"{prefix}qwk": quadratic_weighted_kappa(true, pred),
+               f"{prefix}macro_f1": float(np.mean(f1))}
+    for grade in GRADES:
+        metrics |= {f"{prefix}precision_grade{grade}": float(precision[grade]),
+                    f"{prefix}recall_grade{grade}": float(recall[grade]),
+                    f"{prefix}f1_grade{grade}": float(f1[grade])}
+    if probs is not None:
+        metrics |= screening_metrics(true, pred, probs, prefix)
+    return metrics

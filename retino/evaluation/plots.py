@@ -1,0 +1,130 @@
+"""Figures of a run and of a study: accuracy per epoch, the normalised confusion matrix, the
+referable-DR ROC curve (files on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in tests
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from retino.core.grades import GRADE_NAMES  # noqa: E402
+from retino.evaluation.metrics import normalize_by_true_class, referable_auc  # noqa: E402
+
+
+def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Train and test accuracy (%) per epoch, as in the lab's comparison figure."""
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [100 * row["train_acc"] for row in history], "o-", label="train")
+    ax.plot(epochs, [100 * row["test_acc"] for row in history], "s-", label="test")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "Accuracy per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
+    """Confusion matrix normalised by true grade (each row sums to 1), with the values printed."""
+    normalized = normalize_by_true_class(counts)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    for (i, j), value in np.ndenumerate(normalized):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center",
+                color="white" if value > 0.5 else "black", fontsize=9)
+    ticks = range(len(normalized))
+    ax.set_xticks(ticks, GRADE_NAMES[: len(normalized)], rotation=30, ha="right")
+    ax.set_yticks(ticks, GRADE_NAMES[: len(normalized)])
+    ax.set(xlabel="predicted grade", ylabel="true grade",
+           title=title or "Normalized confusion matrix")
+    return _save(fig, path)
+
+
+def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                       title: str = "") -> Path:
+    """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
+    curves maps a label to (referable truth, score)."""
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, (referable, score) in curves.items():
+        auc = referable_auc(referable, score)
+        if not np.isnan(auc):  # a curve needs both kinds of image
+            fpr, tpr, _ = roc_curve(referable, score)
+            ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity",
+           title=title or "Referable DR (grade ≥ 2)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_accuracy_comparison(panels: dict[str, list[tuple[str, list[float], list[float]]]],
+                             path: Path, title: str = "") -> Path:
+    """The lab's comparison figure: one panel per architecture; per run a colour, train dashed
+    and test solid, accuracy (%) per epoch. panels: architecture -> [(label, train, test)]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (architecture, curves) in zip(axes[0], panels.items(), strict=True):
+        for i, (label, train, test) in enumerate(curves):
+            colour = f"C{i}"
+            ax.plot(range(1, len(train) + 1), [100 * v for v in train], "--", color=colour,
+                    label=f"{label} train")
+            ax.plot(range(1, len(test) + 1), [100 * v for v in test], "-", marker="o",
+                    color=colour, label=f"{label} test")
+        ax.set(title=architecture, xlabel="epoch", ylabel="accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion_grid(matrices: list[tuple[str, np.ndarray]], path: Path) -> Path:
+    """Every run's confusion matrix normalised by true grade, side by side."""
+    cols = min(4, len(matrices))
+    rows = -(-len(matrices) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(matrices):]:
+        ax.axis("off")
+    for ax, (name, counts) in zip(axes.flat, matrices, strict=False):
+        normalized = normalize_by_true_class(counts)
+        ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(normalized):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 else "black")
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+        ax.title.set_fontsize(9)
+    return _save(fig, path)
+
+
+def plot_class_activation_maps(examples: list[tuple[np.ndarray, np.ndarray, int, int]],
+                                path: Path) -> Path:
+    """Each example: the fundus with its activation map over it, titled true -> predicted."""
+    cols = min(5, len(examples))
+    rows = -(-len(examples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (rgb, heat, grade, predicted) in zip(axes.flat, examples, strict=False):
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        ax.set_title(f"grade {grade} → predicted {predicted}", fontsize=9,
+                     color="black" if grade == predicted else "red")
+    fig.suptitle("Class activation maps (last conv block × head weights of the prediction)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,76 @@
+"""What a trained run is judged on: its per-image predictions at the selected epoch (the source
+of truth that reports are computed from) and the headline metrics derived from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+
+from retino.core.grades import GRADES, PROBABILITY_COLUMNS
+from retino.data.split import patient_of
+from retino.evaluation.intervals import bootstrap_intervals
+from retino.evaluation.metrics import (
+    at_threshold,
+    grading_metrics,
+    referable_probability,
+    threshold_for_sensitivity,
+)
+
+
+def predictions_frame(paths: Sequence[Path], true: np.ndarray,
+                      probs: np.ndarray) -> pd.DataFrame:
+    """One row per image: image, patient, true grade, predicted grade, the five probabilities
+    and P(referable DR)."""
+    names = [Path(path).stem for path in paths]
+    frame = pd.DataFrame({"image": names, "patient": [patient_of(name) for name in names],
+                          "grade": np.asarray(true, int), "predicted": probs.argmax(axis=1)})
+    frame[PROBABILITY_COLUMNS] = probs
+    frame["p_referable"] = referable_probability(probs)
+    return frame
+
+
+def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """Loss, grading and referable-DR metrics of a predictions frame."""
+    probs = frame[PROBABILITY_COLUMNS].to_numpy()
+    probs = probs / probs.sum(axis=1, keepdims=True)  # as read back from a CSV: off by 1e-9
+    loss = log_loss(frame["grade"], probs, labels=GRADES)
+    return {f"{prefix}loss": float(loss),
+            **grading_metrics(frame["grade"].to_numpy(), frame["predicted"].to_numpy(), prefix,
+                              probs)}
+
+
+def majority_baseline(frame: pd.DataFrame) -> float:
+    """The accuracy of predicting the most common grade for every image."""
+    return float(frame["grade"].value_counts(normalize=True).max())
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file as written by predictions_frame (names kept as text: '10_left')."""
+    return pd.read_csv(path, dtype={"image": str, "patient": str})
+
+
+def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
+                     sensitivity_target: float, bootstrap_rounds: int = 0) -> dict[str, float]:
+    """The selected epoch's metrics, keyed `<name>_selected`: test (and validation) metrics, and
+    referable sensitivity / specificity at the operating point chosen on validation to reach
+    sensitivity_target (none without a validation split: the test set never chooses it); with
+    bootstrap_rounds, 95 % intervals of the test accuracy, kappa and referable AUC."""
+    metrics = frame_metrics(test, "test_")
+    if val is not None:
+        metrics |= frame_metrics(val, "val_")
+        threshold = threshold_for_sensitivity(val["grade"].to_numpy(),
+                                              val[PROBABILITY_COLUMNS].to_numpy(),
+                                              sensitivity_target)
+        for frame, prefix in ((test, "test_"), (val, "val_")):
+            metrics |= at_threshold(frame["grade"].to_numpy(),
+                                    frame[PROBABILITY_COLUMNS].to_numpy(), threshold, prefix)
+    selected = {f"{key}_selected": value for key, value in metrics.items()}
+    if bootstrap_rounds:  # test_acc_selected_ci_low, test_acc_selected_ci_high, ...
+        intervals = bootstrap_intervals(test, "test_", bootstrap_rounds)
+        selected |= {key.replace("_ci_", "_selected_ci_"): value
+                     for key, value in intervals.items()}
+    return selected

@@ -1,0 +1,112 @@
+"""External validation: a trained run scored on another labelled set (the library behind
+`python -m retino.evaluate`). The data, and how the evaluation runs, come from Hydra overrides
+composed from conf/ (a typo lists the valid choices); the model, its preprocessing and its
+referable operating point are the run's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from retino import PROJECT_ROOT
+from retino.config.registration import register_configs
+from retino.config.validation import validate_config
+from retino.core.errors import ConfigError
+from retino.core.files import atomic_write_text
+from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
+from retino.core.keys import EVALUATION_KEYS
+from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, predictions_file
+from retino.data.layout import read_split_index
+from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
+from retino.evaluation.metrics import at_threshold, confusion_matrix
+from retino.evaluation.plots import plot_confusion_matrix, plot_referable_roc
+from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.serving.grader import TrainedRun, trained_model
+from retino.tracking.store import mlflow_client
+from retino.training.devices import resolve_device
+from retino.training.loop import score_split
+from retino.training.pipeline import registered_choices
+from retino.training.precision import resolve_step_settings
+
+log = logging.getLogger(__name__)
+
+
+def _override_key(override: str) -> str:
+    key, sep, _ = override.partition("=")
+    if not sep:
+        raise ConfigError(f"{override!r} is not an override: write key=value, e.g. "
+                          "data=kaggle data.root=/path/to/prepared/set.")
+    return key.lstrip("+~")
+
+
+def evaluation_config(trained: DictConfig, overrides: list[str]) -> DictConfig:
+    """The run's config with its data (and how it runs) replaced as the overrides say, composed
+    by Hydra from conf/ so that a typo lists the valid choices as run.py does."""
+    keys = [_override_key(o) for o in overrides]
+    foreign = [k for k in keys if k != "data" and not k.startswith("data.")
+               and k not in EVALUATION_KEYS]
+    if foreign:
+        raise ConfigError(f"Cannot override {', '.join(foreign)} here: an evaluation uses the "
+                          "trained run's model. Override data, data.* and "
+                          f"{', '.join(sorted(EVALUATION_KEYS))}.")
+    base = [] if "data" in keys else [f"data={trained.data.name}"]
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            composed = compose(config_name="config", overrides=base + list(overrides))
+    except HydraException as err:  # an unknown group option lists the valid ones
+        raise ConfigError(str(err)) from err
+    cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
+    cfg.data = composed.data
+    for key in set(keys) & EVALUATION_KEYS:
+        OmegaConf.update(cfg, key, OmegaConf.select(composed, key))
+    validate_config(cfg, registered_choices())
+    return cfg
+
+
+def external_metrics(test, cfg: DictConfig, threshold: float) -> dict[str, float]:
+    """A training run's headline keys, on the new set; the referable flag at the trained run's
+    own operating point (never one chosen on the set being evaluated)."""
+    metrics = headline_metrics(test, None, cfg.referable_sensitivity_target,
+                               cfg.bootstrap_rounds)
+    flagged = at_threshold(test["grade"].to_numpy(), test[PROBABILITY_COLUMNS].to_numpy(),
+                           threshold, "test_")
+    metrics |= {f"{key}_selected": value for key, value in flagged.items()}
+    metrics["test_majority_baseline"] = majority_baseline(test)
+    return metrics
+
+
+def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple[dict, list]:
+    """(metrics, files) of the run's model on the test split of cfg's data."""
+    location = locate_dataset(cfg.data)
+    split = read_split_index(location.root, location.image_dir, "test")
+    device = resolve_device(cfg.device)
+    settings = resolve_step_settings(cfg.precision, cfg.channels_last, 0.0, device)
+    model = settings.prepare(trained_model(run, device), device)
+    workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
+    loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
+                               decode=cfg.data.decode)
+    test = score_split(model, loader, device, settings)
+    files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),
+             plot_confusion_matrix(confusion_matrix(test["grade"], test["predicted"]),
+                                   out_dir / CONFUSION_FIGURE,
+                                   title=f"{run.source} on {location.root.name}"),
+             plot_referable_roc({"test": (test["grade"] >= REFERABLE_GRADE,
+                                          test["p_referable"])}, out_dir / ROC_FIGURE,
+                                title=f"on {location.root.name}: referable DR")]
+    return external_metrics(test, cfg, run.threshold), files
+
+
+def source_experiment(run: TrainedRun) -> tuple[str, str]:
+    """(experiment name, run name) of the trained run, for the new run beside it."""
+    if Path(run.source).is_dir():
+        return run.cfg.experiment, Path(run.source).name
+    client = mlflow_client()
+    found = client.get_run(run.source)
+    return (client.get_experiment(found.info.experiment_id).name,
+            found.info.run_name or run.source)

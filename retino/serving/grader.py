@@ -1,0 +1,220 @@
+"""A trained run as a grader: its config, weights, preprocessing and operating point, loaded from
+an MLflow run id or an output folder, grading photographs as the run's own evaluation did (the
+library behind `python -m retino.predict` and the MLflow model in retino/serving/pyfunc.py).
+
+Each photograph goes through the run's own preprocessing: the method and size of the prepared
+cache it trained on (the same crop and the same JPEG encoding as `retino.data.prepare`), then its
+resolution and normalisation. An image that cannot be read gets the reason, never stops the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from retino.core.errors import ConfigError, DataError
+from retino.core.grades import NUM_GRADES, PROBABILITY_COLUMNS
+from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
+from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
+from retino.data.layout import read_manifest
+from retino.data.preprocess import as_cached, prepare_image
+from retino.evaluation.cam import class_activation_maps, overlay
+from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
+from retino.evaluation.predictions import read_predictions
+from retino.models import ResNet, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    method: str  # a retino.data.preprocess method
+    size: int
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What grading needs from a run: its config, weights, preprocessing and operating point."""
+
+    source: str  # the run id or folder, as given
+    cfg: DictConfig
+    weights: Path  # model_state.pt
+    preprocessing: Preprocessing | None  # None: the run read its images as they are
+    threshold: float  # P(referable) at or above which an image is flagged
+
+
+def operating_point(cfg: DictConfig, val_predictions: Path | None) -> float:
+    """The run's referable threshold, chosen on its validation split as its report did."""
+    if val_predictions is None or not val_predictions.is_file():
+        return 0.5
+    val = read_predictions(val_predictions)
+    return threshold_for_sensitivity(val["grade"].to_numpy(), val[PROBABILITY_COLUMNS].to_numpy(),
+                                     cfg.referable_sensitivity_target)
+
+
+def _preprocessing(method: object, size: object) -> Preprocessing | None:
+    return Preprocessing(str(method), int(size)) if method and size else None
+
+
+def run_from_folder(folder: Path) -> TrainedRun:
+    cfg = OmegaConf.load(folder / CONFIG_FILE)
+    manifest = read_manifest(Path(cfg.data.root)) if cfg.data.name == "kaggle" else {}
+    if cfg.data.name == "kaggle" and not manifest:
+        log.warning("No manifest.json in %s (the run's data): its images are taken as prepared "
+                    "already, and photographs are only resized to %d px.", cfg.data.root,
+                    cfg.resolution.size)
+    return TrainedRun(str(folder), cfg, folder / WEIGHTS_FILE,
+                      _preprocessing(manifest.get("method"), manifest.get("size")),
+                      operating_point(cfg, folder / predictions_file("val")))
+
+
+def run_from_store(run_id: str) -> TrainedRun:
+    # Here, not at the top: grading with a run's folder never waits for MLflow to import.
+    from mlflow.exceptions import MlflowException
+
+    from retino.tracking.runs import download_artifact
+    from retino.tracking.store import mlflow_client
+
+    try:
+        params = mlflow_client().get_run(run_id).data.params
+    except MlflowException as err:
+        raise ConfigError(f"{run_id} is neither a folder nor a run in the tracking store "
+                          f"({err.message.splitlines()[0]}). Give a run id from `mlflow ui` "
+                          "(with MLFLOW_TRACKING_URI for another store) or a run's output "
+                          "folder.") from err
+    cfg = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
+    try:
+        val = download_artifact(run_id, predictions_file("val"))
+    except MlflowException:
+        val = None  # a run without a validation split
+    return TrainedRun(run_id, cfg, download_artifact(run_id, WEIGHTS_FILE),
+                      _preprocessing(params.get("cache.method"), params.get("cache.size")),
+                      operating_point(cfg, val))
+
+
+def load_trained_run(source: str) -> TrainedRun:
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise ConfigError(f"{folder} holds no {WEIGHTS_FILE}: give a finished run's output "
+                              "folder or its MLflow run id.")
+        return run_from_folder(folder)
+    return run_from_store(source)
+
+
+def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
+    model = build_model(run.cfg.model.name)
+    model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def list_images(source: Path) -> list[Path]:
+    """Every file under a folder (hidden ones aside), or the paths a CSV lists."""
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*")
+                      if p.is_file() and not any(part.startswith(".") for part in
+                                                 p.relative_to(source).parts))
+    if not source.is_file():
+        raise DataError(f"{source} is neither a folder of photographs nor a CSV of paths.")
+    with source.open(newline="") as f:
+        rows = [row for row in csv.reader(f) if row and row[0].strip()]
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    column = next((header.index(name) for name in ("path", "image") if name in header), None)
+    cells = [row[column or 0].strip() for row in rows[1:]] if column is not None else \
+        [row[0].strip() for row in rows]
+    return [p if p.is_absolute() else source.parent / p for p in map(Path, cells)]
+
+
+class Photographs(Dataset):
+    """Photographs as the run's model takes them: (uint8 (3, size, size), position, "") or
+    (None, position, the reason it could not be read)."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing | None,
+                 size: int) -> None:
+        self.paths, self.preprocessing = paths, preprocessing
+        self.transform = build_transform(size, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            rgb = self.read(self.paths[i])
+        except Exception as err:  # noqa: BLE001 - one bad photograph must not stop the rest
+            return None, i, str(err) or type(err).__name__
+        return self.transform(torch.from_numpy(rgb).permute(2, 0, 1)), i, ""
+
+    def read(self, path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise DataError("file not found")
+        if self.preprocessing is None:
+            return read_rgb(path)
+        image, _ = prepare_image(path, self.preprocessing.size, self.preprocessing.method)
+        return as_cached(image)  # what training read back from the prepared cache
+
+
+def _collate(batch: list[tuple]) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    good = [(image, i) for image, i, _ in batch if image is not None]
+    images = collate_images([(image, 0) for image, _ in good])[0] if good else None
+    return images, [i for _, i in good], [(i, reason) for image, i, reason in batch
+                                          if image is None]
+
+
+def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
+                paths: list[Path]) -> None:
+    cam_dir.mkdir(parents=True, exist_ok=True)
+    rgb = images.permute(0, 2, 3, 1).cpu().numpy()
+    for k, path in enumerate(paths):
+        cv2.imwrite(str(cam_dir / f"{path.stem}_cam.png"), overlay(rgb[k], maps[k]))
+
+
+@torch.inference_mode()
+def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: int = 32,
+          workers: int = 0, cam_dir: Path | None = None) -> pd.DataFrame:
+    """One row per photograph, in the order given: image, predicted, p0..p4, p_referable,
+    referable, error (empty when graded)."""
+    model = trained_model(run, device)
+    loader = DataLoader(Photographs(paths, run.preprocessing, run.cfg.resolution.size),
+                        batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    probs = np.full((len(paths), NUM_GRADES), np.nan)
+    errors = [""] * len(paths)
+    batches = tqdm(loader, desc="grading", disable=not sys.stderr.isatty())
+    for images, positions, failed in batches:
+        for i, reason in failed:
+            errors[i] = reason
+        if images is None:
+            continue
+        inputs = normalize_images(images.to(device))
+        if cam_dir is None:
+            probs[positions] = model(inputs).float().softmax(dim=1).cpu().numpy()
+            continue
+        with torch.inference_mode(False), torch.no_grad():
+            maps, _ = class_activation_maps(model, inputs.clone())
+            probs[positions] = model(inputs.clone()).float().softmax(dim=1).cpu().numpy()
+        _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
+    return answers_frame(paths, probs, errors, run.threshold)
+
+
+def answers_frame(paths: list[Path], probs: np.ndarray, errors: list[str],
+                  threshold: float) -> pd.DataFrame:
+    frame = pd.DataFrame({"image": [str(p) for p in paths]})
+    graded = ~np.isnan(probs).any(axis=1)
+    p_referable = referable_probability(np.nan_to_num(probs))
+    frame["predicted"] = pd.Series(np.nan_to_num(probs).argmax(axis=1), dtype="Int64")
+    frame[PROBABILITY_COLUMNS] = probs
+    frame["p_referable"] = np.where(graded, p_referable, np.nan)
+    frame["referable"] = pd.Series((p_referable >= threshold).astype(int), dtype="Int64")
+    frame.loc[~graded, ["predicted", "referable"]] = pd.NA  # skipped: blank, not grade 0
+    frame["error"] = errors
+    return frame

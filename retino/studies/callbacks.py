@@ -1,0 +1,164 @@
+"""A multirun is a study: Hydra callbacks that give it a parent MLflow run and a report.
+
+At the start of a sweep, the parent run is created (named after the sweep file, with the command
+line and overrides as tags) and its id handed to the jobs (environment and a file in the sweep
+folder, so launchers that start new processes find it too); each job's run becomes its child.
+At the end, the report (retino/studies/report.py) is built from the study's runs in the store,
+attached to the parent, and the failed jobs are listed; the command then exits non-zero if any
+failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from retino.core.names import (
+    CODE_VERSION_TAG,
+    COMMAND_TAG,
+    ERROR_TAG,
+    GIT_COMMIT_TAG,
+    OUTPUT_DIR_TAG,
+    OVERRIDES_TAG,
+    PARENT_ENV,
+    REPRODUCES_ENV,
+    REPRODUCES_TAG,
+    STUDY_TAG,
+    SWEPT_TAG,
+)
+from retino.jobs.identity import code_version, git_commit
+
+# MLflow, the report and the registry are imported inside the callbacks that use them: run.py
+# imports this module, and its start-up (--help, a typo's error) must not wait for MLflow.
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = ".retino_parent_run"
+SWEPT_FILE = ".retino_swept"  # the study's swept axes, one per line, for its jobs' run names
+
+
+def swept_axes(config: DictConfig) -> list[str]:
+    """The keys (or config groups) a multirun sweeps, in order: from the command line's sweep
+    overrides (model=resnet18,resnet50; lr=range(...)) and the sweep file's sweeper params."""
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+
+
+def study_name(config: DictConfig) -> str:
+    """The sweep file's name (`-cn comparison`); for a plain `run.py -m ...` its swept axes
+    (`model×pretrained`), or 'sweep' when none; 'reproduction' for a study re-run by
+    python -m retino.reproduce."""
+    if os.environ.get(REPRODUCES_ENV):
+        return "reproduction"
+    name = config.hydra.job.config_name
+    if name not in (None, "config"):
+        return str(name)
+    return "×".join(swept_axes(config)) or "sweep"
+
+
+def swept_in(sweep_dir: str | Path) -> tuple[str, ...]:
+    """The running study's swept axes, as seen from one of its jobs."""
+    marker = Path(sweep_dir) / SWEPT_FILE
+    return tuple(marker.read_text().split()) if marker.is_file() else ()
+
+
+def parent_run_id(sweep_dir: str | Path) -> str | None:
+    """The running study's parent run id, as seen from one of its jobs."""
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    marker = Path(sweep_dir) / PARENT_FILE
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+class StudyCallback(Callback):
+    """Parent run at the start of a multirun; report and verdict at its end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from retino.tracking.runs import start_parent_run
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        axes = swept_axes(config)
+        tags = {STUDY_TAG: study_name(config), COMMAND_TAG: " ".join(sys.argv),
+                OVERRIDES_TAG: " ".join(config.hydra.overrides.task) or "(none)",
+                GIT_COMMIT_TAG: git_commit(), CODE_VERSION_TAG: code_version(),
+                OUTPUT_DIR_TAG: str(sweep_dir), SWEPT_TAG: " ".join(axes)}
+        if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
+            tags[REPRODUCES_TAG] = os.environ[REPRODUCES_ENV]
+        run_id = start_parent_run(config.experiment, study_name(config), tags)
+        os.environ[PARENT_ENV] = run_id  # first: from here on, study_guard can end it
+        (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
+        (sweep_dir / SWEPT_FILE).write_text("".join(f"{key}\n" for key in axes))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from retino.studies.report import study_title, write_report
+        from retino.tracking.records import read_runs
+        from retino.tracking.runs import end_run
+
+        run_id = os.environ.get(PARENT_ENV)
+        if run_id is None:
+            return
+        runs, files = [], []
+        try:
+            runs = read_runs(parent_id=run_id)
+            folder = Path(config.hydra.sweep.dir).resolve() / "report"
+            files = write_report(runs, folder, study_title(study_name(config), runs))
+            log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
+            if config.get("register_model"):
+                _register(runs, config.register_model, run_id)
+        finally:  # the parent ends even when the report cannot be written
+            failed = [run for run in runs if run.status != "FINISHED"]
+            end_run(run_id, "FAILED" if failed or not files else "FINISHED", files)
+            os.environ.pop(PARENT_ENV, None)
+        if failed:
+            for run in failed:
+                log.error("FAILED %s (%s): %s", run.name, run.run_id, run.tags.get(ERROR_TAG, "?"))
+            log.error("%d of %d jobs failed.", len(failed), len(runs))
+            sys.exit(1)  # after the report: the finished jobs' results are kept
+
+
+def _register(runs: list, name: str, study: str) -> None:
+    """The study's best configuration into the Model Registry; a failure there is logged and
+    keeps the study's results (register later with python -m retino.report --register)."""
+    from retino.studies.registry import register_best
+
+    try:
+        register_best(runs, name, study)
+    except Exception as err:  # noqa: BLE001 - the study's runs and report stand regardless
+        log.error("Could not register the study's best model as %s: %s", name, err)
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Ctrl-C, or a signal turned into SystemExit(128 + signal number) by retino.job."""
+    return isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and isinstance(err.code, int) and err.code > 128)
+
+
+@contextmanager
+def study_guard() -> Iterator[None]:
+    """Around Hydra's main: if a sweep stops early (Ctrl-C, SIGTERM, an exception in the
+    sweeper or a launcher), Hydra never calls on_multirun_end; its parent run is ended here,
+    KILLED or FAILED, instead of staying RUNNING."""
+    try:
+        yield
+    except BaseException as err:
+        run_id = os.environ.pop(PARENT_ENV, None)
+        if run_id is not None:
+            from retino.tracking.runs import end_run
+
+            status = "KILLED" if _interrupted(err) else "FAILED"
+            end_run(run_id, status)
+            log.error("The study stopped early; its MLflow parent run %s ended %s.", run_id,
+                      status)
+        raise

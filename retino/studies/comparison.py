@@ -1,0 +1,182 @@
+"""Paired comparisons of a study's configurations: for every two that differ in exactly one axis
+(pretrained or scratch; ResNet18 or ResNet50; 224 or 512 px; ...), the difference in test
+accuracy, kappa and referable-DR AUC on the same test images with a paired bootstrap interval,
+and, with several seeds, the per-seed differences as mean ± std with their interval over seeds.
+The table a reviewer reads to decide whether an ablation matters. Also: how runs are labelled by
+configuration, and which configuration is best without looking at the test set."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from retino.core.errors import ConfigError
+from retino.core.keys import IN_NAME, NOT_AN_AXIS
+from retino.evaluation.intervals import paired_differences, seed_interval
+from retino.tracking.records import RunRecord
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class Configuration:
+    """The runs of one configuration in a study: one per seed."""
+
+    label: str
+    params: dict[str, str]  # what it learned from (the first run's, without NOT_AN_AXIS)
+    runs: list[RunRecord]
+
+    def seeds(self) -> dict[str, RunRecord]:
+        return {run.params.get("seed", ""): run for run in self.runs}
+
+
+def configurations(runs: list[RunRecord], labels: Mapping[str, str]) -> list[Configuration]:
+    """The finished runs with predictions, grouped by their configuration label."""
+    groups: dict[str, Configuration] = {}
+    for run in runs:
+        if run.status != "FINISHED" or run.test is None:
+            continue
+        params = {k: v for k, v in run.params.items() if k not in NOT_AN_AXIS}
+        groups.setdefault(labels[run.run_id], Configuration(labels[run.run_id], params, []))
+        groups[labels[run.run_id]].runs.append(run)
+    return list(groups.values())
+
+
+def axis_of(key: str) -> str:
+    """The axis a param belongs to: its config group ('model.name' -> 'model'), or itself."""
+    return key.split(".")[0]
+
+
+def _sort_key(value: str | None) -> tuple[int, float, str]:
+    """Numbers by value (64 before 224), then text (False before True, resnet18 before 50)."""
+    try:
+        return 0, float(value), ""
+    except (TypeError, ValueError):
+        return 1, 0.0, str(value)
+
+
+def one_axis_pairs(configs: list[Configuration]) -> list[tuple[str, Configuration, Configuration]]:
+    """(what changes, A, B) for every two configurations that differ in exactly one axis, A the
+    lower value of that axis (scratch before pretrained, 64 before 224 px)."""
+    pairs = []
+    for first, second in combinations(configs, 2):
+        keys = sorted(k for k in first.params.keys() | second.params.keys()
+                      if first.params.get(k) != second.params.get(k))
+        if len({axis_of(key) for key in keys}) != 1:
+            continue
+        a, b = sorted((first, second), key=lambda c: [_sort_key(c.params.get(k)) for k in keys])
+        change = ", ".join(f"{k}: {a.params.get(k)} → {b.params.get(k)}" for k in keys)
+        pairs.append((change, a, b))
+    return pairs
+
+
+_NAMES = {"acc": ("Δ test acc %", 100), "qwk": ("Δ test QWK", 1),
+          "referable_auc": ("Δ referable AUC", 1)}
+COLUMNS = ["change", "A", "B", "seeds (A / B)",
+           *(f"{name} (B − A)" for name, _ in _NAMES.values()),
+           *(f"{name} per seed (mean ± std over seeds)" for name, _ in _NAMES.values())]
+
+
+def _signed(value: float, scale: float) -> str:
+    """Percent points with 2 decimals, kappa and AUC with 3; '+' shown for a difference."""
+    return f"{scale * value:+.{2 if scale != 1 else 3}f}"
+
+
+def _with_interval(value: float, low: float, high: float, scale: float) -> str:
+    if np.isnan(low):
+        return _signed(value, scale)
+    return f"{_signed(value, scale)} [{_signed(low, scale)}, {_signed(high, scale)}]"
+
+
+def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
+    """Mean ± std [t interval] of the differences between runs of the same seed; '' with fewer
+    than two seeds in common."""
+    seeds_a, seeds_b = a.seeds(), b.seeds()
+    common = sorted(seeds_a.keys() & seeds_b.keys())
+    if len(common) < 2:
+        return [""] * len(_NAMES)
+    differences = [paired_differences([seeds_a[s].test], [seeds_b[s].test], rounds=0)
+                   for s in common]
+    cells = []
+    for metric, (_, scale) in _NAMES.items():
+        mean, std, low, high = seed_interval([d[metric][0] for d in differences])
+        cells.append(f"{_signed(mean, scale)} ± {_signed(std, scale)[1:]} "
+                     f"[{_signed(low, scale)}, {_signed(high, scale)}]")
+    return cells
+
+
+def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> list[list[str]]:
+    """One row per pair tested on the same images (pairs on different test sets are left out,
+    with a warning: their difference would mix the models with the data)."""
+    rows = []
+    for change, a, b in pairs:
+        rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in a.runs + b.runs)
+        try:
+            differences = paired_differences([run.test for run in a.runs],
+                                             [run.test for run in b.runs], rounds)
+        except ValueError as err:
+            log.warning("Not compared: %s and %s (%s).", a.label, b.label, err)
+            continue
+        cells = [_with_interval(*differences[metric], scale)
+                 for metric, (_, scale) in _NAMES.items()]
+        rows.append([change, a.label, b.label, f"{len(a.runs)} / {len(b.runs)}", *cells,
+                     *_per_seed_cells(a, b)])
+    return rows
+
+
+def run_labels(runs: list[RunRecord]) -> dict[str, str]:
+    """run_id -> a label of its configuration: the run name, plus every other param that varies
+    across these runs (seed, and how they ran, aside), e.g. 'resnet18-scratch-64px lr=0.01'."""
+    keys = {k for run in runs for k in run.params} - IN_NAME - NOT_AN_AXIS
+    varying = sorted(k for k in keys if len({run.params.get(k) for run in runs}) > 1)
+    # A group whose option varies is shown by its option's name alone (augmentation=strong),
+    # not by every key the option sets.
+    chosen = {k.removesuffix(".name") for k in varying if k.endswith(".name")}
+    shown = [k for k in varying if k.endswith(".name") or k.split(".")[0] not in chosen]
+
+    def part(run: RunRecord, key: str) -> str:
+        return f"{key.removesuffix('.name')}={_short(run.params.get(key))}"
+    return {run.run_id: " ".join([run.name, *(part(run, k) for k in shown)]) for run in runs}
+
+
+def _short(value: str | None) -> str | None:
+    """A logged number as people read it: 0.008459126528049376 -> 0.008459."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f"{number:.4g}" if "." in value or "e" in value.lower() else value
+
+
+def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
+    """(metric, higher is better) that chooses among these runs: the validation metric they
+    selected with when every run had a validation split, else the test kappa."""
+    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
+    if all(run.val is not None for run in runs) and len(metrics) == 1:
+        metric = metrics.pop()
+        return "selection_score", not metric.endswith("loss")
+    return "test_qwk_selected", True
+
+
+def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
+    """(run, the metric that chose it, the configuration's mean score) among finished runs."""
+    finished = [run for run in runs if run.status == "FINISHED"]
+    if not finished:
+        raise ConfigError("No finished run to register: the study has none.")
+    metric, higher = selection_rule(finished)
+    sign = 1.0 if higher else -1.0
+    labels = run_labels(finished)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in finished:
+        groups[labels[run.run_id]].append(run)
+
+    def mean_score(members: list[RunRecord]) -> float:
+        return float(np.mean([sign * run.final.get(metric, np.nan) for run in members]))
+
+    label = max(groups, key=lambda name: np.nan_to_num(mean_score(groups[name]), nan=-np.inf))
+    chosen = max(groups[label], key=lambda run: sign * run.final.get(metric, -np.inf))
+    return chosen, metric, sign * mean_score(groups[label])

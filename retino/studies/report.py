@@ -1,0 +1,259 @@
+"""A study's report, built from its runs in the MLflow store alone (the library behind
+`python -m retino.report` and the report a sweep writes at its end).
+
+Every number is computed again from the runs' predictions files (predictions_test.csv,
+predictions_val.csv), so a report rebuilt from the store equals the one written at a sweep's end.
+Writes results.md and results.csv (per configuration, the test set at the epoch chosen on
+validation: accuracy, kappa, referable-DR AUC, sensitivity and specificity, per-grade recall,
+with 95 % intervals; the lab's best test accuracy over epochs, labelled as chosen on test; the
+majority-grade baseline; mean ± std over seeds), comparisons.csv (configurations that differ in
+one axis, paired: retino/studies/comparison.py), comparison.png (per architecture, train and test
+accuracy per epoch), confusion_grid.png (every run's normalised confusion matrix) and
+roc_referable.png (every run's referable-DR ROC curve).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from retino.core.files import atomic_write_text, csv_text
+from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE
+from retino.evaluation.intervals import seed_interval
+from retino.evaluation.plots import (
+    plot_accuracy_comparison,
+    plot_confusion_grid,
+    plot_referable_roc,
+)
+from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
+from retino.studies.comparison import (
+    best_run,
+    comparison_rows,
+    configurations,
+    one_axis_pairs,
+    run_labels,
+)
+from retino.tracking.records import RunRecord, read_runs
+
+log = logging.getLogger(__name__)
+
+# The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
+# over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
+COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC (selected)",
+           "referable sensitivity % (selected, at operating point)",
+           "referable specificity % (selected, at operating point)",
+           "selected epoch"] + [f"recall grade {g} % (selected)" for g in GRADES] + [
+           "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
+_PERCENT, _PLAIN = 100, 1
+
+
+def run_metrics(run: RunRecord) -> dict[str, float]:
+    """The run's metrics at its selected epoch, computed again from its predictions files with
+    its own operating-point target and bootstrap rounds (the logged values for runs from before
+    predictions files existed)."""
+    if run.test is None:
+        return run.final
+    target = float(run.params.get("referable_sensitivity_target", 0.9))
+    rounds = int(run.params.get("bootstrap_rounds", 0))
+    return {**run.final, **headline_metrics(run.test, run.val, target, rounds),
+            "test_majority_baseline": majority_baseline(run.test)}
+
+
+def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
+    # At the operating point chosen on validation; without a validation split, at the argmax
+    # grade (the README says so).
+    at = "_at_target" if "test_referable_sensitivity_at_target_selected" in final else ""
+    cells = [(final.get("test_acc_selected"), _PERCENT), (final.get("test_qwk_selected"), _PLAIN),
+             (final.get("test_referable_auc_selected"), _PLAIN),
+             (final.get(f"test_referable_sensitivity{at}_selected"), _PERCENT),
+             (final.get(f"test_referable_specificity{at}_selected"), _PERCENT),
+             (final.get("selected_epoch"), _PLAIN)]
+    cells += [(final.get(f"test_recall_grade{g}_selected"), _PERCENT) for g in GRADES]
+    cells += [(max(run.history.get("test_acc") or [np.nan]), _PERCENT),
+              (final.get("test_majority_baseline"), _PERCENT)]
+    return [np.nan if value is None else scale * value for value, scale in cells]
+
+
+# Columns with a 95 % bootstrap interval (resampled patients), and the metric behind each.
+_INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAIN),
+              COLUMNS[2]: ("test_referable_auc", _PLAIN)}
+_RANGES = {COLUMNS[0]: (0, 100), COLUMNS[1]: (-1, 1), COLUMNS[2]: (0, 1)}
+
+
+def _interval(column: str, final: dict[str, float]) -> str:
+    """' [low, high]' where the run has an interval for this column, else ''."""
+    if column not in _INTERVALS:
+        return ""
+    metric, scale = _INTERVALS[column]
+    low = final.get(f"{metric}_selected_ci_low")
+    high = final.get(f"{metric}_selected_ci_high")
+    if low is None or high is None:
+        return ""
+    return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}]"
+
+
+def _cell(column: str, value: float) -> str:
+    return f"{value:.3f}" if "QWK" in column or "AUC" in column else \
+        f"{value:.0f}" if column == "selected epoch" else f"{value:.2f}"
+
+
+def _over_seeds(column: str, values: np.ndarray) -> str:
+    """'mean ± std [low, high]': the interval over seeds where the column has intervals."""
+    mean, std, low, high = seed_interval(values)
+    if column not in _INTERVALS:
+        return f"{_cell(column, mean)} ± {_cell(column, std)}"
+    # A t interval is symmetric; the metric is not: kept inside the values it can take.
+    lowest, highest = _RANGES[column]
+    low, high = max(low, lowest), min(high, highest)
+    interval = f" [{_cell(column, low)}, {_cell(column, high)}]"
+    return f"{_cell(column, mean)} ± {_cell(column, std)}{interval}"
+
+
+def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """Rows of the lab's table, one per configuration: a single run with its bootstrap intervals;
+    runs that differ only in seed as mean ± std with the interval over seeds."""
+    finished = [run for run in runs if run.status == "FINISHED"]
+    labels = run_labels(finished)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in finished:
+        groups[labels[run.run_id]].append(run)
+    header = ["run", "n", *COLUMNS]
+    rows = []
+    for name, members in groups.items():
+        finals = [run_metrics(run) for run in members]
+        values = np.array([_row_values(run, final)
+                           for run, final in zip(members, finals, strict=True)])
+        if len(members) == 1:
+            cells = [_cell(c, v) + _interval(c, finals[0])
+                     for c, v in zip(COLUMNS, values[0], strict=True)]
+        else:
+            cells = [_over_seeds(c, values[:, i]) for i, c in enumerate(COLUMNS)]
+        rows.append([name, str(len(members)), *cells])
+    return header, rows
+
+
+LEGEND = """\
+The test set is scored at the epoch chosen on the validation split (`selection_metric`); the
+lab's column chose its epoch by looking at the test set and is optimistic. A single run shows
+95 % bootstrap intervals over test patients (both eyes together) as `value [low, high]`; a
+configuration run with several seeds shows `mean ± std [low, high]`, a 95 % t interval of the
+mean over seeds (the noise of training). Accuracy means little beside the majority-grade
+baseline: predicting grade 0 for every image scores it.
+"""
+
+COMPARISON_LEGEND = """\
+Configurations that differ in one axis, on the same test images: B − A with a 95 % paired
+bootstrap interval (the same resampled patients score both, averaged over seeds); an interval
+that excludes 0 is a difference larger than the test set's sampling noise. With two or more
+seeds in common, the per-seed differences as mean ± std with their 95 % t interval: a
+difference smaller than the run-to-run noise of training is not a finding.
+"""
+
+
+def to_markdown(header: list[str], rows: list[list[str]], failed: list[RunRecord]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if failed:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- {run.name} ({run.run_id}): "
+                  + " ".join(run.tags.get(ERROR_TAG, run.status).split()) for run in failed]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(header: list[str], rows: list[list[str]]) -> str:
+    return csv_text([header, *rows])
+
+
+REPRODUCTION_COLUMNS = ["run", "original run", "reproduced run", "original final test acc %",
+                        "reproduced final test acc %", "original final test QWK",
+                        "reproduced final test QWK", "original final train loss",
+                        "reproduced final train loss"]
+
+
+def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
+    """Rows of original vs reproduced final metrics, for runs that re-ran a logged run
+    (python -m retino.reproduce); [] when none did."""
+    copies = [run for run in runs if run.status == "FINISHED"
+              and run.tags.get(REPRODUCES_TAG, "/").isalnum()]  # a run id, not an output folder
+    if not copies:
+        return []
+    originals = {run.run_id: run for run in read_runs(
+        run_ids=sorted({run.tags[REPRODUCES_TAG] for run in copies}))}
+    rows = []
+    for copy in copies:
+        original = originals[copy.tags[REPRODUCES_TAG]]
+        values = [f"{100 * run.final.get('test_acc', np.nan):.2f}" for run in (original, copy)]
+        values += [f"{run.final.get('test_qwk', np.nan):.3f}" for run in (original, copy)]
+        values += [f"{run.final.get('train_loss', np.nan):.4f}" for run in (original, copy)]
+        rows.append([copy.name, original.run_id, copy.run_id, *values])
+    return rows
+
+
+def study_title(name: str, runs: list[RunRecord]) -> str:
+    """The report's heading, the same at a sweep's end and when rebuilt from the store."""
+    return f"{name}: {len(runs)} runs"
+
+
+def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
+    """Which configuration a reader should take, chosen as registration chooses it: by the
+    validation metric (mean over seeds), the test set only when there is no validation split."""
+    run, metric, score = best_run(finished)
+    how = ("its validation metric (selection_score, mean over seeds)" if metric ==
+           "selection_score" else "the test kappa (the runs have no validation split)")
+    return (f"**Best configuration** by {how}: {labels[run.run_id]} ({score:.4f}; best seed's "
+            f"run {run.run_id}). Its test numbers are in the table above.\n")
+
+
+def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
+    """The study's tables and figures as files in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    header, rows = results_table(runs)
+    failed = [run for run in runs if run.status != "FINISHED"]
+    text = f"# {title}\n\n" + to_markdown(header, rows, failed) + "\n" + LEGEND
+    files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
+    finished = [run for run in runs if run.status == "FINISHED"]
+    labels = run_labels(finished)
+    if len(labels) > 1:
+        text += "\n" + best_line(finished, labels)
+    if compared := comparison_rows(one_axis_pairs(configurations(finished, labels))):
+        text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared, [])
+        text += "\n" + COMPARISON_LEGEND
+        files.append(atomic_write_text(folder / "comparisons.csv",
+                                       to_csv(COMPARISON_COLUMNS, compared)))
+    if reproduced := reproduction_table(runs):
+        text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
+                                                                      reproduced, [])
+        files.append(atomic_write_text(folder / "reproduction.csv",
+                                       to_csv(REPRODUCTION_COLUMNS, reproduced)))
+    files.insert(0, atomic_write_text(folder / "results.md", text))
+    if finished:
+        files += _figures(finished, labels, folder, title)
+    return files
+
+
+def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
+             title: str) -> list[Path]:
+    """Accuracy per epoch per architecture, every confusion matrix, every referable ROC curve."""
+    panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs
+    for run in finished:
+        label = labels[run.run_id].removeprefix(run.params.get("model.name", "") + "-")
+        panels[run.params.get("model.name", "runs")].append(
+            (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
+    files = [plot_accuracy_comparison(panels, folder / "comparison.png", title)]
+    matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
+    if matrices:
+        files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
+    repeats = Counter(labels.values())
+    curves = {labels[run.run_id] + (f" seed {run.params.get('seed')}"
+                                    if repeats[labels[run.run_id]] > 1 else ""):
+              (run.test["grade"] >= REFERABLE_GRADE, run.test["p_referable"])
+              for run in finished if run.test is not None}
+    if curves:
+        files.append(plot_referable_roc(curves, folder / ROC_FIGURE,
+                                        f"{title}: referable DR, test set"))
+    return files

@@ -1,0 +1,219 @@
+"""A tracked run in MLflow: its params, metrics, tags, artifacts and dataset; a run that always
+ends (FINISHED, FAILED with its error, or KILLED); and the few calls on existing runs that jobs
+and studies make (tags, artifacts, ending a study's parent run).
+
+With retino/tracking/store.py (which store, and a client safe for parallel jobs), the only place
+that talks to MLflow runs; serving and studies import mlflow only for models and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from retino.core.errors import user_message
+from retino.core.names import ERROR_FILE, ERROR_TAG
+from retino.data.digest import DataIdentity
+from retino.tracking.store import (
+    EXPERIMENT_KIND,
+    artifact_location,
+    default_tracking_uri,
+    mlflow_client,
+    ui_pages,
+)
+
+log = logging.getLogger(__name__)
+
+_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+_MAX_TAG_CHARS = 5000
+
+
+class MlflowTracker:
+    """One MLflow run, driven through MlflowClient (no global active-run state)."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.client = mlflow_client(self.tracking_uri)
+        self.experiment_id = self._experiment_id(experiment)
+        self.run_id: str | None = None
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if EXPERIMENT_KIND[0] not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location(self.tracking_uri),
+                                                 tags=dict([EXPERIMENT_KIND]))
+        except Exception:  # another job created it between our two calls
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start(self, run_name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        log.info("MLflow run %s (%s) in %s", run_name, self.run_id, self.tracking_uri)
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        """Every file under folder, at artifact_path in the run (an MLflow model's folder)."""
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def logged_steps(self, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
+    def reopen(self, run_id: str) -> None:
+        """Continue an interrupted run: the same run id, its metrics go on from where they end."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        if ERROR_TAG in self.client.get_run(run_id).data.tags:  # why it stopped: no longer true
+            self.client.delete_tag(run_id, ERROR_TAG)
+        log.info("Continuing MLflow run %s", run_id)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dataset(self, data: DataIdentity) -> None:
+        """The data as an MLflow dataset input: its digest and split sizes show in `mlflow ui`."""
+        source = json.dumps({"uri": data.root.resolve().as_uri()})
+        profile = json.dumps({"num_rows": sum(data.sizes.values()),
+                              **{f"{split}_images": n for split, n in data.sizes.items()}})
+        dataset = Dataset(name=data.root.name, digest=data.digest, source_type="local",
+                          source=source, profile=profile)
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train and test")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as err:
+                # Parallel jobs on one dataset: MLflow's store creates it in two steps (look
+                # up, insert), so another job may have inserted it in between. Then it exists.
+                if "UNIQUE constraint failed: datasets" not in str(err) or attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s %s. In mlflow ui: %s", self.run_id, status,
+                 ui_pages(self.tracking_uri, self.experiment_id, self.run_id))
+
+
+def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
+    """Keep the error with the run: a short tag for the UI, the traceback as an artifact."""
+    message = f"{type(err).__name__}: {user_message(err)}"
+    tracker.set_tags({ERROR_TAG: message[:_MAX_TAG_CHARS]})
+    text = "".join(traceback.format_exception(err))
+    tracker.client.log_text(tracker.run_id, text, ERROR_FILE)
+
+
+@contextmanager
+def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
+               tags: Mapping[str, str], resume_run_id: str | None = None,
+               system_metrics: bool = False) -> Iterator[MlflowTracker]:
+    """A run that ends FINISHED, or FAILED with its error (KILLED when interrupted or
+    terminated): never left RUNNING. With resume_run_id, that run is continued instead.
+    With system_metrics, CPU, memory, disk, network and GPU use are sampled into the run."""
+    tracker = MlflowTracker(experiment)
+    if resume_run_id:
+        tracker.reopen(resume_run_id)
+    else:
+        tracker.start(run_name, tags)
+    monitor = None
+    try:
+        if system_metrics:
+            monitor = _system_monitor(tracker, resumed=bool(resume_run_id))
+        if resume_run_id:
+            tracker.set_tags(tags)  # what the continuing job adds (commits, its study)
+        else:
+            tracker.log_params(params)
+        yield tracker
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        try:
+            _record_failure(tracker, err)
+        finally:
+            _end(tracker, monitor, status)
+        raise
+    _end(tracker, monitor, "FINISHED")
+
+
+SYSTEM_METRICS_INTERVAL_S = 10  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+
+
+def _system_monitor(tracker: MlflowTracker, resumed: bool):
+    """MLflow's sampler of system/* metrics for this run, started (psutil; pynvml for GPUs)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(tracker.run_id, SYSTEM_METRICS_INTERVAL_S,
+                                   resume_logging=resumed, tracking_uri=tracker.tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def _end(tracker: MlflowTracker, monitor, status: str) -> None:
+    """Stop the system-metrics sampler (it publishes what it has batched), then end the run."""
+    try:
+        if monitor is not None:
+            monitor.finish()
+    finally:
+        tracker.end(status)
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    if tags:
+        mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def download_artifact(run_id: str, path: str) -> Path:
+    """One artifact of a run, downloaded to a temporary folder."""
+    client = mlflow_client()
+    return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
+
+
+def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str:
+    """Create the study's parent run (left RUNNING until end_run) and return its id."""
+    return MlflowTracker(experiment).start(name, tags)
+
+
+def end_run(run_id: str, status: str, artifacts: list[Path] = ()) -> None:
+    """End a study's parent run with its report, and say where mlflow ui shows it."""
+    client = mlflow_client()
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    log.info("Study %s %s. In mlflow ui: %s", run_id, status,
+             ui_pages(default_tracking_uri(), experiment_id, run_id))
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(mlflow_client().get_run(run_id).data.tags)
+
+

@@ -1,0 +1,51 @@
+"""A run's checkpoint (last.pt): model, optimizer, schedule, epoch, config, metric history,
+gradient scaler and the selected epoch, in one atomically written file that a resumed run
+continues from exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from retino.core.files import atomic_torch_save, cpu_state_dict
+from retino.training.selection import Selection
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, epoch: int, config: dict,
+                    history: list[dict[str, float]] | None = None,
+                    scaler: dict | None = None, selection: Selection | None = None) -> None:
+    """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint.
+    The metric history rides along, so a resumed run can still draw its whole curve; so do
+    the fp16 gradient scaler's state (its current scale, empty for other precisions) and the
+    selected epoch with its weights (in the same file: the two can never disagree)."""
+    state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config,
+             "history": [{k: float(v) for k, v in row.items()} for row in history or []],
+             "scaler": scaler or {}, "selection": selection.state() if selection else {},
+             "selected_model": selection.weights if selection and selection.weights else {}}
+    atomic_torch_save(path, state)
+
+
+class Checkpoint(NamedTuple):
+    epoch: int  # the last completed epoch
+    history: list[dict[str, float]]  # one row per completed epoch
+    scaler: dict  # the fp16 gradient scaler's state ({} otherwise)
+    selection: Selection | None = None  # the best epoch so far, with its weights
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> Checkpoint:
+    """Restore model, optimizer and schedule in place; the rest is returned."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    chosen = state.get("selection") or {}
+    selection = Selection(chosen["metric"], int(chosen["epoch"]), float(chosen["score"]),
+                          state.get("selected_model") or None) if chosen else None
+    return Checkpoint(int(state["epoch"]), list(state.get("history", [])),
+                      dict(state.get("scaler", {})), selection)

@@ -1,0 +1,231 @@
+"""The training program, shaped like torchvision's references: epoch loop, evaluation, fit."""
+
+
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retino.core.names import CHECKPOINT_FILE
+from retino.data.loaders import epoch_seed
+from retino.evaluation.metrics import grading_metrics
+from retino.evaluation.predictions import predictions_frame
+from retino.training.checkpoint import save_checkpoint
+from retino.training.precision import GradientStep, StepSettings, ahead_on_device
+from retino.training.selection import Selection
+from retino.training.tracker import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+FP32 = StepSettings()  # exact float32, NCHW: what a call without settings gets
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally force deterministic kernels (slower)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS
+    # Set both ways: jobs of a sweep share one process, and one job's choice must not leak.
+    torch.use_deterministic_algorithms(deterministic)
+    # cuDNN tries its convolution algorithms on the first batch and keeps the fastest (input
+    # sizes are fixed here); the choice may differ between runs, so not when deterministic.
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+@contextmanager
+def preserved_randomness(cuda: bool = False) -> Iterator[None]:
+    """Randomness used inside the block leaves the caller's untouched: the Python, NumPy and
+    torch generator states (CUDA's too when the block uses it; asking starts CUDA, so a CPU
+    job on a GPU machine does not), and the deterministic-kernel flags."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if cuda else None)
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark = flags[2]
+
+
+def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
+    """Make epoch e's randomness (shuffle order, augmentation) a function of (seed, e) only, so
+    a run resumed from a checkpoint continues exactly as an uninterrupted one would."""
+    this_epoch = epoch_seed(seed, epoch)
+    random.seed(this_epoch)
+    np.random.seed(this_epoch % 2**32)
+    torch.manual_seed(this_epoch)
+    if loader.generator is not None:  # drives a plain shuffle and new workers' seeds
+        loader.generator.manual_seed(this_epoch)
+    if hasattr(loader.sampler, "set_epoch"):  # EpochSampler: order and augmentation seeds
+        loader.sampler.set_epoch(epoch)
+
+
+def _progress(loader: DataLoader, desc: str):
+    """A progress bar in a terminal; plain iteration in logs and CI (one line per epoch there)."""
+    if sys.stderr.isatty():
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    return loader
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
+                    settings: StepSettings = FP32,
+                    step: GradientStep | None = None) -> dict[str, float]:
+    """One pass over the training set (any iterable of batches); returns mean loss and
+    accuracy. The sums stay on the device and are read once, at the end: reading them every
+    step would make the CPU wait for the GPU before it could queue the next step."""
+    model.train()
+    step = step or GradientStep(settings, device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    batches = ahead_on_device(_progress(loader, f"epoch {epoch} train"), device)
+    for images, grades, *device_params in batches:
+        images = settings.images_to(images, device, *device_params)  # (B, 3, H, W)
+        grades = grades.to(device, non_blocking=True)  # (B,)
+        with settings.autocast(device):
+            logits = model(images)  # (B, 5)
+            loss = criterion(logits.float(), grades)
+        step(loss, optimizer)
+        loss_sum += loss.detach().double() * len(grades)
+        correct += (logits.argmax(dim=1) == grades).sum()
+        seen += len(grades)
+    return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
+
+
+class Inference(NamedTuple):
+    """A model's answers on one split: mean loss, and per image the true grade, the predicted
+    grade and the five grade probabilities."""
+
+    loss: float
+    true: np.ndarray  # (N,)
+    pred: np.ndarray  # (N,)
+    probs: np.ndarray  # (N, 5), rows sum to 1
+
+
+def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Tensor:
+    """The short last batch filled up to `size` with blank images (their answers are dropped;
+    in eval mode no image affects another's): a compiled model then sees one batch shape and
+    compiles no second graph for the tail."""
+    blank = images.new_zeros((size - len(images), *images.shape[1:]))
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
+    return torch.cat([images, blank]).contiguous(memory_format=layout)
+
+
+@torch.inference_mode()
+def infer(model: nn.Module, loader: DataLoader, device: torch.device,
+          settings: StepSettings = FP32) -> Inference:
+    """Mean cross-entropy and every image's grade probabilities over a split, in order.
+
+    The loss is never class-weighted, so test_loss compares across imbalance options."""
+    model.eval()
+    loss_sum, true, probs = torch.zeros((), device=device), [], []
+    for images, grades in ahead_on_device(_progress(loader, "evaluate"), device):
+        images = settings.images_to(images, device)
+        grades = grades.to(device, non_blocking=True)
+        if settings.compile and len(grades) < (loader.batch_size or 0):
+            images = _padded(images, loader.batch_size, settings)
+        with settings.autocast(device):
+            logits = model(images).float()[: len(grades)]  # (B, 5)
+        loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum")
+        true.append(grades)
+        probs.append(logits.softmax(dim=1))
+    true_arr, probs_arr = torch.cat(true).cpu().numpy(), torch.cat(probs).cpu().numpy()
+    return Inference(float(loss_sum) / len(true_arr), true_arr, probs_arr.argmax(axis=1),
+                      probs_arr)
+
+
+def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
+                settings: StepSettings = FP32) -> pd.DataFrame:
+    """Every image of a split scored by the model: its predictions frame (image, patient, grade,
+    predicted, p0..p4, p_referable), what files, metrics and reports are computed from."""
+    answers = infer(model, loader, device, settings)
+    return predictions_frame(loader.dataset.index.paths, answers.true, answers.probs)
+
+
+def split_metrics(evaluation: Inference, prefix: str) -> dict[str, float]:
+    """Loss, grading and referable-DR metrics of one split, keyed `<prefix>name`."""
+    return {f"{prefix}loss": evaluation.loss,
+            **grading_metrics(evaluation.true, evaluation.pred, prefix, evaluation.probs)}
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    selection: Selection | None = None  # None without a validation split: the last epoch
+    confusion: np.ndarray | None = None  # test counts at the selected epoch, (5, 5)
+    selected: dict[str, float] = field(default_factory=dict)  # its headline metrics
+    example_image: Path | None = None  # a test photograph: an MLflow model's input example
+
+
+def _log_epoch(row: dict[str, float], epochs: int) -> None:
+    val = f"  val qwk {row['val_qwk']:.3f}" if "val_qwk" in row else ""
+    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%% qwk %.3f%s  "
+             "(%.0fs)", row["epoch"], epochs, row["train_loss"], 100 * row["train_acc"],
+             row["test_loss"], 100 * row["test_acc"], row["test_qwk"], val, row["epoch_time_s"])
+
+
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
+        criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
+        device: torch.device, out_dir: Path, config: dict,
+        tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
+        history: list[dict[str, float]] | None = None,
+        settings: StepSettings = FP32, scaler_state: dict | None = None,
+        val_loader: DataLoader | None = None, selection: Selection | None = None) -> FitResult:
+    """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
+
+    The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
+    With a validation loader, `selection` (restored on resume) follows the best epoch by its
+    metric. A resumed run passes the history of its finished epochs; start_epoch = epochs + 1
+    (all trained, files not yet written) trains nothing."""
+    if not 1 <= start_epoch <= epochs + 1:
+        raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
+    tracker = tracker or NullTracker()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    settings.prepare(model, device)
+    criterion = criterion.to(device)  # class weights, when the loss has them
+    runner = settings.compiled(model)  # what the loops call; `model` is what gets saved
+    step = GradientStep(settings, device)
+    if scaler_state:
+        step.scaler.load_state_dict(scaler_state)
+    selection = (selection or Selection()) if val_loader is not None else None
+    result = FitResult(history=list(history or []), selection=selection)
+    for epoch in range(start_epoch, epochs + 1):
+        started = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch}
+        seed_epoch(seed, epoch, train_loader)
+        row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
+                               settings, step)
+        row |= split_metrics(infer(runner, test_loader, device, settings), "test_")
+        if val_loader is not None:
+            row |= split_metrics(infer(runner, val_loader, device, settings), "val_")
+            selection.update(row, model)
+        row |= {"lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - started}
+        scheduler.step()
+        result.history.append(row)
+        save_checkpoint(Path(out_dir) / CHECKPOINT_FILE, model, optimizer, scheduler, epoch, config,
+                        result.history, step.scaler.state_dict(), selection)
+        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        _log_epoch(row, epochs)
+    return result

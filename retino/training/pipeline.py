@@ -1,0 +1,291 @@
+"""One run built from a composed config: data -> model -> fit -> predictions -> metrics ->
+figures and files, logged through a Tracker. Also the registries of the named choices it builds
+(optimizers, schedules, losses), which validation lists in its errors.
+
+Called by the job (retino/jobs/lifecycle.py) with an MLflow tracker, and by tests with a
+NullTracker and a temp folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from retino.config.naming import run_name
+from retino.core.errors import ConfigError
+from retino.core.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
+from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.names import (
+    ACCURACY_FIGURE,
+    CAM_FIGURE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CONFUSION_CSV,
+    CONFUSION_FIGURE,
+    HISTORY_FILE,
+    ROC_FIGURE,
+    WEIGHTS_FILE,
+    predictions_file,
+)
+from retino.data.loaders import (
+    cache_params,
+    class_weights,
+    data_loaders,
+    locate_dataset,
+    read_index_at,
+)
+from retino.data.split import with_validation
+from retino.evaluation.cam import cam_examples
+from retino.evaluation.metrics import confusion_matrix
+from retino.evaluation.plots import (
+    plot_accuracy,
+    plot_class_activation_maps,
+    plot_confusion_matrix,
+    plot_referable_roc,
+)
+from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
+from retino.models.pretrained import (
+    PRETRAIN_SOURCES,
+    load_backbone_weights,
+    resolve_imagenet_weights,
+)
+from retino.training.checkpoint import Checkpoint, load_checkpoint
+from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
+from retino.training.devices import resolve_device
+from retino.training.loop import FitResult, fit, score_split, seed_everything
+from retino.training.precision import StepSettings, resolve_step_settings
+from retino.training.selection import Selection
+from retino.training.tracker import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def _untracked_run(name: str, params: dict) -> AbstractContextManager:
+    return nullcontext(NullTracker())
+
+
+def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = _untracked_run,
+                       on: PretrainDevice = ON_CPU) -> tuple[Path | None, dict]:
+    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10, on the
+    run's device and precision) and the tags tying the run to where they came from; (None, {})
+    when training from scratch."""
+    if not cfg.pretrained:
+        return None, {}
+    if cfg.pretrain.source == "cifar10":
+        return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory, on)
+    return resolve_imagenet_weights(cfg.model.name, cfg.pretrain.variant,
+                                    cfg.pretrain.weights), {}
+
+
+def prepare_model(cfg: DictConfig, weights: Path | None = None,
+                  load_pretrained: bool = True) -> ResNet:
+    """Build the network, load pretrained weights when asked (found here unless given, and not
+    at all when a checkpoint will overwrite them), freeze the backbone when asked."""
+    model = build_model(cfg.model.name)
+    if weights is None and load_pretrained:
+        weights, _ = pretrained_weights(cfg)
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    if cfg.freeze.name == "backbone":
+        if not cfg.pretrained:
+            log.warning("freeze=backbone with pretrained=false trains a head on random features.")
+        freeze_backbone(model)
+    return model
+
+
+def _sgd(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.optimizer.momentum,
+                           weight_decay=cfg.optimizer.weight_decay)
+
+
+def _adamw(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.optimizer.weight_decay)
+
+
+# Named choices (config value -> builder). validate_config lists these keys in its errors, and a
+# name that is not here never falls back to a default.
+OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
+SCHEDULES = {  # stepped once per epoch
+    "constant": lambda cfg, opt: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0,
+                                                                     total_iters=0),
+    "cosine": lambda cfg, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
+    "step": lambda cfg, opt: torch.optim.lr_scheduler.StepLR(opt, cfg.schedule.step_size,
+                                                             cfg.schedule.gamma),
+}
+IMBALANCE = {  # the training loss of each option; balanced_sampler balances the batches instead
+    "none": lambda grades: nn.CrossEntropyLoss(),
+    "weighted_loss": lambda grades: nn.CrossEntropyLoss(weight=class_weights(grades)),
+    "balanced_sampler": lambda grades: nn.CrossEntropyLoss(),
+}
+
+
+def registered_choices() -> dict[str, Iterable[str]]:
+    """Config key -> the names its registry knows, for validate_config."""
+    return {"model.name": MODEL_BUILDERS, "pretrain.source": PRETRAIN_SOURCES,
+            "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE}
+
+
+def _registered(registry: dict[str, Callable], key: str, name: str) -> Callable:
+    if name not in registry:
+        raise ConfigError(f"{key}={name!r} is not valid; choose one of: {', '.join(registry)}.")
+    return registry[name]
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]  # only the head when frozen
+    return _registered(OPTIMIZERS, "optimizer.name", cfg.optimizer.name)(cfg, params)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    """Learning-rate schedule, stepped once per epoch."""
+    return _registered(SCHEDULES, "schedule.name", cfg.schedule.name)(cfg, optimizer)
+
+
+def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
+    return _registered(IMBALANCE, "imbalance", cfg.imbalance)(train_grades)
+
+
+def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
+                    out_dir: Path) -> list[Path]:
+    """The run's figures, tables, config and selected weights, as files in out_dir."""
+    title = run_name(cfg)
+    files = [
+        plot_accuracy(result.history, out_dir / ACCURACY_FIGURE, title=f"{title}: accuracy"),
+        plot_confusion_matrix(result.confusion, out_dir / CONFUSION_FIGURE,
+                              title=f"{title}: normalized confusion matrix"),
+        out_dir / CONFUSION_CSV, out_dir / HISTORY_FILE, out_dir / CONFIG_FILE,
+        out_dir / WEIGHTS_FILE,
+    ]
+    counts = [["true\\pred", *(f"grade{g}" for g in GRADES)]]
+    counts += [[f"grade{g}", *map(str, row)] for g, row in enumerate(result.confusion)]
+    atomic_write_text(out_dir / CONFUSION_CSV, csv_text(counts))
+    keys = list(result.history[0])
+    table = [keys] + [[f"{row[k]:.6g}" for k in keys] for row in result.history]
+    atomic_write_text(out_dir / HISTORY_FILE, csv_text(table))
+    atomic_write_text(out_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_torch_save(out_dir / WEIGHTS_FILE, cpu_state_dict(model))
+    return files
+
+
+def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
+                   loaders: dict[str, DataLoader], device: torch.device, settings: StepSettings,
+                   out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """Load the selected epoch's weights into the model (the last epoch's without validation),
+    predict every test and validation image, and derive the headline metrics from those
+    predictions; (metrics, prediction files)."""
+    selection = result.selection
+    if selection is not None and selection.weights:
+        model.load_state_dict(selection.weights)
+    frames, files = {}, []
+    for split, loader in loaders.items():
+        frames[split] = score_split(model, loader, device, settings)
+        files.append(atomic_write_text(out_dir / predictions_file(split),
+                                       frames[split].to_csv(index=False)))
+    test = frames["test"]
+    result.confusion = confusion_matrix(test["grade"], test["predicted"])
+    files.append(plot_referable_roc(
+        {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
+         for split, frame in frames.items()}, out_dir / ROC_FIGURE,
+        title=f"{run_name(cfg)}: referable DR"))
+    metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
+                               cfg.bootstrap_rounds)
+    metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
+    # What a sweeper optimises: never a test metric once there is a validation split.
+    metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]
+    metrics["test_majority_baseline"] = majority_baseline(test)
+    return metrics, files
+
+
+def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                tracker: Tracker) -> Checkpoint:
+    """Restore the checkpoint; epochs it holds that never reached MLflow (a kill between the
+    checkpoint and the logging) are logged now, so the run's series has no gap."""
+    checkpoint = load_checkpoint(path, model, optimizer, scheduler)
+    log.info("Resuming from %s after epoch %d", path, checkpoint.epoch)
+    logged = tracker.logged_steps("test_acc")
+    for row in checkpoint.history:
+        if row["epoch"] not in logged:
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                step=int(row["epoch"]))
+    return checkpoint
+
+
+def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
+                   run_factory: RunFactory, tracker: Tracker, resuming: bool) -> ResNet:
+    """The network to train, on its device (before the optimizer exists, so a resumed optimizer
+    state lands beside it). A resumed run takes its weights from its checkpoint: nothing is
+    looked up, downloaded or pretrained for it."""
+    if resuming:
+        return prepare_model(cfg, load_pretrained=False).to(device)
+    on = PretrainDevice(device, replace(settings, compile=False, grad_clip=0.0), cfg.deterministic)
+    weights, provenance = pretrained_weights(cfg, run_factory, on)
+    tracker.set_tags(provenance)
+    return prepare_model(cfg, weights).to(device)
+
+
+def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
+               test_loader: DataLoader, device: torch.device, tracker: Tracker,
+               predictions: list[Path]) -> None:
+    """The run's files (figures, tables, config, selected weights, activation maps,
+    predictions) into the tracker."""
+    files = write_run_files(result, cfg, model, out_dir) + predictions
+    if cfg.cam_per_grade > 0:
+        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
+        files.append(plot_class_activation_maps(examples, out_dir / CAM_FIGURE))
+    for path in files:
+        tracker.log_artifact(path)
+    chosen = result.selected
+    log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
+             "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],
+             100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
+             chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
+
+
+def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
+                       run_factory: RunFactory = _untracked_run, resume: bool = False,
+                       jobs_at_once: int = 1) -> FitResult:
+    """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
+    run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed; with
+    resume, training continues from out_dir/last.pt when it exists. jobs_at_once: jobs sharing
+    this machine's shared memory (a parallel sweep's)."""
+    tracker = tracker or NullTracker()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    settings = resolve_step_settings(cfg.precision, cfg.channels_last, cfg.grad_clip, device,
+                                     cfg.compile)
+    # The dataset is checked before any weights are fetched or pretrained, and before training.
+    location = locate_dataset(cfg.data)
+    index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed)
+    tracker.log_params(cache_params(location.root))  # which prepared cache this run read
+    resuming = resume and (out_dir / CHECKPOINT_FILE).is_file()
+    model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
+    train_loader, test_loader, val_loader = data_loaders(cfg, index, device, jobs_at_once)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    start = Checkpoint(0, [], {})
+    if resuming:
+        start = resume_from(out_dir / CHECKPOINT_FILE, model, optimizer, scheduler, tracker)
+    result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
+                 optimizer, scheduler, cfg.epochs, device, out_dir,
+                 config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
+                 seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
+                 settings=settings, scaler_state=start.scaler, val_loader=val_loader,
+                 selection=start.selection or Selection(cfg.selection_metric))
+    loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
+    result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
+                                                  out_dir)
+    tracker.log_metrics(result.selected, step=int(result.selected["selected_epoch"]))
+    finish_run(cfg, result, model, out_dir, test_loader, device, tracker, predictions)
+    result.example_image = test_loader.dataset.index.paths[0]
+    return result
