@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 from retino import PROJECT_ROOT
+from retino.core.keys import ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
 GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "optimizer",
@@ -105,3 +106,53 @@ def help_text(schema: type) -> str:
               "Powered by Hydra (https://hydra.cc); Hydra's own flags: --hydra-help."]
     # Hydra fills its help template with string.Template and OmegaConf before printing: no "$".
     return "\n".join(lines).replace("$", "")
+
+
+# --- The docs' configuration reference (docs/reference/configuration.md, by the MkDocs hook) ---
+
+def group_keys(schema: type) -> dict[str, list[tuple[str, str, str, str]]]:
+    """group -> (group.key, type, default, meaning) of each key an option of it may set."""
+    hints = typing.get_type_hints(schema)
+    groups = {}
+    for field in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[field.name]):
+            rows = top_level_keys(hints[field.name])
+            groups[field.name] = [(f"{field.name}.{key}", *rest) for key, *rest in rows]
+    return groups
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") or " "
+
+
+def reference_markdown(schema: type) -> str:
+    """Every config group with its options and keys, and every top-level key: markdown."""
+    lines = ["## Config groups", "", "Choose an option with `group=option` "
+             "(`python run.py model=resnet50`); a group's keys are set with `group.key=value`.", ""]
+    keys = group_keys(schema)
+    for group, options in group_options().items():
+        prefix = "+" if group == "preset" else ""
+        lines += [f"### {group}", "", "| option | what it is |", "|---|---|"]
+        lines += [f"| `{prefix}{group}={name}` | {_cell(doc)} |" for name, doc in options]
+        if keys.get(group):
+            lines += ["", "| key | type | default | meaning |", "|---|---|---|---|"]
+            lines += [f"| `{key}` | {kind} | `{default}` | {_cell(doc)} |"
+                      for key, kind, default, doc in keys[group]]
+        lines.append("")
+    lines += ["## Top-level keys", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {kind} | `{default}` | {_cell(doc)} |"
+              for key, kind, default, doc in top_level_keys(schema)]
+    return "\n".join(lines) + "\n"
+
+
+def key_roles_markdown() -> str:
+    """The key-roles table (retino/core/keys.py) as markdown; unlisted keys have the default."""
+    yes = {True: "yes", False: "**no**"}
+    lines = ["| key | identity | study axis | in the run name | retino.evaluate may change it "
+             "| why |", "|---|---|---|---|---|---|"]
+    for key, role in sorted(ROLES.items()):
+        identity = "as resolved" if role.resolved else yes[role.identity]
+        lines.append(f"| `{key}` | {identity} | {yes[role.axis]} | {yes[role.in_name]} "
+                     f"| {yes[role.evaluation]} | {_cell(role.why)} |")
+    lines += ["", "Every other key is part of a run's identity and may be a study's axis."]
+    return "\n".join(lines) + "\n"

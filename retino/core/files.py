@@ -8,14 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
 
 
-def _replace_from_temp(path: Path, write) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """write(temp path), then the temp file renamed over path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -27,11 +25,11 @@ def _replace_from_temp(path: Path, write) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    return _replace_from_temp(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return _replace_from_temp(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def csv_text(rows: list[list[str]] | list[tuple]) -> str:
@@ -39,14 +37,3 @@ def csv_text(rows: list[list[str]] | list[tuple]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
-
-
-def atomic_torch_save(path: Path, obj: Any) -> Path:
-    import torch  # here, not at the top: the image-preparation workers never need torch
-
-    return _replace_from_temp(path, lambda tmp: torch.save(obj, tmp))
-
-
-def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights on the CPU, so a file saved on a GPU loads anywhere."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -10,8 +10,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from retino.core.files import atomic_torch_save, cpu_state_dict
+from retino.core.files import atomic_write
 from retino.training.selection import Selection
+
+
+def atomic_torch_save(path: Path, obj: Any) -> Path:
+    """torch.save, atomically: a kill leaves the old file or the new one, never half of one."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights on the CPU, so a file saved on a GPU loads anywhere."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from retino import PROJECT_ROOT
 from retino.core.errors import DataError
-from retino.core.files import atomic_torch_save, atomic_write_text, cpu_state_dict
+from retino.core.files import atomic_write_text
 from retino.core.locks import exclusive
 from retino.data.dataset import normalize_images
 from retino.models import build_model
+from retino.training.checkpoint import atomic_torch_save, cpu_state_dict
 from retino.training.loop import (
     infer,
     preserved_randomness,

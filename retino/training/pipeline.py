@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from retino.config.naming import run_name
 from retino.core.errors import ConfigError
-from retino.core.files import atomic_torch_save, atomic_write_text, cpu_state_dict, csv_text
+from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
     ACCURACY_FIGURE,
@@ -58,7 +58,12 @@ from retino.models.pretrained import (
     load_backbone_weights,
     resolve_imagenet_weights,
 )
-from retino.training.checkpoint import Checkpoint, load_checkpoint
+from retino.training.checkpoint import (
+    Checkpoint,
+    atomic_torch_save,
+    cpu_state_dict,
+    load_checkpoint,
+)
 from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.devices import resolve_device
 from retino.training.loop import FitResult, fit, score_split, seed_everything

@@ -1,0 +1,78 @@
+"""The house by stage: retino/ is ten stage subpackages whose imports only go down (lint-imports
+checks the layer order in CI; these tests check what it cannot say: no cycle at all, and the
+shape a newcomer sees)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grimp
+
+from retino import PROJECT_ROOT
+from retino.config.params import params_to_log
+from retino.core.keys import GPU_PARAM, ROLES
+from tests.conftest import compose_config
+
+STAGES = ("core", "config", "data", "models", "evaluation", "training", "tracking", "serving",
+          "jobs", "studies")
+
+
+def import_cycle(edges: dict[str, set[str]]) -> list[str]:
+    """One cycle of the graph (module -> modules it imports), as a path; [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module] = 1
+        path.append(module)
+        for imported in sorted(edges.get(module, ())):
+            if state.get(imported) == 1:
+                return path[path.index(imported):] + [imported]
+            if imported not in state and (found := visit(imported)):
+                return found
+        state[module] = 2
+        path.pop()
+        return []
+    for module in sorted(edges):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_three_modules():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) == []
+
+
+def test_no_import_cycle_among_retinos_modules_function_level_imports_included():
+    graph = grimp.build_graph("retino")  # every import statement, inside functions too
+    edges = {module: {imported for imported in graph.find_modules_directly_imported_by(module)
+                      if imported.startswith("retino")} for module in graph.modules}
+    # A package's __init__ re-exporting its modules is not a cycle of the code's stages.
+    edges = {m: {i for i in imported if not m.startswith(i + ".")} for m, imported in edges.items()}
+    assert import_cycle(edges) == []
+
+
+def test_retino_is_ten_stages_and_a_few_thin_commands():
+    top = sorted(path.name for path in (PROJECT_ROOT / "retino").iterdir()
+                 if path.suffix == ".py")
+    folders = sorted(path.name for path in (PROJECT_ROOT / "retino").iterdir()
+                     if (path / "__init__.py").is_file())
+    assert folders == sorted(STAGES)
+    assert len(top) <= 10, top
+    assert {"predict.py", "evaluate.py", "report.py", "reproduce.py"} <= set(top)
+
+
+def test_importing_training_and_data_imports_neither_mlflow_nor_hydra():
+    check = ("import sys, retino.training.pipeline, retino.data.loaders, retino.data.prepare; "
+             "assert not {'mlflow', 'hydra'} & set(sys.modules), "
+             "sorted({'mlflow', 'hydra'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", check], cwd=PROJECT_ROOT, check=True, timeout=120)
+
+
+def test_every_key_with_a_role_is_a_key_of_the_config():
+    keys = set(params_to_log(compose_config(["data=kaggle", "data.root=/tmp"]))) | \
+        set(params_to_log(compose_config([])))
+    unknown = set(ROLES) - keys - {GPU_PARAM}
+    assert not unknown, f"key roles name keys the config does not have: {sorted(unknown)}"
