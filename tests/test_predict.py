@@ -72,3 +72,13 @@ def test_a_run_id_grades_a_csv_of_paths_with_activation_overlays(trained_run, tm
 def test_a_run_that_is_not_there_is_a_clear_error(tmp_path, capsys):
     assert main(["0123456789abcdef", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
     assert "neither a folder nor a run" in capsys.readouterr().err
+
+
+def test_a_run_without_a_trained_model_is_a_clear_error(tmp_path, capsys):
+    """A study's parent run (or a failed run) has no config.yaml nor weights: exit 2, no
+    traceback."""
+    from retino.tracking.runs import start_parent_run
+
+    parent = start_parent_run("retino", "a-study", {"study": "a-study"})
+    assert main([parent, str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "holds no trained model" in capsys.readouterr().err

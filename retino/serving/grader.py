@@ -93,12 +93,18 @@ def run_from_store(run_id: str) -> TrainedRun:
                           f"({err.message.splitlines()[0]}). Give a run id from `mlflow ui` "
                           "(with MLFLOW_TRACKING_URI for another store) or a run's output "
                           "folder.") from err
-    cfg = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
+    try:
+        cfg = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
+        weights = download_artifact(run_id, WEIGHTS_FILE)
+    except MlflowException as err:  # a study's parent run, a failed run: no trained model
+        raise ConfigError(f"Run {run_id} holds no trained model ({CONFIG_FILE} and "
+                          f"{WEIGHTS_FILE}): give a FINISHED training run's id, not a study's "
+                          "parent run or a failed run.") from err
     try:
         val = download_artifact(run_id, predictions_file("val"))
     except MlflowException:
         val = None  # a run without a validation split
-    return TrainedRun(run_id, cfg, download_artifact(run_id, WEIGHTS_FILE),
+    return TrainedRun(run_id, cfg, weights,
                       _preprocessing(params.get("cache.method"), params.get("cache.size")),
                       operating_point(cfg, val))
 
