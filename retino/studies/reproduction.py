@@ -74,7 +74,8 @@ def warn_if_code_changed(recorded: str | None, what: str) -> None:
 
 def study_option_files(parent_id: str, folder: Path) -> list[str]:
     """Write one option of the `reproduce` group per FINISHED run of the study; their names."""
-    from retino.tracking.runs import download_artifact, run_tags, study_members
+    from retino.tracking.runs import download_artifact, run_tags
+    from retino.tracking.studies import study_members
 
     (folder / REPRODUCE_GROUP).mkdir(parents=True, exist_ok=True)
     names = []
