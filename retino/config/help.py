@@ -98,7 +98,9 @@ def help_text(schema: type) -> str:
         lines += [f"    {name:<22} {doc}".rstrip() for name, doc in options]
     lines += ["", "== Keys (key=value) =="]
     for key, kind, default, doc in top_level_keys(schema):
-        lines += textwrap.wrap(f"{key} ({kind}, default {default}): {doc}", width=100,
+        role = "" if ROLES.get(key) is None or ROLES[key].identity else \
+            " [how it runs: not part of a run's identity]"
+        lines += textwrap.wrap(f"{key} ({kind}, default {default}): {doc}{role}", width=100,
                                initial_indent="  ", subsequent_indent="      ")
     lines += ["", "A group's own keys: group.key=value (e.g. data.root=/data/dr lr=0.01). "
               "`python run.py --cfg job` prints the whole composed config; "

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
 
 from retino.core.grades import GRADE_NAMES  # noqa: E402
 from retino.evaluation.metrics import normalize_by_true_class, referable_auc  # noqa: E402
@@ -50,8 +51,6 @@ def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: P
                        title: str = "") -> Path:
     """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
     curves maps a label to (referable truth, score)."""
-    from sklearn.metrics import roc_curve
-
     fig, ax = plt.subplots(figsize=(5, 5))
     for label, (referable, score) in curves.items():
         auc = referable_auc(referable, score)

@@ -68,7 +68,7 @@ def on_gpu(gpu: int | None) -> Iterator[None]:
     if gpu is None:
         yield
         return
-    import torch
+    import torch  # here, like gpu_count: run.py's start-up stays free of torch
 
     torch.cuda.set_device(gpu)  # "cuda" now means this GPU, for the model and the data
     log.info("This job runs on GPU %d.", gpu)

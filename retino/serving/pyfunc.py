@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.pyfunc import PythonModel, PythonModelContext, save_model
 from mlflow.types import ColSpec, Schema
 from omegaconf import OmegaConf
 
@@ -89,8 +90,6 @@ def pip_requirements() -> list[str]:
 def save_grader(run_dir: Path, example: Path) -> Path:
     """The finished run in run_dir (config.yaml, model_state.pt, predictions_val.csv) saved as
     an MLflow model in run_dir/model, with a signature and `example` as its input example."""
-    from mlflow.pyfunc import save_model
-
     run = run_from_folder(run_dir)
     grader = run_dir / GRADER_FILE
     method, size = (run.preprocessing.method, run.preprocessing.size) if run.preprocessing \
@@ -99,8 +98,6 @@ def save_grader(run_dir: Path, example: Path) -> Path:
                                          "threshold": run.threshold}))
     target = run_dir / MODEL_DIR
     if target.exists():  # a resumed run saves its final model again
-        import shutil
-
         shutil.rmtree(target)
     save_model(str(target), python_model=FundusGrader(),
                artifacts={"config": str(run_dir / CONFIG_FILE),

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from retino import PROJECT_ROOT
 from retino.config.params import flatten_config
-from retino.core.names import CODE_VERSION_TAG, REPRODUCES_ENV, STUDY_TAG
+from retino.core.names import CODE_VERSION_TAG, CONFIG_FILE, REPRODUCES_ENV, STUDY_TAG
+from retino.jobs.identity import code_version
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,16 @@ def logged_config(source: str) -> tuple[Path, str]:
     """(config.yaml, the run id or folder it came from), from a run id or an output folder."""
     folder = Path(source)
     if folder.is_dir():
-        for candidate in (folder / ".hydra" / "config.yaml", folder / "config.yaml"):
+        for candidate in (folder / ".hydra" / CONFIG_FILE, folder / CONFIG_FILE):
             if candidate.is_file():
                 return candidate, str(folder.resolve())
         raise SystemExit(f"{folder} holds no .hydra/config.yaml nor config.yaml.")
     from retino.tracking.runs import download_artifact
 
-    return download_artifact(source, "config.yaml"), source
+    return download_artifact(source, CONFIG_FILE), source
 
 
 def warn_if_code_changed(recorded: str | None, what: str) -> None:
-    from retino.jobs.identity import code_version
-
     current = code_version()
     if recorded and recorded != current:
         log.warning("The code changed since %s was run (code version %s, now %s): the numbers "
@@ -84,8 +83,8 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
             log.warning("Run %s of the study ended %s: it has no final config to re-run.",
                         run_id, status)
             continue
-        warn_if_code_changed(run_tags(run_id).get("code_version"), f"run {run_id}")
-        config = OmegaConf.load(download_artifact(run_id, "config.yaml"))
+        warn_if_code_changed(run_tags(run_id).get(CODE_VERSION_TAG), f"run {run_id}")
+        config = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
         text = "# @package _global_\n" + OmegaConf.to_yaml(config)  # every leaf, at the root
         (folder / REPRODUCE_GROUP / f"{OPTION_PREFIX}{run_id}.yaml").write_text(text)
         names.append(f"{OPTION_PREFIX}{run_id}")

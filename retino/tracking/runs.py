@@ -169,6 +169,7 @@ SYSTEM_METRICS_INTERVAL_S = 10  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overri
 
 def _system_monitor(tracker: MlflowTracker, resumed: bool):
     """MLflow's sampler of system/* metrics for this run, started (psutil; pynvml for GPUs)."""
+    # here: only log_system_metrics=true needs the sampler (and psutil, pynvml behind it)
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     monitor = SystemMetricsMonitor(tracker.run_id, SYSTEM_METRICS_INTERVAL_S,

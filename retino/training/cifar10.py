@@ -30,6 +30,7 @@ from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.core.files import atomic_write_text
 from retino.core.locks import exclusive
+from retino.core.names import CIFAR10_RUN_TAG
 from retino.data.dataset import normalize_images
 from retino.models import build_model
 from retino.training.checkpoint import atomic_torch_save, cpu_state_dict
@@ -77,7 +78,7 @@ def ensure_cifar10(root: Path, download: bool) -> Path:
         raise DataError(f"CIFAR-10 not found in {folder}. Copy torchvision's extracted "
                         f"'{FOLDER}' folder into {root} (pretrain.root), or set "
                         "pretrain.download=true on a machine with internet.")
-    import torchvision
+    import torchvision  # here: only a download needs it (a second of start-up otherwise)
 
     log.info("Downloading CIFAR-10 to %s", root)
     torchvision.datasets.CIFAR10(str(root), train=True, download=True)
@@ -168,7 +169,7 @@ def _cached(path: Path) -> tuple[Path, dict] | None:
         return None
     run_id = json.loads(sidecar.read_text()).get("run_id")
     log.info("Reusing the CIFAR-10 checkpoint %s (pretraining run %s)", path, run_id)
-    return path, {"cifar10_pretrain_run_id": str(run_id)}
+    return path, {CIFAR10_RUN_TAG: str(run_id)}
 
 
 def cifar10_weights(model_name: str, pretrain: Any, run_factory: RunFactory,
@@ -192,4 +193,4 @@ def cifar10_weights(model_name: str, pretrain: Any, run_factory: RunFactory,
             run_id = getattr(tracker, "run_id", None)
         atomic_write_text(path.with_suffix(".json"), json.dumps(
             {"run_id": run_id, "recipe": recipe, "metrics": metrics}, indent=2) + "\n")
-    return path, {"cifar10_pretrain_run_id": str(run_id)}
+    return path, {CIFAR10_RUN_TAG: str(run_id)}
