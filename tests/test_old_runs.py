@@ -151,14 +151,11 @@ def test_new_predict_grades_with_an_old_run(old_study: OldStudy, tmp_path: Path,
 
 
 # A fresh Python that grades one photograph with an MLflow model: prints the output frame and
-# where the retino package it ran came from. argv: model URI, photograph, "new-first" to import
-# the new retino's serving code before loading (as a service built on the new package would).
+# where the retino package it ran came from. argv: model URI, photograph.
 SERVE = textwrap.dedent("""
     import base64, json, sys
     import mlflow.pyfunc
     import pandas as pd
-    if sys.argv[3] == "new-first":
-        import retino.serving.pyfunc
     model = mlflow.pyfunc.load_model(sys.argv[1])
     cell = base64.b64encode(open(sys.argv[2], "rb").read()).decode("ascii")
     frame = model.predict(pd.DataFrame({"image": [cell]}))
@@ -167,12 +164,12 @@ SERVE = textwrap.dedent("""
 """)
 
 
-def serve_old_model(old_study: OldStudy, how: str) -> tuple[subprocess.CompletedProcess, Path]:
+def serve_old_model(old_study: OldStudy) -> tuple[subprocess.CompletedProcess, Path]:
     photograph = sorted(old_study.photographs.iterdir())[0]
     env = dict(os.environ, MLFLOW_TRACKING_URI=old_study.uri, PYTHONPATH=str(PROJECT_ROOT),
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     proc = subprocess.run([sys.executable, "-c", SERVE, f"runs:/{old_study.child_id}/model",
-                           str(photograph), how], cwd=PROJECT_ROOT, env=env,
+                           str(photograph)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     return proc, photograph
 
@@ -182,7 +179,7 @@ def test_old_mlflow_model_loads_and_grades_in_a_fresh_python(old_study: OldStudy
     puts the model's own code (the old flat retino/) first on sys.path, so the pickled
     retino.served.FundusGrader is found there, and the old model grades with the code it was
     saved with, whatever retino the environment holds."""
-    proc, photograph = serve_old_model(old_study, "fresh")
+    proc, photograph = serve_old_model(old_study)
     assert proc.returncode == 0, proc.stderr[-4000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     [row] = served["frame"]
@@ -190,11 +187,24 @@ def test_old_mlflow_model_loads_and_grades_in_a_fresh_python(old_study: OldStudy
     assert_same_probabilities([(row, photograph.stem)], old_study.old_predictions)
 
 
-def test_old_mlflow_model_loads_where_the_new_retino_is_imported(old_study: OldStudy) -> None:
-    """A service or notebook that already uses the new retino, then loads an old model: retino
-    is in sys.modules, so MLflow's prepended code path is never consulted, and the pickled
-    retino.served.FundusGrader is found through the compatibility alias (retino/served.py)."""
-    proc, photograph = serve_old_model(old_study, "new-first")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    [row] = json.loads(proc.stdout.strip().splitlines()[-1])["frame"]
+def test_old_mlflow_model_loads_where_the_new_retino_is_imported(
+        old_study: OldStudy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service or notebook that already uses the new retino (this process), then loads an old
+    model: retino is in sys.modules, so MLflow's prepended code path is never consulted, and the
+    pickled retino.served.FundusGrader is found through the compatibility alias
+    (retino/served.py)."""
+    import base64
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    import retino.serving.pyfunc  # noqa: F401 - the new package, imported first
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", old_study.uri)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_model prepends the model's code
+    model = mlflow.pyfunc.load_model(f"runs:/{old_study.child_id}/model")
+    photograph = sorted(old_study.photographs.iterdir())[0]
+    cell = base64.b64encode(photograph.read_bytes()).decode("ascii")
+    [row] = model.predict(pd.DataFrame({"image": [cell]})).to_dict(orient="records")
+    assert sys.modules["retino"].__file__ == str(PROJECT_ROOT / "retino" / "__init__.py")
     assert_same_probabilities([(row, photograph.stem)], old_study.old_predictions)
