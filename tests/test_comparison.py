@@ -125,3 +125,19 @@ def test_an_interval_over_seeds_stays_within_what_the_metric_can_be():
     header, [row] = results_table(runs)
     cell = dict(zip(header, row, strict=True))["referable AUC (selected)"]
     assert cell.startswith("0.983 ± 0.020 [") and cell.endswith(", 1.000]")  # t says 1.033
+
+
+def test_runs_whose_true_grades_differ_are_not_compared():
+    frame = predictions(30)
+    relabelled = frame.copy()
+    relabelled.loc[:2, "grade"] = (relabelled.loc[:2, "grade"] + 1) % 5
+    with pytest.raises(ValueError, match="true grades differ on 3 images"):
+        same_images([frame, relabelled])
+
+
+def test_a_pair_reads_the_numbers_in_option_names():
+    frame = predictions(20)
+    runs = [record("r0", frame, model__name="resnet101"),
+            record("r1", frame, model__name="resnet18")]
+    [(change, a, b)] = one_axis_pairs(configurations(runs, run_labels(runs)))
+    assert change == "model.name: resnet18 → resnet101"

@@ -50,7 +50,8 @@ def test_per_grade_metrics_and_macro_f1_by_hand():
     assert metrics["test_acc"] == pytest.approx(0.6)
     assert [metrics[f"test_recall_grade{g}"] for g in range(5)] == [0.75, 0.5, 0.5, 1.0, 0.0]
     # precision: 0: 3/4, 1: 1/2, 2: 1/2 (one of two predicted 2s), 3: 1/2, 4: never predicted
-    assert [metrics[f"test_precision_grade{g}"] for g in range(5)] == [0.75, 0.5, 0.5, 0.5, 0]
+    precision = [metrics[f"test_precision_grade{g}"] for g in range(5)]
+    assert precision[:4] == [0.75, 0.5, 0.5, 0.5] and np.isnan(precision[4])  # undefined
     # F1 per grade: 0: 2*3/(4+4)=.75, 1: 2*1/(2+2)=.5, 2: 2*1/(2+2)=.5, 3: 2*1/(1+2)=2/3, 4: 0
     assert metrics["test_f1_grade3"] == pytest.approx(2 / 3)
     assert metrics["test_macro_f1"] == pytest.approx((0.75 + 0.5 + 0.5 + 2 / 3 + 0) / 5)
@@ -90,3 +91,15 @@ def test_threshold_chosen_on_validation_reaches_the_target_sensitivity():
     at = at_threshold(true, probs, 0.25, prefix="test_")
     assert at["test_referable_sensitivity_at_target"] == 1.0
     assert at["test_referable_specificity_at_target"] == pytest.approx(3 / 5)  # 0.3, 0.4 flagged
+
+
+def test_absent_grades_are_undefined_not_zero():
+    """A perfect classifier on a set holding only grades 0 and 1: macro F1 1.0 (over the grades
+    present), not 0.4; the absent grades' recall and F1 are nan, not 0."""
+    true = np.array([0, 0, 1, 1, 0])
+    metrics = grading_metrics(true, true.copy(), prefix="val_")
+    assert metrics["val_macro_f1"] == 1.0
+    assert np.isnan(metrics["val_recall_grade3"]) and np.isnan(metrics["val_f1_grade4"])
+    assert np.isnan(metrics["val_precision_grade2"])  # never predicted: undefined
+    wrong = grading_metrics(true, np.array([0, 0, 1, 3, 0]), prefix="val_")
+    assert wrong["val_precision_grade3"] == 0.0  # predicted, never right: a real 0

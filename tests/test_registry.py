@@ -60,3 +60,10 @@ def test_a_run_registers_and_loads_from_the_registry(trained_run, monkeypatch):
     photo = sorted((source / "train").glob("*.jpeg"))[0]
     answer = model.predict(pd.DataFrame({"image": [encode_image(photo)]}))
     assert answer["error"][0] == "" and 0 <= answer["predicted"][0] <= 4
+
+
+def test_a_loss_never_picks_the_seed_that_has_no_score():
+    runs = [record("a0", "resnet18", 0, np.nan, 0.5, metric="val_loss"),
+            record("a1", "resnet18", 1, 0.3, 0.5, metric="val_loss")]
+    runs[0].final.pop("selection_score")  # a seed that logged no score at all
+    assert best_run(runs)[0].run_id == "a1"

@@ -73,13 +73,19 @@ def bootstrap_intervals(frame: pd.DataFrame, prefix: str, rounds: int, seed: int
 
 def same_images(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     """The frames with their rows in the first one's image order; ValueError when they do not
-    hold the same test images (a paired comparison needs the same photographs)."""
+    hold the same test images with the same true grades (a paired comparison needs the same
+    labelled photographs)."""
     order = frames[0]["image"]
     aligned = []
     for frame in frames:
         if len(frame) != len(order) or set(frame["image"]) != set(order):
             raise ValueError("the runs were tested on different images")
         aligned.append(frame.set_index("image").loc[order].reset_index())
+    truth = aligned[0]["grade"].to_numpy()
+    differ = max(int((frame["grade"].to_numpy() != truth).sum()) for frame in aligned)
+    if differ:
+        raise ValueError(f"the runs' true grades differ on {differ} images of the same names: "
+                         "they were tested on differently labelled sets")
     return aligned
 
 

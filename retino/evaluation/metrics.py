@@ -1,8 +1,9 @@
 """Grading and screening metrics, computed by scikit-learn: pure functions of arrays.
 
-Grading: accuracy, quadratic weighted kappa (the Kaggle competition's metric), macro F1 and
-per-grade precision, recall and F1. Screening: referable DR, grade >= 2 ("moderate or worse",
-the threshold of screening programmes), scored from the summed probabilities of grades 2-4: ROC
+Grading: accuracy, quadratic weighted kappa (the Kaggle competition's metric), macro F1 over the
+grades the set holds and per-grade precision, recall and F1 (nan where a grade is absent).
+Screening: referable DR, grade >= 2 ("moderate or worse", the threshold of screening
+programmes), scored from the summed probabilities of grades 2-4: ROC
 AUC, and sensitivity and specificity at the argmax grade or at a probability threshold.
 """
 
@@ -94,15 +95,28 @@ def at_threshold(true: np.ndarray, probs: np.ndarray, threshold: float,
             f"{prefix}referable_specificity_at_target": spec}
 
 
-def grading_metrics(true: np.ndarray, pred: np.ndarray, prefix: str = "test_",
-                    probs: np.ndarray | None = None) -> dict[str, float]:
-    """Accuracy, quadratic weighted kappa, macro F1, per-grade precision / recall / F1 and,
-    given the (N, 5) probabilities, the referable-DR metrics; keyed for logging."""
+def per_grade_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(precision, recall, F1) per grade 0-4, nan where undefined: recall and F1 of a grade the
+    set does not hold, precision of a grade never predicted. An absent grade is not a grade the
+    model failed on: scoring it 0 would give a perfect classifier of grades 0-1 a macro F1 of
+    0.4."""
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
         true, pred, labels=GRADES, zero_division=0)
+    present = np.isin(GRADES, np.asarray(true))
+    predicted = np.isin(GRADES, np.asarray(pred))
+    return (np.where(predicted, precision, np.nan), np.where(present, recall, np.nan),
+            np.where(present, f1, np.nan))
+
+
+def grading_metrics(true: np.ndarray, pred: np.ndarray, prefix: str = "test_",
+                    probs: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy, quadratic weighted kappa, macro F1 (over the grades the set holds), per-grade
+    precision / recall / F1 (nan where undefined) and, given the (N, 5) probabilities, the
+    referable-DR metrics; keyed for logging."""
+    precision, recall, f1 = per_grade_scores(true, pred)
     metrics = {f"{prefix}acc": float(skm.accuracy_score(true, pred)),
                f"{prefix}qwk": quadratic_weighted_kappa(true, pred),
-               f"{prefix}macro_f1": float(np.mean(f1))}
+               f"{prefix}macro_f1": float(np.nanmean(f1)) if len(true) else float("nan")}
     for grade in GRADES:
         metrics |= {f"{prefix}precision_grade{grade}": float(precision[grade]),
                     f"{prefix}recall_grade{grade}": float(recall[grade]),

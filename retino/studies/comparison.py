@@ -8,6 +8,7 @@ configuration, and which configuration is best without looking at the test set."
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,12 +52,14 @@ def axis_of(key: str) -> str:
     return key.split(".")[0]
 
 
-def _sort_key(value: str | None) -> tuple[int, float, str]:
-    """Numbers by value (64 before 224), then text (False before True, resnet18 before 50)."""
+def _sort_key(value: str | None) -> tuple[int, float, tuple]:
+    """Numbers by value (64 before 224), then text with its numbers read as numbers (False
+    before True, resnet18 before resnet50 before resnet101)."""
     try:
-        return 0, float(value), ""
+        return 0, float(value), ()
     except (TypeError, ValueError):
-        return 1, 0.0, str(value)
+        parts = re.split(r"(\d+)", str(value))
+        return 1, 0.0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
 def one_axis_pairs(configs: list[Configuration]) -> list[tuple[str, Configuration, Configuration]]:
@@ -178,5 +181,7 @@ def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
         return float(np.mean([sign * run.final.get(metric, np.nan) for run in members]))
 
     label = max(groups, key=lambda name: np.nan_to_num(mean_score(groups[name]), nan=-np.inf))
-    chosen = max(groups[label], key=lambda run: sign * run.final.get(metric, -np.inf))
+    # A seed without a score is never the best one, whichever way the metric points.
+    chosen = max(groups[label], key=lambda run: np.nan_to_num(
+        sign * run.final.get(metric, np.nan), nan=-np.inf))
     return chosen, metric, sign * mean_score(groups[label])
