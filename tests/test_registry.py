@@ -34,14 +34,24 @@ def test_a_loss_chooses_the_lowest():
     assert best_run(runs)[0].run_id == "b"
 
 
-def test_without_validation_the_test_kappa_decides_and_failed_runs_never_do():
+def test_without_validation_nothing_is_chosen_and_failed_runs_never_are():
+    """The test set never chooses: runs without a validation split are refused, with why."""
     runs = [record("a", "resnet18", 0, np.nan, 0.5, val=None),
-            record("b", "resnet50", 0, np.nan, 0.7, val=None),
+            record("b", "resnet50", 0, np.nan, 0.7),
             record("c", "resnet50", 1, np.nan, 0.99, val=None, status="FAILED")]
-    run, metric, _ = best_run(runs)
-    assert (run.run_id, metric) == ("b", "test_qwk_selected")
+    with pytest.raises(ConfigError, match="1 of 2 runs have no validation split.*val_fraction"):
+        best_run(runs)
     with pytest.raises(ConfigError, match="No finished run"):
         best_run([runs[2]])
+
+
+def test_runs_that_selected_by_different_metrics_are_chosen_by_the_validation_kappa():
+    """Run b is better on test, run a on validation: a is chosen (it was b before the fix)."""
+    a = record("a", "resnet18", 0, 0.2, 0.70, metric="val_loss")
+    b = record("b", "resnet50", 0, 0.80, 0.75)
+    a.final["val_qwk_selected"], b.final["val_qwk_selected"] = 0.95, 0.80
+    run, metric, score = best_run([a, b])
+    assert (run.run_id, metric, score) == ("a", "val_qwk_selected", 0.95)
 
 
 def test_a_run_registers_and_loads_from_the_registry(trained_run, monkeypatch):

@@ -155,18 +155,31 @@ def _short(value: str | None) -> str | None:
     return f"{number:.4g}" if "." in value or "e" in value.lower() else value
 
 
+COMMON_VALIDATION_METRIC = "val_qwk_selected"  # every run with a validation split logs it
+
+
 def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
-    """(metric, higher is better) that chooses among these runs: the validation metric they
-    selected with when every run had a validation split, else the test kappa."""
+    """(metric, higher is better) that chooses among these runs, never a test metric: the
+    validation metric they all selected their epoch with, or, when they selected with different
+    ones, the validation kappa every run has. ConfigError when a run has no validation split:
+    then only the test set could choose, and it must not."""
+    without = [run for run in runs if run.val is None]
+    if without:
+        names = ", ".join(sorted({run.name for run in without}))
+        raise ConfigError(f"{len(without)} of {len(runs)} runs have no validation split "
+                          f"(data.val_fraction=0: {names}), so only the test set could choose "
+                          "among them, and it must not. Re-run them with data.val_fraction > 0 "
+                          "(e.g. 0.1) to choose or register a best configuration.")
     metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
-    if all(run.val is not None for run in runs) and len(metrics) == 1:
+    if len(metrics) == 1:
         metric = metrics.pop()
         return "selection_score", not metric.endswith("loss")
-    return "test_qwk_selected", True
+    return COMMON_VALIDATION_METRIC, True
 
 
 def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
-    """(run, the metric that chose it, the configuration's mean score) among finished runs."""
+    """(run, the metric that chose it, the configuration's mean score) among finished runs;
+    ConfigError when no validation metric can choose (see selection_rule)."""
     finished = [run for run in runs if run.status == "FINISHED"]
     if not finished:
         raise ConfigError("No finished run to register: the study has none.")

@@ -1,9 +1,9 @@
 """A study's best configuration into the MLflow Model Registry.
 
-The configuration is chosen without the test set wherever the runs have a validation split: by
-the validation metric each run selected its epoch with (`selection_score`, its mean over the
-configuration's seeds); only runs without one fall back to the final test kappa, and the version
-says so. Within the chosen configuration the best seed's model is registered. Its version links
+The configuration is chosen without the test set: by the validation metric each run selected its
+epoch with (`selection_score`, its mean over the configuration's seeds), or the validation kappa
+when the runs selected by different metrics; runs without a validation split are refused, with
+the reason. Within the chosen configuration the best seed's model is registered. Its version links
 back to the run and the study in its tags; `models:/<name>/<version>` then loads as a pyfunc.
 """
 
@@ -44,7 +44,6 @@ def register_best(runs: list[RunRecord], name: str, study: str | None = None) ->
             "score": f"{score:.6g}", **({STUDY_TAG: study} if study else {})}
     version = client.create_model_version(name, f"{found.info.artifact_uri}/{MODEL_DIR}",
                                           run_id=run.run_id, tags=tags)
-    log.info("Registered %s version %s: run %s (%s), chosen by %s = %.4f%s.", name,
-             version.version, run.name, run.run_id, metric, score,
-             "" if metric == "selection_score" else " (no validation split: by the test set)")
+    log.info("Registered %s version %s: run %s (%s), chosen by %s = %.4f.", name,
+             version.version, run.name, run.run_id, metric, score)
     return version

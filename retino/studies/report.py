@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE
@@ -200,11 +201,15 @@ def study_title(name: str, runs: list[RunRecord]) -> str:
 
 
 def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
-    """Which configuration a reader should take, chosen as registration chooses it: by the
-    validation metric (mean over seeds), the test set only when there is no validation split."""
-    run, metric, score = best_run(finished)
+    """Which configuration a reader should take, chosen as registration chooses it: by a
+    validation metric (mean over seeds), never by the test set; why none is named otherwise."""
+    try:
+        run, metric, score = best_run(finished)
+    except ConfigError as err:
+        return f"**No best configuration is named**: {err}\n"
     how = ("its validation metric (selection_score, mean over seeds)" if metric ==
-           "selection_score" else "the test kappa (the runs have no validation split)")
+           "selection_score" else "the validation kappa (the runs selected their epochs by "
+           "different metrics; val_qwk_selected, mean over seeds)")
     return (f"**Best configuration** by {how}: {labels[run.run_id]} ({score:.4f}; best seed's "
             f"run {run.run_id}). Its test numbers are in the table above.\n")
 
