@@ -39,3 +39,36 @@ def test_a_three_trial_search_optimises_the_validation_metric_past_a_failed_tria
     results = (tmp_path / "multirun" / "report" / "results.md").read_text()
     best = re.search(r"\*\*Best configuration\*\* by its validation metric.*run (\w+)\)", results)
     assert best and scores[best.group(1)] == pytest.approx(best_value)
+
+
+def search_config(val_fraction=0.1, metric="val_qwk", direction="maximize"):
+    from omegaconf import OmegaConf
+
+    sweeper = {"direction": direction} if direction else {}
+    return OmegaConf.create({"hydra": {"sweeper": sweeper}, "data": {"val_fraction": val_fraction},
+                             "selection_metric": metric, "experiment": "retino"})
+
+
+def test_a_search_never_tunes_on_the_test_set_nor_maximises_a_loss():
+    from retino.studies.callbacks import search_problem
+
+    assert search_problem(search_config()) is None
+    assert search_problem(search_config(val_fraction=0, direction=None)) is None  # a grid
+    assert "data.val_fraction" in search_problem(search_config(val_fraction=0))
+    assert "hydra.sweeper.direction=minimize" in search_problem(search_config(metric="val_loss"))
+    assert search_problem(search_config(metric="val_loss", direction="minimize")) is None
+
+
+def test_a_search_without_validation_is_refused_before_any_run(caplog):
+    """Refused with exit status 2: Hydra would turn a callback's exception into a warning and
+    run the search anyway (seen with the real CLI)."""
+    from mlflow.tracking import MlflowClient
+
+    from retino.studies.callbacks import StudyCallback
+
+    with pytest.raises(SystemExit) as stopped:
+        StudyCallback().on_multirun_start(search_config(val_fraction=0))
+    assert stopped.value.code == 2 and "tune on the test set" in caplog.text
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []  # no parent run, no trial

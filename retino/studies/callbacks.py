@@ -81,12 +81,35 @@ def parent_run_id(sweep_dir: str | Path) -> str | None:
     return marker.read_text().strip() if marker.is_file() else None
 
 
+def search_problem(config: DictConfig) -> str | None:
+    """Why a search (a sweeper that optimises what the jobs return: Optuna's has a direction)
+    must not start, or None. Without a validation split the jobs would return a test metric,
+    and the search would tune on the test set; a loss must be minimised."""
+    direction = config.hydra.sweeper.get("direction")
+    if direction is None:
+        return None  # a grid or a list of runs: nothing is optimised
+    if config.data.val_fraction <= 0:
+        return ("This search optimises what each trial returns, and with data.val_fraction=0 "
+                "that is a test-set metric: the search would tune on the test set. Set "
+                "data.val_fraction > 0 (e.g. 0.1) so that trials return their validation metric.")
+    wanted = "minimize" if config.selection_metric.endswith("loss") else "maximize"
+    if isinstance(direction, str) and direction != wanted:
+        return (f"selection_metric={config.selection_metric} is to be {wanted}d, but the search's "
+                f"direction is {direction}: add hydra.sweeper.direction={wanted}.")
+    return None
+
+
 class StudyCallback(Callback):
     """Parent run at the start of a multirun; report and verdict at its end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from retino.tracking.runs import start_parent_run
 
+        if (problem := search_problem(config)) is not None:
+            # Before the first trial and any MLflow run. SystemExit, not an exception: Hydra
+            # turns a callback's exception into a warning and would run the search anyway.
+            log.error("%s", problem)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         axes = swept_axes(config)
