@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from retino.evaluation.intervals import paired_differences, same_images, seed_interval
+from retino.evaluation.intervals import (
+    bootstrap_intervals,
+    paired_differences,
+    pooled_intervals,
+    same_images,
+    seed_interval,
+)
 from retino.evaluation.predictions import frame_metrics
 from retino.studies.comparison import configurations, one_axis_pairs, run_labels
 from retino.studies.report import results_table, write_report
@@ -99,8 +105,9 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     header, rows = results_table(runs)
     cells = dict(zip(header, rows[0], strict=True))
     accuracies = [100 * frame_metrics(f, "")["acc"] for f in seeds.values()]
-    mean, std, low, high = seed_interval(accuracies)
-    assert cells["n"] == "3"
+    mean, std, _, _ = seed_interval(accuracies)
+    low, high = (100 * bound for bound in pooled_intervals(list(seeds.values()), 50)["acc"])
+    assert cells["seeds"] == "3"
     assert cells["test acc % (selected epoch)"] == f"{mean:.2f} ± {std:.2f} [{low:.2f}, {high:.2f}]"
     baseline = 100 * base["grade"].value_counts(normalize=True).max()
     assert cells["majority-grade baseline %"].startswith(f"{baseline:.2f} ± 0.00")
@@ -141,3 +148,26 @@ def test_a_pair_reads_the_numbers_in_option_names():
             record("r1", frame, model__name="resnet18")]
     [(change, a, b)] = one_axis_pairs(configurations(runs, run_labels(runs)))
     assert change == "model.name: resnet18 → resnet101"
+
+
+def test_seeds_that_agree_pool_to_exactly_one_runs_interval():
+    frame = predictions(80)
+    single = bootstrap_intervals(frame, "test_", rounds=200)
+    pooled = pooled_intervals([frame, frame.copy(), frame.copy()], rounds=200)
+    for name, (low, high) in pooled.items():
+        expected = (single[f"test_{name}_ci_low"], single[f"test_{name}_ci_high"])
+        assert (low, high) == pytest.approx(expected, abs=1e-12)  # a mean of equal floats
+
+
+def test_more_seeds_never_make_the_interval_narrower_than_the_test_set_allows():
+    """The defect: three nearly equal seeds gave a t interval far narrower than one run's
+    bootstrap interval; the pooled interval keeps the test set's sampling error."""
+    base = predictions(80)
+    seeds = [better(base, 0.02 * s, s) for s in range(3)]
+    single = [bootstrap_intervals(f, "test_", rounds=200) for f in seeds]
+    pooled = pooled_intervals(seeds, rounds=200)
+    width = pooled["acc"][1] - pooled["acc"][0]
+    single_widths = [s["test_acc_ci_high"] - s["test_acc_ci_low"] for s in single]
+    assert width >= 0.9 * min(single_widths)
+    _, _, t_low, t_high = seed_interval([frame_metrics(f, "")["acc"] for f in seeds])
+    assert t_high - t_low < 0.5 * width  # what the report showed before

@@ -85,7 +85,7 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
             "confusion_grid.png", "roc_referable.png"} <= report
     written = tmp_path / "multirun" / "report"
     table = (written / "results.csv").read_text().splitlines()
-    assert len(table) == 5 and table[0].startswith("run,n,test acc % (selected epoch)")
+    assert len(table) == 5 and table[0].startswith("run,seeds,test acc % (selected epoch)")
     # Each model against the other, each start against the other: four one-axis pairs.
     pairs = (written / "comparisons.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[0] for row in pairs) == [

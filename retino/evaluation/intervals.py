@@ -127,3 +127,21 @@ def seed_interval(values: Sequence[float],
     std = float(values.std(ddof=1))
     half = float(student_t.ppf((1 + level) / 2, len(values) - 1)) * std / np.sqrt(len(values))
     return mean, std, mean - half, mean + half
+
+
+def pooled_intervals(frames: Sequence[pd.DataFrame], rounds: int, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """metric -> (low, high) of the mean over a configuration's seeds, keeping the test set's
+    sampling error: each round resamples the test patients (the same draws as one run's
+    bootstrap_intervals) and the seeds, both with replacement, and averages the drawn seeds on
+    the drawn rows. Seeds that agree give exactly one run's interval; seeds that disagree widen
+    it. (A t interval over seeds alone drops the test set's error: more seeds made it narrower
+    than a single run's.) ValueError when the seeds were tested on different images."""
+    runs = [answers(frame) for frame in same_images(frames)]
+    pick = np.random.default_rng([seed, 1])  # the seeds' draws, apart from the patients'
+    samples: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
+    for rows in resampled_rows(frames[0], rounds, seed):
+        drawn = [runs[i] for i in pick.integers(0, len(runs), len(runs))]
+        for name, value in mean_statistics(drawn, rows).items():
+            samples[name].append(value)
+    return {name: percentile_interval(samples[name], level) for name in INTERVAL_METRICS}

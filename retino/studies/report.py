@@ -24,7 +24,7 @@ from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE
-from retino.evaluation.intervals import seed_interval
+from retino.evaluation.intervals import pooled_intervals, seed_interval
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
     plot_confusion_grid,
@@ -103,16 +103,36 @@ def _cell(column: str, value: float) -> str:
         f"{value:.0f}" if column == "selected epoch" else f"{value:.2f}"
 
 
-def _over_seeds(column: str, values: np.ndarray) -> str:
-    """'mean ± std [low, high]': the interval over seeds where the column has intervals."""
+def _over_seeds(column: str, values: np.ndarray,
+                pooled: dict[str, tuple[float, float]] | None) -> str:
+    """'mean ± std [low, high]': the seeds' spread as ± std, and where the column has intervals,
+    the bootstrap interval of the mean over test patients and seeds (pooled_intervals); without
+    predictions files (runs logged before them), the t interval over seeds, kept inside the
+    values the metric can take."""
     mean, std, low, high = seed_interval(values)
     if column not in _INTERVALS:
         return f"{_cell(column, mean)} ± {_cell(column, std)}"
-    # A t interval is symmetric; the metric is not: kept inside the values it can take.
-    lowest, highest = _RANGES[column]
-    low, high = max(low, lowest), min(high, highest)
-    interval = f" [{_cell(column, low)}, {_cell(column, high)}]"
+    metric, scale = _INTERVALS[column]
+    if pooled is not None:
+        low, high = (scale * bound for bound in pooled[metric.removeprefix("test_")])
+    else:  # a t interval is symmetric; the metric is not
+        lowest, highest = _RANGES[column]
+        low, high = max(low, lowest), min(high, highest)
+    interval = "" if np.isnan(low) else f" [{_cell(column, low)}, {_cell(column, high)}]"
     return f"{_cell(column, mean)} ± {_cell(column, std)}{interval}"
+
+
+def _pooled(members: list[RunRecord]) -> dict[str, tuple[float, float]] | None:
+    """The seeds' pooled bootstrap intervals, or None when they cannot be computed (runs without
+    predictions files or bootstrap rounds, or seeds tested on different images)."""
+    rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in members)
+    if rounds == 0 or any(run.test is None for run in members):
+        return None
+    try:
+        return pooled_intervals([run.test for run in members], rounds)
+    except ValueError as err:
+        log.warning("No pooled interval for %s: %s.", members[0].name, err)
+        return None
 
 
 def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
@@ -123,7 +143,7 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in finished:
         groups[labels[run.run_id]].append(run)
-    header = ["run", "n", *COLUMNS]
+    header = ["run", "seeds", *COLUMNS]  # seeds: runs of the configuration, not images
     rows = []
     for name, members in groups.items():
         finals = [run_metrics(run) for run in members]
@@ -133,7 +153,8 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
             cells = [_cell(c, v) + _interval(c, finals[0])
                      for c, v in zip(COLUMNS, values[0], strict=True)]
         else:
-            cells = [_over_seeds(c, values[:, i]) for i, c in enumerate(COLUMNS)]
+            pooled = _pooled(members)
+            cells = [_over_seeds(c, values[:, i], pooled) for i, c in enumerate(COLUMNS)]
         rows.append([name, str(len(members)), *cells])
     return header, rows
 
@@ -142,8 +163,10 @@ LEGEND = """\
 The test set is scored at the epoch chosen on the validation split (`selection_metric`); the
 lab's column chose its epoch by looking at the test set and is optimistic. A single run shows
 95 % bootstrap intervals over test patients (both eyes together) as `value [low, high]`; a
-configuration run with several seeds shows `mean ± std [low, high]`, a 95 % t interval of the
-mean over seeds (the noise of training). Accuracy means little beside the majority-grade
+configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`: the std of
+its seeds (the noise of training) and a 95 % bootstrap interval of the mean that resamples test
+patients and seeds together, so it keeps the test set's sampling error (more seeds never make it
+narrower than the test set allows). Accuracy means little beside the majority-grade
 baseline: predicting grade 0 for every image scores it.
 """
 
