@@ -78,3 +78,33 @@ def test_the_study_table_shows_a_single_run_with_its_intervals():
     assert cells["referable AUC (selected)"] == "nan"  # not logged: no interval either
     assert cells["best test acc % (epoch chosen on test, as the lab)"] == "87.60"
     assert cells["majority-grade baseline %"] == "72.40" and cells["selected epoch"] == "9"
+
+
+def test_undefined_resamples_are_counted_and_too_few_positives_give_no_auc_interval():
+    """60 images, one referable patient: many resamples hold no referable eye, where AUC and
+    (with one grade everywhere) kappa are undefined. They used to vanish (AUC) or count as 0
+    (kappa); now they are left out and counted, and the AUC gets no interval at all."""
+    frame = predictions(30, seed=3)
+    frame["grade"] = np.where(frame["patient"] == "0", 3, 0)
+    frame["predicted"] = np.where(frame.index % 7 == 0, 1, 0)  # kappa undefined when no 1 drawn
+    intervals = bootstrap_intervals(frame, "test_", rounds=300)
+    assert intervals["test_referable_patients"] == 1
+    assert intervals["test_referable_auc_ci_undefined_rounds"] > 50  # ~ (29/30)^30 = 36 %
+    assert np.isnan(intervals["test_referable_auc_ci_low"])  # 1 patient < 10: no interval
+    assert intervals["test_acc_ci_undefined_rounds"] == 0
+
+
+def test_the_study_table_says_why_an_interval_is_missing():
+    from retino.studies.report import results_table
+    from retino.tracking.records import RunRecord
+
+    final = {"test_referable_auc_selected": 0.91, "test_referable_auc_selected_ci_low": np.nan,
+             "test_referable_auc_selected_ci_high": np.nan, "test_referable_patients": 3,
+             "test_acc_selected": 0.8, "test_acc_selected_ci_low": 0.7,
+             "test_acc_selected_ci_high": 0.9, "test_acc_selected_ci_undefined_rounds": 4}
+    run = RunRecord("r1", "resnet18-scratch-64px", "FINISHED", {"seed": "0"}, {}, {}, final, None)
+    header, [row] = results_table([run])
+    cells = dict(zip(header, row, strict=True))
+    assert cells["referable AUC (selected)"] == \
+        "0.910 [no interval: 3 referable patients, fewer than 10]"
+    assert cells["test acc % (selected epoch)"] == "80.00 [70.00, 90.00; 4 resamples undefined]"

@@ -28,9 +28,10 @@ def answers(frame: pd.DataFrame) -> Answers:
 
 def interval_statistics(given: Answers, rows: np.ndarray) -> dict[str, float]:
     """The metrics given intervals, on these rows: accuracy, quadratic weighted kappa,
-    referable-DR AUC."""
+    referable-DR AUC; nan where a resample leaves one undefined (counted, never scored 0)."""
     true, pred, score = (column[rows] for column in given)
-    return {"acc": float(np.mean(true == pred)), "qwk": quadratic_weighted_kappa(true, pred),
+    return {"acc": float(np.mean(true == pred)),
+            "qwk": quadratic_weighted_kappa(true, pred, undefined=np.nan),
             "referable_auc": referable_auc(true >= REFERABLE_GRADE, score)}
 
 
@@ -58,17 +59,39 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     return float(low), float(high)
 
 
+MIN_REFERABLE_PATIENTS = 10  # below this, an AUC interval would rest on a handful of people
+
+
+def referable_patients(frame: pd.DataFrame) -> int:
+    """Patients with at least one referable eye (grade >= 2): the positives an AUC rests on."""
+    return int(frame.loc[frame["grade"] >= REFERABLE_GRADE, "patient"].nunique())
+
+
+def _interval_keys(samples: list[dict[str, float]], prefix: str, positives: int,
+                   level: float) -> dict[str, float]:
+    """`<prefix><metric>_ci_low`, `_ci_high` and `_ci_undefined_rounds` (resamples in which the
+    metric was undefined: left out of the interval, and said so); no AUC interval below
+    MIN_REFERABLE_PATIENTS referable patients."""
+    intervals = {}
+    for name in INTERVAL_METRICS:
+        values = np.array([sample[name] for sample in samples], float)
+        low, high = percentile_interval(values, level)
+        if name == "referable_auc" and positives < MIN_REFERABLE_PATIENTS:
+            low = high = np.nan
+        intervals |= {f"{prefix}{name}_ci_low": low, f"{prefix}{name}_ci_high": high,
+                      f"{prefix}{name}_ci_undefined_rounds": int(np.isnan(values).sum())}
+    return intervals
+
+
 def bootstrap_intervals(frame: pd.DataFrame, prefix: str, rounds: int, seed: int = 0,
                         level: float = 0.95) -> dict[str, float]:
     """Percentile intervals of accuracy, kappa and referable AUC over `rounds` resamples of the
-    patients: `<prefix><metric>_ci_low` and `_ci_high`."""
+    patients (see _interval_keys), and `<prefix>referable_patients`."""
     given = answers(frame)
     samples = [interval_statistics(given, rows) for rows in resampled_rows(frame, rounds, seed)]
-    intervals = {}
-    for name in INTERVAL_METRICS:
-        low, high = percentile_interval([sample[name] for sample in samples], level)
-        intervals |= {f"{prefix}{name}_ci_low": low, f"{prefix}{name}_ci_high": high}
-    return intervals
+    positives = referable_patients(frame)
+    return {**_interval_keys(samples, prefix, positives, level),
+            f"{prefix}referable_patients": positives}
 
 
 def same_images(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
@@ -139,9 +162,8 @@ def pooled_intervals(frames: Sequence[pd.DataFrame], rounds: int, seed: int = 0,
     than a single run's.) ValueError when the seeds were tested on different images."""
     runs = [answers(frame) for frame in same_images(frames)]
     pick = np.random.default_rng([seed, 1])  # the seeds' draws, apart from the patients'
-    samples: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
-    for rows in resampled_rows(frames[0], rounds, seed):
-        drawn = [runs[i] for i in pick.integers(0, len(runs), len(runs))]
-        for name, value in mean_statistics(drawn, rows).items():
-            samples[name].append(value)
-    return {name: percentile_interval(samples[name], level) for name in INTERVAL_METRICS}
+    samples = [mean_statistics([runs[i] for i in pick.integers(0, len(runs), len(runs))], rows)
+               for rows in resampled_rows(frames[0], rounds, seed)]
+    keys = _interval_keys(samples, "", referable_patients(frames[0]), level)
+    return {name: (keys[f"{name}_ci_low"], keys[f"{name}_ci_high"])
+            for name in INTERVAL_METRICS}

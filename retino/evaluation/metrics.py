@@ -32,13 +32,15 @@ def normalize_by_true_class(counts: np.ndarray) -> np.ndarray:
     return np.divide(counts, totals, out=np.zeros(counts.shape, float), where=totals > 0)
 
 
-def quadratic_weighted_kappa(true: np.ndarray, pred: np.ndarray) -> float:
+def quadratic_weighted_kappa(true: np.ndarray, pred: np.ndarray,
+                             undefined: float = 0.0) -> float:
     """Cohen's kappa with quadratic weights: 1 = perfect, 0 = chance, < 0 worse than chance.
-    0 where it is undefined (one grade everywhere, in both true and predicted)."""
+    `undefined` (0 by default; a bootstrap asks for nan) where it is undefined: one grade
+    everywhere, in both true and predicted."""
     with warnings.catch_warnings():  # sklearn warns about that undefined case
         warnings.simplefilter("ignore")
         return float(skm.cohen_kappa_score(true, pred, labels=GRADES, weights="quadratic",
-                                           replace_undefined_by=0.0))
+                                           replace_undefined_by=undefined))
 
 
 def referable_probability(probs: np.ndarray) -> np.ndarray:

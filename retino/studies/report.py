@@ -24,7 +24,7 @@ from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE
-from retino.evaluation.intervals import pooled_intervals, seed_interval
+from retino.evaluation.intervals import MIN_REFERABLE_PATIENTS, pooled_intervals, seed_interval
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
     plot_confusion_grid,
@@ -95,7 +95,13 @@ def _interval(column: str, final: dict[str, float]) -> str:
     high = final.get(f"{metric}_selected_ci_high")
     if low is None or high is None:
         return ""
-    return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}]"
+    positives = final.get("test_referable_patients", np.inf)
+    if np.isnan(low) and metric.endswith("auc") and positives < MIN_REFERABLE_PATIENTS:
+        return (f" [no interval: {positives:.0f} referable patients, fewer than "
+                f"{MIN_REFERABLE_PATIENTS}]")
+    undefined = final.get(f"{metric}_selected_ci_undefined_rounds", 0)
+    note = f"; {undefined:.0f} resamples undefined" if undefined else ""
+    return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}{note}]"
 
 
 def _cell(column: str, value: float) -> str:
@@ -166,8 +172,10 @@ lab's column chose its epoch by looking at the test set and is optimistic. A sin
 configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`: the std of
 its seeds (the noise of training) and a 95 % bootstrap interval of the mean that resamples test
 patients and seeds together, so it keeps the test set's sampling error (more seeds never make it
-narrower than the test set allows). Accuracy means little beside the majority-grade
-baseline: predicting grade 0 for every image scores it.
+narrower than the test set allows). Resamples in which a metric is undefined (no referable
+patient drawn, one grade everywhere) are left out and counted in the cell; an AUC with fewer
+than 10 referable patients in the test set gets no interval, and the cell says so. Accuracy
+means little beside the majority-grade baseline: predicting grade 0 for every image scores it.
 """
 
 COMPARISON_LEGEND = """\
