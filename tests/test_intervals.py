@@ -108,3 +108,16 @@ def test_the_study_table_says_why_an_interval_is_missing():
     assert cells["referable AUC (selected)"] == \
         "0.910 [no interval: 3 referable patients, fewer than 10]"
     assert cells["test acc % (selected epoch)"] == "80.00 [70.00, 90.00; 4 resamples undefined]"
+
+
+def test_sensitivity_without_an_operating_point_is_labelled_at_the_predicted_grade():
+    from retino.studies.report import results_table
+    from retino.tracking.records import RunRecord
+
+    final = {"test_referable_sensitivity_selected": 0.8, "test_referable_specificity_selected": 0.9}
+    run = RunRecord("r1", "resnet18-scratch-64px", "FINISHED", {"seed": "0"}, {}, {}, final, None)
+    header, [row] = results_table([run])
+    cells = dict(zip(header, row, strict=True))
+    assert cells["referable sensitivity % (selected, at operating point)"] == \
+        "80.00 (at predicted grade)"
+    assert cells["test acc % (selected epoch)"] == "nan"  # other columns unmarked

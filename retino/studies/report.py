@@ -67,7 +67,7 @@ def run_metrics(run: RunRecord) -> dict[str, float]:
 
 def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
     # At the operating point chosen on validation; without a validation split, at the argmax
-    # grade (the README says so).
+    # grade (the cell says so: _mark_argmax).
     at = "_at_target" if "test_referable_sensitivity_at_target_selected" in final else ""
     cells = [(final.get("test_acc_selected"), _PERCENT), (final.get("test_qwk_selected"), _PLAIN),
              (final.get("test_referable_auc_selected"), _PLAIN),
@@ -161,8 +161,20 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
         else:
             pooled = _pooled(members)
             cells = [_over_seeds(c, values[:, i], pooled) for i, c in enumerate(COLUMNS)]
-        rows.append([name, str(len(members)), *cells])
+        rows.append([name, str(len(members)), *_mark_argmax(cells, finals)])
     return header, rows
+
+
+_AT_OPERATING_POINT = (COLUMNS[3], COLUMNS[4])  # sensitivity and specificity
+
+
+def _mark_argmax(cells: list[str], finals: list[dict[str, float]]) -> list[str]:
+    """The header says "at operating point"; a run without a validation split has none (the
+    test set must not choose one), and its cells are at the predicted grade: they say so."""
+    if all("test_referable_sensitivity_at_target_selected" in final for final in finals):
+        return cells
+    return [f"{cell} (at predicted grade)" if column in _AT_OPERATING_POINT else cell
+            for column, cell in zip(COLUMNS, cells, strict=True)]
 
 
 LEGEND = """\
