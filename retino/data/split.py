@@ -131,3 +131,25 @@ def with_validation(index: dict[str, SplitIndex], fraction: float,
                     "is a noisy choice. Use more data, or data.val_fraction=0 (keep the last "
                     "epoch).", len(val), sorted(grades))
     return carved
+
+
+def shared_patients(index: dict[str, SplitIndex]) -> int:
+    """Test patients who also have an image in the training (or validation) split, counted.
+
+    An image listed in a training split and in the test split is refused, naming it: the model
+    would be tested on photographs it learned from. A shared patient (a fellow eye in training)
+    is not refused, since the lab's own CSVs may have been split by image, but counted: fellow
+    eyes usually share a grade, so the test set then flatters the model."""
+    test = index["test"]
+    test_names = {path.stem for path in test.paths}
+    for split, part in index.items():
+        both = sorted(test_names & {path.stem for path in part.paths}) if split != "test" else []
+        if both:
+            raise DataError(f"{len(both)} image(s) are listed in both the {split} and the test "
+                            f"split (first: {', '.join(both[:5])}): the model would be tested on "
+                            "photographs it learned from. Remove them from one split's CSVs, or "
+                            "prepare the set with python -m retino.data.prepare (it splits by "
+                            "patient).")
+    training = {patient_of(path.stem) for split, part in index.items() if split != "test"
+                for path in part.paths}
+    return len({patient_of(path.stem) for path in test.paths} & training)

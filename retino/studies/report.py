@@ -23,7 +23,7 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
-from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE
+from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE, SHARED_PATIENTS_TAG
 from retino.evaluation.intervals import MIN_REFERABLE_PATIENTS, pooled_intervals, seed_interval
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
@@ -257,6 +257,19 @@ def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
             f"run {run.run_id}). Its test numbers are in the table above.\n")
 
 
+def leakage_lines(finished: list[RunRecord]) -> str:
+    """A warning for each run whose test patients also had an eye in training; '' for none."""
+    leaked = [(run, int(run.tags[SHARED_PATIENTS_TAG])) for run in finished
+              if int(run.tags.get(SHARED_PATIENTS_TAG, "0") or 0) > 0]
+    if not leaked:
+        return ""
+    lines = ["", "**Test patients also in training** (a fellow eye in the training or "
+             "validation split: fellow eyes usually share a grade, so these test numbers are "
+             "optimistic):", ""]
+    lines += [f"- {run.name} ({run.run_id}): {count} patient(s)" for run, count in leaked]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     """The study's tables and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -265,6 +278,7 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     text = f"# {title}\n\n" + to_markdown(header, rows, failed) + "\n" + LEGEND
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
     finished = [run for run in runs if run.status == "FINISHED"]
+    text += leakage_lines(finished)
     labels = run_labels(finished)
     if len(labels) > 1:
         text += "\n" + best_line(finished, labels)

@@ -32,6 +32,7 @@ from retino.core.names import (
     CONFUSION_FIGURE,
     HISTORY_FILE,
     ROC_FIGURE,
+    SHARED_PATIENTS_TAG,
     WEIGHTS_FILE,
     predictions_file,
 )
@@ -42,7 +43,7 @@ from retino.data.loaders import (
     locate_dataset,
     read_index_at,
 )
-from retino.data.split import with_validation
+from retino.data.split import shared_patients, with_validation
 from retino.evaluation.cam import cam_examples
 from retino.evaluation.metrics import confusion_matrix
 from retino.evaluation.plots import (
@@ -224,6 +225,17 @@ def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     return checkpoint
 
 
+def record_shared_patients(count: int, tracker: Tracker) -> None:
+    """Test patients with an eye in training: warned about, and kept on the run (a tag that
+    reports show), since fellow eyes usually share a grade and the test set then flatters."""
+    tracker.set_tags({SHARED_PATIENTS_TAG: str(count)})
+    if count:
+        log.warning("%d test patient(s) also have an eye in the training or validation split: "
+                    "their fellow eyes usually share a grade, so the test metrics are optimistic. "
+                    "Prepare the set with python -m retino.data.prepare to split by patient.",
+                    count)
+
+
 def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
                    run_factory: RunFactory, tracker: Tracker, resuming: bool) -> ResNet:
     """The network to train, on its device (before the optimizer exists, so a resumed optimizer
@@ -273,6 +285,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     location = locate_dataset(cfg.data)
     index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed)
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
+    record_shared_patients(shared_patients(index), tracker)
     resuming = resume and (out_dir / CHECKPOINT_FILE).is_file()
     model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
     train_loader, test_loader, val_loader = data_loaders(cfg, index, device, jobs_at_once)
