@@ -98,7 +98,7 @@ def test_cifar10_init_trains_once_then_reuses_the_checkpoint(tmp_path):
     _, params, pretraining = opened[0]
     assert params["epochs"] == 2 and params["model"] == "resnet18"
     assert [step for step, _ in pretraining.metrics] == [1, 2]  # its own run, per epoch
-    assert first.tags == {"cifar10_pretrain_run_id": "pretraining-run-id"}
+    assert first.tags["cifar10_pretrain_run_id"] == "pretraining-run-id"
     checkpoint = checkpoint_path("resnet18", cfg.pretrain)
     state = torch.load(checkpoint, weights_only=True)
     assert state["fc.weight"].shape == (10, 512)  # the CIFAR-10 head, dropped when loaded
