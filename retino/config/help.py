@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from retino import PROJECT_ROOT
-from retino.core.keys import ROLES
+from retino.core.keys import NOT_IDENTITY, ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
 GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "optimizer",
@@ -98,8 +98,7 @@ def help_text(schema: type) -> str:
         lines += [f"    {name:<22} {doc}".rstrip() for name, doc in options]
     lines += ["", "== Keys (key=value) =="]
     for key, kind, default, doc in top_level_keys(schema):
-        role = "" if ROLES.get(key) is None or ROLES[key].identity else \
-            " [how it runs: not part of a run's identity]"
+        role = " [how it runs: not part of a run's identity]" if key in NOT_IDENTITY else ""
         lines += textwrap.wrap(f"{key} ({kind}, default {default}): {doc}{role}", width=100,
                                initial_indent="  ", subsequent_indent="      ")
     lines += ["", "A group's own keys: group.key=value (e.g. data.root=/data/dr lr=0.01). "

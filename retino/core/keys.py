@@ -68,13 +68,9 @@ def keys_where(**flags: bool) -> frozenset[str]:
                      if all(getattr(role, flag) == value for flag, value in flags.items()))
 
 
-def role_of(key: str) -> KeyRole:
-    return ROLES.get(key, KeyRole("part of what a run learns"))
-
-
 NOT_IDENTITY = keys_where(identity=False)  # how fast or where, never what is learned
 AS_RESOLVED = keys_where(resolved=True)  # 'auto' and null say nothing alone
-NOT_AN_AXIS = frozenset(key for key, role in ROLES.items() if not role.axis)
+NOT_AN_AXIS = keys_where(axis=False)
 IN_NAME = keys_where(in_name=True)
 # A study sweeps a group (model=...) or a key (model.name=...): both are already in the name.
 NAMED_AXES = IN_NAME | {key.split(".")[0] for key in IN_NAME}

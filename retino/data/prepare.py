@@ -40,7 +40,7 @@ from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlab
 
 log = logging.getLogger(__name__)
 
-MANIFEST, REPORT = MANIFEST_FILE, "report.csv"
+REPORT = "report.csv"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: di
         "ignored": len(ignored),
     }
     _write_report(out / REPORT, rejected, outcomes, ignored)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest["counts"]
 
 
@@ -167,7 +167,7 @@ def _check_same_cache(out: Path, new: dict, force: bool) -> None:
     """Never mix images of two sources (or methods, sizes) in one cache folder, and never
     re-split a cache in place: runs that read it would be skipped or resumed across two
     different test sets."""
-    manifest = out / MANIFEST
+    manifest = out / MANIFEST_FILE
     if force or not manifest.is_file():
         return
     old = json.loads(manifest.read_text())

@@ -142,14 +142,13 @@ def shared_patients(index: dict[str, SplitIndex]) -> int:
     eyes usually share a grade, so the test set then flatters the model."""
     test = index["test"]
     test_names = {path.stem for path in test.paths}
-    for split, part in index.items():
-        both = sorted(test_names & {path.stem for path in part.paths}) if split != "test" else []
-        if both:
+    training = {split: part for split, part in index.items() if split != "test"}
+    for split, part in training.items():
+        if both := sorted(test_names & {path.stem for path in part.paths}):
             raise DataError(f"{len(both)} image(s) are listed in both the {split} and the test "
                             f"split (first: {', '.join(both[:5])}): the model would be tested on "
                             "photographs it learned from. Remove them from one split's CSVs, or "
                             "prepare the set with python -m retino.data.prepare (it splits by "
                             "patient).")
-    training = {patient_of(path.stem) for split, part in index.items() if split != "test"
-                for path in part.paths}
-    return len({patient_of(path.stem) for path in test.paths} & training)
+    trained_on = {patient_of(path.stem) for part in training.values() for path in part.paths}
+    return len({patient_of(path.stem) for path in test.paths} & trained_on)

@@ -1,8 +1,9 @@
 """Intervals: how far a number could move with another sample of patients, or another seed.
 
 A percentile bootstrap over patients (a patient's eyes are drawn together: they are not
-independent images), a paired bootstrap of the difference between two configurations on the same
-test images, and the t interval over seeds (the run-to-run noise of training).
+independent images), the same bootstrap of the mean over a configuration's seeds (patients and
+seeds resampled together), a paired bootstrap of the difference between two configurations on
+the same test images, and the t interval over seeds (the run-to-run noise of training).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One job's lifecycle, from a composed config and a plain job context (run.py builds it from
 Hydra): validate → GPU lease → decide (skip / resume / new / busy, with the reason) → MLflow run
-→ experiment → error policy.
+→ training → the MLflow model → error policy.
 
 Nothing here reads HydraConfig, so the whole lifecycle runs in-process in tests.
 """
@@ -49,6 +49,7 @@ from retino.jobs.launchers import gpu_count, gpu_lease, on_gpu
 
 if TYPE_CHECKING:
     from retino.training.cifar10 import RunFactory
+    from retino.training.tracker import Tracker
 
 # torch and MLflow are imported inside the functions that need them (training, devices, the
 # store): run.py imports this module, and `run.py --help` or a typo's error must not wait for
@@ -279,7 +280,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
     return result.selected["selection_score"]
 
 
-def log_grader(tracker: object, out_dir: Path, example: Path) -> None:
+def log_grader(tracker: Tracker, out_dir: Path, example: Path) -> None:
     """The finished run packaged as an MLflow model (retino/serving/pyfunc.py) and logged at
     runs:/<id>/model: the job does this after training, so tracking never imports serving."""
     from retino.serving.pyfunc import save_grader
