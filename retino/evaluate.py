@@ -60,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics(metrics, step=0)
         for path in files:
             tracker.log_artifact(path)
+    at = "_at_target" if run.threshold_chosen else ""  # the predicted grade's, without one
     log.info("%s on %s (%d images): accuracy %.2f%%, QWK %.3f, referable AUC %.3f, "
-             "sensitivity %.1f%% / specificity %.1f%% at the run's operating point. Logged as "
-             "MLflow run %s (tagged evaluates=%s).", name, location.root,
+             "sensitivity %.1f%% / specificity %.1f%% %s. Logged as MLflow run %s (tagged "
+             "evaluates=%s).", name, location.root,
              identity.sizes.get("test", 0), 100 * metrics["test_acc_selected"],
              metrics["test_qwk_selected"], metrics["test_referable_auc_selected"],
-             100 * metrics["test_referable_sensitivity_at_target_selected"],
-             100 * metrics["test_referable_specificity_at_target_selected"], tracker.run_id,
-             run.source)
+             100 * metrics[f"test_referable_sensitivity{at}_selected"],
+             100 * metrics[f"test_referable_specificity{at}_selected"],
+             "at the run's operating point" if at else "at the predicted grade (the run has no "
+             "operating point)", tracker.run_id, run.source)
     return 0
 
 

@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     how = (f"{run.preprocessing.method} at {run.preprocessing.size} px" if run.preprocessing
            else "as they are")
     log.info("Graded %d of %d photographs with run %s (preprocessed %s, %d px); %d flagged "
-             "referable (P >= %.3f). Written to %s.", len(frame) - len(skipped), len(frame),
+             "referable (P >= %.3f%s). Written to %s.", len(frame) - len(skipped), len(frame),
              run.source, how, run.cfg.resolution.size, int(frame["referable"].sum()),
-             run.threshold, args.out)
+             run.threshold, "" if run.threshold_chosen else ", no operating point chosen",
+             args.out)
     for image, reason in skipped[["image", "error"]].itertuples(index=False):
         log.warning("Skipped %s: %s", image, reason)
     return SOME_SKIPPED if len(skipped) else 0

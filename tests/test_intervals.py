@@ -121,3 +121,26 @@ def test_sensitivity_without_an_operating_point_is_labelled_at_the_predicted_gra
     assert cells["referable sensitivity % (selected, at operating point)"] == \
         "80.00 (at predicted grade)"
     assert cells["test acc % (selected epoch)"] == "nan"  # other columns unmarked
+
+
+def test_a_validation_split_without_referable_images_chooses_no_operating_point():
+    """No referable image in validation: no threshold can reach a sensitivity target, so none
+    is reported "at target" (it used to fall back to P >= 0.5 and be labelled as chosen)."""
+    test, val = predictions(30, seed=4), predictions(20, seed=5)
+    val["grade"] = np.minimum(val["grade"], 1)
+    metrics = headline_metrics(test, val, 0.9)
+    assert not any("_at_target" in key or "threshold" in key for key in metrics)
+    assert "test_referable_sensitivity_selected" in metrics  # at the predicted grade
+
+
+def test_a_run_without_an_operating_point_flags_at_one_half_and_says_so(tmp_path):
+    from retino.serving.grader import FALLBACK_THRESHOLD, operating_point
+
+    val = predictions(20, seed=5)
+    val["grade"] = np.minimum(val["grade"], 1)
+    val.to_csv(tmp_path / "predictions_val.csv", index=False)
+    cfg = {"referable_sensitivity_target": 0.9}
+    from omegaconf import OmegaConf
+    assert operating_point(OmegaConf.create(cfg), tmp_path / "predictions_val.csv") == \
+        (FALLBACK_THRESHOLD, False)
+    assert operating_point(OmegaConf.create(cfg), None) == (FALLBACK_THRESHOLD, False)

@@ -59,12 +59,13 @@ def sensitivity_specificity(referable: np.ndarray, flagged: np.ndarray) -> tuple
 
 def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float) -> float:
     """The highest threshold on P(referable) whose sensitivity reaches target (chosen on
-    validation, then applied to test); 0.5 when there is no referable image to choose on."""
+    validation, then applied to test); nan when there is no referable image to choose on: no
+    operating point, rather than one nobody chose."""
     referable = np.asarray(true) >= REFERABLE_GRADE
     if not referable.any():
-        log.warning("The validation split holds no referable image (grade >= 2): the referable "
-                    "operating point falls back to P(referable) >= 0.5.")
-        return 0.5
+        log.warning("The validation split holds no referable image (grade >= 2): no referable "
+                    "operating point can be chosen on it.")
+        return float("nan")
     scores = np.sort(referable_probability(probs)[referable])[::-1]  # highest first
     needed = int(np.ceil(target * len(scores) - 1e-9))  # images to flag (0.07*100 is 7.000..1)
     return float(scores[max(needed, 1) - 1])

@@ -66,8 +66,9 @@ def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
                                               val[PROBABILITY_COLUMNS].to_numpy(),
                                               sensitivity_target)
         for frame, prefix in ((test, "test_"), (val, "val_")):
-            metrics |= at_threshold(frame["grade"].to_numpy(),
-                                    frame[PROBABILITY_COLUMNS].to_numpy(), threshold, prefix)
+            if not np.isnan(threshold):  # none chosen: no metric labelled "at target"
+                metrics |= at_threshold(frame["grade"].to_numpy(),
+                                        frame[PROBABILITY_COLUMNS].to_numpy(), threshold, prefix)
     selected = {f"{key}_selected": value for key, value in metrics.items()}
     if bootstrap_rounds:  # test_acc_selected_ci_low, test_acc_selected_ci_high, ...
         intervals = bootstrap_intervals(test, "test_", bootstrap_rounds)

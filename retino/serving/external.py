@@ -69,14 +69,16 @@ def evaluation_config(trained: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def external_metrics(test, cfg: DictConfig, threshold: float) -> dict[str, float]:
+def external_metrics(test, cfg: DictConfig, run: TrainedRun) -> dict[str, float]:
     """A training run's headline keys, on the new set; the referable flag at the trained run's
-    own operating point (never one chosen on the set being evaluated)."""
+    own operating point (never one chosen on the set being evaluated; none when the run has
+    no operating point)."""
     metrics = headline_metrics(test, None, cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
-    flagged = at_threshold(test["grade"].to_numpy(), test[PROBABILITY_COLUMNS].to_numpy(),
-                           threshold, "test_")
-    metrics |= {f"{key}_selected": value for key, value in flagged.items()}
+    if run.threshold_chosen:
+        flagged = at_threshold(test["grade"].to_numpy(), test[PROBABILITY_COLUMNS].to_numpy(),
+                               run.threshold, "test_")
+        metrics |= {f"{key}_selected": value for key, value in flagged.items()}
     metrics["test_majority_baseline"] = majority_baseline(test)
     return metrics
 
@@ -99,7 +101,7 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
              plot_referable_roc({"test": (test["grade"] >= REFERABLE_GRADE,
                                           test["p_referable"])}, out_dir / ROC_FIGURE,
                                 title=f"on {location.root.name}: referable DR")]
-    return external_metrics(test, cfg, run.threshold), files
+    return external_metrics(test, cfg, run), files
 
 
 def source_experiment(run: TrainedRun) -> tuple[str, str]:

@@ -52,15 +52,28 @@ class TrainedRun:
     weights: Path  # model_state.pt
     preprocessing: Preprocessing | None  # None: the run read its images as they are
     threshold: float  # P(referable) at or above which an image is flagged
+    threshold_chosen: bool = True  # on the run's validation split; else FALLBACK_THRESHOLD
 
 
-def operating_point(cfg: DictConfig, val_predictions: Path | None) -> float:
-    """The run's referable threshold, chosen on its validation split as its report did."""
-    if val_predictions is None or not val_predictions.is_file():
-        return 0.5
-    val = read_predictions(val_predictions)
-    return threshold_for_sensitivity(val["grade"].to_numpy(), val[PROBABILITY_COLUMNS].to_numpy(),
-                                     cfg.referable_sensitivity_target)
+# A flag needs a threshold: a run without a validation split (or without a referable image in
+# it) has no operating point, and flags P(referable) >= 0.5, saying so.
+FALLBACK_THRESHOLD = 0.5
+
+
+def operating_point(cfg: DictConfig, val_predictions: Path | None) -> tuple[float, bool]:
+    """(the run's referable threshold, whether it was chosen on its validation split as its
+    report did); (FALLBACK_THRESHOLD, False) when it has none."""
+    threshold = float("nan")
+    if val_predictions is not None and val_predictions.is_file():
+        val = read_predictions(val_predictions)
+        threshold = threshold_for_sensitivity(val["grade"].to_numpy(),
+                                              val[PROBABILITY_COLUMNS].to_numpy(),
+                                              cfg.referable_sensitivity_target)
+    if np.isnan(threshold):
+        log.warning("The run has no operating point chosen on validation: photographs are "
+                    "flagged referable at P(referable) >= %.1f.", FALLBACK_THRESHOLD)
+        return FALLBACK_THRESHOLD, False
+    return threshold, True
 
 
 def _preprocessing(method: object, size: object) -> Preprocessing | None:
@@ -76,7 +89,7 @@ def run_from_folder(folder: Path) -> TrainedRun:
                     cfg.resolution.size)
     return TrainedRun(str(folder), cfg, folder / WEIGHTS_FILE,
                       _preprocessing(manifest.get("method"), manifest.get("size")),
-                      operating_point(cfg, folder / predictions_file("val")))
+                      *operating_point(cfg, folder / predictions_file("val")))
 
 
 def run_from_store(run_id: str) -> TrainedRun:
@@ -106,7 +119,7 @@ def run_from_store(run_id: str) -> TrainedRun:
         val = None  # a run without a validation split
     return TrainedRun(run_id, cfg, weights,
                       _preprocessing(params.get("cache.method"), params.get("cache.size")),
-                      operating_point(cfg, val))
+                      *operating_point(cfg, val))
 
 
 def load_trained_run(source: str) -> TrainedRun:

@@ -49,7 +49,7 @@ class FundusGrader(PythonModel):
         preprocessing = (Preprocessing(grader.method, grader.size) if grader.method else None)
         self.run = TrainedRun(grader.source, OmegaConf.load(context.artifacts["config"]),
                               Path(context.artifacts["weights"]), preprocessing,
-                              float(grader.threshold))
+                              float(grader.threshold), bool(grader.get("threshold_chosen", True)))
         self.device = resolve_device("auto")
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
@@ -95,7 +95,8 @@ def save_grader(run_dir: Path, example: Path) -> Path:
     method, size = (run.preprocessing.method, run.preprocessing.size) if run.preprocessing \
         else (None, None)
     grader.write_text(OmegaConf.to_yaml({"source": run.source, "method": method, "size": size,
-                                         "threshold": run.threshold}))
+                                         "threshold": run.threshold,
+                                         "threshold_chosen": run.threshold_chosen}))
     target = run_dir / MODEL_DIR
     if target.exists():  # a resumed run saves its final model again
         shutil.rmtree(target)
