@@ -132,4 +132,6 @@ class Config:
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
     # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.
     referable_sensitivity_target: float = 0.9
+    # ... and a second, high-specificity one (screening reports give both), chosen the same way.
+    referable_specificity_target: float = 0.9
     bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

@@ -117,6 +117,8 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
     _check(problems, 0 < cfg.referable_sensitivity_target <= 1,
            f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
+    _check(problems, 0 < cfg.referable_specificity_target <= 1,
+           f"referable_specificity_target={cfg.referable_specificity_target} must be in (0, 1].")
     _check_training(cfg, problems)
     _check_input(cfg, problems)
     _check_data(cfg.data, problems)

@@ -54,6 +54,8 @@ ROLES: dict[str, KeyRole] = {
     "bootstrap_rounds": KeyRole("resamples of the test intervals", axis=False, evaluation=True),
     "referable_sensitivity_target": KeyRole(
         "the operating point's target sensitivity: how results are reported", axis=False),
+    "referable_specificity_target": KeyRole(
+        "the second operating point's target specificity: how results are reported", axis=False),
     "model.name": KeyRole("the architecture", in_name=True),
     "pretrained": KeyRole("start from pretrained weights", in_name=True),
     "pretrain.source": KeyRole("where pretrained weights come from", in_name=True),

@@ -71,6 +71,21 @@ def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float
     return float(scores[max(needed, 1) - 1])
 
 
+def threshold_for_specificity(true: np.ndarray, probs: np.ndarray, target: float) -> float:
+    """The lowest threshold on P(referable) whose specificity reaches target: just above the
+    non-referable score that the target's share of non-referable images must stay below (chosen
+    on validation, then applied to test); nan when there is no non-referable image."""
+    healthy = np.asarray(true) < REFERABLE_GRADE
+    if not healthy.any():
+        log.warning("The validation split holds no non-referable image: no high-specificity "
+                    "operating point can be chosen on it.")
+        return float("nan")
+    scores = np.sort(referable_probability(probs)[healthy])  # lowest first
+    kept = int(np.ceil(target * len(scores) - 1e-9))  # images that must stay below it
+    # flagged is P >= threshold, so the threshold sits just above the kept-th lowest score
+    return float(np.nextafter(scores[max(kept, 1) - 1], np.inf))
+
+
 def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC of P(referable) against the truth; nan when only one kind of image is present."""
     referable = np.asarray(referable, bool)

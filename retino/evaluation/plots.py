@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from retino.core.grades import GRADE_NAMES  # noqa: E402
@@ -48,15 +49,22 @@ def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Pa
 
 
 def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                       title: str = "") -> Path:
+                       title: str = "", thresholds: dict[str, float] | None = None) -> Path:
     """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
-    curves maps a label to (referable truth, score)."""
+    curves maps a label to (referable truth, score); thresholds (an operating point's name ->
+    P(referable) threshold) are marked where they fall on every curve."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    for label, (referable, score) in curves.items():
+    for i, (label, (referable, score)) in enumerate(curves.items()):
         auc = referable_auc(referable, score)
-        if not np.isnan(auc):  # a curve needs both kinds of image
-            fpr, tpr, _ = roc_curve(referable, score)
-            ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+        if np.isnan(auc):  # a curve needs both kinds of image
+            continue
+        fpr, tpr, _ = roc_curve(referable, score)
+        ax.plot(fpr, tpr, color=f"C{i}", label=f"{label} (AUC {auc:.3f})")
+        for marker, (name, threshold) in zip("os^", (thresholds or {}).items(), strict=False):
+            referable, flagged = np.asarray(referable, bool), np.asarray(score) >= threshold
+            ax.plot((flagged & ~referable).sum() / (~referable).sum(),
+                    (flagged & referable).sum() / referable.sum(), marker, color=f"C{i}",
+                    markerfacecolor="none", markersize=9, label=f"{label} at {name}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity",
            title=title or "Referable DR (grade ≥ 2)")
@@ -127,3 +135,26 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_calibration(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                     title: str = "", bins: int = 10) -> Path:
+    """Reliability diagram of P(referable): per equal-width bin, the observed share of
+    referable images against the mean predicted probability (the diagonal is perfect), one
+    curve per split or run, and below, how many images fall in each bin."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    edges = np.linspace(0, 1, bins + 1)
+    for i, (label, (referable, score)) in enumerate(curves.items()):
+        score = np.clip(np.asarray(score, float), 0, 1)
+        observed, predicted = calibration_curve(np.asarray(referable, bool), score,
+                                                n_bins=bins, strategy="uniform")
+        ax.plot(predicted, observed, "o-", color=f"C{i}", label=label)
+        counts.hist(score, bins=edges, histtype="step", color=f"C{i}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    ax.set(ylabel="observed share referable", title=title or "Calibration of P(referable)",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    counts.set(xlabel="predicted P(referable)", ylabel="images")
+    counts.set_yscale("log")
+    return _save(fig, path)

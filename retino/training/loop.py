@@ -176,6 +176,7 @@ class FitResult:
     confusion: np.ndarray | None = None  # test counts at the selected epoch, (5, 5)
     selected: dict[str, float] = field(default_factory=dict)  # its headline metrics
     example_image: Path | None = None  # a test photograph: an MLflow model's input example
+    screening: str = ""  # the selected epoch's screening report, Markdown
 
 
 def _log_epoch(row: dict[str, float], epochs: int) -> None:

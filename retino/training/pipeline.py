@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -25,17 +26,21 @@ from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
     ACCURACY_FIGURE,
+    CALIBRATION_FIGURE,
     CAM_FIGURE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CONFUSION_CSV,
     CONFUSION_FIGURE,
     HISTORY_FILE,
+    PAGE_FILE,
     ROC_FIGURE,
+    SCREENING_FILE,
     SHARED_PATIENTS_TAG,
     WEIGHTS_FILE,
     predictions_file,
 )
+from retino.core.pages import html_page
 from retino.data.loaders import (
     cache_params,
     class_weights,
@@ -48,11 +53,13 @@ from retino.evaluation.cam import cam_examples
 from retino.evaluation.metrics import confusion_matrix
 from retino.evaluation.plots import (
     plot_accuracy,
+    plot_calibration,
     plot_class_activation_maps,
     plot_confusion_matrix,
     plot_referable_roc,
 )
 from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.screening import screening_markdown, screening_report
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
 from retino.models.pretrained import (
     PRETRAIN_SOURCES,
@@ -198,12 +205,21 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
                                        frames[split].to_csv(index=False)))
     test = frames["test"]
     result.confusion = confusion_matrix(test["grade"], test["predicted"])
-    files.append(plot_referable_roc(
-        {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
-         for split, frame in frames.items()}, out_dir / ROC_FIGURE,
-        title=f"{run_name(cfg)}: referable DR"))
+    screening = screening_report(test, frames.get("val"), cfg.referable_sensitivity_target,
+                                 cfg.referable_specificity_target, cfg.bootstrap_rounds)
+    result.screening = screening_markdown(screening)
+    curves = {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
+              for split, frame in frames.items()}
+    thresholds = {point.name: point.threshold for point in screening.points
+                  if not np.isnan(point.threshold)}
+    files += [plot_referable_roc(curves, out_dir / ROC_FIGURE, f"{run_name(cfg)}: referable DR",
+                                 thresholds),
+              plot_calibration(curves, out_dir / CALIBRATION_FIGURE,
+                               f"{run_name(cfg)}: calibration of P(referable)"),
+              atomic_write_text(out_dir / SCREENING_FILE, result.screening)]
     metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
+    metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
     metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
     metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]
@@ -258,6 +274,7 @@ def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
     if cfg.cam_per_grade > 0:
         examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
         files.append(plot_class_activation_maps(examples, out_dir / CAM_FIGURE))
+    files.append(write_run_page(cfg, result, files, out_dir))
     for path in files:
         tracker.log_artifact(path)
     chosen = result.selected
@@ -265,6 +282,34 @@ def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
              "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],
              100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
              chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
+
+
+def run_page_markdown(cfg: DictConfig, result: FitResult) -> str:
+    """The run's headline and its screening report, for its one-page report."""
+    chosen = result.selected
+
+    def interval(metric: str, scale: float = 1.0) -> str:
+        low, high = (chosen.get(f"{metric}_selected_ci_{end}") for end in ("low", "high"))
+        digits = 2 if scale != 1 else 3
+        return "" if low is None or np.isnan(low) else \
+            f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+    return "\n".join([
+        f"# {run_name(cfg)}", "",
+        f"- Selected epoch {chosen['selected_epoch']:.0f} of {len(result.history)}, by "
+        f"`{cfg.selection_metric}`" + ("" if result.selection else " (no validation split: "
+                                       "the last epoch)"),
+        f"- Test accuracy {100 * chosen['test_acc_selected']:.2f} %"
+        f"{interval('test_acc', 100)} (majority-grade baseline "
+        f"{100 * chosen['test_majority_baseline']:.2f} %)",
+        f"- Test quadratic weighted kappa {chosen['test_qwk_selected']:.3f}"
+        f"{interval('test_qwk')}", "", result.screening])
+
+
+def write_run_page(cfg: DictConfig, result: FitResult, files: list[Path], out_dir: Path) -> Path:
+    """report.html: the run on one page, its figures inline."""
+    figures = [path for path in files if path.suffix == ".png"]
+    return atomic_write_text(out_dir / PAGE_FILE,
+                             html_page(run_name(cfg), run_page_markdown(cfg, result), figures))
 
 
 def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,

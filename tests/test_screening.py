@@ -1,0 +1,137 @@
+"""The screening report: Wilson intervals, the two operating points, per-patient (worse-eye)
+referral, calibration."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retino.evaluation.metrics import threshold_for_specificity
+from retino.evaluation.screening import (
+    AT_PREDICTED_GRADE,
+    expected_calibration_error,
+    screening_markdown,
+    screening_report,
+    wilson_interval,
+    worse_eye,
+)
+
+
+def frame(rows):
+    """A predictions frame from (image, grade, P(referable)) rows; the predicted grade and the
+    five probabilities follow from P(referable)."""
+    images, grades, p_ref = zip(*rows, strict=True)
+    p_ref = np.asarray(p_ref, float)
+    out = pd.DataFrame({"image": images,
+                        "patient": [name.rpartition("_")[0] or name for name in images],
+                        "grade": grades, "predicted": np.where(p_ref >= 0.5, 2, 0)})
+    out[[f"p{g}" for g in range(5)]] = np.stack(
+        [1 - p_ref, np.zeros_like(p_ref), p_ref, np.zeros_like(p_ref), np.zeros_like(p_ref)], 1)
+    out["p_referable"] = p_ref
+    return out
+
+
+@pytest.mark.parametrize("count, total, low, high", [
+    # Newcombe (1998), Stat Med 17:857, Table I, method 3 (score interval without correction)
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718)])
+def test_wilson_intervals_match_newcombes_published_examples(count, total, low, high):
+    assert wilson_interval(count, total) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_the_high_specificity_threshold_reaches_its_target_on_validation():
+    true = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 2])
+    p_ref = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
+    probs = np.stack([1 - p_ref, np.zeros(10), p_ref, np.zeros(10), np.zeros(10)], axis=1)
+    threshold = threshold_for_specificity(true, probs, 0.8)  # 8 of 9 healthy below it
+    assert 0.8 < threshold < 0.9  # just above the 8th lowest healthy score, 0.8
+    assert (p_ref[true < 2] < threshold).sum() == 8
+    assert threshold_for_specificity(true, probs, 1.0) > 0.9
+
+
+def test_a_patient_is_referred_by_the_worse_eye():
+    """Four patients, their eyes (grade, P(referable)); at the 0.5 threshold on patients, who
+    is referable and who is flagged is decided by either eye."""
+    test = frame([("1_left", 0, 0.2), ("1_right", 3, 0.9),   # referable, flagged
+                  ("2_left", 1, 0.6), ("2_right", 1, 0.1),   # healthy, flagged (false positive)
+                  ("3_left", 2, 0.3), ("3_right", 0, 0.4),   # referable, missed
+                  ("4_left", 0, 0.1), ("4_right", 0, 0.2)])  # healthy, not flagged
+    patients = worse_eye(test)
+    assert patients.set_index("patient")["grade"].to_dict() == {"1": 3, "2": 1, "3": 2, "4": 0}
+    assert patients.set_index("patient")["p_referable"].to_dict() == {
+        "1": 0.9, "2": 0.6, "3": 0.4, "4": 0.2}
+    report = screening_report(test, None, 0.9, 0.9)
+    rates = report.by_patient.rates[AT_PREDICTED_GRADE.name]
+    assert (rates["sensitivity"].count, rates["sensitivity"].total) == (1, 2)
+    assert (rates["specificity"].count, rates["specificity"].total) == (1, 2)
+    assert (rates["ppv"].count, rates["ppv"].total) == (1, 2)
+    assert report.by_patient.prevalence == 0.5 and report.by_image.prevalence == 0.25
+    images = report.by_image.rates[AT_PREDICTED_GRADE.name]
+    assert (images["sensitivity"].count, images["sensitivity"].total) == (1, 2)
+    assert (images["specificity"].count, images["specificity"].total) == (5, 6)
+
+
+def test_ece_is_zero_when_calibrated_and_the_gap_when_overconfident():
+    # 10 cases at 0.2 with 2 events, 10 at 0.7 with 7: what is predicted happens as often.
+    calibrated_p = np.r_[np.full(10, 0.2), np.full(10, 0.7)]
+    calibrated_y = np.r_[np.arange(10) < 2, np.arange(10) < 7]
+    assert expected_calibration_error(calibrated_y, calibrated_p) == pytest.approx(0.0)
+    # Always 95 % sure, right 60 % of the time: ECE 0.35.
+    assert expected_calibration_error(np.arange(20) < 12, np.full(20, 0.95)) == \
+        pytest.approx(0.35)
+
+
+def test_two_operating_points_are_chosen_on_validation_and_applied_to_test():
+    def sample(patients, seed):
+        r = np.random.default_rng(seed)
+        grades = r.choice([0, 0, 0, 1, 2, 3], 2 * patients)
+        # overlapping scores: 90 % sensitivity needs a lower threshold than 90 % specificity
+        p = np.clip(np.where(grades >= 2, 0.55, 0.4) + r.normal(0, 0.12, 2 * patients), 0, 1)
+        return frame([(f"{i // 2}_{('left', 'right')[i % 2]}", g, s)
+                      for i, (g, s) in enumerate(zip(grades, p, strict=True))])
+    val, test = sample(150, 1), sample(200, 2)
+    report = screening_report(test, val, 0.9, 0.9, rounds=200)
+    names = [point.name for point in report.points]
+    assert names == ["high sensitivity", "high specificity"]
+    high_sens, high_spec = report.points
+    assert high_sens.threshold < high_spec.threshold
+    for level in report.levels():
+        sens = level.rates["high sensitivity"]["sensitivity"]
+        assert sens.wilson[0] <= sens.value <= sens.wilson[1]
+        assert sens.bootstrap[0] <= sens.value <= sens.bootstrap[1]
+        assert level.rates["high specificity"]["specificity"].value > \
+            level.rates["high sensitivity"]["specificity"].value
+        assert level.auc_interval[0] <= level.auc <= level.auc_interval[1]
+    metrics = report.metrics("test_")
+    assert {"test_patient_referable_auc", "test_referable_ppv_at_target",
+            "test_patient_referable_npv_at_spec_target", "test_referable_threshold_spec_target",
+            "test_referable_brier", "test_referable_ece", "test_grade_brier"} <= set(metrics)
+    text = screening_markdown(report)
+    assert "patient (worse eye) | high specificity" in text
+
+
+def test_a_set_without_patient_identities_resamples_images_and_says_so():
+    test = frame([(f"img{i}", i % 3 + 1, (i % 3) / 2) for i in range(12)])
+    report = screening_report(test, None, 0.9, 0.9, rounds=20)
+    assert report.by_patient is None
+    assert "Each image is its own patient" in screening_markdown(report)
+
+
+def test_a_finished_run_carries_its_screening_report_page_and_calibration(trained_run):
+    """What a reviewer opens in mlflow ui: screening.md, calibration.png and report.html (one
+    page, its figures inline), and the screening metrics beside the headline ones."""
+    from mlflow.tracking import MlflowClient
+
+    folder, run_id, uri, _, _ = trained_run
+    client = MlflowClient(uri)
+    artifacts = {item.path for item in client.list_artifacts(run_id)}
+    assert {"screening.md", "calibration.png", "report.html"} <= artifacts
+    screening = (folder / "screening.md").read_text()
+    assert "| patient (worse eye) | high sensitivity |" in screening  # its tiny validation
+    # split holds no healthy image: no high-specificity point, which the log says
+    page = (folder / "report.html").read_text()
+    assert "Referable DR screening" in page and "<table>" in page
+    assert page.count("<img") >= 4  # accuracy, confusion, ROC, calibration
+    metrics = client.get_run(run_id).data.metrics
+    assert {"test_patient_referable_auc_selected", "test_referable_brier_selected",
+            "test_referable_ppv_at_target_selected",
+            "test_patient_referable_sensitivity_at_target_selected"} <= set(metrics)
