@@ -15,6 +15,7 @@ from retino.evaluation.intervals import (
     seed_interval,
 )
 from retino.evaluation.predictions import frame_metrics
+from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import configurations, one_axis_pairs, run_labels
 from retino.studies.report import results_table, write_report
 from retino.tracking.records import RunRecord
@@ -171,3 +172,59 @@ def test_more_seeds_never_make_the_interval_narrower_than_the_test_set_allows():
     assert width >= 0.9 * min(single_widths)
     _, _, t_low, t_high = seed_interval([frame_metrics(f, "")["acc"] for f in seeds])
     assert t_high - t_low < 0.5 * width  # what the report showed before
+
+
+def test_pairs_carry_delong_p_adjusted_over_the_study_and_refused_pairs_are_listed(tmp_path):
+    """Three configurations of one axis on one test set: three pairs, each with DeLong's p of
+    the AUCs (on the seed-averaged P(referable)) and Holm's adjustment over the three; a fourth
+    configuration tested on other images is listed as not compared, with the reason."""
+    from retino.evaluation.delong import delong_test, holm_adjusted
+    from retino.studies.comparison import comparison_rows
+
+    base = predictions(80)
+    sharper = base.copy()
+    sharper["p_referable"] = np.where(base["grade"] >= 2, base["p_referable"] + 0.3,
+                                      base["p_referable"])
+    runs = [record("r0", base, lr=0.001), record("r1", sharper, lr=0.01),
+            record("r2", better(base, 0.2), lr=0.1),
+            record("r3", predictions(40, seed=7), lr=1.0)]
+    compared = comparison_rows(one_axis_pairs(configurations(runs, run_labels(runs))))
+    rows = {(row[1], row[2]): dict(zip(COMPARISON_COLUMNS, row, strict=True))
+            for row in compared.rows}
+    assert len(rows) == 3
+    referable = base["grade"] >= 2
+    expected = delong_test(referable, base["p_referable"], sharper["p_referable"]).p
+    pair = rows["resnet18-scratch-64px lr=0.001", "resnet18-scratch-64px lr=0.01"]
+    assert float(pair["referable AUC: DeLong p"]) == pytest.approx(expected, rel=1e-3)
+    p_values = [float(row["referable AUC: DeLong p"]) for row in rows.values()]
+    adjusted = [float(row["DeLong p, Holm-adjusted over the pairs"]) for row in rows.values()]
+    assert adjusted == pytest.approx(holm_adjusted(p_values), rel=1e-2)
+    assert [(a, b) for a, b, _ in compared.refused] == [
+        ("resnet18-scratch-64px lr=0.001", "resnet18-scratch-64px lr=1"),
+        ("resnet18-scratch-64px lr=0.01", "resnet18-scratch-64px lr=1"),
+        ("resnet18-scratch-64px lr=0.1", "resnet18-scratch-64px lr=1")]
+    write_report(runs, tmp_path, "lr: 4 runs")
+    text = (tmp_path / "results.md").read_text()
+    assert "**Not compared**" in text
+    assert "- resnet18-scratch-64px lr=0.1 and resnet18-scratch-64px lr=1: the runs were " \
+        "tested on different images" in text
+
+
+def test_the_study_report_screens_each_run_and_is_one_page(tmp_path):
+    """A screening row per run (by patient, two operating points chosen on validation; a run
+    without validation at the predicted grade, marked), and report.html with every figure."""
+    base, val = predictions(60), predictions(40, seed=9)
+    runs = [record("r0", base, val=val), record("r1", better(base, 0.5), val=None, lr=0.1)]
+    files = {f.name for f in write_report(runs, tmp_path, "screening: 2 runs")}
+    assert {"screening.csv", "report.html"} <= files
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "screening.csv").open())}
+    with_val, without = rows["resnet18-scratch-64px lr=0.001"], rows["resnet18-scratch-64px lr=0.1"]
+    assert with_val["counted by"] == "patient"
+    cell = with_val["high specificity: specificity % (k/n) [Wilson] [bootstrap]"]
+    assert cell.count("[") == 2 and "/" in cell  # k/n, the Wilson and bootstrap intervals
+    assert without["high sensitivity: sensitivity % (k/n) [Wilson] [bootstrap]"].endswith(
+        "(at predicted grade)")
+    assert without["high specificity: sensitivity % (k/n) [Wilson] [bootstrap]"] == ""
+    page = (tmp_path / "report.html").read_text()
+    assert "<h1>screening: 2 runs</h1>" in page and "Screening: referable DR" in page
+    assert page.count("<img") == len([f for f in files if f.endswith(".png")])

@@ -7,6 +7,7 @@ from retino.evaluation.metrics import (
     grading_metrics,
     normalize_by_true_class,
     quadratic_weighted_kappa,
+    referable_auc,
     referable_probability,
     threshold_for_sensitivity,
 )
@@ -103,3 +104,13 @@ def test_absent_grades_are_undefined_not_zero():
     assert np.isnan(metrics["val_precision_grade2"])  # never predicted: undefined
     wrong = grading_metrics(true, np.array([0, 0, 1, 3, 0]), prefix="val_")
     assert wrong["val_precision_grade3"] == 0.0  # predicted, never right: a real 0
+
+
+def test_referable_auc_equals_scikit_learns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    referable = rng.random(300) < 0.3
+    score = np.round(rng.random(300) + 0.3 * referable, 1)  # rounded: many ties
+    assert referable_auc(referable, score) == pytest.approx(roc_auc_score(referable, score),
+                                                            abs=1e-12)

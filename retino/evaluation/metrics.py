@@ -13,6 +13,7 @@ import logging
 import warnings
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 from retino.core.grades import GRADES, NUM_GRADES, REFERABLE_GRADE
@@ -87,11 +88,18 @@ def threshold_for_specificity(true: np.ndarray, probs: np.ndarray, target: float
 
 
 def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of P(referable) against the truth; nan when only one kind of image is present."""
+    """ROC AUC of P(referable) against the truth; nan when only one kind of image is present.
+    Computed as the Mann-Whitney statistic over midranks (ties count half), which equals
+    scikit-learn's roc_auc_score at a quarter of its time: bootstraps call it thousands of
+    times."""
     referable = np.asarray(referable, bool)
-    if not 0 < referable.sum() < len(referable):
+    positives = int(referable.sum())
+    negatives = len(referable) - positives
+    if not positives or not negatives:
         return float("nan")
-    return float(skm.roc_auc_score(referable, score))
+    ranks = rankdata(np.asarray(score, float))
+    return float((ranks[referable].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
 
 
 def screening_metrics(true: np.ndarray, pred: np.ndarray, probs: np.ndarray,

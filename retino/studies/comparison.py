@@ -17,8 +17,10 @@ from itertools import combinations
 import numpy as np
 
 from retino.core.errors import ConfigError
+from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
-from retino.evaluation.intervals import paired_differences, seed_interval
+from retino.evaluation.delong import delong_test, holm_adjusted
+from retino.evaluation.intervals import paired_differences, same_images, seed_interval
 from retino.tracking.records import RunRecord
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ _NAMES = {"acc": ("Δ test acc %", 100), "qwk": ("Δ test QWK", 1),
           "referable_auc": ("Δ referable AUC", 1)}
 COLUMNS = ["change", "A", "B", "seeds (A / B)",
            *(f"{name} (B − A)" for name, _ in _NAMES.values()),
+           "referable AUC: DeLong p", "DeLong p, Holm-adjusted over the pairs",
            *(f"{name} per seed (mean ± std over seeds)" for name, _ in _NAMES.values())]
 
 
@@ -112,10 +115,36 @@ def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
     return cells
 
 
-def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> list[list[str]]:
-    """One row per pair tested on the same images (pairs on different test sets are left out,
-    with a warning: their difference would mix the models with the data)."""
-    rows = []
+def delong_p(a: Configuration, b: Configuration) -> float:
+    """DeLong's p of the two configurations' referable AUCs on the same test images, each
+    configuration scored by P(referable) averaged over its seeds; nan when the images hold one
+    kind only."""
+    aligned = same_images([run.test for run in a.runs + b.runs])
+    scores = [np.mean([frame["p_referable"] for frame in side], axis=0)
+              for side in (aligned[: len(a.runs)], aligned[len(a.runs):])]
+    try:
+        return delong_test(aligned[0]["grade"] >= REFERABLE_GRADE, *scores).p
+    except ValueError:
+        return np.nan
+
+
+def _p_cell(p: float) -> str:
+    return "" if np.isnan(p) else f"{p:.3g}"
+
+
+@dataclass
+class Comparisons:
+    """The one-axis pairs' table rows, and the pairs refused with the reason."""
+
+    rows: list[list[str]]
+    refused: list[tuple[str, str, str]]  # A, B, why
+
+
+def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> Comparisons:
+    """One row per pair tested on the same images, with DeLong's p of the AUCs and that p
+    adjusted (Holm) over every pair of the study; pairs on different test sets are refused:
+    their difference would mix the models with the data."""
+    rows, p_values, refused = [], [], []
     for change, a, b in pairs:
         rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in a.runs + b.runs)
         try:
@@ -123,12 +152,17 @@ def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> li
                                              [run.test for run in b.runs], rounds)
         except ValueError as err:
             log.warning("Not compared: %s and %s (%s).", a.label, b.label, err)
+            refused.append((a.label, b.label, str(err)))
             continue
         cells = [_with_interval(*differences[metric], scale)
                  for metric, (_, scale) in _NAMES.items()]
+        p_values.append(delong_p(a, b))
         rows.append([change, a.label, b.label, f"{len(a.runs)} / {len(b.runs)}", *cells,
-                     *_per_seed_cells(a, b)])
-    return rows
+                     _p_cell(p_values[-1]), "", *_per_seed_cells(a, b)])
+    holm_column = COLUMNS.index("DeLong p, Holm-adjusted over the pairs")
+    for row, adjusted in zip(rows, holm_adjusted(p_values), strict=True):
+        row[holm_column] = _p_cell(adjusted)
+    return Comparisons(rows, refused)
 
 
 def run_labels(runs: list[RunRecord]) -> dict[str, str]:

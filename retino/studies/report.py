@@ -7,9 +7,11 @@ Writes results.md and results.csv (per configuration, the test set at the epoch 
 validation: accuracy, kappa, referable-DR AUC, sensitivity and specificity, per-grade recall,
 with 95 % intervals; the lab's best test accuracy over epochs, labelled as chosen on test; the
 majority-grade baseline; mean ± std over seeds), comparisons.csv (configurations that differ in
-one axis, paired: retino/studies/comparison.py), comparison.png (per architecture, train and test
-accuracy per epoch), confusion_grid.png (every run's normalised confusion matrix) and
-roc_referable.png (every run's referable-DR ROC curve).
+one axis, paired, with DeLong's test: retino/studies/comparison.py), screening.csv (per run, the
+screening numbers at two operating points chosen on validation: retino/evaluation/screening.py),
+comparison.png (per architecture, train and test accuracy per epoch), confusion_grid.png (every
+run's normalised confusion matrix), roc_referable.png (every run's referable-DR ROC curve), and
+report.html: all of it on one page, figures inline, which MLflow's artifact view shows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
-from retino.core.names import ERROR_TAG, REPRODUCES_TAG, ROC_FIGURE, SHARED_PATIENTS_TAG
+from retino.core.names import (
+    ERROR_TAG,
+    PAGE_FILE,
+    REPRODUCES_TAG,
+    ROC_FIGURE,
+    SHARED_PATIENTS_TAG,
+)
+from retino.core.pages import html_page
 from retino.evaluation.intervals import MIN_REFERABLE_PATIENTS, pooled_intervals, seed_interval
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
@@ -31,6 +40,12 @@ from retino.evaluation.plots import (
     plot_referable_roc,
 )
 from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.screening import (
+    LevelReport,
+    ScreeningReport,
+    proportion_cell,
+    screening_report,
+)
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import (
     best_run,
@@ -193,9 +208,12 @@ means little beside the majority-grade baseline: predicting grade 0 for every im
 COMPARISON_LEGEND = """\
 Configurations that differ in one axis, on the same test images: B − A with a 95 % paired
 bootstrap interval (the same resampled patients score both, averaged over seeds); an interval
-that excludes 0 is a difference larger than the test set's sampling noise. With two or more
-seeds in common, the per-seed differences as mean ± std with their 95 % t interval: a
-difference smaller than the run-to-run noise of training is not a finding.
+that excludes 0 is a difference larger than the test set's sampling noise. DeLong's test of the
+two referable AUCs (on P(referable) averaged over each configuration's seeds; it takes images as
+independent, the bootstrap does not) gives a p-value, and Holm's adjustment over all the study's
+pairs keeps the chance of any false finding at 5 % when adjusted p < 0.05. With two or more
+seeds in common, the per-seed differences as mean ± std with their 95 % t interval: a difference
+smaller than the run-to-run noise of training is not a finding.
 """
 
 
@@ -270,6 +288,80 @@ def leakage_lines(finished: list[RunRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refused_lines(refused: list[tuple[str, str, str]]) -> str:
+    """The one-axis pairs not compared, and why; '' for none."""
+    if not refused:
+        return ""
+    lines = ["", "**Not compared** (a paired comparison needs the same labelled test images):",
+             ""]
+    lines += [f"- {a} and {b}: {why}" for a, b, why in refused]
+    return "\n".join(lines) + "\n"
+
+
+_POINTS = {"at_target": "high sensitivity", "at_spec_target": "high specificity"}
+SCREENING_COLUMNS = ["run", "counted by", "referable AUC [bootstrap 95 %]", "prevalence %",
+                     *(f"{point}: {rate} % (k/n) [Wilson] [bootstrap]" for point in _POINTS.values()
+                       for rate in ("sensitivity", "specificity", "PPV", "NPV")),
+                     "Brier of P(referable)", "ECE of P(referable)"]
+
+SCREENING_LEGEND = """\
+Per run (a configuration's seeds each have a row), the test set at the two operating points
+chosen on its validation split (`referable_sensitivity_target`, `referable_specificity_target`),
+counted by patient (the worse eye: referable, and flagged, when either eye is), or by image for a
+set whose names carry no patient identity. A run without a validation split has no operating
+point: its cells are at the predicted grade, and say so. Each run's own page (report.html, and
+screening.md) adds the per-image rates. Intervals: Wilson 95 % (each patient independent), then the
+patient bootstrap 95 % (none below 10 cases).
+"""
+
+
+def run_screening(run: RunRecord) -> ScreeningReport:
+    """The run's screening report from its predictions files, with its own targets and rounds."""
+    return screening_report(run.test, run.val,
+                            float(run.params.get("referable_sensitivity_target", 0.9)),
+                            float(run.params.get("referable_specificity_target", 0.9)),
+                            int(run.params.get("bootstrap_rounds", 0)))
+
+
+def _screening_cells(report: ScreeningReport, level: LevelReport) -> list[str]:
+    """The rates at each named operating point; a run without one shows the predicted grade's
+    in the high-sensitivity place, marked, and nothing in the other."""
+    cells = []
+    chosen = {point.suffix: point for point in report.points}
+    for suffix in _POINTS:
+        point = chosen.get(suffix)
+        mark = ""
+        if point is None and suffix == "at_target" and "at_predicted_grade" in chosen:
+            point, mark = chosen["at_predicted_grade"], " (at predicted grade)"
+        if point is None:
+            cells += [""] * 4
+            continue
+        rates = level.rates[point.name]
+        cells += [proportion_cell(rates[rate]) + mark
+                  for rate in ("sensitivity", "specificity", "ppv", "npv")]
+    return cells
+
+
+def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
+    """One row per run with predictions files: its screening numbers (SCREENING_COLUMNS)."""
+    repeats = Counter(labels.values())
+    rows = []
+    for run in finished:
+        if run.test is None:
+            continue
+        report = run_screening(run)
+        level = report.by_patient or report.by_image
+        auc = f"{level.auc:.3f}" + ("" if np.isnan(level.auc_interval[0]) else
+                                    f" [{level.auc_interval[0]:.3f}, {level.auc_interval[1]:.3f}]")
+        name = labels[run.run_id] + (f" seed {run.params.get('seed')}"
+                                     if repeats[labels[run.run_id]] > 1 else "")
+        rows.append([name, level.level, auc, f"{100 * level.prevalence:.1f}",
+                     *_screening_cells(report, level),
+                     f"{report.calibration.referable_brier:.4f}",
+                     f"{report.calibration.referable_ece:.4f}"])
+    return rows
+
+
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     """The study's tables and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -282,11 +374,19 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     labels = run_labels(finished)
     if len(labels) > 1:
         text += "\n" + best_line(finished, labels)
-    if compared := comparison_rows(one_axis_pairs(configurations(finished, labels))):
-        text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared, [])
+    compared = comparison_rows(one_axis_pairs(configurations(finished, labels)))
+    if compared.rows:
+        text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared.rows,
+                                                            [])
         text += "\n" + COMPARISON_LEGEND
         files.append(atomic_write_text(folder / "comparisons.csv",
-                                       to_csv(COMPARISON_COLUMNS, compared)))
+                                       to_csv(COMPARISON_COLUMNS, compared.rows)))
+    text += refused_lines(compared.refused)
+    if screened := screening_rows(finished, labels):
+        text += ("\n## Screening: referable DR (grade ≥ 2), test set\n\n"
+                 + to_markdown(SCREENING_COLUMNS, screened, []) + "\n" + SCREENING_LEGEND)
+        files.append(atomic_write_text(folder / "screening.csv",
+                                       to_csv(SCREENING_COLUMNS, screened)))
     if reproduced := reproduction_table(runs):
         text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
                                                                       reproduced, [])
@@ -295,6 +395,8 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     files.insert(0, atomic_write_text(folder / "results.md", text))
     if finished:
         files += _figures(finished, labels, folder, title)
+    figures = [path for path in files if path.suffix == ".png"]
+    files.append(atomic_write_text(folder / PAGE_FILE, html_page(title, text, figures)))
     return files
 
 
