@@ -293,3 +293,21 @@ def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     train_and_evaluate(cfg, tmp_path / "run", recorder)
     assert recorder.params["cache.method"] == "retina_crop" and recorder.params["cache.size"] == 64
 
+
+
+def test_byte_identical_files_across_splits_are_reported(tmp_path, caplog):
+    """The same photograph under two names, one in train and one in test: prepare keeps both
+    but lists the pair in report.csv, counts it in the manifest and warns."""
+    source = make_kaggle_source(tmp_path / "lab", patients=3)
+    (source / "train").rename(source / "images")
+    (source / "images" / "2_right.jpeg").write_bytes((source / "images" / "0_left.jpeg")
+                                                     .read_bytes())
+    (source / "train_img.csv").write_text("0_left\n0_right\n1_left\n1_right\n")
+    (source / "train_label.csv").write_text("0\n1\n2\n3\n")
+    (source / "test_img.csv").write_text("2_left\n2_right\n")
+    (source / "test_label.csv").write_text("3\n4\n")
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    assert manifest["identical_across_splits"] == 1
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert read_report(cache)["2_right"] == ("identical", "the same bytes as 0_left (train)")
+    assert "byte-identical" in caplog.text

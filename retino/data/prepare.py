@@ -114,18 +114,52 @@ def prepare_images(jobs: list[ImageTask], size: int, method: str, force: bool,
         return list(tqdm(pool.imap_unordered(_prepare_image_star, args, chunksize=chunks), **bar))
 
 
+def _file_digest(path: Path) -> str:
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def identical_across_splits(source: Source) -> list[tuple[str, str, str, str]]:
+    """(split, name, other split, other name) for each source file whose bytes are those of a
+    file in another split (the public sets hold such duplicates under different names: the
+    same photograph then sits in training and test). Only files of equal size are read, so a
+    set without duplicates costs one stat per file."""
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for split, rows in source.splits.items():
+        for name, _ in rows:
+            path = source.files.get(name)
+            if path is not None and path.is_file():
+                by_size.setdefault(path.stat().st_size, []).append((split, name))
+    found = []
+    for group in by_size.values():
+        if len({split for split, _ in group}) < 2:
+            continue
+        first_of: dict[str, tuple[str, str]] = {}
+        for split, name in group:
+            digest = _file_digest(source.files[name])
+            other = first_of.setdefault(digest, (split, name))
+            if other[0] != split:
+                found.append((split, name, *other))
+    return sorted(found)
+
+
 def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
-                  ignored: list[tuple[str, str]]) -> None:
+                  ignored: list[tuple[str, str]],
+                  identical: list[tuple[str, str, str, str]] = ()) -> None:
     rows = [(split, name, "skipped", reason) for split, name, reason in rejected]
     rows += [("-", name, "ignored", reason) for name, reason in ignored]
+    rows += [(split, name, "identical", f"the same bytes as {other} ({other_split})")
+             for split, name, other_split, other in identical]
     rows += [(o.job.split, o.job.name, o.status, o.reason) for o in outcomes
              if o.status in {"skipped", "converted"}]
     atomic_write_text(path, csv_text([("split", "name", "action", "reason"), *sorted(rows)]))
 
 
 def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict,
-                ignored: list[tuple[str, str]]) -> dict:
-    """The four CSVs list only the images on disk; report and manifest say what was left out."""
+                ignored: list[tuple[str, str]],
+                identical: list[tuple[str, str, str, str]] = ()) -> dict:
+    """The four CSVs list only the images on disk; report and manifest say what was left out,
+    and which files of one split are byte-identical to a file of another."""
     on_disk = [o for o in outcomes if o.status != "skipped"]
     for split in SPLITS:
         rows = sorted((o.job.name, o.job.grade) for o in on_disk if o.job.split == split)
@@ -137,7 +171,8 @@ def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: di
         "skipped": counts["skipped"] + len(rejected), "converted": counts["converted"],
         "ignored": len(ignored),
     }
-    _write_report(out / REPORT, rejected, outcomes, ignored)
+    manifest["identical_across_splits"] = len(identical)
+    _write_report(out / REPORT, rejected, outcomes, ignored, identical)
     atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest["counts"]
 
@@ -227,13 +262,20 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         prepared = prepare_images(image_tasks(found, out), size, method, force, workers)
         outcomes = _carry_notes(prepared, notes)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        counts = write_index(out, outcomes, found.rejected, manifest, ignored)
+        identical = identical_across_splits(found)
+        counts = write_index(out, outcomes, found.rejected, manifest, ignored, identical)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
              "%d skipped, %d converted; report: %s", out, counts["train"], counts["test"], done,
              elapsed, sum(o.status == "existing" for o in outcomes), counts["skipped"],
              counts["converted"], out / REPORT)
+    if identical:
+        log.warning("%d file(s) are byte-identical to a file in another split (the same "
+                    "photograph under two names: listed as 'identical' in %s). They are kept; "
+                    "a test image that is also a training image flatters the test metrics, so "
+                    "remove one of each pair from the source's labels.", len(identical),
+                    out / REPORT)
     return manifest
 
 
