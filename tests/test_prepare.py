@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from retino.data.demo import draw_fundus, grade_counts
+from retino.data.layout import patient_of
 from retino.data.loaders import cache_params, read_index
 from retino.data.prepare import cache_dir, main, prepare_cache
 from retino.data.preprocess import center_crop, decode_for_size, fundus_box, graham, retina_crop
-from retino.data.split import LAB_TEST_FRACTION, patient_of, split_by_patient
+from retino.data.split import LAB_TEST_FRACTION, split_by_patient
 from retino.training.pipeline import train_and_evaluate
 from tests.conftest import compose_config
 

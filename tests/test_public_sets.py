@@ -139,3 +139,41 @@ def test_a_prepared_public_set_trains_and_evaluates_as_kaggle_data(tmp_path, fmt
     root = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     index = read_index(compose_config(["data=kaggle", f"data.root={root}"]).data)
     assert len(index["train"]) > 0 and len(index["test"]) > 0
+
+
+def test_messidor2s_examination_list_makes_the_patients(tmp_path):
+    """Messidor-2 names carry no patient; its examination list (a row per exam naming both
+    eyes' images, ';'-separated) does. prepare finds it, keeps each exam's eyes on one side of
+    the split and writes patients.csv, which the split index reads; without the list every
+    image is its own patient."""
+    source = make_messidor2(tmp_path / "messidor", n=40)
+    images = sorted(p.name for p in (source / "IMAGES").iterdir())[:40]
+    pairs = [images[i:i + 2] for i in range(0, 40, 2)]
+    (source / "messidor-2.csv").write_text(
+        "left;right\n" + "".join(f"{a};{b}\n" for a, b in pairs))
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    assert manifest["patients"].endswith("messidor-2.csv")
+    assert manifest["split"].startswith("by patient")
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert (out / "patients.csv").is_file()
+    index = {split: read_split_index(out, out / "images", split) for split in ("train", "test")}
+    whose = {p.stem: patient for part in index.values()
+             for p, patient in zip(part.paths, part.patients, strict=True)}
+    for a, b in pairs:
+        a, b = a.rsplit(".", 1)[0], b.rsplit(".", 1)[0]
+        if a in whose and b in whose:  # both gradable
+            assert whose[a] == whose[b]
+    assert not set(index["train"].patients) & set(index["test"].patients)
+    assert len(set(whose.values())) < len(whose)
+
+
+def test_a_patients_file_with_image_and_patient_columns_is_used(tmp_path):
+    source = make_aptos(tmp_path / "aptos")
+    names = [f"{i:04x}a1b2c3" for i in range(12)]
+    write_csv(tmp_path / "people.csv", ("image", "patient"),
+              [(name, f"person{i // 3}") for i, name in enumerate(names)])
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1, split="none",
+                  patients=tmp_path / "people.csv")
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    test = read_split_index(out, out / "images", "test")
+    assert all(patient.startswith("person") for patient in test.patients)

@@ -135,3 +135,26 @@ def test_a_finished_run_carries_its_screening_report_page_and_calibration(traine
     assert {"test_patient_referable_auc_selected", "test_referable_brier_selected",
             "test_referable_ppv_at_target_selected",
             "test_patient_referable_sensitivity_at_target_selected"} <= set(metrics)
+
+
+def test_patients_known_from_a_cache_reach_the_predictions_and_the_per_patient_rows(tmp_path):
+    """Names without an eye suffix (Messidor-2's), whose patients a cache's patients.csv gives:
+    the split index carries them, the predictions frame keeps them, and the report counts
+    patients instead of calling every image its own."""
+    from retino.data.layout import read_split_index, write_patients_csv, write_split_csvs
+    from retino.evaluation.predictions import predictions_frame
+
+    names = [f"IM{i:04d}" for i in range(8)]
+    (tmp_path / "images").mkdir()
+    for name in names:
+        (tmp_path / "images" / f"{name}.jpeg").write_bytes(b"x")
+    write_split_csvs(tmp_path, "test", names, [0, 2, 0, 0, 3, 3, 1, 0])
+    write_patients_csv(tmp_path, {name: f"exam{i // 2}" for i, name in enumerate(names)})
+    index = read_split_index(tmp_path, tmp_path / "images", "test")
+    assert index.patients == ["exam0", "exam0", "exam1", "exam1", "exam2", "exam2", "exam3",
+                              "exam3"]
+    probs = np.tile([0.6, 0.1, 0.2, 0.05, 0.05], (8, 1))
+    frame = predictions_frame(index.paths, np.array(index.grades), probs, index.patients)
+    report = screening_report(frame, None, 0.9, 0.9)
+    assert report.by_patient is not None
+    assert (report.by_patient.cases, report.by_patient.referable) == (4, 2)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from retino.core.errors import DataError
-from retino.data.layout import SplitIndex
-from retino.data.split import patient_of, with_validation
+from retino.data.layout import SplitIndex, patient_of
+from retino.data.split import with_validation
 from retino.evaluation.predictions import frame_metrics
 from retino.training.pipeline import train_and_evaluate
 from retino.training.selection import Selection

@@ -4,13 +4,15 @@
     <root>/train_label.csv  one grade 0-4 per line, same order
     <root>/test_img.csv, <root>/test_label.csv
     <image dir>/<name>.jpeg
+    <root>/patients.csv     optional (image,patient): whose eye each image is, for sets whose
+                            names do not say (Kaggle's `<patient>_<left|right>` do)
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from retino.core.errors import DataError
@@ -20,6 +22,7 @@ from retino.core.grades import parse_grade
 IMAGE_SUFFIX = ".jpeg"
 SPLITS = ("train", "test")
 MANIFEST_FILE = "manifest.json"  # a prepared cache's record of how it was made
+PATIENTS_FILE = "patients.csv"  # image,patient where the names do not say whose eye it is
 _SHOW_AT_MOST = 5  # how many offending names an error message lists
 
 
@@ -35,13 +38,25 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
             for row in rows]
 
 
+def patient_of(name: str) -> str:
+    """'10_left' -> '10'; a name without an eye suffix is its own patient."""
+    stem, _, eye = name.rpartition("_")
+    return stem if stem and eye in {"left", "right"} else name
+
+
 @dataclass(frozen=True)
 class SplitIndex:
-    """The images of one split: their paths and grades, in CSV order."""
+    """The images of one split: their paths, grades and patients, in CSV order (patients from
+    the root's patients.csv, else read from the names: patient_of)."""
 
     split: str
     paths: list[Path]
     grades: list[int]
+    patients: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.patients:
+            self.patients.extend(patient_of(path.stem) for path in self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,6 +71,27 @@ def write_split_csvs(root: Path, split: str, names: list[str], grades: list[int]
     img_csv, label_csv = csv_paths(root, split)
     atomic_write_text(img_csv, "".join(f"{n}\n" for n in names))
     atomic_write_text(label_csv, "".join(f"{g}\n" for g in grades))
+
+
+def write_patients_csv(root: Path, patients: dict[str, str]) -> None:
+    """patients.csv (image,patient), sorted; nothing when every name says its own patient."""
+    path = Path(root) / PATIENTS_FILE
+    if all(patient == patient_of(name) for name, patient in patients.items()):
+        path.unlink(missing_ok=True)
+        return
+    rows = "".join(f"{name},{patient}\n" for name, patient in sorted(patients.items()))
+    atomic_write_text(path, "image,patient\n" + rows)
+
+
+def read_patients(root: Path) -> dict[str, str]:
+    """image -> patient from the root's patients.csv; {} where there is none."""
+    path = Path(root) / PATIENTS_FILE
+    if not path.is_file():
+        return {}
+    rows = csv_rows(path)
+    if rows and not {"image", "patient"} <= rows[0].keys():
+        raise DataError(f"{path} must have the columns image,patient; found {', '.join(rows[0])}.")
+    return {row["image"]: row["patient"] for row in rows if row["image"] and row["patient"]}
 
 
 def read_manifest(root: Path) -> dict:
@@ -123,4 +159,5 @@ def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
     grades = _parse_grades(labels, label_csv)
     paths = [Path(image_dir) / f"{name}{IMAGE_SUFFIX}" for name in names]
     _check_files_exist(paths, Path(image_dir), split)
-    return SplitIndex(split, paths, grades)
+    known = read_patients(root)
+    return SplitIndex(split, paths, grades, [known.get(name) or patient_of(name) for name in names])

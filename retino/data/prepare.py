@@ -34,7 +34,14 @@ from tqdm import tqdm
 from retino.core.errors import DataError
 from retino.core.files import atomic_write_bytes, atomic_write_text, csv_text
 from retino.core.locks import try_lock
-from retino.data.layout import IMAGE_SUFFIX, MANIFEST_FILE, SPLITS, write_split_csvs
+from retino.data.layout import (
+    IMAGE_SUFFIX,
+    MANIFEST_FILE,
+    SPLITS,
+    patient_of,
+    write_patients_csv,
+    write_split_csvs,
+)
 from retino.data.preprocess import METHODS, BadImage, encode_jpeg, prepare_image
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 
@@ -157,13 +164,18 @@ def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
 
 def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: dict,
                 ignored: list[tuple[str, str]],
-                identical: list[tuple[str, str, str, str]] = ()) -> dict:
-    """The four CSVs list only the images on disk; report and manifest say what was left out,
-    and which files of one split are byte-identical to a file of another."""
+                identical: list[tuple[str, str, str, str]] = (),
+                patients: dict[str, str] | None = None) -> dict:
+    """The four CSVs list only the images on disk, and patients.csv whose eye each is where
+    the names do not say; report and manifest say what was left out, and which files of one
+    split are byte-identical to a file of another."""
     on_disk = [o for o in outcomes if o.status != "skipped"]
     for split in SPLITS:
         rows = sorted((o.job.name, o.job.grade) for o in on_disk if o.job.split == split)
         write_split_csvs(out, split, [n for n, _ in rows], [g for _, g in rows])
+    known = patients or {}
+    write_patients_csv(out, {o.job.name: known.get(o.job.name) or patient_of(o.job.name)
+                             for o in on_disk})
     counts = Counter(o.status for o in outcomes)
     manifest["counts"] = {
         "train": sum(o.job.split == "train" for o in on_disk),
@@ -242,17 +254,20 @@ def _sole_writer(out: Path) -> Iterator[None]:
 
 def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
                   force: bool = False, seed: int = 0, image_dir: Path | None = None,
-                  fmt: str = "auto", split: str = "patient") -> dict:
-    """Build (or finish) the cache of one method and size; returns the manifest."""
+                  fmt: str = "auto", split: str = "patient",
+                  patients: Path | None = None) -> dict:
+    """Build (or finish) the cache of one method and size; returns the manifest. patients: a
+    file saying whose eye each image is (retino.data.public_sets.read_exam_list)."""
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
-    found = read_source(source, seed, fmt, split, image_dir)
+    found = read_source(source, seed, fmt, split, image_dir, patients)
     ignored = unlabelled_images(found)
     out = cache_dir(out_root, method, size)
     manifest = {"source": str(source), "format": found.format, "method": method, "size": size,
                 "split": found.how, "split_seed": seed if found.how.startswith("by ") else None,
-                "split_digest": split_digest(found.splits)}
+                "split_digest": split_digest(found.splits),
+                "patients": found.patients_from or "read from the image names"}
     started = time.perf_counter()
     with _sole_writer(out):
         _check_same_cache(out, manifest, force)
@@ -263,7 +278,8 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         outcomes = _carry_notes(prepared, notes)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         identical = identical_across_splits(found)
-        counts = write_index(out, outcomes, found.rejected, manifest, ignored, identical)
+        counts = write_index(out, outcomes, found.rejected, manifest, ignored, identical,
+                             found.patients)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
@@ -298,6 +314,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", choices=SPLIT_MODES, default="patient",
                         help="patient: train/test by patient (a set's own split where it has "
                         "one); none: every image a test image, for external validation")
+    parser.add_argument("--patients", type=Path, default=None,
+                        help="whose eye each image is, for sets whose names do not say: a CSV "
+                        "with the columns image,patient, or one row per examination naming its "
+                        "images (Messidor-2's pair list is found by itself)")
     parser.add_argument("--force", action="store_true", help="rebuild images already prepared")
     args = parser.parse_args(argv)
     if args.size < 32 or args.workers < 1:
@@ -310,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
-                                 args.force, args.seed, args.images, args.format, args.split)
+                                 args.force, args.seed, args.images, args.format, args.split,
+                                 args.patients)
     except (DataError, OSError, ValueError) as err:  # unreadable source, bad CSV, no permission
         log.error("%s", err)
         return 2

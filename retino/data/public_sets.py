@@ -31,6 +31,8 @@ class Labelled:
     official: dict[str, str] | None = None  # name -> "train" | "test": the set's own split
     names: set[str] = field(default_factory=set)  # of rows, to find repeats
     rejected_in: dict[str, str] = field(default_factory=dict)  # name -> split, where known
+    patients: dict[str, str] = field(default_factory=dict)  # name -> patient, where known
+    patients_from: str = ""  # the file they were read from
 
 
 def csv_header(path: Path) -> set[str]:
@@ -103,7 +105,58 @@ def read_messidor2(source: Path, labels: Path) -> Labelled:
                                                    "no adjudicated grade"))
             continue
         _add(out, _stem(image), row.get("adjudicated_dr_grade", ""), _find(files, image, source))
+    if exams := find_exam_list(source, out.names, labels):
+        out.patients, out.patients_from = read_exam_list(exams, out.names), str(exams)
     return out
+
+
+def _csv_cells(path: Path) -> list[list[str]]:
+    """Every row of a CSV as stripped cells, with its delimiter (',', ';' or tab) sniffed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError):
+        return []
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    return [[cell.strip() for cell in row] for row in csv.reader(text.splitlines(), dialect)]
+
+
+def read_exam_list(path: Path, names: set[str]) -> dict[str, str]:
+    """name -> patient from a file saying whose eye each image is: either the columns
+    image,patient, or one row per examination naming its images (Messidor-2's pair list: both
+    eyes of one person), whatever its other cells and delimiter. Names are matched without
+    their suffix, ignoring case; a row naming none of them is skipped (a header)."""
+    rows = _csv_cells(path)
+    header = [cell.lower() for cell in rows[0]] if rows else []
+    by_key = {name.lower(): name for name in names}
+    if {"image", "patient"} <= set(header):
+        image, patient = header.index("image"), header.index("patient")
+        return {by_key[_stem(row[image]).lower()]: row[patient] for row in rows[1:]
+                if len(row) > max(image, patient) and _stem(row[image]).lower() in by_key
+                and row[patient]}
+    patients = {}
+    for number, row in enumerate(rows, start=1):
+        for name in (by_key.get(_stem(cell).lower()) for cell in row):
+            if name is not None:
+                patients[name] = f"exam{number}"
+    return patients
+
+
+def find_exam_list(source: Path, names: set[str], labels: Path) -> Path | None:
+    """A CSV under source, besides the labels, whose rows mostly name two or more of the set's
+    images: an examination list (Messidor-2 ships one with its images)."""
+    by_key = {name.lower() for name in names}
+    for path in sorted(source.rglob("*.csv")):
+        if path == labels:
+            continue
+        rows = [[cell for cell in row if _stem(cell).lower() in by_key]
+                for row in _csv_cells(path)]
+        naming = [row for row in rows if row]
+        if naming and sum(len(row) >= 2 for row in naming) >= len(naming) / 2:
+            return path
+    return None
 
 
 def read_idrid(source: Path, label_files: list[Path]) -> Labelled:

@@ -11,19 +11,20 @@ split where it has one) or none (every image a test image: a set for external va
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from retino.core.errors import DataError
 from retino.core.grades import parse_grade
-from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, read_lines
+from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, patient_of, read_lines
 from retino.data.public_sets import (
     IMAGE_SUFFIXES,
     Labelled,
     detect_public_set,
+    read_exam_list,
     read_public_set,
 )
-from retino.data.split import patient_of, read_kaggle_labels, split_by_patient, unsafe_name_reason
+from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_reason
 
 FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
 SPLIT_MODES = ("patient", "none")
@@ -37,6 +38,8 @@ class Source:
     how: str  # how the split was made, for the manifest
     files: dict[str, Path]  # name -> the file to prepare
     image_dirs: list[Path]  # where images no row names are looked for (and reported)
+    patients: dict[str, str] = field(default_factory=dict)  # name -> patient, where known
+    patients_from: str = ""  # the file that said so
 
 
 def _read_lab_split(source: Path, split: str) -> tuple[list[tuple[str, int]], list]:
@@ -73,7 +76,8 @@ def detect_format(source: Path) -> str:
 
 
 def _split(names: list[str], grades: list[int], official: dict[str, str] | None, mode: str,
-           seed: int, fmt: str) -> tuple[dict[str, list[tuple[str, int]]], str]:
+           seed: int, fmt: str,
+           patients: dict[str, str]) -> tuple[dict[str, list[tuple[str, int]]], str]:
     rows = list(zip(names, grades, strict=True))
     if mode == "none":
         return {"train": [], "test": rows}, "none: every image is a test image"
@@ -81,8 +85,9 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
         return ({split: [r for r in rows if official[r[0]] == split] for split in SPLITS},
                 "lab CSVs, used as they are" if fmt == "lab"
                 else f"{fmt}'s own training and testing split, used as it is")
-    train, test = split_by_patient(names, grades, seed=seed)
-    unit = "patient" if any(patient_of(n) != n for n in names) else \
+    whose = [patients.get(n) or patient_of(n) for n in names]
+    train, test = split_by_patient(names, grades, seed=seed, patients=whose)
+    unit = "patient" if len(set(whose)) < len(names) else \
         "image (the names carry no patient)"
     return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]},
             f"by {unit}, seed {seed}")
@@ -110,8 +115,10 @@ def _lab_or_kaggle(source: Path, fmt: str, image_dir: Path) -> Labelled:
 
 
 def read_source(source: Path, seed: int, fmt: str = "auto", split: str = "patient",
-                image_dir: Path | None = None) -> Source:
-    """The images of source in the given (or detected) format, split as asked."""
+                image_dir: Path | None = None, patients_file: Path | None = None) -> Source:
+    """The images of source in the given (or detected) format, split as asked; whose eye each
+    image is from patients_file when given (see read_exam_list), else from the set's own
+    examination list (Messidor-2's), else from the names."""
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt in ("kaggle", "lab"):
         images = Path(image_dir) if image_dir else default_image_dir(source)
@@ -122,11 +129,17 @@ def read_source(source: Path, seed: int, fmt: str = "auto", split: str = "patien
         labelled = read_public_set(Path(image_dir) if image_dir else source, fmt)
         dirs = sorted({path.parent for _, _, path in labelled.rows})
     names, grades = [r[0] for r in labelled.rows], [r[1] for r in labelled.rows]
-    splits, how = _split(names, grades, labelled.official, split, seed, fmt)
+    if patients_file is not None:
+        if not Path(patients_file).is_file():
+            raise DataError(f"--patients {patients_file}: no such file.")
+        labelled.patients = read_exam_list(patients_file, set(names))
+        labelled.patients_from = str(patients_file)
+    splits, how = _split(names, grades, labelled.official, split, seed, fmt, labelled.patients)
     default = "test" if split == "none" else "train"
     rejected = [(labelled.rejected_in.get(name, default), name, reason)
                 for name, reason in labelled.rejected]
-    return Source(fmt, splits, rejected, how, {n: p for n, _, p in labelled.rows}, dirs)
+    return Source(fmt, splits, rejected, how, {n: p for n, _, p in labelled.rows}, dirs,
+                  labelled.patients, labelled.patients_from)
 
 
 def _drop_repeats(splits: dict[str, list[tuple[str, int]]], rejected: list) -> dict:

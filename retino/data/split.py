@@ -15,7 +15,7 @@ import numpy as np
 
 from retino.core.errors import DataError
 from retino.core.grades import parse_grade
-from retino.data.layout import SplitIndex, csv_rows
+from retino.data.layout import SplitIndex, csv_rows, patient_of
 
 log = logging.getLogger(__name__)
 MIN_TRUSTED_VAL = 50  # validation images below which the chosen epoch is mostly noise
@@ -72,19 +72,15 @@ def read_kaggle_labels(path: Path) -> LabelledImages:
     return out
 
 
-def patient_of(name: str) -> str:
-    """'10_left' -> '10'; a name without an eye suffix is its own patient."""
-    stem, _, eye = name.rpartition("_")
-    return stem if stem and eye in {"left", "right"} else name
-
-
 def split_by_patient(names: list[str], grades: list[int], test_fraction: float = LAB_TEST_FRACTION,
-                     seed: int = 0) -> tuple[list[int], list[int]]:
-    """Indices of (train, test). Patients are stratified by their worst eye's grade; within each
-    grade the shuffled patients fill the test side until it holds test_fraction of the images."""
+                     seed: int = 0,
+                     patients: list[str] | None = None) -> tuple[list[int], list[int]]:
+    """Indices of (train, test). Patients (given, else read from the names) are stratified by
+    their worst eye's grade; within each grade the shuffled patients fill the test side until it
+    holds test_fraction of the images."""
     eyes: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
-        eyes[patient_of(name)].append(i)
+        eyes[patients[i] if patients else patient_of(name)].append(i)
     by_grade: dict[int, list[str]] = defaultdict(list)
     for patient, idx in eyes.items():
         by_grade[max(grades[i] for i in idx)].append(patient)
@@ -116,14 +112,16 @@ def with_validation(index: dict[str, SplitIndex], fraction: float,
         return dict(index)
     train = index["train"]
     try:
-        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed)
+        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed,
+                                     train.patients)
     except DataError as err:
         raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
                         "leaves the validation or the training split empty: use more images, "
                         "or data.val_fraction=0 (no validation split).") from err
 
     def part(name: str, rows: list[int]) -> SplitIndex:
-        return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows])
+        return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows],
+                          [train.patients[i] for i in rows])
     carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
     grades = set(carved["val"].grades)
     if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:
@@ -150,5 +148,5 @@ def shared_patients(index: dict[str, SplitIndex]) -> int:
                             "photographs it learned from. Remove them from one split's CSVs, or "
                             "prepare the set with python -m retino.data.prepare (it splits by "
                             "patient).")
-    trained_on = {patient_of(path.stem) for part in training.values() for path in part.paths}
-    return len({patient_of(path.stem) for path in test.paths} & trained_on)
+    trained_on = {patient for part in training.values() for patient in part.patients}
+    return len(set(test.patients) & trained_on)

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 
 from retino.core.grades import GRADES, PROBABILITY_COLUMNS
-from retino.data.split import patient_of
+from retino.data.layout import patient_of
 from retino.evaluation.intervals import bootstrap_intervals
 from retino.evaluation.metrics import (
     at_threshold,
@@ -21,12 +21,13 @@ from retino.evaluation.metrics import (
 )
 
 
-def predictions_frame(paths: Sequence[Path], true: np.ndarray,
-                      probs: np.ndarray) -> pd.DataFrame:
-    """One row per image: image, patient, true grade, predicted grade, the five probabilities
-    and P(referable DR)."""
+def predictions_frame(paths: Sequence[Path], true: np.ndarray, probs: np.ndarray,
+                      patients: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per image: image, patient (given, else read from the name), true grade,
+    predicted grade, the five probabilities and P(referable DR)."""
     names = [Path(path).stem for path in paths]
-    frame = pd.DataFrame({"image": names, "patient": [patient_of(name) for name in names],
+    patients = list(patients) if patients else [patient_of(name) for name in names]
+    frame = pd.DataFrame({"image": names, "patient": patients,
                           "grade": np.asarray(true, int), "predicted": probs.argmax(axis=1)})
     frame[PROBABILITY_COLUMNS] = probs
     frame["p_referable"] = referable_probability(probs)

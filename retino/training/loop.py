@@ -160,7 +160,8 @@ def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
     """Every image of a split scored by the model: its predictions frame (image, patient, grade,
     predicted, p0..p4, p_referable), what files, metrics and reports are computed from."""
     answers = infer(model, loader, device, settings)
-    return predictions_frame(loader.dataset.index.paths, answers.true, answers.probs)
+    index = loader.dataset.index
+    return predictions_frame(index.paths, answers.true, answers.probs, index.patients)
 
 
 def split_metrics(evaluation: Inference, prefix: str) -> dict[str, float]:
