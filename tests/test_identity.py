@@ -45,7 +45,10 @@ def test_data_digest_follows_the_split_csvs_and_the_manifest(tmp_path):
     labels = (cache / "test_label.csv").read_text().splitlines()
     labels[0] = str((int(labels[0]) + 1) % 5)  # one grade corrected
     (cache / "test_label.csv").write_text("\n".join(labels) + "\n")
-    assert data_identity(cache).digest != first.digest
+    corrected = data_identity(cache).digest
+    assert corrected != first.digest
+    (cache / "patients.csv").write_text("image,patient\n0_left,7\n")  # whose eye: another split
+    assert data_identity(cache).digest != corrected
 
 
 def test_preparing_into_a_cache_with_another_split_seed_is_refused_and_rewrites_nothing(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retino.core.errors import DataError
-from retino.data.layout import SPLITS, csv_paths, read_lines, read_manifest
+from retino.data.layout import PATIENTS_FILE, SPLITS, csv_paths, read_lines, read_manifest
 
 DIGEST_CHARS = 12
 # What a prepared cache's manifest says about how its data was made (not when, nor counts,
@@ -51,6 +51,8 @@ def data_identity(root: Path) -> DataIdentity:
                                 "train_label.csv, test_img.csv and test_label.csv.")
             parts += [path.name.encode(), path.read_bytes()]
         sizes[split] = len(read_lines(csv_paths(root, split)[0]))
+    if (root / PATIENTS_FILE).is_file():  # whose eye is which: it moves the validation split
+        parts += [PATIENTS_FILE.encode(), (root / PATIENTS_FILE).read_bytes()]
     manifest = {key: value for key, value in read_manifest(root).items() if key in MANIFEST_KEYS}
     parts.append(json.dumps(manifest, sort_keys=True, default=str).encode())
     return DataIdentity(short_digest(parts), root, sizes, manifest)
