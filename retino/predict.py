@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     frame = grade(run, paths, device, args.batch_size, workers, args.cam)
     atomic_write_text(args.out, frame.to_csv(index=False))
     skipped = frame[frame["error"] != ""]
+    ungradable = frame[frame["gradable"].eq(False)]
     how = (f"{run.preprocessing.method} at {run.preprocessing.size} px" if run.preprocessing
            else "as they are")
-    log.info("Graded %d of %d photographs with run %s (preprocessed %s, %d px); %d flagged "
-             "referable (P >= %.3f%s). Written to %s.", len(frame) - len(skipped), len(frame),
-             run.source, how, run.cfg.resolution.size, int(frame["referable"].sum()),
+    log.info("Graded %d of %d photographs with run %s (preprocessed %s, %d px); %d not "
+             "gradable; %d flagged referable (P >= %.3f%s). Written to %s.",
+             len(frame) - len(skipped) - len(ungradable), len(frame), run.source, how,
+             run.cfg.resolution.size, len(ungradable), int(frame["referable"].sum()),
              run.threshold, "" if run.threshold_chosen else ", no operating point chosen",
              args.out)
+    for image, reason in ungradable[["image", "quality_reason"]].itertuples(index=False):
+        log.warning("Not gradable %s: %s", image, reason)
     for image, reason in skipped[["image", "error"]].itertuples(index=False):
         log.warning("Skipped %s: %s", image, reason)
     return SOME_SKIPPED if len(skipped) else 0

@@ -5,6 +5,7 @@ photographs; the predictions must equal the run's own evaluation of the same ima
 import logging
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -23,6 +24,8 @@ def clinic_folder(tmp_path, source, test_names):
     (clinic / "notes.txt").write_text("not a photograph\n")
     good = (source / "train" / f"{test_names[0]}.jpeg").read_bytes()
     (clinic / "zz_truncated.jpeg").write_bytes(good[: len(good) // 3])
+    cv2.imwrite(str(clinic / "zz_dark.jpeg"), (cv2.imread(str(source / "train" / f"{test_names[0]}"
+                                                                ".jpeg")) * 0.1).astype(np.uint8))
     return clinic
 
 
@@ -35,8 +38,8 @@ def test_raw_photographs_get_the_runs_own_evaluation_and_bad_files_are_listed(
     with caplog.at_level(logging.INFO):
         assert main([str(run_dir), str(clinic), "--out", str(out)]) == 3  # some skipped
     frame = pd.read_csv(out, keep_default_na=False)
-    assert len(frame) == len(evaluated) + 2
-    graded = frame[frame["error"] == ""].copy()
+    assert len(frame) == len(evaluated) + 3
+    graded = frame[frame["gradable"] == "True"].copy()
     graded.index = [name.rsplit("/", 1)[-1].removesuffix(".jpeg") for name in graded["image"]]
     graded = graded.loc[evaluated.index]
     # Same preprocessing (crop, JPEG encoding), resolution and normalisation as the evaluation.
@@ -47,7 +50,12 @@ def test_raw_photographs_get_the_runs_own_evaluation_and_bad_files_are_listed(
     assert "not an image" in bad.loc["notes.txt", "error"]
     assert "truncated" in bad.loc["zz_truncated.jpeg", "error"]
     assert bad.loc["notes.txt", "predicted"] == ""
+    dark = bad.loc["zz_dark.jpeg"]  # read, but too dark to grade: no grade, no flag, a reason
+    assert (dark["gradable"], dark["quality_reason"], dark["error"]) == ("False", "under-exposed",
+                                                                         "")
+    assert dark["predicted"] == dark["p_referable"] == dark["referable"] == ""
     assert "Skipped" in caplog.text and "center_crop at 64 px" in caplog.text
+    assert "1 not gradable" in caplog.text
 
 
 def test_a_run_id_grades_a_csv_of_paths_with_activation_overlays(trained_run, tmp_path,

@@ -87,8 +87,20 @@ def add_converted_files(root: Path) -> list[str]:
 
 
 def read_report(cache: Path) -> dict[str, tuple[str, str]]:
+    """name -> (action, reason) of its first row (a converted photograph may also be marked
+    not gradable: see read_quality)."""
     with (cache / "report.csv").open() as f:
-        return {row["name"]: (row["action"], row["reason"]) for row in csv.DictReader(f)}
+        rows = {}
+        for row in csv.DictReader(f):
+            rows.setdefault(row["name"], (row["action"], row["reason"]))
+        return rows
+
+
+def read_quality(cache: Path) -> dict[str, tuple[str, str]]:
+    """name -> (action, reason) of the photographs judged not gradable."""
+    with (cache / "report.csv").open() as f:
+        return {row["name"]: (row["action"], row["reason"]) for row in csv.DictReader(f)
+                if row["action"] in ("not gradable", "dropped")}
 
 
 def test_patient_split_keeps_both_eyes_together_and_stratifies():
@@ -206,9 +218,11 @@ def test_large_images_are_decoded_at_reduced_scale(tmp_path):
 def test_training_side_records_which_cache_it_read(tmp_path, caplog):
     source = make_kaggle_source(tmp_path / "kaggle", patients=4)
     add_bad_files(source)
+    add_ungradable_photographs(source)
     prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
     params = cache_params(cache_dir(tmp_path / "cache", "graham", SIZE))
     assert params["cache.method"] == "graham" and params["cache.size"] == SIZE
+    assert (params["cache.quality"], params["cache.not_gradable"]) == ("keep", 2)
     assert params["cache.skipped"] == 8 and params["cache.source"] == str(source.resolve())
     assert "skipped 8 images" in caplog.text
 
@@ -312,3 +326,46 @@ def test_byte_identical_files_across_splits_are_reported(tmp_path, caplog):
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     assert read_report(cache)["2_right"] == ("identical", "the same bytes as 0_left (train)")
     assert "byte-identical" in caplog.text
+
+
+def add_ungradable_photographs(root: Path) -> list[str]:
+    """A blank white frame and a photograph too dark to read, listed with the rest."""
+    dark = (cv2.imread(str(root / "train" / "0_left.jpeg")) * 0.08).astype(np.uint8)
+    cv2.imwrite(str(root / "train" / "97_left.jpeg"), np.full((150, 200, 3), 255, np.uint8))
+    cv2.imwrite(str(root / "train" / "97_right.jpeg"), dark)
+    with (root / "trainLabels.csv").open("a", newline="") as f:
+        csv.writer(f).writerows([("97_left", 0), ("97_right", 0)])
+    return ["97_left", "97_right"]
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+def test_photographs_that_are_not_gradable_are_marked_or_dropped(tmp_path, mode):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=10)
+    names = add_ungradable_photographs(source)
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1,
+                             quality=mode)
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    verdicts = read_quality(cache)
+    action = "not gradable" if mode == "keep" else "dropped"
+    assert verdicts == {"97_left": (action, "no fundus disc found"),
+                        "97_right": (action, "under-exposed")}
+    assert manifest["quality"] == {"mode": mode, "not_gradable": 2,
+                                   "dropped": 2 if mode == "drop" else 0,
+                                   "reasons": {"no fundus disc found": 1, "under-exposed": 1}}
+    listed = set((cache / "train_img.csv").read_text().split()) | \
+        set((cache / "test_img.csv").read_text().split())
+    assert (set(names) <= listed) == (mode == "keep")
+    assert manifest["counts"]["train"] + manifest["counts"]["test"] == \
+        (22 if mode == "keep" else 20)
+
+
+def test_a_rerun_with_drop_leaves_out_what_the_first_run_marked(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=10)
+    add_ungradable_photographs(source)
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1,
+                             quality="drop")
+    assert manifest["quality"]["dropped"] == 2
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    assert "97_left" not in (cache / "train_img.csv").read_text().split() + \
+        (cache / "test_img.csv").read_text().split()

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import cv2
 import mlflow
 import numpy as np
 import pandas as pd
@@ -23,19 +24,25 @@ def raw_photographs(source, count=4):
     return sorted((source / "train").glob("*.jpeg"))[:count]
 
 
-def test_pyfunc_model_grades_like_retino_predict(trained_run, monkeypatch):
+def test_pyfunc_model_grades_like_retino_predict(trained_run, monkeypatch, tmp_path):
     _, run_id, uri, source, _ = trained_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # read by mlflow for runs:/ addresses
     photos = raw_photographs(source)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    inputs = pd.DataFrame({"image": [encode_image(p) for p in photos] + ["not base64!"]})
+    blank = tmp_path / "blank.jpeg"
+    cv2.imwrite(str(blank), np.full((150, 200, 3), 255, np.uint8))  # a white frame: no fundus
+    inputs = pd.DataFrame({"image": [encode_image(p) for p in [*photos, blank]]
+                           + ["not base64!"]})
     answers = model.predict(inputs)
     expected = grade(load_trained_run(run_id), photos, torch_cpu())
     np.testing.assert_allclose(answers[PROBABILITY_COLUMNS][:4], expected[PROBABILITY_COLUMNS],
                                atol=1e-6)
     assert answers["predicted"][:4].tolist() == expected["predicted"].tolist()
     assert answers["referable"][:4].tolist() == expected["referable"].tolist()
-    assert answers["error"][4] and pd.isna(answers["predicted"][4])  # listed, not fatal
+    assert answers["gradable"][:4].tolist() == [True] * 4
+    assert not answers["gradable"][4] and answers["quality_reason"][4] == "no fundus disc found"
+    assert pd.isna(answers["predicted"][4]) and pd.isna(answers["p_referable"][4])
+    assert answers["error"][5] and pd.isna(answers["predicted"][5])  # listed, not fatal
     signature = model.metadata.get_input_schema().input_names()
     assert signature == ["image"]
 

@@ -19,8 +19,8 @@ from retino import PROJECT_ROOT
 from retino.core.keys import NOT_IDENTITY, ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
-GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "optimizer",
-          "schedule", "preset")
+GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "quality",
+          "optimizer", "schedule", "preset")
 
 
 def _comments(source: str) -> dict[int, str]:

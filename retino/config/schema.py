@@ -17,6 +17,7 @@ SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", 
 DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
+QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 
 
@@ -84,6 +85,23 @@ class FreezeConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Is a photograph gradable (retino/data/quality.py; docs/quality.md: how the defaults were
+    chosen). heuristic: measured on each photograph; off: every photograph is graded."""
+
+    name: str = "heuristic"
+    min_disc_fraction: float = 0.15  # the fundus disc's least share of the frame
+    max_lit_corners: float = 0.5  # a fundus camera leaves the frame's corners dark
+    min_contrast: float = 0.03  # std / mean of brightness inside the disc; below: blank
+    min_red_ratio: float = 1.15  # mean red / mean green inside the disc: a colour fundus
+    dark_level: int = 40  # brightest channel below this: too dark to read
+    max_dark_fraction: float = 0.5  # of the disc
+    bright_level: int = 250  # every channel at or above this: clipped white
+    max_bright_fraction: float = 0.25  # of the disc
+    min_sharpness: float = 0.05  # Laplacian variance / variance, green, disc at 512 px
+
+
+@dataclass
 class OptimizerConfig:
     name: str = "adamw"
     momentum: float = 0.9  # sgd only
@@ -105,6 +123,7 @@ class Config:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     pretrained: bool = False  # start from pretrain.source's weights (imagenet, cifar10)

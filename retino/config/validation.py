@@ -15,6 +15,7 @@ from retino.config.schema import (
     DEVICES,
     FREEZE_MODES,
     PRECISIONS,
+    QUALITY_MODES,
     SELECTION_METRICS,
     STRIDE,
 )
@@ -102,6 +103,18 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
 
 
+def _check_quality(quality: DictConfig, problems: list[str]) -> None:
+    _check_choice(problems, "quality.name", quality.name, QUALITY_MODES)
+    for key in ("min_disc_fraction", "max_lit_corners", "max_dark_fraction",
+                "max_bright_fraction"):
+        _check(problems, 0 <= quality[key] <= 1, f"quality.{key}={quality[key]} must be in [0, 1].")
+    for key in ("dark_level", "bright_level"):
+        _check(problems, 0 <= quality[key] <= 255,
+               f"quality.{key}={quality[key]} must be a pixel level in [0, 255].")
+    for key in ("min_contrast", "min_red_ratio", "min_sharpness"):
+        _check(problems, quality[key] >= 0, f"quality.{key}={quality[key]} must be 0 or more.")
+
+
 def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) -> None:
     """Raise ConfigError listing every invalid value, with the key and what it may be.
 
@@ -122,5 +135,7 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_training(cfg, problems)
     _check_input(cfg, problems)
     _check_data(cfg.data, problems)
+    if "quality" in cfg:  # configs of runs made before it had none
+        _check_quality(cfg.quality, problems)
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -56,6 +56,11 @@ ROLES: dict[str, KeyRole] = {
         "the operating point's target sensitivity: how results are reported", axis=False),
     "referable_specificity_target": KeyRole(
         "the second operating point's target specificity: how results are reported", axis=False),
+    **{f"quality.{key}": KeyRole("when a photograph is too poor to grade: how results are "
+                                 "reported", axis=False, evaluation=True)
+       for key in ("name", "min_disc_fraction", "max_lit_corners", "min_contrast",
+                   "min_red_ratio", "dark_level", "max_dark_fraction", "bright_level",
+                   "max_bright_fraction", "min_sharpness")},
     "model.name": KeyRole("the architecture", in_name=True),
     "pretrained": KeyRole("start from pretrained weights", in_name=True),
     "pretrain.source": KeyRole("where pretrained weights come from", in_name=True),

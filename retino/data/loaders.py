@@ -78,7 +78,10 @@ def cache_params(root: Path) -> dict[str, object]:
     return {"cache.method": manifest.get("method"), "cache.size": manifest.get("size"),
             "cache.source": manifest.get("source"), "cache.split": manifest.get("split"),
             "cache.skipped": counts.get("skipped", 0),
-            "cache.converted": counts.get("converted", 0)}
+            "cache.converted": counts.get("converted", 0),
+            # photographs judged not gradable (kept and marked, or dropped: cache.quality)
+            "cache.quality": manifest.get("quality", {}).get("mode", "not assessed"),
+            "cache.not_gradable": manifest.get("quality", {}).get("not_gradable", 0)}
 
 
 def grade_histogram(grades: list[int]) -> np.ndarray:

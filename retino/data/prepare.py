@@ -42,7 +42,8 @@ from retino.data.layout import (
     write_patients_csv,
     write_split_csvs,
 )
-from retino.data.preprocess import METHODS, BadImage, encode_jpeg, prepare_image
+from retino.data.preprocess import METHODS, BadImage, decode_photograph, encode_jpeg
+from retino.data.quality import assess
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,14 @@ class ImageTask:
 @dataclass(frozen=True)
 class Outcome:
     job: ImageTask
-    status: str  # "prepared", "converted", "existing" or "skipped"
+    status: str  # "prepared", "converted", "existing", "skipped" or "dropped" (not gradable)
     reason: str = ""
+    not_gradable: str = ""  # why the photograph is not gradable ("" when it is, or unassessed)
+
+
+QUALITY_MODES = ("keep", "drop", "off")  # --quality: mark, leave out, or do not assess
+NOT_GRADABLE = "not gradable"  # report.csv's action for a photograph kept but marked
+DROPPED = "dropped"  # report.csv's action for one left out of the splits (--quality drop)
 
 
 def cache_dir(out_root: Path, method: str, size: int) -> Path:
@@ -82,20 +89,28 @@ def _write_jpeg(path: Path, image) -> None:
     atomic_write_bytes(path, encode_jpeg(image))
 
 
-def prepare_one(job: ImageTask, size: int, method: str, force: bool) -> Outcome:
-    """Prepare one image; every failure becomes an Outcome, never an exception."""
+def prepare_one(job: ImageTask, size: int, method: str, force: bool,
+                quality: str = "keep") -> Outcome:
+    """Prepare one image, its quality assessed on the decoded photograph (quality: keep marks
+    a photograph that is not gradable, drop leaves it out, off does not assess); every failure
+    becomes an Outcome, never an exception. A file that cannot be decoded is a bad file
+    (skipped), not a photograph that is not gradable."""
     if not force and job.dst.is_file() and job.dst.stat().st_size > 0:
         return Outcome(job, "existing")
     if not job.src.is_file():
         return Outcome(job, "skipped", f"file not found: {job.src}")
     try:
-        image, note = prepare_image(job.src, size, method)
-        _write_jpeg(job.dst, image)
+        photograph, note = decode_photograph(job.src, size, method)
+        verdict = assess(photograph, bgr=True) if quality != "off" else None
+        why = "" if verdict is None or verdict.gradable else verdict.reason
+        if why and quality == "drop":
+            return Outcome(job, DROPPED, note or "", why)
+        _write_jpeg(job.dst, METHODS[method](photograph, size))
     except BadImage as err:
         return Outcome(job, "skipped", str(err))
     except Exception as err:  # noqa: BLE001 - one odd file must not stop 35,000 others
         return Outcome(job, "skipped", f"unexpected {type(err).__name__}: {err}")
-    return Outcome(job, "converted", note) if note else Outcome(job, "prepared")
+    return Outcome(job, "converted" if note else "prepared", note or "", why)
 
 
 def _worker_init() -> None:
@@ -107,9 +122,9 @@ def _prepare_image_star(args: tuple) -> Outcome:
 
 
 def prepare_images(jobs: list[ImageTask], size: int, method: str, force: bool,
-                   workers: int) -> list[Outcome]:
+                   workers: int, quality: str = "keep") -> list[Outcome]:
     """All jobs over `workers` processes, with a progress bar and ETA."""
-    args = [(job, size, method, force) for job in jobs]
+    args = [(job, size, method, force, quality) for job in jobs]
     bar = dict(total=len(jobs), unit="img", desc=f"{method} {size}px", smoothing=0.05)
     if workers <= 1:
         _worker_init()
@@ -159,6 +174,8 @@ def _write_report(path: Path, rejected: list, outcomes: list[Outcome],
              for split, name, other_split, other in identical]
     rows += [(o.job.split, o.job.name, o.status, o.reason) for o in outcomes
              if o.status in {"skipped", "converted"}]
+    rows += [(o.job.split, o.job.name, DROPPED if o.status == DROPPED else NOT_GRADABLE,
+              o.not_gradable) for o in outcomes if o.not_gradable]
     atomic_write_text(path, csv_text([("split", "name", "action", "reason"), *sorted(rows)]))
 
 
@@ -169,7 +186,7 @@ def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: di
     """The four CSVs list only the images on disk, and patients.csv whose eye each is where
     the names do not say; report and manifest say what was left out, and which files of one
     split are byte-identical to a file of another."""
-    on_disk = [o for o in outcomes if o.status != "skipped"]
+    on_disk = [o for o in outcomes if o.status not in {"skipped", DROPPED}]
     for split in SPLITS:
         rows = sorted((o.job.name, o.job.grade) for o in on_disk if o.job.split == split)
         write_split_csvs(out, split, [n for n, _ in rows], [g for _, g in rows])
@@ -184,24 +201,44 @@ def write_index(out: Path, outcomes: list[Outcome], rejected: list, manifest: di
         "ignored": len(ignored),
     }
     manifest["identical_across_splits"] = len(identical)
+    reasons = Counter(o.not_gradable for o in outcomes if o.not_gradable)
+    manifest["quality"] = {"mode": manifest.get("quality", {}).get("mode", "keep"),
+                           "not_gradable": sum(reasons.values()),
+                           "dropped": counts[DROPPED], "reasons": dict(sorted(reasons.items()))}
     _write_report(out / REPORT, rejected, outcomes, ignored, identical)
     atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest["counts"]
 
 
-def _previous_notes(out: Path) -> dict[str, tuple[str, str]]:
-    """A re-run keeps the report of images prepared before: name -> (action, reason)."""
+def _previous_notes(out: Path) -> dict[str, dict[str, str]]:
+    """A re-run keeps the report of images prepared before: name -> {action: reason} of their
+    conversions and quality verdicts."""
     report = out / REPORT
     if not report.is_file():
         return {}
+    notes: dict[str, dict[str, str]] = {}
     with report.open(newline="") as f:
-        return {row["name"]: (row["action"], row["reason"]) for row in csv.DictReader(f)
-                if row["action"] == "converted"}
+        for row in csv.DictReader(f):
+            if row["action"] in {"converted", NOT_GRADABLE}:
+                notes.setdefault(row["name"], {})[row["action"]] = row["reason"]
+    return notes
 
 
-def _carry_notes(outcomes: list[Outcome], notes: dict[str, tuple[str, str]]) -> list[Outcome]:
-    return [Outcome(o.job, *notes[o.job.name]) if o.status == "existing" and o.job.name in notes
-            else o for o in outcomes]
+def _carry_notes(outcomes: list[Outcome], notes: dict[str, dict[str, str]],
+                 quality: str) -> list[Outcome]:
+    """Images already there keep their notes; with --quality drop, one noted not gradable is
+    left out now (its file stays, the splits no longer list it)."""
+    carried = []
+    for o in outcomes:
+        note = notes.get(o.job.name, {}) if o.status == "existing" else {}
+        why = note.get(NOT_GRADABLE, "") if quality != "off" else ""
+        if why and quality == "drop":
+            o = Outcome(o.job, DROPPED, note.get("converted", ""), why)
+        elif note:
+            o = Outcome(o.job, "converted" if "converted" in note else o.status,
+                        note.get("converted", ""), why)
+        carried.append(o)
+    return carried
 
 
 def split_digest(splits: dict[str, list[tuple[str, int]]]) -> str:
@@ -255,27 +292,31 @@ def _sole_writer(out: Path) -> Iterator[None]:
 def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
                   force: bool = False, seed: int = 0, image_dir: Path | None = None,
                   fmt: str = "auto", split: str = "patient",
-                  patients: Path | None = None) -> dict:
+                  patients: Path | None = None, quality: str = "keep") -> dict:
     """Build (or finish) the cache of one method and size; returns the manifest. patients: a
     file saying whose eye each image is (retino.data.public_sets.read_exam_list)."""
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
+    if quality not in QUALITY_MODES:
+        raise DataError(f"Unknown quality mode {quality!r}; valid: {', '.join(QUALITY_MODES)}.")
     found = read_source(source, seed, fmt, split, image_dir, patients)
     ignored = unlabelled_images(found)
     out = cache_dir(out_root, method, size)
     manifest = {"source": str(source), "format": found.format, "method": method, "size": size,
                 "split": found.how, "split_seed": seed if found.how.startswith("by ") else None,
                 "split_digest": split_digest(found.splits),
-                "patients": found.patients_from or "read from the image names"}
+                "patients": found.patients_from or "read from the image names",
+                "quality": {"mode": quality}}
     started = time.perf_counter()
     with _sole_writer(out):
         _check_same_cache(out, manifest, force)
         (out / "images").mkdir(parents=True, exist_ok=True)
         _clear_leftovers(out / "images")
         notes = {} if force else _previous_notes(out)
-        prepared = prepare_images(image_tasks(found, out), size, method, force, workers)
-        outcomes = _carry_notes(prepared, notes)
+        prepared = prepare_images(image_tasks(found, out), size, method, force, workers,
+                                  quality)
+        outcomes = _carry_notes(prepared, notes, quality)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         identical = identical_across_splits(found)
         counts = write_index(out, outcomes, found.rejected, manifest, ignored, identical,
@@ -286,6 +327,10 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
              "%d skipped, %d converted; report: %s", out, counts["train"], counts["test"], done,
              elapsed, sum(o.status == "existing" for o in outcomes), counts["skipped"],
              counts["converted"], out / REPORT)
+    if judged := manifest["quality"]["not_gradable"]:
+        log.warning("%d photograph(s) are not gradable (%s); %s. See report.csv.", judged,
+                    ", ".join(f"{n} {why}" for why, n in manifest["quality"]["reasons"].items()),
+                    "left out of the splits" if quality == "drop" else "kept and marked")
     if identical:
         log.warning("%d file(s) are byte-identical to a file in another split (the same "
                     "photograph under two names: listed as 'identical' in %s). They are kept; "
@@ -318,6 +363,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="whose eye each image is, for sets whose names do not say: a CSV "
                         "with the columns image,patient, or one row per examination naming its "
                         "images (Messidor-2's pair list is found by itself)")
+    parser.add_argument("--quality", choices=QUALITY_MODES, default="keep",
+                        help="photographs that are not gradable (retino/data/quality.py): keep "
+                        "and mark them in report.csv (default), drop them from the splits, or "
+                        "off (do not assess)")
     parser.add_argument("--force", action="store_true", help="rebuild images already prepared")
     args = parser.parse_args(argv)
     if args.size < 32 or args.workers < 1:
@@ -331,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
                                  args.force, args.seed, args.images, args.format, args.split,
-                                 args.patients)
+                                 args.patients, args.quality)
     except (DataError, OSError, ValueError) as err:  # unreadable source, bad CSV, no permission
         log.error("%s", err)
         return 2

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from retino.data.quality import field_of_view
+
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling); largest factor first.
 _REDUCED_DECODE = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                    (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
@@ -137,13 +139,18 @@ def retina_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def graham(image: np.ndarray, size: int) -> np.ndarray:
-    """Ben Graham's preprocessing: subtract the local average colour, grey out the rim."""
-    square = retina_crop(image, size).astype(np.float32)
-    blurred = cv2.GaussianBlur(square, (0, 0), size / 60)  # Graham: sigma = radius / 30
-    enhanced = np.clip(4 * square - 4 * blurred + 128, 0, 255).astype(np.uint8)
-    rim = np.zeros((size, size), np.uint8)
-    cv2.circle(rim, (size // 2, size // 2), int(size * 0.45), 1, -1)
-    enhanced[rim == 0] = 128
+    """Ben Graham's preprocessing: subtract the local average colour, grey out all but the
+    field of view. The field of view is the detected disc, eroded by twice the blur's sigma:
+    the local average is wrong where it mixes in the black around the disc, or the black
+    padding past a frame's cut (a fixed circle drew bright bands along such a cut)."""
+    square = retina_crop(image, size)
+    sigma = size / 60  # Graham: sigma = radius / 30
+    pixels = square.astype(np.float32)
+    blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
+    enhanced = np.clip(4 * pixels - 4 * blurred + 128, 0, 255).astype(np.uint8)
+    margin = 2 * int(np.ceil(2 * sigma)) + 1
+    inside = cv2.erode(field_of_view(square).astype(np.uint8), np.ones((margin, margin), np.uint8))
+    enhanced[inside == 0] = 128
     return enhanced
 
 
@@ -166,11 +173,18 @@ def as_cached(image: np.ndarray) -> np.ndarray:
     return decode_rgb(np.frombuffer(encode_jpeg(image), np.uint8))
 
 
-def prepare_image(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:
-    """The prepared image and a note on any conversion; BadImage when it cannot be prepared."""
+def decode_photograph(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:
+    """The photograph (BGR) decoded at the smallest scale that still prepares it, and a note on
+    any conversion; BadImage when it cannot be prepared."""
     width, height, note = inspect_image(src)
     if min(width, height) < size:
         raise BadImage(f"smaller than the target: {width}x{height} < {size} px")
     # The retina methods keep the disc, often ~80% of the shorter side: decode with room for it.
     needed = size if method == "center_crop" else int(size / 0.8)
-    return METHODS[method](decode_for_size(src, width, height, needed), size), note
+    return decode_for_size(src, width, height, needed), note
+
+
+def prepare_image(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:
+    """The prepared image and a note on any conversion; BadImage when it cannot be prepared."""
+    photograph, note = decode_photograph(src, size, method)
+    return METHODS[method](photograph, size), note

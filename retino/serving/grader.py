@@ -23,12 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from retino.config.schema import QualityConfig
 from retino.core.errors import ConfigError, DataError
 from retino.core.grades import NUM_GRADES, PROBABILITY_COLUMNS
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
 from retino.data.layout import read_manifest
-from retino.data.preprocess import as_cached, prepare_image
+from retino.data.preprocess import METHODS, as_cached, decode_photograph
+from retino.data.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
 from retino.evaluation.predictions import read_predictions
@@ -155,39 +157,61 @@ def list_images(source: Path) -> list[Path]:
     return [p if p.is_absolute() else source.parent / p for p in map(Path, cells)]
 
 
-class Photographs(Dataset):
-    """Photographs as the run's model takes them: (uint8 (3, size, size), position, "") or
-    (None, position, the reason it could not be read)."""
+def quality_settings(cfg: DictConfig) -> QualityConfig | None:
+    """The run's quality thresholds (the defaults for runs made before it had them); None when
+    it says quality=off."""
+    given = OmegaConf.to_container(cfg.quality) if "quality" in cfg else {}
+    settings = QualityConfig(**given)
+    return None if settings.name == "off" else settings
 
-    def __init__(self, paths: list[Path], preprocessing: Preprocessing | None,
-                 size: int) -> None:
-        self.paths, self.preprocessing = paths, preprocessing
+
+class Photographs(Dataset):
+    """Photographs as the run's model takes them: (uint8 (3, size, size), position, "",
+    quality), or (None, position, the reason it could not be read, None), or (None, position,
+    "", quality) for a photograph judged not gradable (quality: None when not assessed)."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing | None, size: int,
+                 quality: QualityConfig | None = None) -> None:
+        self.paths, self.preprocessing, self.quality = paths, preprocessing, quality
         self.transform = build_transform(size, train=False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str, Quality | None]:
         try:
-            rgb = self.read(self.paths[i])
+            rgb, quality = self.read(self.paths[i])
         except Exception as err:  # noqa: BLE001 - one bad photograph must not stop the rest
-            return None, i, str(err) or type(err).__name__
-        return self.transform(torch.from_numpy(rgb).permute(2, 0, 1)), i, ""
+            return None, i, str(err) or type(err).__name__, None
+        if rgb is None:
+            return None, i, "", quality
+        return self.transform(torch.from_numpy(rgb).permute(2, 0, 1)), i, "", quality
 
-    def read(self, path: Path) -> np.ndarray:
+    def read(self, path: Path) -> tuple[np.ndarray | None, Quality | None]:
+        """(the image as the model takes it, or None when not gradable; its quality)."""
         if not path.is_file():
             raise DataError("file not found")
         if self.preprocessing is None:
-            return read_rgb(path)
-        image, _ = prepare_image(path, self.preprocessing.size, self.preprocessing.method)
-        return as_cached(image)  # what training read back from the prepared cache
+            rgb = read_rgb(path)
+            quality = assess(rgb, self.quality) if self.quality else None
+            return (None if quality and not quality.gradable else rgb), quality
+        method, size = self.preprocessing.method, self.preprocessing.size
+        photograph, _ = decode_photograph(path, size, method)
+        quality = assess(photograph, self.quality, bgr=True) if self.quality else None
+        if quality and not quality.gradable:
+            return None, quality
+        # what training read back from the prepared cache
+        return as_cached(METHODS[method](photograph, size)), quality
 
 
-def _collate(batch: list[tuple]) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
-    good = [(image, i) for image, i, _ in batch if image is not None]
+def _collate(batch: list[tuple]) -> tuple:
+    """(the gradable images, their positions, (position, reason) of unreadable files,
+    (position, quality) of every assessed photograph)."""
+    good = [(image, i) for image, i, _, _ in batch if image is not None]
     images = collate_images([(image, 0) for image, _ in good])[0] if good else None
-    return images, [i for _, i in good], [(i, reason) for image, i, reason in batch
-                                          if image is None]
+    return (images, [i for _, i in good],
+            [(i, reason) for _, i, reason, _ in batch if reason],
+            [(i, quality) for _, i, _, quality in batch if quality is not None])
 
 
 def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
@@ -201,17 +225,24 @@ def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
 @torch.inference_mode()
 def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: int = 32,
           workers: int = 0, cam_dir: Path | None = None) -> pd.DataFrame:
-    """One row per photograph, in the order given: image, predicted, p0..p4, p_referable,
-    referable, error (empty when graded)."""
+    """One row per photograph, in the order given: image, gradable, quality_reason,
+    quality_score and the measures behind it (quality_*), predicted, p0..p4, p_referable,
+    referable, error (empty when read). A photograph that cannot be read, or is not gradable,
+    has no grade, probabilities or flag."""
     model = trained_model(run, device)
-    loader = DataLoader(Photographs(paths, run.preprocessing, run.cfg.resolution.size),
-                        batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    photographs = Photographs(paths, run.preprocessing, run.cfg.resolution.size,
+                              quality_settings(run.cfg))
+    loader = DataLoader(photographs, batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate)
     probs = np.full((len(paths), NUM_GRADES), np.nan)
     errors = [""] * len(paths)
+    qualities: list[Quality | None] = [None] * len(paths)
     batches = tqdm(loader, desc="grading", disable=not sys.stderr.isatty())
-    for images, positions, failed in batches:
+    for images, positions, failed, assessed in batches:
         for i, reason in failed:
             errors[i] = reason
+        for i, quality in assessed:
+            qualities[i] = quality
         if images is None:
             continue
         inputs = normalize_images(images.to(device))
@@ -222,12 +253,34 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
             maps, _ = class_activation_maps(model, inputs.clone())
             probs[positions] = model(inputs.clone()).float().softmax(dim=1).cpu().numpy()
         _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
-    return answers_frame(paths, probs, errors, run.threshold)
+    return answers_frame(paths, probs, errors, run.threshold, qualities)
 
 
-def answers_frame(paths: list[Path], probs: np.ndarray, errors: list[str],
-                  threshold: float) -> pd.DataFrame:
+QUALITY_MEASURES = tuple(f"quality_{name}" for name in Quality.__dataclass_fields__
+                         if name not in ("gradable", "reason", "score"))
+
+
+def quality_columns(qualities: list[Quality | None], errors: list[str]) -> pd.DataFrame:
+    """gradable (empty for a file that cannot be read; true where quality=off), quality_reason,
+    quality_score and every measure (empty where not assessed)."""
+    rows = []
+    for quality, error in zip(qualities, errors, strict=True):
+        if quality is None:
+            row = {"gradable": pd.NA if error else True, "quality_reason": ""}
+        else:
+            row = {"gradable": quality.gradable, "quality_reason": quality.reason,
+                   **{f"quality_{k}": v for k, v in quality.measures().items()}}
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["gradable", "quality_reason", "quality_score",
+                                        *QUALITY_MEASURES])
+    frame["gradable"] = frame["gradable"].astype("boolean")
+    return frame
+
+
+def answers_frame(paths: list[Path], probs: np.ndarray, errors: list[str], threshold: float,
+                  qualities: list[Quality | None] | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
+    frame = pd.concat([frame, quality_columns(qualities or [None] * len(paths), errors)], axis=1)
     graded = ~np.isnan(probs).any(axis=1)
     p_referable = referable_probability(np.nan_to_num(probs))
     frame["predicted"] = pd.Series(np.nan_to_num(probs).argmax(axis=1), dtype="Int64")

@@ -5,8 +5,10 @@ The model carries the run's weights, config and operating point, and retino's ow
 applies the run's preprocessing exactly as `python -m retino.predict` does (it calls the same
 grade()). Input: a DataFrame with an `image` column, each cell a photograph's file bytes in
 base64 (any format the preprocessing reads: JPEG, PNG, TIFF). Output: one row per photograph
-with `predicted`, `p0`..`p4`, `p_referable`, `referable` (at the run's operating point) and
-`error` (empty when graded; the reason otherwise, the other columns then empty).
+with `gradable`, `quality_reason` and `quality_score` (and the measures behind it,
+`quality_*`), `predicted`, `p0`..`p4`, `p_referable`, `referable` (at the run's operating point)
+and `error` (empty when read; the reason otherwise). A photograph that cannot be read or is not
+gradable has no grade, probabilities or flag.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from omegaconf import OmegaConf
 from retino import PROJECT_ROOT
 from retino.core.grades import PROBABILITY_COLUMNS
 from retino.core.names import CONFIG_FILE, GRADER_FILE, MODEL_DIR
-from retino.serving.grader import Preprocessing, TrainedRun, grade, run_from_folder
+from retino.serving.grader import (
+    QUALITY_MEASURES,
+    Preprocessing,
+    TrainedRun,
+    grade,
+    run_from_folder,
+)
 from retino.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # retino/: the code the mo
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image")]),
-    outputs=Schema([ColSpec("long", "predicted"),
+    outputs=Schema([ColSpec("boolean", "gradable"), ColSpec("string", "quality_reason"),
+                    ColSpec("double", "quality_score"),
+                    *(ColSpec("double", column) for column in QUALITY_MEASURES),
+                    ColSpec("long", "predicted"),
                     *(ColSpec("double", column) for column in PROBABILITY_COLUMNS),
                     ColSpec("double", "p_referable"), ColSpec("long", "referable"),
                     ColSpec("string", "error")]))
