@@ -7,7 +7,10 @@ Prints, on the same generated files:
 1. images/s per core of the lab's method (full decode, area resize, center crop, one process)
    and of retino's center_crop (reduced-scale decode, then the same), their ratio, and the mean
    absolute difference between the two outputs in grey levels;
-2. retino's images/s on 1 process and on every core, and the scaling between them.
+2. what the quality assessment (retino/data/quality.py) adds: to prepare's time per image
+   (its share; target at most 10 %), and in milliseconds to a full-size photograph that
+   retino.predict has decoded;
+3. retino's images/s on 1 process and on every core, and the scaling between them.
 Training from a prepared cache is measured by bench/train_speed.py --data <cache>.
 """
 
@@ -27,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retino.data.demo import draw_fundus  # noqa: E402
 from retino.data.prepare import ImageTask, cache_dir, prepare_images  # noqa: E402
-from retino.data.preprocess import prepare_image  # noqa: E402
+from retino.data.preprocess import METHODS, decode_photograph, prepare_image  # noqa: E402
+from retino.data.quality import assess  # noqa: E402
 
 
 def make_kaggle_like_jpegs(folder: Path, n: int, width: int, height: int,
@@ -89,6 +93,27 @@ def compare_methods(paths: list[Path], size: int) -> None:
     print(f"mean |retino - lab|: {diff:.3f} grey levels   (target < 1)")
 
 
+def prepared_and_assessed(path: Path, size: int) -> np.ndarray:
+    """What prepare does per image with --quality keep: decode, assess, crop."""
+    photograph, _ = decode_photograph(path, size, "center_crop")
+    assess(photograph, bgr=True)
+    return METHODS["center_crop"](photograph, size)
+
+
+def quality_cost(paths: list[Path], size: int) -> None:
+    cv2.setNumThreads(1)
+    best, _ = rates({"without": retino_method, "with": prepared_and_assessed}, paths, size)
+    added = best["without"] / best["with"] - 1
+    print(f"quality assessment in prepare: {1000 / best['without']:.1f} ms -> "
+          f"{1000 / best['with']:.1f} ms per image, +{100 * added:.1f} %   (target <= 10 %)")
+    full = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+    started = time.perf_counter()
+    for image in full:
+        assess(image, bgr=True)
+    each = 1000 * (time.perf_counter() - started) / len(full)
+    print(f"quality assessment of a decoded full-size photograph (retino.predict): {each:.1f} ms")
+
+
 def measure_scaling(paths: list[Path], size: int, out_root: Path, repeat: int) -> Path:
     """The real parallel command path; each file is prepared `repeat` times (under different
     output names) so that the run is long enough for a steady rate."""
@@ -128,6 +153,7 @@ def main() -> None:
         mb = np.mean([p.stat().st_size for p in paths]) / 1e6
         print(f"{len(paths)} JPEGs of {args.width}x{args.height} ({mb:.1f} MB each on average)")
         compare_methods(paths, args.size)
+        quality_cost(paths, args.size)
         measure_scaling(paths, args.size, Path(tmp) / "caches", args.repeat)
 
 

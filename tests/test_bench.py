@@ -15,7 +15,8 @@ def test_prepare_benchmark_runs_and_prints_its_ratios():
                            "320", "--height", "240", "--size", "64", "--repeat", "2"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for words in ("speed-up per core:", "grey levels", "scaling 1 ->"):
+    for words in ("speed-up per core:", "grey levels", "quality assessment in prepare",
+                  "scaling 1 ->"):
         assert words in proc.stdout, words
 
 
@@ -41,3 +42,10 @@ def test_loader_benchmark_runs_and_prints_its_ratio(tmp_path):
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "flip: float32 in the worker" in proc.stdout and "per worker:" in proc.stdout
+
+
+def test_quality_table_gives_every_photograph_the_verdict_a_grader_would():
+    proc = subprocess.run([sys.executable, "bench/quality_table.py"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 verdict(s) differ" in proc.stdout

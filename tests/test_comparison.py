@@ -214,12 +214,15 @@ def test_the_study_report_screens_each_run_and_is_one_page(tmp_path):
     """A screening row per run (by patient, two operating points chosen on validation; a run
     without validation at the predicted grade, marked), and report.html with every figure."""
     base, val = predictions(60), predictions(40, seed=9)
-    runs = [record("r0", base, val=val), record("r1", better(base, 0.5), val=None, lr=0.1)]
+    assessed = base.assign(gradable=[i >= 3 for i in range(len(base))])  # 3 not gradable
+    runs = [record("r0", assessed, val=val), record("r1", better(base, 0.5), val=None, lr=0.1)]
     files = {f.name for f in write_report(runs, tmp_path, "screening: 2 runs")}
     assert {"screening.csv", "report.html"} <= files
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "screening.csv").open())}
     with_val, without = rows["resnet18-scratch-64px lr=0.001"], rows["resnet18-scratch-64px lr=0.1"]
     assert with_val["counted by"] == "patient"
+    assert with_val["imageability % (k/n) [Wilson]"].startswith("97.5 (117/120) [")
+    assert without["imageability % (k/n) [Wilson]"] == "not assessed"
     cell = with_val["high specificity: specificity % (k/n) [Wilson] [bootstrap]"]
     assert cell.count("[") == 2 and "/" in cell  # k/n, the Wilson and bootstrap intervals
     assert without["high sensitivity: sensitivity % (k/n) [Wilson] [bootstrap]"].endswith(

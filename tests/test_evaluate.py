@@ -9,7 +9,7 @@ from retino.core.grades import PROBABILITY_COLUMNS
 from retino.data.prepare import cache_dir, prepare_cache
 from retino.evaluate import main
 from retino.evaluation.predictions import read_predictions
-from tests.test_prepare import make_kaggle_source
+from tests.test_prepare import add_ungradable_photographs, make_kaggle_source
 
 
 def evaluations(client, run_id):
@@ -51,7 +51,8 @@ def test_another_set_is_evaluated_and_named(trained_run, tmp_path, monkeypatch):
     _, run_id, uri, _, _ = trained_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     other = make_kaggle_source(tmp_path / "other-raw", patients=6, seed=7)
-    prepare_cache(other, tmp_path / "other", "center_crop", 64, workers=1)
+    add_ungradable_photographs(other)  # a clinic's set: two photographs no one could read
+    prepare_cache(other, tmp_path / "other", "center_crop", 64, workers=1, split="none")
     root = cache_dir(tmp_path / "other", "center_crop", 64)
     before = len(evaluations(MlflowClient(uri), run_id))
     assert main([run_id, "data=kaggle", f"data.root={root}", "bootstrap_rounds=0"]) == 0
@@ -60,6 +61,9 @@ def test_another_set_is_evaluated_and_named(trained_run, tmp_path, monkeypatch):
     newest = max(runs, key=lambda r: r.info.start_time)
     assert newest.data.params["data.root"] == str(root)
     assert 0 <= newest.data.metrics["test_acc_selected"] <= 1
+    assert newest.data.metrics["test_imageability_selected"] == pytest.approx(12 / 14)
+    files = {a.path for a in MlflowClient(uri).list_artifacts(newest.info.run_id)}
+    assert "screening.md" in files
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -158,3 +158,33 @@ def test_patients_known_from_a_cache_reach_the_predictions_and_the_per_patient_r
     report = screening_report(frame, None, 0.9, 0.9)
     assert report.by_patient is not None
     assert (report.by_patient.cases, report.by_patient.referable) == (4, 2)
+
+
+def test_photographs_that_are_not_gradable_are_left_out_then_counted_as_refer():
+    """Six patients, two eyes each; two photographs not gradable. The rates are those of the
+    ten gradable photographs; imageability is 10/12 with its Wilson interval; counting the two
+    as "refer", as the IDx-DR trial did, flags them: specificity falls, sensitivity does not."""
+    rows = [(f"{p}_{eye}", grade, score) for p, (grade, score) in enumerate(
+        [(0, 0.1), (0, 0.2), (3, 0.9), (0, 0.3), (2, 0.8), (0, 0.1)]) for eye in ("left", "right")]
+    test = frame(rows)
+    test["gradable"] = [True] * 12
+    test.loc[[1, 7], "gradable"] = False  # 0_right (healthy), 3_right (healthy)
+    report = screening_report(test, None, 0.9, 0.9)
+    assert (report.imageability.count, report.imageability.total) == (10, 12)
+    assert report.imageability.wilson == pytest.approx(wilson_interval(10, 12))
+    point = AT_PREDICTED_GRADE.name
+    assert report.by_image.cases == 10
+    assert report.by_image.rates[point]["specificity"].count == 6  # 6 of 6 healthy, gradable
+    image, patient = report.ungradable_referred
+    refer = f"{point}, not gradable = refer"
+    assert (image.rates[refer]["specificity"].count, image.rates[refer]["specificity"].total) \
+        == (6, 8)
+    assert image.rates[refer]["sensitivity"].value == 1.0
+    assert (patient.rates[refer]["specificity"].count,
+            patient.rates[refer]["specificity"].total) == (2, 4)
+    metrics = report.metrics("test_")
+    assert metrics["test_imageability"] == pytest.approx(10 / 12)
+    assert metrics["test_referable_specificity_at_predicted_grade_ungradable_refer"] == 0.75
+    assert metrics["test_gradable_referable_specificity_at_predicted_grade"] == 1.0
+    text = screening_markdown(report)
+    assert "Imageability 83.3 (10/12)" in text and "not gradable = refer" in text

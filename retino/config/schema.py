@@ -98,7 +98,7 @@ class QualityConfig:
     max_dark_fraction: float = 0.5  # of the disc
     bright_level: int = 250  # every channel at or above this: clipped white
     max_bright_fraction: float = 0.25  # of the disc
-    min_sharpness: float = 0.05  # Laplacian variance / variance, green, disc at 512 px
+    min_sharpness: float = 0.04  # Laplacian variance / variance, green, disc at 384 px
 
 
 @dataclass

@@ -17,12 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retino.data.layout import IMAGE_SUFFIX, write_split_csvs
+from retino.core.files import atomic_write_text, csv_text
+from retino.data.layout import IMAGE_SUFFIX, NOT_GRADABLE, REPORT, write_split_csvs
+from retino.data.quality import assess
 
 log = logging.getLogger(__name__)
 
 # Bump when a change to the drawing code changes the images: old demo folders are then not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: a few test photographs no grader could read
 
 # Share of each grade 0-4 in the Kaggle DR training set (grade 0 is the majority).
 KAGGLE_GRADE_SHARES = (0.735, 0.070, 0.151, 0.025, 0.020)
@@ -129,14 +131,53 @@ def draw_fundus(grade: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.where(inside[..., None], (img + noise).clip(0, 255), 0).astype(np.uint8)
 
 
-def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> None:
+UNGRADABLE_SHARE = 0.02  # of the test split: photographs a grader could not read
+SPOILED = ("too dark", "out of focus", "over-exposed", "a blank frame", "no fundus")
+
+
+def spoil(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A photograph as a bad capture leaves it (BGR)."""
+    size = image.shape[0]
+    if kind == "too dark":
+        return (image * 0.08).astype(np.uint8)
+    if kind == "out of focus":
+        return cv2.GaussianBlur(image, (0, 0), size / 20)
+    if kind == "over-exposed":
+        lit = image.max(axis=2, keepdims=True) > 10  # the disc, not its black surround
+        washed = np.clip(image.astype(np.float32) * 3 + 190, 0, 255)
+        return np.where(lit, washed, 0).astype(np.uint8)
+    if kind == "a blank frame":
+        return np.full_like(image, 235)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, image.shape[:2]).astype(np.float32), (0, 0), 3)
+    return cv2.cvtColor(cv2.normalize(texture, None, 40, 200, cv2.NORM_MINMAX).astype(np.uint8),
+                        cv2.COLOR_GRAY2BGR)  # a grey photograph of something else
+
+
+def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> list[str]:
+    """The split's photographs and CSVs; returns its names. The test split's last
+    UNGRADABLE_SHARE are spoiled captures (SPOILED, in turn)."""
     grades = _shuffled_grades(n_images, rng)
     names = [f"demo_{split}_{i:05d}" for i in range(n_images)]
-    for name, grade in zip(names, grades, strict=True):
+    spoiled = round(UNGRADABLE_SHARE * n_images) if split == "test" else 0
+    for i, (name, grade) in enumerate(zip(names, grades, strict=True)):
         image = draw_fundus(int(grade), size, rng)
+        if i >= n_images - spoiled:
+            image = spoil(image, SPOILED[(i - n_images + spoiled) % len(SPOILED)], rng)
         cv2.imwrite(str(folder / "images" / f"{name}{IMAGE_SUFFIX}"), image,
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
     write_split_csvs(folder, split, names, [int(g) for g in grades])
+    return names
+
+
+def write_quality_report(folder: Path, split: str, names: list[str]) -> None:
+    """report.csv as prepare writes it: the photographs of the split judged not gradable, by
+    the same assessment prepare and predict use."""
+    rows = []
+    for name in names:
+        verdict = assess(cv2.imread(str(folder / "images" / f"{name}{IMAGE_SUFFIX}")), bgr=True)
+        if not verdict.gradable:
+            rows.append((split, name, NOT_GRADABLE, verdict.reason))
+    atomic_write_text(folder / REPORT, csv_text([("split", "name", "action", "reason"), *rows]))
 
 
 def demo_folder_name(train_size: int, test_size: int, image_size: int, seed: int) -> str:
@@ -159,7 +200,8 @@ def ensure_demo_dataset(cache_dir: Path, train_size: int, test_size: int,
         (staging / "images").mkdir()
         rng = np.random.default_rng(seed)
         _write_split(staging, "train", train_size, image_size, rng)
-        _write_split(staging, "test", test_size, image_size, rng)
+        write_quality_report(staging, "test", _write_split(staging, "test", test_size,
+                                                           image_size, rng))
         os.replace(staging, root)
     except OSError:
         if not (root / "test_label.csv").exists():  # a parallel job may have won the race

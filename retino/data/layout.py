@@ -6,6 +6,8 @@
     <image dir>/<name>.jpeg
     <root>/patients.csv     optional (image,patient): whose eye each image is, for sets whose
                             names do not say (Kaggle's `<patient>_<left|right>` do)
+    <root>/report.csv       optional (split,name,action,reason): what preparing it noted,
+                            among which the photographs judged not gradable
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ IMAGE_SUFFIX = ".jpeg"
 SPLITS = ("train", "test")
 MANIFEST_FILE = "manifest.json"  # a prepared cache's record of how it was made
 PATIENTS_FILE = "patients.csv"  # image,patient where the names do not say whose eye it is
+REPORT = "report.csv"  # a prepared set's split,name,action,reason of every image it noted
+NOT_GRADABLE = "not gradable"  # report.csv's action for a photograph kept but marked
 _SHOW_AT_MOST = 5  # how many offending names an error message lists
 
 
@@ -53,6 +57,8 @@ class SplitIndex:
     paths: list[Path]
     grades: list[int]
     patients: list[str] = field(default_factory=list)
+    # why each photograph is not gradable ("" when it is); None: quality was not assessed
+    not_gradable: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.patients:
@@ -92,6 +98,19 @@ def read_patients(root: Path) -> dict[str, str]:
     if rows and not {"image", "patient"} <= rows[0].keys():
         raise DataError(f"{path} must have the columns image,patient; found {', '.join(rows[0])}.")
     return {row["image"]: row["patient"] for row in rows if row["image"] and row["patient"]}
+
+
+def read_quality_marks(root: Path) -> dict[str, str] | None:
+    """name -> why it is not gradable, from the root's report.csv; None when the set's quality
+    was never assessed (no report, or a manifest saying quality off or nothing about it)."""
+    report = Path(root) / REPORT
+    manifest = read_manifest(root)
+    assessed = manifest.get("quality", {}).get("mode", "off") != "off" if manifest else \
+        report.is_file()
+    if not assessed or not report.is_file():
+        return None
+    return {row["name"]: row["reason"] for row in csv_rows(report)
+            if row.get("action") == NOT_GRADABLE}
 
 
 def read_manifest(root: Path) -> dict:
@@ -159,5 +178,6 @@ def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
     grades = _parse_grades(labels, label_csv)
     paths = [Path(image_dir) / f"{name}{IMAGE_SUFFIX}" for name in names]
     _check_files_exist(paths, Path(image_dir), split)
-    known = read_patients(root)
-    return SplitIndex(split, paths, grades, [known.get(name) or patient_of(name) for name in names])
+    known, marks = read_patients(root), read_quality_marks(root)
+    return SplitIndex(split, paths, grades, [known.get(name) or patient_of(name) for name in names],
+                      None if marks is None else [marks.get(name, "") for name in names])

@@ -37,6 +37,8 @@ from retino.core.locks import try_lock
 from retino.data.layout import (
     IMAGE_SUFFIX,
     MANIFEST_FILE,
+    NOT_GRADABLE,
+    REPORT,
     SPLITS,
     patient_of,
     write_patients_csv,
@@ -48,7 +50,6 @@ from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlab
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.csv"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,6 @@ class Outcome:
 
 
 QUALITY_MODES = ("keep", "drop", "off")  # --quality: mark, leave out, or do not assess
-NOT_GRADABLE = "not gradable"  # report.csv's action for a photograph kept but marked
 DROPPED = "dropped"  # report.csv's action for one left out of the splits (--quality drop)
 
 

@@ -120,8 +120,10 @@ def with_validation(index: dict[str, SplitIndex], fraction: float,
                         "or data.val_fraction=0 (no validation split).") from err
 
     def part(name: str, rows: list[int]) -> SplitIndex:
+        marks = train.not_gradable
         return SplitIndex(name, [train.paths[i] for i in rows], [train.grades[i] for i in rows],
-                          [train.patients[i] for i in rows])
+                          [train.patients[i] for i in rows],
+                          None if marks is None else [marks[i] for i in rows])
     carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
     grades = set(carved["val"].grades)
     if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:

@@ -22,15 +22,20 @@ from retino.evaluation.metrics import (
 
 
 def predictions_frame(paths: Sequence[Path], true: np.ndarray, probs: np.ndarray,
-                      patients: Sequence[str] | None = None) -> pd.DataFrame:
+                      patients: Sequence[str] | None = None,
+                      not_gradable: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per image: image, patient (given, else read from the name), true grade,
-    predicted grade, the five probabilities and P(referable DR)."""
+    predicted grade, the five probabilities and P(referable DR); where the set's quality was
+    assessed, gradable and quality_reason (why not)."""
     names = [Path(path).stem for path in paths]
     patients = list(patients) if patients else [patient_of(name) for name in names]
     frame = pd.DataFrame({"image": names, "patient": patients,
                           "grade": np.asarray(true, int), "predicted": probs.argmax(axis=1)})
     frame[PROBABILITY_COLUMNS] = probs
     frame["p_referable"] = referable_probability(probs)
+    if not_gradable is not None:
+        frame["gradable"] = [not why for why in not_gradable]
+        frame["quality_reason"] = list(not_gradable)
     return frame
 
 
@@ -51,7 +56,10 @@ def majority_baseline(frame: pd.DataFrame) -> float:
 
 def read_predictions(path: Path) -> pd.DataFrame:
     """A predictions file as written by predictions_frame (names kept as text: '10_left')."""
-    return pd.read_csv(path, dtype={"image": str, "patient": str})
+    frame = pd.read_csv(path, dtype={"image": str, "patient": str})
+    if "quality_reason" in frame:
+        frame["quality_reason"] = frame["quality_reason"].fillna("").astype(str)
+    return frame
 
 
 def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,

@@ -18,7 +18,7 @@ report says its intervals resample images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,22 @@ class OperatingPoint:
     suffix: str  # of its metric keys: test_referable_ppv_<suffix>
     threshold: float
     chosen: str  # how it was chosen, for the report
+    refer_ungradable: bool = False  # a photograph that is not gradable is referred
 
     def flags(self, frame: pd.DataFrame) -> np.ndarray:
         if np.isnan(self.threshold):
-            return frame["predicted"].to_numpy() >= REFERABLE_GRADE
-        return frame["p_referable"].to_numpy() >= self.threshold
+            flagged = frame["predicted"].to_numpy() >= REFERABLE_GRADE
+        else:
+            flagged = frame["p_referable"].to_numpy() >= self.threshold
+        if self.refer_ungradable and "gradable" in frame:
+            flagged = flagged | ~frame["gradable"].to_numpy(bool)
+        return flagged
+
+    def referring_ungradable(self) -> OperatingPoint:
+        """The same point where every photograph that is not gradable counts as "refer", as
+        the IDx-DR trial counted them."""
+        return replace(self, name=f"{self.name}, not gradable = refer",
+                       suffix=f"{self.suffix}_ungradable_refer", refer_ungradable=True)
 
 
 AT_PREDICTED_GRADE = OperatingPoint("predicted grade", "at_predicted_grade", float("nan"),
@@ -81,11 +92,13 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
 
 def worse_eye(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per patient: the worse eye's grade, the higher P(referable) and the higher
-    predicted grade (flagged when either eye is), and how many images they had."""
-    return (frame.groupby("patient", sort=False)
-            .agg(grade=("grade", "max"), p_referable=("p_referable", "max"),
-                 predicted=("predicted", "max"), images=("image", "size"))
-            .reset_index())
+    predicted grade (flagged when either eye is), how many images they had, and (where
+    assessed) whether every one was gradable."""
+    columns = dict(grade=("grade", "max"), p_referable=("p_referable", "max"),
+                   predicted=("predicted", "max"), images=("image", "size"))
+    if "gradable" in frame:
+        columns["gradable"] = ("gradable", "min")
+    return frame.groupby("patient", sort=False).agg(**columns).reset_index()
 
 
 def wilson_interval(count: int, total: int, level: float = 0.95) -> tuple[float, float]:
@@ -212,31 +225,48 @@ class ScreeningReport:
     """The test set's screening numbers at the operating points chosen on validation."""
 
     points: list[OperatingPoint]
-    by_image: LevelReport
+    by_image: LevelReport  # of the gradable photographs, where quality was assessed
     by_patient: LevelReport | None  # None: one image per patient (no patient identities)
     calibration: Calibration
     rounds: int
+    imageability: Proportion | None = None  # gradable photographs; None: not assessed
+    # every photograph, those not gradable counted as "refer" (only when there are some)
+    ungradable_referred: list[LevelReport] = field(default_factory=list)
 
     def levels(self) -> list[LevelReport]:
         return [self.by_image] + ([self.by_patient] if self.by_patient else [])
 
+    def _referring(self) -> list[OperatingPoint]:
+        return [point.referring_ungradable() for point in self.points]
+
     def metrics(self, prefix: str = "test_") -> dict[str, float]:
         """Keys to log: prevalence, the per-patient AUC, every rate at every point, the
-        high-specificity threshold and calibration; not the image-level sensitivity and
-        specificity at the high-sensitivity point or the predicted grade, which the headline
-        metrics hold already (`_at_target`, and without a suffix)."""
+        high-specificity threshold and calibration. When some photographs are not gradable,
+        the keys of the gradable ones say so (test_gradable_…); otherwise the image-level
+        sensitivity and specificity at the high-sensitivity point or the predicted grade are
+        left out: the headline metrics hold them already (`_at_target`, and no suffix)."""
         metrics = {}
+        some_not_gradable = bool(self.ungradable_referred)
         for report in self.levels():
-            at = prefix + ("patient_" if report.level == "patient" else "")
+            at = prefix + ("gradable_" if some_not_gradable else "") + \
+                ("patient_" if report.level == "patient" else "")
             metrics[f"{at}referable_prevalence"] = report.prevalence
-            if report.level == "patient":
+            if report.level == "patient" or some_not_gradable:
                 metrics[f"{at}referable_auc"] = report.auc
             for point in self.points:
                 for rate, proportion in report.rates[point.name].items():
                     headline = report.level == "image" and rate in RATES[:2] and \
-                        point.suffix != "at_spec_target"
+                        point.suffix != "at_spec_target" and not some_not_gradable
                     if not headline:
                         metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
+        for report in self.ungradable_referred:
+            at = prefix + ("patient_" if report.level == "patient" else "")
+            for name, rates in report.rates.items():
+                point = next(p for p in self._referring() if p.name == name)
+                for rate, proportion in rates.items():
+                    metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
+        if self.imageability is not None:
+            metrics[f"{prefix}imageability"] = self.imageability.value
         for point in self.points:
             if point.suffix == "at_spec_target":
                 metrics[f"{prefix}referable_threshold_spec_target"] = point.threshold
@@ -246,16 +276,47 @@ class ScreeningReport:
                           f"{prefix}grade_brier": c.grade_brier, f"{prefix}grade_ece": c.grade_ece}
 
 
+def _gradable(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    if frame is None or "gradable" not in frame:
+        return frame
+    return frame[frame["gradable"].to_numpy(bool)].reset_index(drop=True)
+
+
+def _levels(frame: pd.DataFrame, points: list[OperatingPoint], rounds: int,
+            seed: int) -> list[LevelReport]:
+    """Per image and, where patients have several images, per patient (worse eye)."""
+    patients = worse_eye(frame)
+    levels = [level_report(frame, "image", points, rounds, seed)]
+    if len(patients) < len(frame):
+        levels.append(level_report(patients, "patient", points, rounds, seed))
+    return levels
+
+
+def imageability(frame: pd.DataFrame) -> Proportion | None:
+    """The share of photographs gradable, with its Wilson interval; None when not assessed."""
+    if "gradable" not in frame:
+        return None
+    count = int(frame["gradable"].to_numpy(bool).sum())
+    return Proportion(count, len(frame), wilson_interval(count, len(frame)))
+
+
 def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_target: float,
-                     specificity_target: float, rounds: int = 0,
-                     seed: int = 0) -> ScreeningReport:
-    """The screening report of a run's test predictions, its operating points chosen on val."""
-    points = operating_points(val, sensitivity_target, specificity_target)
-    patients = worse_eye(test)
-    by_patient = (level_report(patients, "patient", points, rounds, seed)
-                  if len(patients) < len(test) else None)
-    return ScreeningReport(points, level_report(test, "image", points, rounds, seed),
-                           by_patient, calibration(test), rounds)
+                     specificity_target: float, rounds: int = 0, seed: int = 0,
+                     points: list[OperatingPoint] | None = None) -> ScreeningReport:
+    """The screening report of a run's test predictions, its operating points chosen on val
+    (or given: an external evaluation applies the trained run's own). Where the photographs'
+    quality was assessed (a `gradable` column), the rates are those of the gradable
+    photographs, beside the imageability and, when some are not gradable, the rates of every
+    photograph with those counted as "refer"."""
+    if points is None:
+        points = operating_points(_gradable(val), sensitivity_target, specificity_target)
+    gradable = _gradable(test)
+    by_image, *by_patient = _levels(gradable, points, rounds, seed)
+    report = ScreeningReport(points, by_image, by_patient[0] if by_patient else None,
+                             calibration(gradable), rounds, imageability(test))
+    if len(gradable) < len(test):
+        report.ungradable_referred = _levels(test, report._referring(), rounds, seed)
+    return report
 
 
 def _percent(value: float) -> str:
@@ -296,6 +357,14 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
     """The report as a Markdown section: counts and prevalence, the operating points, the rates
     per image and per patient, calibration."""
     lines = [f"## {title} (test set, grade ≥ 2)", ""]
+    if report.imageability is None:
+        lines.append("- Imageability: not assessed (the set's photographs were prepared without "
+                     "a quality assessment): every photograph is graded.")
+    else:
+        lines.append(f"- Imageability {proportion_cell(report.imageability)} %: the gradable "
+                     "photographs, which the rates below are of"
+                     + ("; the last rows count every photograph, those not gradable as "
+                        "\"refer\"" if report.ungradable_referred else ""))
     for level in report.levels():
         lines.append(f"- {level.cases} {level.level}s, {level.referable} referable "
                      f"(prevalence {_percent(level.prevalence)} %); referable AUC "
@@ -312,11 +381,10 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
                                               for rate in ("sensitivity", "specificity", "PPV",
                                                            "NPV"))]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for level in report.levels():
-        for point in report.points:
-            rates = level.rates[point.name]
-            name = "patient (worse eye)" if level.level == "patient" else "image"
-            lines.append(f"| {name} | {point.name} | "
+    for level in report.levels() + report.ungradable_referred:
+        for name, rates in level.rates.items():
+            where = "patient (worse eye)" if level.level == "patient" else "image"
+            lines.append(f"| {where} | {name} | "
                          + " | ".join(proportion_cell(rates[rate]) for rate in RATES) + " |")
     c = report.calibration
     lines += ["", f"Calibration of P(referable): Brier {c.referable_brier:.4f}, ECE "

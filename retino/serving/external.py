@@ -20,12 +20,19 @@ from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text
 from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
 from retino.core.keys import EVALUATION_KEYS
-from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, predictions_file
+from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, SCREENING_FILE, predictions_file
 from retino.data.layout import read_split_index
 from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
 from retino.evaluation.metrics import at_threshold, confusion_matrix
 from retino.evaluation.plots import plot_confusion_matrix, plot_referable_roc
 from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.screening import (
+    AT_PREDICTED_GRADE,
+    OperatingPoint,
+    ScreeningReport,
+    screening_markdown,
+    screening_report,
+)
 from retino.serving.grader import TrainedRun, trained_model
 from retino.tracking.store import mlflow_client
 from retino.training.devices import resolve_device
@@ -69,16 +76,29 @@ def evaluation_config(trained: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def external_metrics(test, cfg: DictConfig, run: TrainedRun) -> dict[str, float]:
-    """A training run's headline keys, on the new set; the referable flag at the trained run's
-    own operating point (never one chosen on the set being evaluated; none when the run has
-    no operating point)."""
+def external_screening(test, cfg: DictConfig, run: TrainedRun) -> ScreeningReport:
+    """The screening report on the new set at the trained run's own operating point (never
+    one chosen on the set being evaluated; the predicted grade when the run has none), with
+    the set's imageability where its quality was assessed."""
+    point = OperatingPoint("high sensitivity", "at_target", run.threshold,
+                           "the trained run's own, chosen on its validation split") \
+        if run.threshold_chosen else AT_PREDICTED_GRADE
+    return screening_report(test, None, cfg.referable_sensitivity_target,
+                            cfg.referable_specificity_target, cfg.bootstrap_rounds,
+                            points=[point])
+
+
+def external_metrics(test, cfg: DictConfig, run: TrainedRun,
+                     screening: ScreeningReport) -> dict[str, float]:
+    """A training run's headline keys, on the new set, and its screening numbers; the
+    referable flag at the trained run's own operating point."""
     metrics = headline_metrics(test, None, cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
     if run.threshold_chosen:
         flagged = at_threshold(test["grade"].to_numpy(), test[PROBABILITY_COLUMNS].to_numpy(),
                                run.threshold, "test_")
         metrics |= {f"{key}_selected": value for key, value in flagged.items()}
+    metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
     metrics["test_majority_baseline"] = majority_baseline(test)
     return metrics
 
@@ -94,14 +114,16 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
                                decode=cfg.data.decode)
     test = score_split(model, loader, device, settings)
+    screening = external_screening(test, cfg, run)
     files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),
+             atomic_write_text(out_dir / SCREENING_FILE, screening_markdown(screening)),
              plot_confusion_matrix(confusion_matrix(test["grade"], test["predicted"]),
                                    out_dir / CONFUSION_FIGURE,
                                    title=f"{run.source} on {location.root.name}"),
              plot_referable_roc({"test": (test["grade"] >= REFERABLE_GRADE,
                                           test["p_referable"])}, out_dir / ROC_FIGURE,
                                 title=f"on {location.root.name}: referable DR")]
-    return external_metrics(test, cfg, run), files
+    return external_metrics(test, cfg, run, screening), files
 
 
 def source_experiment(run: TrainedRun) -> tuple[str, str]:

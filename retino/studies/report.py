@@ -299,7 +299,8 @@ def refused_lines(refused: list[tuple[str, str, str]]) -> str:
 
 
 _POINTS = {"at_target": "high sensitivity", "at_spec_target": "high specificity"}
-SCREENING_COLUMNS = ["run", "counted by", "referable AUC [bootstrap 95 %]", "prevalence %",
+SCREENING_COLUMNS = ["run", "imageability % (k/n) [Wilson]", "counted by",
+                     "referable AUC [bootstrap 95 %]", "prevalence %",
                      *(f"{point}: {rate} % (k/n) [Wilson] [bootstrap]" for point in _POINTS.values()
                        for rate in ("sensitivity", "specificity", "PPV", "NPV")),
                      "Brier of P(referable)", "ECE of P(referable)"]
@@ -307,11 +308,12 @@ SCREENING_COLUMNS = ["run", "counted by", "referable AUC [bootstrap 95 %]", "pre
 SCREENING_LEGEND = """\
 Per run (a configuration's seeds each have a row), the test set at the two operating points
 chosen on its validation split (`referable_sensitivity_target`, `referable_specificity_target`),
-counted by patient (the worse eye: referable, and flagged, when either eye is), or by image for a
-set whose names carry no patient identity. A run without a validation split has no operating
-point: its cells are at the predicted grade, and say so. Each run's own page (report.html, and
-screening.md) adds the per-image rates. Intervals: Wilson 95 % (each patient independent), then the
-patient bootstrap 95 % (none below 10 cases).
+counted by patient (the worse eye: referable, and flagged, when either eye is), or by image for
+a set whose names carry no patient identity. A run without a validation split has no operating
+point: its cells are at the predicted grade, and say so. Where the photographs' quality was
+assessed, the rates are those of the gradable ones (imageability: their share). Each run's own
+page (report.html, and screening.md) adds the per-image rates. Intervals: Wilson 95 % (each
+patient independent), then the patient bootstrap 95 % (none below 10 cases).
 """
 
 
@@ -355,7 +357,9 @@ def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[li
                                     f" [{level.auc_interval[0]:.3f}, {level.auc_interval[1]:.3f}]")
         name = labels[run.run_id] + (f" seed {run.params.get('seed')}"
                                      if repeats[labels[run.run_id]] > 1 else "")
-        rows.append([name, level.level, auc, f"{100 * level.prevalence:.1f}",
+        imageable = "not assessed" if report.imageability is None else \
+            proportion_cell(report.imageability)
+        rows.append([name, imageable, level.level, auc, f"{100 * level.prevalence:.1f}",
                      *_screening_cells(report, level),
                      f"{report.calibration.referable_brier:.4f}",
                      f"{report.calibration.referable_ece:.4f}"])

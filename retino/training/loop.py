@@ -161,7 +161,8 @@ def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
     predicted, p0..p4, p_referable), what files, metrics and reports are computed from."""
     answers = infer(model, loader, device, settings)
     index = loader.dataset.index
-    return predictions_frame(index.paths, answers.true, answers.probs, index.patients)
+    return predictions_frame(index.paths, answers.true, answers.probs, index.patients,
+                             index.not_gradable)
 
 
 def split_metrics(evaluation: Inference, prefix: str) -> dict[str, float]:

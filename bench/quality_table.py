@@ -1,0 +1,99 @@
+"""The measurements behind the quality defaults (docs/quality.md): every measure of
+retino/data/quality.py on a real fundus photograph (scikit-image's retina.jpg, in its wheel)
+placed and spoiled as cameras and captures do, and on photographs that are no fundus.
+
+    python bench/quality_table.py
+
+Prints one row per photograph: the verdict, the reason and each measure, then the time per
+photograph. A default threshold belongs between the worst photograph that must pass and the
+best one that must fail.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from retino.data.quality import assess  # noqa: E402
+
+
+def framed(image: np.ndarray, height: int, width: int, disc: int) -> np.ndarray:
+    """image resized to disc x disc, centred in a black height x width frame (cut where the
+    disc is larger than the frame): how cameras place the disc."""
+    out = np.zeros((height, width, 3), np.uint8)
+    small = cv2.resize(image, (disc, disc), interpolation=cv2.INTER_AREA)
+    top, left = (height - disc) // 2, (width - disc) // 2
+    src_y, src_x = max(0, -top), max(0, -left)
+    h, w = min(disc, height), min(disc, width)
+    out[max(0, top):max(0, top) + h, max(0, left):max(0, left) + w] = \
+        small[src_y:src_y + h, src_x:src_x + w]
+    return out
+
+
+def gain(image: np.ndarray, factor: float) -> np.ndarray:
+    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1],
+                        cv2.IMREAD_COLOR)
+
+
+def photographs() -> dict[str, tuple[np.ndarray, bool]]:
+    """name -> (RGB photograph, whether it should be graded)."""
+    retina = skimage.data.retina()
+    grey = cv2.cvtColor(retina, cv2.COLOR_RGB2GRAY)
+    return {
+        "retina.jpg as shipped (1411 px)": (retina, True),
+        "3888 x 2592 frame, black surround": (framed(retina, 2592, 3888, 2460), True),
+        "small disc in a 3000 x 2000 frame": (framed(retina, 2000, 3000, 1200), True),
+        "landscape, disc cut top and bottom": (framed(retina, 1200, 1800, 1500), True),
+        "thumbnail, 300 px": (cv2.resize(retina, (300, 300), interpolation=cv2.INTER_AREA),
+                              True),
+        "dimmed to 25 %": (gain(retina, 0.25), True),
+        "dimmed to 12 %": (gain(retina, 0.12), False),
+        "brighter x 2.5": (gain(retina, 2.5), True),
+        "brighter x 4 (washed out)": (gain(retina, 4.0), False),
+        "blur sigma 4 px": (cv2.GaussianBlur(retina, (0, 0), 4), True),
+        "blur sigma 8 px": (cv2.GaussianBlur(retina, (0, 0), 8), False),
+        "JPEG quality 30": (jpeg(retina, 30), True),
+        "sensor noise (sd 8)": (np.clip(retina + np.random.default_rng(0).normal(0, 8,
+                                                                               retina.shape),
+                                        0, 255).astype(np.uint8), True),
+        "blank white frame": (np.full((600, 800, 3), 255, np.uint8), False),
+        "black frame": (np.zeros((600, 800, 3), np.uint8), False),
+        "a person (astronaut.png)": (skimage.data.astronaut(), False),
+        "grey text (text.png)": (np.repeat(skimage.data.text()[..., None], 3, 2), False),
+        "a cup (coffee.png)": (skimage.data.coffee(), False),
+        "green-dominant fundus": (retina[..., [1, 0, 2]], False),
+        "grey fundus": (np.repeat(grey[..., None], 3, 2), False),
+    }
+
+
+def main() -> int:
+    wrong = 0
+    names = ("disc_fraction", "lit_corners", "red_ratio", "dark_fraction", "bright_fraction",
+             "sharpness", "contrast")
+    print(f"{'photograph':38s} {'graded':6s} {'reason':30s} "
+          + " ".join(f"{n[:11]:>11s}" for n in names) + "     ms")
+    for name, (image, expected) in photographs().items():
+        started = time.perf_counter()
+        quality = assess(image)
+        ms = 1000 * (time.perf_counter() - started)
+        wrong += quality.gradable != expected
+        mark = "" if quality.gradable == expected else "   <- expected the other verdict"
+        print(f"{name:38s} {str(quality.gradable):6s} {quality.reason:30s} "
+              + " ".join(f"{getattr(quality, n):11.3f}" for n in names) + f" {ms:6.1f}{mark}")
+    print(f"{wrong} verdict(s) differ from what a grader would say")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
