@@ -1,73 +1,178 @@
 #!/usr/bin/env bash
-# The standing GPU check in one command, for the first machine with a CUDA GPU (about 10 minutes
-# on one H200 with 16 cores, most of it the study at the end):
+# The GPU check in one command, sized for the machine the project is lent: one H200, 16 cores,
+# its own Python 3.12 and torch, no network, 15 minutes of device time in all, 8 files back.
 #
-#   bash bench/gpu_check.sh [OUT]          # everything lands in OUT (default gpu-check/)
+#   bash bench/gpu_wheels.sh .whl               # here, once: the wheels its image lacks
+#   bash bench/gpu_check.sh OUT                 # there: one command, under BUDGET seconds
+#   GPU_CHECK_DRY_RUN=1 bash bench/gpu_check.sh /tmp/dry   # here, on the CPU, tiny sizes
 #
-# 1. the CUDA tests (tests whose names say gpu or cuda; skipped elsewhere, run here);
-# 2. a small prepared cache: 200 camera-sized synthetic photographs -> center_crop 512 px;
-# 3. bench/train_speed.py at ResNet50 / 512 px / bf16 on that cache, with JPEGs decoded by the
-#    loader workers and then on the GPU (data.decode=gpu): images/s of the full pipeline and of
-#    the same step in memory, their ratio, peak memory, model FLOP utilisation;
-# 4. bench/loader_speed.py on the cache: images/s per loader worker on this host's cores;
-# 5. one demo study on the GPU (ResNet18 and ResNet50, scratch, 3 epochs) and its report.
-#
-# OUT/summary.txt collects every number; each step's full output is beside it. The exit status
-# is the number of steps that failed. Small sizes for a dry run on a CPU:
-#   DEVICE=cpu PRECISION=fp32 IMAGES=16 BATCH=4 STEPS=2 ROUNDS=1 LOADER_IMAGES=8 \
-#   STUDY_EXTRA=+preset=smoke bash bench/gpu_check.sh /tmp/gpu-check-dry-run
+# It installs the carried wheels (WHEELS, default .whl) into a folder on PYTHONPATH, records the
+# environment, then runs each step time-boxed, skipping (and saying so) one that would not fit
+# in what is left of BUDGET (default 480 s):
+#   1. the CUDA tests (tests whose names say gpu or cuda);
+#   2. a 512 px cache from a few dozen camera-sized photographs, its training list repeated
+#      until one epoch holds EPOCH_IMAGES (2,048) images;
+#   3. bench/train_speed.py at ResNet50 / 512 px / bf16 (cuDNN benchmark on, as in runs): CPU
+#      decoding with flip, GPU decoding with flip, CPU decoding with strong; images/s of the
+#      pipeline and in memory, their ratio, peak memory, FLOP utilisation, and the GPU's
+#      utilisation sampled alongside (nvidia-smi dmon);
+#   4. bench/loader_speed.py: images/s per loader worker;
+#   5. a short demo study on the GPU, then one compiled run if time is left.
+# OUT receives two files: summary.txt (the environment, every number, each step's status and
+# time) and logs.tar.gz (every step's whole output). Caches, stores and checkpoints stay in WORK.
+# The exit status is the number of steps that failed (skipped ones do not count).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(mkdir -p "${1:-gpu-check}" && cd "${1:-gpu-check}" && pwd)
-DEVICE=${DEVICE:-cuda} PRECISION=${PRECISION:-bf16} MODEL=${MODEL:-resnet50}
-IMAGES=${IMAGES:-200} BATCH=${BATCH:-64} STEPS=${STEPS:-20} ROUNDS=${ROUNDS:-3}
-EPOCHS=${EPOCHS:-3} LOADER_IMAGES=${LOADER_IMAGES:-128} STUDY_EXTRA=${STUDY_EXTRA:-}
-export MLFLOW_TRACKING_URI="sqlite:///$OUT/mlflow.db" MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+WORK=${GPU_CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-work.XXXXXX")}
+mkdir -p "$WORK/logs"
+BUDGET=${BUDGET:-480}
+WHEELS=${WHEELS:-.whl}
+PY=${PYTHON:-$(command -v python || command -v python3)}
+SUMMARY="$OUT/summary.txt"
+START=$SECONDS
 failed=0
+: > "$SUMMARY"
 
-step() {  # step NAME COMMAND...: run it, keep its output, put its last lines in the summary
-  local name=$1; shift
-  echo "== $name: $*" | tee -a "$OUT/summary.txt"
+if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then  # the same steps on a CPU, in about two minutes
+  DEVICE=cpu PRECISION=fp32 MODEL=resnet18 RES=64 PHOTOS=30 EPOCH_IMAGES=48 BATCH=8 STEPS=2
+  ROUNDS=1 LOADER_IMAGES=16 STUDY=(+preset=smoke) WIDTH=320 HEIGHT=240
+  COMPILE=0  # torch.compile on a CPU takes minutes: the compiled run is the GPU's
+else
+  DEVICE=cuda PRECISION=bf16 MODEL=resnet50 RES=512 PHOTOS=48 EPOCH_IMAGES=2048 BATCH=64
+  STEPS=20 ROUNDS=3 LOADER_IMAGES=192 STUDY=(epochs=2 data.train_size=1000)
+  WIDTH=1944 HEIGHT=1296 COMPILE=1
+fi
+EPOCH_IMAGES=${EPOCH_IMAGES_OVERRIDE:-$EPOCH_IMAGES}
+export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+export PYTHONUNBUFFERED=1
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+
+left() { echo $((BUDGET - (SECONDS - START))); }
+
+step() {  # step NAME ESTIMATE_S COMMAND...: run it time-boxed, or skip it when it cannot fit
+  local name=$1 estimate=$2; shift 2
+  local remaining; remaining=$(left)
+  if [ "$remaining" -lt "$estimate" ]; then
+    say "== $name: SKIPPED (needs about ${estimate} s, ${remaining} s left of ${BUDGET})"
+    return
+  fi
+  say "== $name: $*"
   local started=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1
+  # through bash -c: a step may be one of the functions below (exported to it)
+  timeout --kill-after=10 "$remaining" bash -c '"$@"' "$name" "$@" > "$WORK/logs/$name.log" 2>&1
   local status=$?
   if [ "$status" -eq 0 ]; then
-    tail -n 12 "$OUT/$name.log" >> "$OUT/summary.txt"
+    tail -n 12 "$WORK/logs/$name.log" >> "$SUMMARY"
+  elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    failed=$((failed + 1))
+    { echo "TIMED OUT after $((SECONDS - started)) s:"; tail -n 20 "$WORK/logs/$name.log"; } \
+      >> "$SUMMARY"
   else
     failed=$((failed + 1))
-    { echo "FAILED (exit $status):"; tail -n 40 "$OUT/$name.log"; } >> "$OUT/summary.txt"
+    { echo "FAILED (exit $status):"; tail -n 40 "$WORK/logs/$name.log"; } >> "$SUMMARY"
   fi
-  echo "   ($((SECONDS - started)) s)" | tee -a "$OUT/summary.txt"
+  say "   ($((SECONDS - started)) s; $(left) s left)"
+}
+
+sampled() {  # sampled NAME COMMAND...: the GPU's utilisation, each second, while it runs
+  local name=$1; shift
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi dmon -s um -d 1 > "$WORK/logs/$name-dmon.log" 2>&1 &
+    local sampler=$!
+    "$@"; local status=$?
+    kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null
+    awk '$1 ~ /^[0-9]+$/ { sm += $2; mem += $3; n++ }
+         END { if (n) printf "GPU utilisation while it ran: SM %.0f %%, memory %.0f %% (%d samples)\n",
+               sm / n, mem / n, n }' "$WORK/logs/$name-dmon.log"
+    return "$status"
+  fi
+  "$@"
+}
+
+environment() {
+  echo "date: $(date -u +%FT%TZ)   budget: ${BUDGET} s   work: $WORK"
+  command -v nvidia-smi > /dev/null \
+    && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PY" -c "import sys, torch, torchvision; print('python', sys.version.split()[0], '| torch',
+torch.__version__, '| torchvision', torchvision.__version__, '| cuda', torch.version.cuda,
+'| available', torch.cuda.is_available())"
+  echo "cores: $(nproc) (affinity), $(getconf _NPROCESSORS_ONLN) online"
+  df -h /dev/shm 2> /dev/null | tail -n 1 | awk '{print "/dev/shm: " $2 " size, " $4 " free"}'
+  echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset} MKL_NUM_THREADS=${MKL_NUM_THREADS:-unset}"
+}
+
+install_wheels() {
+  if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+    echo "no wheels in $WHEELS: using what this Python has"
+    return 0
+  fi
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$WORK/site" "$WHEELS"/*.whl && echo "$(ls "$WHEELS"/*.whl | wc -l) wheels installed"
 }
 
 make_source() {  # camera-sized synthetic photographs in Kaggle's layout
-  python - "$OUT/source" "$IMAGES" <<'PY'
+  "$PY" - "$WORK/source" "$PHOTOS" "$WIDTH" "$HEIGHT" <<'PY'
 import csv, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from prepare_speed import make_kaggle_like_jpegs
-source, n = Path(sys.argv[1]), int(sys.argv[2])
-paths = make_kaggle_like_jpegs(source / "train", n, 1944, 1296)
+source, n, width, height = Path(sys.argv[1]), *map(int, sys.argv[2:])
+paths = make_kaggle_like_jpegs(source / "train", n, width, height)
 with (source / "trainLabels.csv").open("w", newline="") as f:
     csv.writer(f).writerows([("image", "level"), *((p.stem, i % 5) for i, p in enumerate(paths))])
-print(f"{len(paths)} photographs in {source}")
+print(f"{len(paths)} photographs of {width}x{height} in {source}")
 PY
 }
 
-CACHE="$OUT/cache/center_crop-512px"
-SPEED=(python bench/train_speed.py --data "$CACHE" --model "$MODEL" --resolution 512
+lengthen_epoch() {  # list the training images again until one epoch holds EPOCH_IMAGES
+  "$PY" - "$CACHE" "$EPOCH_IMAGES" <<'PY'
+import sys
+from pathlib import Path
+cache, wanted = Path(sys.argv[1]), int(sys.argv[2])
+names = (cache / "train_img.csv").read_text().split()
+grades = (cache / "train_label.csv").read_text().split()
+times = -(-wanted // len(names))
+(cache / "train_img.csv").write_text("".join(f"{n}\n" for n in names * times))
+(cache / "train_label.csv").write_text("".join(f"{g}\n" for g in grades * times))
+print(f"{len(names)} training photographs listed {times} times: {len(names) * times} per epoch")
+PY
+}
+
+# Run with the machine's every core: an image that sets OMP_NUM_THREADS=1 would make
+# data.num_workers=auto choose no loader worker (the environment above records what it was).
+environment_text=$(environment 2>&1)
+say "== environment"; say "$environment_text"
+unset OMP_NUM_THREADS
+install_status=$(install_wheels 2>&1) || failed=$((failed + 1))
+say "== wheels: $install_status"
+[ -d "$WORK/site" ] && export PYTHONPATH="$WORK/site:${PYTHONPATH:-}"
+
+CACHE="$WORK/cache/center_crop-${RES}px"
+export PY WORK PHOTOS WIDTH HEIGHT CACHE EPOCH_IMAGES
+export -f sampled make_source lengthen_epoch
+SPEED=("$PY" bench/train_speed.py --data "$CACHE" --model "$MODEL" --resolution "$RES"
        --precision "$PRECISION" --batch-size "$BATCH" --steps "$STEPS" --rounds "$ROUNDS"
        --device "$DEVICE")
 
-step gpu nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-step cuda-tests python -m pytest -q -rs -k "gpu or cuda" tests
-step source make_source
-step prepare python -m retino.data.prepare "$OUT/source" "$OUT/cache" --size 512
-step train-speed "${SPEED[@]}"
-step train-speed-decode-gpu "${SPEED[@]}" --decode gpu
-step loader-speed python bench/loader_speed.py --data "$CACHE" --resolution 512 --rounds 2 \
-  --images "$LOADER_IMAGES"
-step study python run.py -m model=resnet18,resnet50 device="$DEVICE" epochs="$EPOCHS" \
-  log_model=false data.root="$OUT/demo" hydra.sweep.dir="$OUT/study" $STUDY_EXTRA
-echo "== $failed step(s) failed; summary: $OUT/summary.txt" | tee -a "$OUT/summary.txt"
+step cuda-tests 20 "$PY" -m pytest -q -rs -p no:cacheprovider -k "gpu or cuda" tests
+step source 10 make_source
+step prepare 15 "$PY" -m retino.data.prepare "$WORK/source" "$WORK/cache" --size "$RES" \
+  --quality off
+step epoch 2 lengthen_epoch
+step train-speed-cpu-decode 20 sampled train-speed-cpu-decode "${SPEED[@]}"
+step train-speed-gpu-decode 20 sampled train-speed-gpu-decode "${SPEED[@]}" --decode gpu
+step train-speed-strong 20 sampled train-speed-strong "${SPEED[@]}" --augmentation strong
+step loader-speed 20 "$PY" bench/loader_speed.py --data "$CACHE" --resolution "$RES" \
+  --rounds 2 --images "$LOADER_IMAGES"
+step study 60 "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false \
+  data.root="$WORK/demo" hydra.sweep.dir="$WORK/study" "${STUDY[@]}"
+if [ "$COMPILE" = 1 ]; then
+  step compiled-run 90 "$PY" run.py model=resnet50 device="$DEVICE" compile=true \
+    log_model=false data.root="$WORK/demo" hydra.run.dir="$WORK/compiled" "${STUDY[@]}"
+fi
+
+say "== $failed step(s) failed, in $((SECONDS - START)) s of ${BUDGET}; whole logs: logs.tar.gz"
+tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
 exit "$failed"

@@ -33,12 +33,13 @@ from retino.data.loaders import (  # noqa: E402
     DEFAULT_DEMO_CACHE,
     DatasetLocation,
     build_loaders,
+    fit_shared_memory,
     read_index_at,
     resolve_num_workers,
 )
 from retino.models import build_model  # noqa: E402
 from retino.training.devices import resolve_device  # noqa: E402
-from retino.training.loop import seed_epoch, train_one_epoch  # noqa: E402
+from retino.training.loop import seed_epoch, seed_everything, train_one_epoch  # noqa: E402
 from retino.training.precision import GradientStep, resolve_step_settings  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) of common training GPUs, for the utilisation line.
@@ -155,14 +156,17 @@ def utilisation(images_per_s: float, flops: float, device: torch.device,
 
 def main() -> None:
     args = parse_args()
+    seed_everything(0)  # as a run starts: cuDNN chooses its fastest convolutions (benchmark on)
     device = resolve_device(args.device)
     location = dataset_location(args)
     workers = resolve_num_workers(args.workers if args.workers == "auto" else int(args.workers),
                                   feeds_gpu=device.type == "cuda")
+    # and, as a run does, no more batches in flight than the machine's /dev/shm holds
+    workers, prefetch = fit_shared_memory(workers, 2, args.batch_size, args.resolution)
     index = read_index_at(location)
     augmentation = OmegaConf.load(AUGMENTATIONS / f"{args.augmentation}.yaml")
     loader, _ = build_loaders(index, augmentation, args.resolution, args.batch_size, workers,
-                              seed=0, decode=args.decode)
+                              seed=0, decode=args.decode, prefetch_factor=prefetch)
     train, settings = make_training(args, device)
     pipeline = endless(loader)
     # One real batch, already on the device (uint8 images, decoded there with --decode gpu;
@@ -178,7 +182,8 @@ def main() -> None:
         rates["memory"].append(timed_steps(train, resident, args.steps, device))
     best = {k: max(v) for k, v in rates.items()}
     print(f"{args.model}, {args.resolution} px, {settings.precision}, batch {args.batch_size}, "
-          f"{device}, {workers} loader workers, decode {args.decode}, "
+          f"{device}, {workers} loader workers, decode {args.decode}, augmentation "
+          f"{args.augmentation}, cudnn.benchmark {torch.backends.cudnn.benchmark}, "
           f"{len(index['train'])} images in {location.root}, "
           f"best of {args.rounds} x {args.steps} steps")
     print(f"full pipeline (DataLoader over the JPEGs): {best['pipeline']:9.1f} images/s")

@@ -63,8 +63,10 @@ def test_the_same_scores_twice_differ_by_nothing():
 
 
 def test_delong_refuses_cases_of_one_kind():
-    with pytest.raises(ValueError, match="positive and negative"):
+    with pytest.raises(ValueError, match="two positive and two negative"):
         delong_test([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+    with pytest.raises(ValueError, match="two positive and two negative"):  # a nan variance
+        delong_test([1, 0, 0, 0], [0.9, 0.2, 0.3, 0.1], [0.8, 0.1, 0.2, 0.3])
 
 
 def test_holm_steps_down_and_keeps_the_order():

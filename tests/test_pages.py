@@ -20,3 +20,8 @@ def test_a_page_renders_the_reports_markdown_and_inlines_its_figures(tmp_path):
     assert "<li>first item: 1 - specificity continued</li><li>second</li>" in page
     assert base64.b64encode(figure.read_bytes()).decode() in page
     assert "missing.png" not in page and page.count("<img") == 1
+
+
+def test_a_deeper_heading_stays_text_and_keeps_its_words():
+    page = html_page("t", "##### fifth level\n#5 not a heading\n")
+    assert "fifth level" in page and "#5 not a heading" in page

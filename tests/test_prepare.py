@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from retino.core.errors import DataError
 from retino.data.demo import draw_fundus, grade_counts
 from retino.data.layout import patient_of
 from retino.data.loaders import cache_params, read_index
@@ -369,3 +370,42 @@ def test_a_rerun_with_drop_leaves_out_what_the_first_run_marked(tmp_path):
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     assert "97_left" not in (cache / "train_img.csv").read_text().split() + \
         (cache / "test_img.csv").read_text().split()
+
+
+def test_a_cache_prepared_without_the_assessment_gets_it_on_a_rerun(tmp_path):
+    """Prepared with --quality off (or before the assessment existed), then again with keep:
+    the images already there are assessed now, not taken as gradable unseen."""
+    source = make_kaggle_source(tmp_path / "kaggle", patients=10)
+    add_ungradable_photographs(source)
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1, quality="off")
+    manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1)
+    assert manifest["quality"]["not_gradable"] == 2
+    assert set(read_quality(cache_dir(tmp_path / "cache", "center_crop", SIZE))) == \
+        {"97_left", "97_right"}
+
+
+def test_a_second_drop_rerun_keeps_the_dropped_out(tmp_path):
+    source = make_kaggle_source(tmp_path / "kaggle", patients=10)
+    add_ungradable_photographs(source)
+    for mode in ("keep", "drop", "drop"):
+        manifest = prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1,
+                                 quality=mode)
+    assert manifest["quality"]["dropped"] == 2
+    cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    listed = (cache / "train_img.csv").read_text().split() + \
+        (cache / "test_img.csv").read_text().split()
+    assert "97_left" not in listed and "97_right" not in listed
+
+
+def test_a_cache_of_an_older_graham_is_not_finished_by_the_new_one(tmp_path):
+    """graham now masks the detected field of view (version 2); a cache made by version 1 must
+    not be completed with version-2 images."""
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
+    cache = cache_dir(tmp_path / "cache", "graham", SIZE)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["method_version"] == 2
+    del manifest["method_version"]  # as version 1 wrote it
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="version 1 of graham"):
+        prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)

@@ -177,3 +177,12 @@ def test_a_patients_file_with_image_and_patient_columns_is_used(tmp_path):
     out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     test = read_split_index(out, out / "images", "test")
     assert all(patient.startswith("person") for patient in test.patients)
+
+
+def test_patients_that_a_sets_own_split_divides_are_warned_about(tmp_path, caplog):
+    source = make_idrid(tmp_path / "idrid")
+    write_csv(tmp_path / "people.csv", ("image", "patient"),
+              [("IDRiD_001", "p1"), ("test-IDRiD_001", "p1")])  # one person on both sides
+    prepare_cache(source, tmp_path / "cache", "center_crop", SIZE, workers=1,
+                  patients=tmp_path / "people.csv")
+    assert "1 patient(s) have images on both sides" in caplog.text

@@ -188,3 +188,22 @@ def test_photographs_that_are_not_gradable_are_left_out_then_counted_as_refer():
     assert metrics["test_gradable_referable_specificity_at_predicted_grade"] == 1.0
     text = screening_markdown(report)
     assert "Imageability 83.3 (10/12)" in text and "not gradable = refer" in text
+
+
+def test_a_set_with_no_gradable_photograph_reports_its_imageability_not_a_crash():
+    test = frame([("1_left", 0, 0.1), ("1_right", 3, 0.9)]).assign(gradable=[False, False])
+    report = screening_report(test, None, 0.9, 0.9, rounds=10)
+    assert (report.imageability.count, report.imageability.total) == (0, 2)
+    assert np.isnan(report.calibration.referable_brier)
+    assert "Imageability 0.0 (0/2)" in screening_markdown(report)
+
+
+def test_quality_off_makes_every_photograph_count():
+    from retino.evaluation.predictions import honouring_quality
+
+    test = frame([("1_left", 0, 0.1), ("1_right", 3, 0.9)]).assign(
+        gradable=[True, False], quality_reason=["", "out of focus"])
+    assert screening_report(test, None, 0.9, 0.9).imageability.count == 1
+    off = honouring_quality(test, "off")
+    assert "gradable" not in off and screening_report(off, None, 0.9, 0.9).imageability is None
+    assert honouring_quality(test, "heuristic") is test

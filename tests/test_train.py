@@ -201,6 +201,9 @@ def test_training_steps_never_wait_for_the_gpu():
     device = torch.device("cuda")
     model, optimizer, batches = _tiny_training(device)
     loss = torch.nn.CrossEntropyLoss()
+    # One epoch first, outside the check: CUDA caches its device properties on first use (a
+    # sync), so the test holds whichever test ran before it, and alone.
+    train_one_epoch(model, iter(batches[:1]), loss, optimizer, device, epoch=1)
     torch.cuda.set_sync_debug_mode("error")  # any host sync inside the steps raises
     try:
         steps = iter(batches)
@@ -221,7 +224,7 @@ def test_batches_reach_the_step_in_order_and_whole():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_batches_copied_ahead_on_a_side_stream_arrive_intact():
+def test_batches_copied_ahead_on_a_gpu_side_stream_arrive_intact():
     from retino.training.precision import ahead_on_device
 
     device = torch.device("cuda")

@@ -56,8 +56,10 @@ ROLES: dict[str, KeyRole] = {
         "the operating point's target sensitivity: how results are reported", axis=False),
     "referable_specificity_target": KeyRole(
         "the second operating point's target specificity: how results are reported", axis=False),
-    **{f"quality.{key}": KeyRole("when a photograph is too poor to grade: how results are "
-                                 "reported", axis=False, evaluation=True)
+    # What retino.predict and the served model call "not gradable". A run's own reports read the
+    # marks its data was prepared with (report.csv); quality=off turns those off too.
+    **{f"quality.{key}": _runs("when predict and the served model call a photograph not "
+                               "gradable", evaluation=True)
        for key in ("name", "min_disc_fraction", "max_lit_corners", "min_contrast",
                    "min_red_ratio", "dark_level", "max_dark_fraction", "bright_level",
                    "max_bright_fraction", "min_sharpness")},

@@ -54,14 +54,15 @@ def _blocks(markdown: str) -> Iterable[str]:
         line = lines[i]
         if not line.strip():
             i += 1
-        elif heading := re.match(r"(#{1,4}) (.*)", line):
+        elif heading := re.match(r"(#{1,4}) (.*)", line):  # deeper ones stay text
             level = len(heading.group(1))
             yield f"<h{level}>{_inline(heading.group(2))}</h{level}>"
             i += 1
         else:
             end = i
             kind = "table" if line.startswith("|") else "list" if line.startswith("- ") else "p"
-            while end < len(lines) and lines[end].strip() and not lines[end].startswith("#") \
+            while end < len(lines) and lines[end].strip() \
+                    and not re.match(r"#{1,4} ", lines[end]) \
                     and (kind != "p" or not lines[end].startswith(("|", "- "))):
                 if kind == "list" and not lines[end].startswith(("- ", "  ")):
                     break

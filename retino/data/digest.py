@@ -18,7 +18,8 @@ from retino.data.layout import PATIENTS_FILE, SPLITS, csv_paths, read_lines, rea
 DIGEST_CHARS = 12
 # What a prepared cache's manifest says about how its data was made (not when, nor counts,
 # which follow from the CSVs).
-MANIFEST_KEYS = ("source", "method", "size", "split", "split_seed", "split_digest")
+MANIFEST_KEYS = ("source", "method", "method_version", "size", "split", "split_seed",
+                 "split_digest")
 
 
 def short_digest(parts: list[bytes]) -> str:

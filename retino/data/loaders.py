@@ -76,6 +76,7 @@ def cache_params(root: Path) -> dict[str, object]:
         log.warning("The prepared cache %s skipped %d images (unreadable or invalid); see "
                     "report.csv there.", root, counts["skipped"])
     return {"cache.method": manifest.get("method"), "cache.size": manifest.get("size"),
+            "cache.method_version": manifest.get("method_version", 1),
             "cache.source": manifest.get("source"), "cache.split": manifest.get("split"),
             "cache.skipped": counts.get("skipped", 0),
             "cache.converted": counts.get("converted", 0),
@@ -149,8 +150,14 @@ def resolve_num_workers(setting: int | str, feeds_gpu: bool) -> int:
     if not feeds_gpu:
         return 0
     cores = len(os.sched_getaffinity(0))
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        cores = min(cores, int(os.environ["OMP_NUM_THREADS"]))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) < cores:
+        # Said, not silent: an image that sets OMP_NUM_THREADS=1 for every process would
+        # otherwise leave a GPU fed by the training process alone.
+        log.info("data.num_workers=auto: OMP_NUM_THREADS=%s limits this job to %s of the %d "
+                 "cores it may use, so %d loader worker(s); set data.num_workers to choose.",
+                 omp, omp, cores, max(0, int(omp) - 1))
+        cores = int(omp)
     return max(0, cores - 1)
 
 

@@ -41,10 +41,17 @@ from retino.data.layout import (
     REPORT,
     SPLITS,
     patient_of,
+    read_manifest,
     write_patients_csv,
     write_split_csvs,
 )
-from retino.data.preprocess import METHODS, BadImage, decode_photograph, encode_jpeg
+from retino.data.preprocess import (
+    METHOD_VERSIONS,
+    METHODS,
+    BadImage,
+    decode_photograph,
+    encode_jpeg,
+)
 from retino.data.quality import assess
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 
@@ -89,13 +96,29 @@ def _write_jpeg(path: Path, image) -> None:
     atomic_write_bytes(path, encode_jpeg(image))
 
 
+def _assessed_existing(job: ImageTask, size: int, method: str, quality: str) -> Outcome:
+    """An image prepared before without a quality verdict (an earlier run with --quality off,
+    or from before the assessment existed): its photograph assessed now, nothing rewritten."""
+    try:
+        photograph, _ = decode_photograph(job.src, size, method)
+    except Exception:  # noqa: BLE001 - it was prepared once: keep it as it is
+        return Outcome(job, "existing")
+    verdict = assess(photograph, bgr=True)
+    if not verdict.gradable and quality == "drop":
+        return Outcome(job, DROPPED, "", verdict.reason)
+    return Outcome(job, "existing", "", "" if verdict.gradable else verdict.reason)
+
+
 def prepare_one(job: ImageTask, size: int, method: str, force: bool,
-                quality: str = "keep") -> Outcome:
+                quality: str = "keep", assess_existing: bool = False) -> Outcome:
     """Prepare one image, its quality assessed on the decoded photograph (quality: keep marks
     a photograph that is not gradable, drop leaves it out, off does not assess); every failure
     becomes an Outcome, never an exception. A file that cannot be decoded is a bad file
-    (skipped), not a photograph that is not gradable."""
+    (skipped), not a photograph that is not gradable. assess_existing: images already there
+    were prepared without a verdict, and get one now."""
     if not force and job.dst.is_file() and job.dst.stat().st_size > 0:
+        if assess_existing and quality != "off":
+            return _assessed_existing(job, size, method, quality)
         return Outcome(job, "existing")
     if not job.src.is_file():
         return Outcome(job, "skipped", f"file not found: {job.src}")
@@ -122,9 +145,10 @@ def _prepare_image_star(args: tuple) -> Outcome:
 
 
 def prepare_images(jobs: list[ImageTask], size: int, method: str, force: bool,
-                   workers: int, quality: str = "keep") -> list[Outcome]:
+                   workers: int, quality: str = "keep",
+                   assess_existing: bool = False) -> list[Outcome]:
     """All jobs over `workers` processes, with a progress bar and ETA."""
-    args = [(job, size, method, force, quality) for job in jobs]
+    args = [(job, size, method, force, quality, assess_existing) for job in jobs]
     bar = dict(total=len(jobs), unit="img", desc=f"{method} {size}px", smoothing=0.05)
     if workers <= 1:
         _worker_init()
@@ -219,7 +243,7 @@ def _previous_notes(out: Path) -> dict[str, dict[str, str]]:
     notes: dict[str, dict[str, str]] = {}
     with report.open(newline="") as f:
         for row in csv.DictReader(f):
-            if row["action"] in {"converted", NOT_GRADABLE}:
+            if row["action"] in {"converted", NOT_GRADABLE, DROPPED}:
                 notes.setdefault(row["name"], {})[row["action"]] = row["reason"]
     return notes
 
@@ -231,7 +255,7 @@ def _carry_notes(outcomes: list[Outcome], notes: dict[str, dict[str, str]],
     carried = []
     for o in outcomes:
         note = notes.get(o.job.name, {}) if o.status == "existing" else {}
-        why = note.get(NOT_GRADABLE, "") if quality != "off" else ""
+        why = note.get(NOT_GRADABLE) or note.get(DROPPED, "") if quality != "off" else ""
         if why and quality == "drop":
             o = Outcome(o.job, DROPPED, note.get("converted", ""), why)
         elif note:
@@ -256,6 +280,10 @@ def _check_same_cache(out: Path, new: dict, force: bool) -> None:
         return
     old = json.loads(manifest.read_text())
     fix = "Choose another output folder, or pass --force to rebuild it."
+    if old.get("method_version", 1) != new["method_version"]:
+        raise DataError(f"{out} holds images prepared by version {old.get('method_version', 1)} "
+                        f"of {new['method']}, and this code prepares version "
+                        f"{new['method_version']}: one cache must not mix them. {fix}")
     if any(old.get(key) != new[key] for key in ("source", "method", "size")):
         raise DataError(f"{out} holds images prepared from {old.get('source')} "
                         f"({old.get('method')}, {old.get('size')} px), not from "
@@ -304,6 +332,7 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
     ignored = unlabelled_images(found)
     out = cache_dir(out_root, method, size)
     manifest = {"source": str(source), "format": found.format, "method": method, "size": size,
+                "method_version": METHOD_VERSIONS[method],
                 "split": found.how, "split_seed": seed if found.how.startswith("by ") else None,
                 "split_digest": split_digest(found.splits),
                 "patients": found.patients_from or "read from the image names",
@@ -314,8 +343,11 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         (out / "images").mkdir(parents=True, exist_ok=True)
         _clear_leftovers(out / "images")
         notes = {} if force else _previous_notes(out)
+        # Images already there have verdicts in report.csv only if the run that made them
+        # assessed them; otherwise they are assessed now (their files are kept).
+        before = read_manifest(out).get("quality", {}).get("mode")
         prepared = prepare_images(image_tasks(found, out), size, method, force, workers,
-                                  quality)
+                                  quality, assess_existing=before not in QUALITY_MODES[:2])
         outcomes = _carry_notes(prepared, notes, quality)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         identical = identical_across_splits(found)

@@ -157,6 +157,10 @@ def graham(image: np.ndarray, size: int) -> np.ndarray:
 METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "center_crop": center_crop, "retina_crop": retina_crop, "graham": graham,
 }
+# Raised when a method's output changes, so that a cache never mixes two versions and a run's
+# photographs are known to be prepared as its cache was (graham 2: the detected field of view
+# masks it, not a fixed circle). A manifest without one was made by version 1.
+METHOD_VERSIONS = {"center_crop": 1, "retina_crop": 1, "graham": 2}
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

@@ -11,6 +11,7 @@ split where it has one) or none (every image a test image: a set for external va
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_
 
 FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
 SPLIT_MODES = ("patient", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +84,7 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
     if mode == "none":
         return {"train": [], "test": rows}, "none: every image is a test image"
     if official is not None:
+        _warn_of_split_patients(official, patients)
         return ({split: [r for r in rows if official[r[0]] == split] for split in SPLITS},
                 "lab CSVs, used as they are" if fmt == "lab"
                 else f"{fmt}'s own training and testing split, used as it is")
@@ -91,6 +94,20 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
         "image (the names carry no patient)"
     return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]},
             f"by {unit}, seed {seed}")
+
+
+def _warn_of_split_patients(official: dict[str, str], patients: dict[str, str]) -> None:
+    """A set's own split is kept as it is, even where the patients it was given put one
+    person's eyes on both sides: said, with the count (the run's leakage check counts them
+    too)."""
+    sides: dict[str, set[str]] = {}
+    for name, split in official.items():
+        sides.setdefault(patients.get(name) or patient_of(name), set()).add(split)
+    if shared := sum(len(found) > 1 for found in sides.values()):
+        log.warning("The set's own train/test split is kept as it is, but %d patient(s) have "
+                    "images on both sides of it; runs on it will count them as shared "
+                    "patients. Use --split none, or a split by patient, to keep them apart.",
+                    shared)
 
 
 def _lab_or_kaggle(source: Path, fmt: str, image_dir: Path) -> Labelled:

@@ -58,8 +58,8 @@ def delong_test(positive: Sequence[bool], score_a: Sequence[float],
     scores = [np.asarray(score_a, float), np.asarray(score_b, float)]
     if any(len(s) != len(positive) for s in scores):
         raise ValueError("DeLong's test needs both scores on the same cases")
-    if not 0 < positive.sum() < len(positive):
-        raise ValueError("DeLong's test needs positive and negative cases")
+    if positive.sum() < 2 or (~positive).sum() < 2:  # a variance needs two of each
+        raise ValueError("DeLong's test needs at least two positive and two negative cases")
     parts = [_placements(positive, s) for s in scores]
     v10 = np.stack([p[0] for p in parts])
     v01 = np.stack([p[1] for p in parts])

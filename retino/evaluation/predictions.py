@@ -49,6 +49,22 @@ def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
                               probs)}
 
 
+def honouring_quality(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The predictions frame without its quality marks when the run says quality=off (every
+    photograph then counts as gradable, as predict grades every one)."""
+    if mode != "off":
+        return frame
+    return frame.drop(columns=["gradable", "quality_reason"], errors="ignore")
+
+
+def gradable_rows(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of photographs judged gradable (all of them where quality was not assessed):
+    what an operating point is chosen on and what screening rates count."""
+    if frame is None or "gradable" not in frame:
+        return frame
+    return frame[frame["gradable"].to_numpy(bool)].reset_index(drop=True)
+
+
 def majority_baseline(frame: pd.DataFrame) -> float:
     """The accuracy of predicting the most common grade for every image."""
     return float(frame["grade"].value_counts(normalize=True).max())
@@ -71,8 +87,9 @@ def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
     metrics = frame_metrics(test, "test_")
     if val is not None:
         metrics |= frame_metrics(val, "val_")
-        threshold = threshold_for_sensitivity(val["grade"].to_numpy(),
-                                              val[PROBABILITY_COLUMNS].to_numpy(),
+        chooses = gradable_rows(val)  # as the screening report chooses it
+        threshold = threshold_for_sensitivity(chooses["grade"].to_numpy(),
+                                              chooses[PROBABILITY_COLUMNS].to_numpy(),
                                               sensitivity_target)
         for frame, prefix in ((test, "test_"), (val, "val_")):
             if not np.isnan(threshold):  # none chosen: no metric labelled "at target"

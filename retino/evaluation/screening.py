@@ -37,6 +37,7 @@ from retino.evaluation.metrics import (
     threshold_for_sensitivity,
     threshold_for_specificity,
 )
+from retino.evaluation.predictions import gradable_rows
 
 RATES = ("sensitivity", "specificity", "ppv", "npv")
 CALIBRATION_BINS = 10  # equal-width bins of the predicted probability
@@ -207,7 +208,10 @@ class Calibration:
 
 
 def calibration(frame: pd.DataFrame) -> Calibration:
-    """How far the predicted probabilities are from the frequencies they predict."""
+    """How far the predicted probabilities are from the frequencies they predict (nan for no
+    photograph: a set none of whose photographs is gradable)."""
+    if frame.empty:
+        return Calibration(np.nan, np.nan, np.nan, np.nan)
     referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
     p_referable = np.clip(frame["p_referable"].to_numpy(), 0, 1)
     probs = frame[PROBABILITY_COLUMNS].to_numpy()
@@ -276,12 +280,6 @@ class ScreeningReport:
                           f"{prefix}grade_brier": c.grade_brier, f"{prefix}grade_ece": c.grade_ece}
 
 
-def _gradable(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    if frame is None or "gradable" not in frame:
-        return frame
-    return frame[frame["gradable"].to_numpy(bool)].reset_index(drop=True)
-
-
 def _levels(frame: pd.DataFrame, points: list[OperatingPoint], rounds: int,
             seed: int) -> list[LevelReport]:
     """Per image and, where patients have several images, per patient (worse eye)."""
@@ -309,8 +307,8 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
     photographs, beside the imageability and, when some are not gradable, the rates of every
     photograph with those counted as "refer"."""
     if points is None:
-        points = operating_points(_gradable(val), sensitivity_target, specificity_target)
-    gradable = _gradable(test)
+        points = operating_points(gradable_rows(val), sensitivity_target, specificity_target)
+    gradable = gradable_rows(test)
     by_image, *by_patient = _levels(gradable, points, rounds, seed)
     report = ScreeningReport(points, by_image, by_patient[0] if by_patient else None,
                              calibration(gradable), rounds, imageability(test))
@@ -377,6 +375,12 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
     lines += [f"- **{point.name}**: " + (point.chosen if np.isnan(point.threshold) else
                                          f"P(referable) ≥ {point.threshold:.4f} ({point.chosen})")
               for point in report.points]
+    chosen = {point.name for point in report.points}
+    if chosen & {"high sensitivity", "high specificity"}:
+        lines += [f"- **{name}**: none: the validation split lacks the images it is chosen on "
+                  f"({needs})" for name, needs in (
+                      ("high sensitivity", "referable ones"),
+                      ("high specificity", "non-referable ones")) if name not in chosen]
     header = ["level", "operating point", *(f"{rate} % (k/n) [Wilson] [bootstrap]"
                                               for rate in ("sensitivity", "specificity", "PPV",
                                                            "NPV"))]

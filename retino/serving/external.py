@@ -25,7 +25,11 @@ from retino.data.layout import read_split_index
 from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
 from retino.evaluation.metrics import at_threshold, confusion_matrix
 from retino.evaluation.plots import plot_confusion_matrix, plot_referable_roc
-from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.predictions import (
+    headline_metrics,
+    honouring_quality,
+    majority_baseline,
+)
 from retino.evaluation.screening import (
     AT_PREDICTED_GRADE,
     OperatingPoint,
@@ -113,7 +117,8 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
     loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
                                decode=cfg.data.decode)
-    test = score_split(model, loader, device, settings)
+    test = honouring_quality(score_split(model, loader, device, settings),
+                             cfg.quality.name if "quality" in cfg else "heuristic")
     screening = external_screening(test, cfg, run)
     files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),
              atomic_write_text(out_dir / SCREENING_FILE, screening_markdown(screening)),

@@ -29,11 +29,11 @@ from retino.core.grades import NUM_GRADES, PROBABILITY_COLUMNS
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
 from retino.data.layout import read_manifest
-from retino.data.preprocess import METHODS, as_cached, decode_photograph
+from retino.data.preprocess import METHOD_VERSIONS, METHODS, as_cached, decode_photograph
 from retino.data.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
-from retino.evaluation.predictions import read_predictions
+from retino.evaluation.predictions import gradable_rows, read_predictions
 from retino.models import ResNet, build_model
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def operating_point(cfg: DictConfig, val_predictions: Path | None) -> tuple[floa
     report did); (FALLBACK_THRESHOLD, False) when it has none."""
     threshold = float("nan")
     if val_predictions is not None and val_predictions.is_file():
-        val = read_predictions(val_predictions)
+        val = gradable_rows(read_predictions(val_predictions))  # as its report chose it
         threshold = threshold_for_sensitivity(val["grade"].to_numpy(),
                                               val[PROBABILITY_COLUMNS].to_numpy(),
                                               cfg.referable_sensitivity_target)
@@ -78,8 +78,17 @@ def operating_point(cfg: DictConfig, val_predictions: Path | None) -> tuple[floa
     return threshold, True
 
 
-def _preprocessing(method: object, size: object) -> Preprocessing | None:
-    return Preprocessing(str(method), int(size)) if method and size else None
+def _preprocessing(method: object, size: object, version: object = 1) -> Preprocessing | None:
+    """The run's cache's preprocessing; a warning when this code prepares photographs with
+    another version of the method than its cache was made with."""
+    if not (method and size):
+        return None
+    current = METHOD_VERSIONS.get(str(method), 1)
+    if int(version or 1) != current:
+        log.warning("The run's cache was prepared by version %s of %s; this code prepares "
+                    "photographs with version %d, so its grades may differ slightly from the "
+                    "run's own evaluation.", version, method, current)
+    return Preprocessing(str(method), int(size))
 
 
 def run_from_folder(folder: Path) -> TrainedRun:
@@ -90,7 +99,8 @@ def run_from_folder(folder: Path) -> TrainedRun:
                     "already, and photographs are only resized to %d px.", cfg.data.root,
                     cfg.resolution.size)
     return TrainedRun(str(folder), cfg, folder / WEIGHTS_FILE,
-                      _preprocessing(manifest.get("method"), manifest.get("size")),
+                      _preprocessing(manifest.get("method"), manifest.get("size"),
+                                     manifest.get("method_version", 1)),
                       *operating_point(cfg, folder / predictions_file("val")))
 
 
@@ -120,7 +130,8 @@ def run_from_store(run_id: str) -> TrainedRun:
     except MlflowException:
         val = None  # a run without a validation split
     return TrainedRun(run_id, cfg, weights,
-                      _preprocessing(params.get("cache.method"), params.get("cache.size")),
+                      _preprocessing(params.get("cache.method"), params.get("cache.size"),
+                                     params.get("cache.method_version", 1)),
                       *operating_point(cfg, val))
 
 

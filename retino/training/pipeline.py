@@ -58,7 +58,11 @@ from retino.evaluation.plots import (
     plot_confusion_matrix,
     plot_referable_roc,
 )
-from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.predictions import (
+    headline_metrics,
+    honouring_quality,
+    majority_baseline,
+)
 from retino.evaluation.screening import screening_markdown, screening_report
 from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
 from retino.models.pretrained import (
@@ -200,7 +204,8 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
         model.load_state_dict(selection.weights)
     frames, files = {}, []
     for split, loader in loaders.items():
-        frames[split] = score_split(model, loader, device, settings)
+        frames[split] = honouring_quality(score_split(model, loader, device, settings),
+                                          cfg.quality.name)
         files.append(atomic_write_text(out_dir / predictions_file(split),
                                        frames[split].to_csv(index=False)))
     test = frames["test"]
