@@ -5,6 +5,7 @@
 #   bash bench/gpu_wheels.sh .whl               # here, once: the wheels its image lacks
 #   bash bench/gpu_check.sh OUT                 # there: one command, under BUDGET seconds
 #   GPU_CHECK_DRY_RUN=1 bash bench/gpu_check.sh /tmp/dry   # here, on the CPU, tiny sizes
+#   GPU_CHECK_SKIP="cuda-tests study" ...                   # leave steps out by name
 #
 # It installs the carried wheels (WHEELS, default .whl) into a folder on PYTHONPATH, records the
 # environment, then runs each step time-boxed, skipping (and saying so) one that would not fit
@@ -53,6 +54,10 @@ left() { echo $((BUDGET - (SECONDS - START))); }
 
 step() {  # step NAME ESTIMATE_S COMMAND...: run it time-boxed, or skip it when it cannot fit
   local name=$1 estimate=$2; shift 2
+  if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then
+    say "== $name: SKIPPED (GPU_CHECK_SKIP)"
+    return
+  fi
   local remaining; remaining=$(left)
   if [ "$remaining" -lt "$estimate" ]; then
     say "== $name: SKIPPED (needs about ${estimate} s, ${remaining} s left of ${BUDGET})"
