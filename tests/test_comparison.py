@@ -223,11 +223,11 @@ def test_the_study_report_screens_each_run_and_is_one_page(tmp_path):
     assert with_val["counted by"] == "patient"
     assert with_val["imageability % (k/n) [Wilson]"].startswith("97.5 (117/120) [")
     assert without["imageability % (k/n) [Wilson]"] == "not assessed"
-    cell = with_val["high specificity: specificity % (k/n) [Wilson] [bootstrap]"]
+    cell = with_val["specificity target: specificity % (k/n) [Wilson] [bootstrap]"]
     assert cell.count("[") == 2 and "/" in cell  # k/n, the Wilson and bootstrap intervals
-    assert without["high sensitivity: sensitivity % (k/n) [Wilson] [bootstrap]"].endswith(
+    assert without["sensitivity target: sensitivity % (k/n) [Wilson] [bootstrap]"].endswith(
         "(at predicted grade)")
-    assert without["high specificity: sensitivity % (k/n) [Wilson] [bootstrap]"] == ""
+    assert without["specificity target: sensitivity % (k/n) [Wilson] [bootstrap]"] == ""
     page = (tmp_path / "report.html").read_text()
     assert "<h1>screening: 2 runs</h1>" in page and "Screening: referable DR" in page
     assert page.count("<img") == len([f for f in files if f.endswith(".png")])

@@ -91,22 +91,22 @@ def test_two_operating_points_are_chosen_on_validation_and_applied_to_test():
     val, test = sample(150, 1), sample(200, 2)
     report = screening_report(test, val, 0.9, 0.9, rounds=200)
     names = [point.name for point in report.points]
-    assert names == ["high sensitivity", "high specificity"]
+    assert names == ["sensitivity target", "specificity target"]
     high_sens, high_spec = report.points
     assert high_sens.threshold < high_spec.threshold
     for level in report.levels():
-        sens = level.rates["high sensitivity"]["sensitivity"]
+        sens = level.rates["sensitivity target"]["sensitivity"]
         assert sens.wilson[0] <= sens.value <= sens.wilson[1]
         assert sens.bootstrap[0] <= sens.value <= sens.bootstrap[1]
-        assert level.rates["high specificity"]["specificity"].value > \
-            level.rates["high sensitivity"]["specificity"].value
+        assert level.rates["specificity target"]["specificity"].value > \
+            level.rates["sensitivity target"]["specificity"].value
         assert level.auc_interval[0] <= level.auc <= level.auc_interval[1]
     metrics = report.metrics("test_")
     assert {"test_patient_referable_auc", "test_referable_ppv_at_target",
             "test_patient_referable_npv_at_spec_target", "test_referable_threshold_spec_target",
             "test_referable_brier", "test_referable_ece", "test_grade_brier"} <= set(metrics)
     text = screening_markdown(report)
-    assert "patient (worse eye) | high specificity" in text
+    assert "patient (worse eye) | specificity target" in text
 
 
 def test_a_set_without_patient_identities_resamples_images_and_says_so():
@@ -126,7 +126,7 @@ def test_a_finished_run_carries_its_screening_report_page_and_calibration(traine
     artifacts = {item.path for item in client.list_artifacts(run_id)}
     assert {"screening.md", "calibration.png", "report.html"} <= artifacts
     screening = (folder / "screening.md").read_text()
-    assert "| patient (worse eye) | high sensitivity |" in screening  # its tiny validation
+    assert "| patient (worse eye) | sensitivity target |" in screening  # its tiny validation
     # split holds no healthy image: no high-specificity point, which the log says
     page = (folder / "report.html").read_text()
     assert "Referable DR screening" in page and "<table>" in page

@@ -1,8 +1,9 @@
 """A run's screening report: what a DR-screening paper reports of referable DR (grade >= 2).
 
-- Two operating points chosen on the validation split and applied unchanged to test: high
-  sensitivity (`referable_sensitivity_target`) and high specificity
-  (`referable_specificity_target`); without a validation split, the predicted grade, said so.
+- Two operating points chosen on the validation split and applied unchanged to test: the
+  sensitivity target (`referable_sensitivity_target`: that sensitivity, the best specificity)
+  and the specificity target (`referable_specificity_target`: the reverse); without a
+  validation split, the predicted grade, said so.
 - At each: sensitivity and specificity with 95 % Wilson intervals (each case independent) and
   patient-bootstrap intervals (a patient's eyes drawn together), PPV and NPV at the test set's
   prevalence, and the counts behind them.
@@ -48,7 +49,7 @@ class OperatingPoint:
     """Where P(referable) flags an image: a threshold chosen on validation, or (threshold nan)
     the predicted grade, for a run with no validation split to choose one on."""
 
-    name: str  # "high sensitivity", "high specificity", "predicted grade"
+    name: str  # "sensitivity target", "specificity target", "predicted grade"
     suffix: str  # of its metric keys: test_referable_ppv_<suffix>
     threshold: float
     chosen: str  # how it was chosen, for the report
@@ -82,10 +83,10 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
     if val is None:
         return [AT_PREDICTED_GRADE]
     grades, probs = val["grade"].to_numpy(), val[PROBABILITY_COLUMNS].to_numpy()
-    points = [OperatingPoint("high sensitivity", "at_target",
+    points = [OperatingPoint("sensitivity target", "at_target",
                              threshold_for_sensitivity(grades, probs, sensitivity_target),
                              f"validation sensitivity ≥ {sensitivity_target:g}"),
-              OperatingPoint("high specificity", "at_spec_target",
+              OperatingPoint("specificity target", "at_spec_target",
                              threshold_for_specificity(grades, probs, specificity_target),
                              f"validation specificity ≥ {specificity_target:g}")]
     return [point for point in points if not np.isnan(point.threshold)] or [AT_PREDICTED_GRADE]
@@ -376,11 +377,11 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
                                          f"P(referable) ≥ {point.threshold:.4f} ({point.chosen})")
               for point in report.points]
     chosen = {point.name for point in report.points}
-    if chosen & {"high sensitivity", "high specificity"}:
+    if chosen & {"sensitivity target", "specificity target"}:
         lines += [f"- **{name}**: none: the validation split lacks the images it is chosen on "
                   f"({needs})" for name, needs in (
-                      ("high sensitivity", "referable ones"),
-                      ("high specificity", "non-referable ones")) if name not in chosen]
+                      ("sensitivity target", "referable ones"),
+                      ("specificity target", "non-referable ones")) if name not in chosen]
     header = ["level", "operating point", *(f"{rate} % (k/n) [Wilson] [bootstrap]"
                                               for rate in ("sensitivity", "specificity", "PPV",
                                                            "NPV"))]

@@ -84,7 +84,7 @@ def external_screening(test, cfg: DictConfig, run: TrainedRun) -> ScreeningRepor
     """The screening report on the new set at the trained run's own operating point (never
     one chosen on the set being evaluated; the predicted grade when the run has none), with
     the set's imageability where its quality was assessed."""
-    point = OperatingPoint("high sensitivity", "at_target", run.threshold,
+    point = OperatingPoint("sensitivity target", "at_target", run.threshold,
                            "the trained run's own, chosen on its validation split") \
         if run.threshold_chosen else AT_PREDICTED_GRADE
     return screening_report(test, None, cfg.referable_sensitivity_target,

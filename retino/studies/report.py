@@ -298,7 +298,7 @@ def refused_lines(refused: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_POINTS = {"at_target": "high sensitivity", "at_spec_target": "high specificity"}
+_POINTS = {"at_target": "sensitivity target", "at_spec_target": "specificity target"}
 SCREENING_COLUMNS = ["run", "imageability % (k/n) [Wilson]", "counted by",
                      "referable AUC [bootstrap 95 %]", "prevalence %",
                      *(f"{point}: {rate} % (k/n) [Wilson] [bootstrap]" for point in _POINTS.values()
