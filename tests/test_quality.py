@@ -2,11 +2,14 @@
 (scikit-image's retina.jpg, shipped in its wheel) placed as cameras place it, and photographs
 that are no fundus."""
 
+import importlib.util
+
 import cv2
 import numpy as np
 import pytest
 import skimage.data
 
+from retino import PROJECT_ROOT
 from retino.config.schema import QualityConfig
 from retino.data.quality import (
     BLANK,
@@ -20,19 +23,12 @@ from retino.data.quality import (
 )
 
 RETINA = skimage.data.retina()  # 1411 x 1411 RGB, a full disc on black
-
-
-def framed(image, height, width, disc):
-    """image resized to disc x disc and centred in a black height x width frame (cut where
-    the disc is larger than the frame)."""
-    out = np.zeros((height, width, 3), np.uint8)
-    small = cv2.resize(image, (disc, disc), interpolation=cv2.INTER_AREA)
-    top, left = (height - disc) // 2, (width - disc) // 2
-    src_y, src_x = max(0, -top), max(0, -left)
-    h, w = min(disc, height), min(disc, width)
-    out[max(0, top):max(0, top) + h, max(0, left):max(0, left) + w] = \
-        small[src_y:src_y + h, src_x:src_x + w]
-    return out
+# How cameras place the disc: bench/quality_table.py's framed(), which the docs' table uses too.
+_spec = importlib.util.spec_from_file_location("quality_table",
+                                               PROJECT_ROOT / "bench" / "quality_table.py")
+_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_table)
+framed = _table.framed
 
 
 @pytest.mark.parametrize("name, photograph", [
