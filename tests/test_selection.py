@@ -125,3 +125,39 @@ def test_selection_follows_the_best_epoch_by_its_metric(metric, scores, chosen):
         selection.update(row(epoch, **{metric: score}), model)
     assert selection.epoch == chosen
     assert (selection.weights["weight"] == chosen).all()  # a copy, not the live tensor
+
+
+def test_early_stopping_counts_from_the_best_epoch():
+    selection = Selection("val_qwk")
+    model = torch.nn.Linear(1, 1)
+    for epoch, score in enumerate([0.5, 0.6, 0.55, 0.58, 0.59], start=1):
+        selection.update(row(epoch, val_qwk=score), model)
+    assert selection.epoch == 2
+    assert not selection.stale(4, patience=3) and selection.stale(5, patience=3)
+    assert not selection.stale(5, patience=None)  # off
+    restored = Selection("val_qwk", epoch=2, score=0.6)  # as a resumed run restores it
+    assert restored.stale(5, patience=3)  # the count did not restart
+
+
+def test_a_run_stops_early_and_its_resume_trains_no_further(tmp_path):
+    """A frozen backbone at a vanishing learning rate: the validation accuracy never improves
+    after epoch 1, so patience 1 stops the run after epoch 2 of 5; resuming it trains nothing."""
+    overrides = TINY + [f"data.root={tmp_path / 'demo'}", "epochs=5", "freeze=backbone",
+                        "lr=1e-9", "selection_metric=val_acc", "early_stopping_patience=1",
+                        "data.val_fraction=0.3"]
+    cfg = compose_config(overrides)
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    assert (result.stopped_epoch, len(result.history)) == (2, 2)
+    assert result.selected["selected_epoch"] == 1
+    again = train_and_evaluate(cfg, tmp_path / "run", resume=True)
+    assert (again.stopped_epoch, len(again.history)) == (2, 2)
+
+
+def test_early_stopping_needs_a_validation_split():
+    from retino.config.validation import validate_config
+    from retino.core.errors import ConfigError
+    from retino.training.pipeline import registered_choices
+
+    cfg = compose_config(TINY + ["early_stopping_patience=2", "data.val_fraction=0"])
+    with pytest.raises(ConfigError, match="data.val_fraction > 0"):
+        validate_config(cfg, registered_choices())

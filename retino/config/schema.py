@@ -149,6 +149,8 @@ class Config:
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    # Stop after this many epochs without a better selection metric (null: train every epoch).
+    early_stopping_patience: Optional[int] = None
     # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.
     referable_sensitivity_target: float = 0.9
     # ... and a second, high-specificity one (screening reports give both), chosen the same way.

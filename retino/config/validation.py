@@ -128,6 +128,12 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_choice(problems, "precision", cfg.precision, PRECISIONS)
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
+    patience = cfg.get("early_stopping_patience")
+    _check(problems, patience is None or patience >= 1,
+           f"early_stopping_patience={patience} must be at least 1, or null (off).")
+    _check(problems, patience is None or cfg.data.val_fraction > 0,
+           "early_stopping_patience watches the validation metric: set data.val_fraction > 0 "
+           "(e.g. 0.1), or early_stopping_patience=null.")
     _check(problems, 0 < cfg.referable_sensitivity_target <= 1,
            f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
     _check(problems, 0 < cfg.referable_specificity_target <= 1,

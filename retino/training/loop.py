@@ -179,6 +179,7 @@ class FitResult:
     selected: dict[str, float] = field(default_factory=dict)  # its headline metrics
     example_image: Path | None = None  # a test photograph: an MLflow model's input example
     screening: str = ""  # the selected epoch's screening report, Markdown
+    stopped_epoch: int = 0  # the last epoch trained when early stopping ended it (0: it did not)
 
 
 def _log_epoch(row: dict[str, float], epochs: int) -> None:
@@ -194,13 +195,16 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
         history: list[dict[str, float]] | None = None,
         settings: StepSettings = FP32, scaler_state: dict | None = None,
-        val_loader: DataLoader | None = None, selection: Selection | None = None) -> FitResult:
+        val_loader: DataLoader | None = None, selection: Selection | None = None,
+        patience: int | None = None) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
     The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
     With a validation loader, `selection` (restored on resume) follows the best epoch by its
-    metric. A resumed run passes the history of its finished epochs; start_epoch = epochs + 1
-    (all trained, files not yet written) trains nothing."""
+    metric; with `patience`, training stops once that many epochs pass without a better one
+    (early stopping). A resumed run passes the history of its finished epochs; start_epoch =
+    epochs + 1 (all trained, files not yet written) trains nothing, and so does a resumed run
+    that had already stopped early."""
     if not 1 <= start_epoch <= epochs + 1:
         raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
     tracker = tracker or NullTracker()
@@ -214,6 +218,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     selection = (selection or Selection()) if val_loader is not None else None
     result = FitResult(history=list(history or []), selection=selection)
     for epoch in range(start_epoch, epochs + 1):
+        if selection is not None and selection.stale(epoch - 1, patience):
+            result.stopped_epoch = epoch - 1
+            break
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
         seed_epoch(seed, epoch, train_loader)
@@ -231,4 +238,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
                         result.history, step.scaler.state_dict(), selection)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         _log_epoch(row, epochs)
+    if result.stopped_epoch:
+        log.info("Early stopping after epoch %d: %d epochs without a better %s (epoch %d).",
+                 result.stopped_epoch, patience, selection.metric, selection.epoch)
+        tracker.log_metrics({"stopped_epoch": result.stopped_epoch}, step=result.stopped_epoch)
     return result

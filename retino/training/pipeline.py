@@ -349,7 +349,8 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
                  settings=settings, scaler_state=start.scaler, val_loader=val_loader,
-                 selection=start.selection or Selection(cfg.selection_metric))
+                 selection=start.selection or Selection(cfg.selection_metric),
+                 patience=cfg.early_stopping_patience)
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
                                                   out_dir)

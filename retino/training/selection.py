@@ -38,3 +38,9 @@ class Selection:
 
     def state(self) -> dict:
         return {"metric": self.metric, "epoch": self.epoch, "score": self.score}
+
+    def stale(self, epoch: int, patience: int | None) -> bool:
+        """Whether `patience` epochs up to `epoch` have passed without a better one: early
+        stopping. The count runs from the best epoch, which a resumed run restores, so a
+        resume never restarts it."""
+        return patience is not None and self.epoch > 0 and epoch - self.epoch >= patience
