@@ -90,3 +90,39 @@ def test_a_run_without_a_trained_model_is_a_clear_error(tmp_path, capsys):
     parent = start_parent_run("retino", "a-study", {"study": "a-study"})
     assert main([parent, str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
     assert "holds no trained model" in capsys.readouterr().err
+
+
+def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(trained_run,
+                                                                                tmp_path):
+    """tta=flips: the probabilities are the mean of the four flipped passes, and predict on the
+    raw photographs gives what the run's own evaluation gives on its cache with flips."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from retino.data.layout import read_split_index
+    from retino.data.loaders import evaluation_loader
+    from retino.serving.grader import grade, load_trained_run, trained_model
+    from retino.training.loop import grade_probabilities, score_split
+
+    run_dir, _, _, source, cache = trained_run
+    model = trained_model(load_trained_run(str(run_dir)), torch.device("cpu"))
+    images = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        passes = [model(images.flip(d) if d else images).softmax(dim=1)
+                  for d in ((), (3,), (2,), (2, 3))]
+        flipped = grade_probabilities(model, images, tta=True)
+        assert torch.allclose(flipped, torch.stack(passes).mean(dim=0), atol=1e-6)
+        assert not torch.allclose(flipped, passes[0], atol=1e-4)  # it changes something
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("model", "*.pt"))
+    shutil.copy(run_dir / "model_state.pt", copy / "model_state.pt")
+    cfg = OmegaConf.load(copy / "config.yaml")
+    cfg.tta = "flips"
+    OmegaConf.save(cfg, copy / "config.yaml")
+    test = read_split_index(cache, cache / "images", "test")
+    loader = evaluation_loader(test, cfg.resolution.size, 8, 0)
+    evaluated = score_split(model, loader, torch.device("cpu"), tta=True).set_index("image")
+    photos = [source / "train" / f"{name}.jpeg" for name in evaluated.index]
+    graded = grade(load_trained_run(str(copy)), photos, torch.device("cpu"))
+    np.testing.assert_allclose(graded[PROBABILITY_COLUMNS].to_numpy(float),
+                               evaluated[PROBABILITY_COLUMNS].to_numpy(), atol=1e-5)

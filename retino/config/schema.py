@@ -17,6 +17,7 @@ SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", 
 DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
+TTA_MODES = ("none", "flips")  # tta: test-time augmentation
 QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 
@@ -149,6 +150,9 @@ class Config:
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    # Test-time augmentation at every evaluation, predict and the served model: none, or flips
+    # (grade probabilities averaged over the four flips of each image).
+    tta: str = "none"
     # Stop after this many epochs without a better selection metric (null: train every epoch).
     early_stopping_patience: Optional[int] = None
     # Referable DR (grade >= 2): the operating point chosen on validation has this sensitivity.

@@ -18,6 +18,7 @@ from retino.config.schema import (
     QUALITY_MODES,
     SELECTION_METRICS,
     STRIDE,
+    TTA_MODES,
 )
 from retino.core.errors import ConfigError
 
@@ -128,6 +129,7 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_choice(problems, "precision", cfg.precision, PRECISIONS)
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
+    _check_choice(problems, "tta", cfg.get("tta", "none"), TTA_MODES)
     patience = cfg.get("early_stopping_patience")
     _check(problems, patience is None or patience >= 1,
            f"early_stopping_patience={patience} must be at least 1, or null (off).")

@@ -63,6 +63,7 @@ ROLES: dict[str, KeyRole] = {
        for key in ("name", "min_disc_fraction", "max_lit_corners", "min_contrast",
                    "min_red_ratio", "dark_level", "max_dark_fraction", "bright_level",
                    "max_bright_fraction", "min_sharpness")},
+    "tta": KeyRole("test-time flips at evaluation", evaluation=True),
     "model.name": KeyRole("the architecture", in_name=True),
     "pretrained": KeyRole("start from pretrained weights", in_name=True),
     "pretrain.source": KeyRole("where pretrained weights come from", in_name=True),

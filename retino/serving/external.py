@@ -117,7 +117,8 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     workers = resolve_num_workers(cfg.data.num_workers, feeds_gpu=device.type == "cuda")
     loader = evaluation_loader(split, cfg.resolution.size, cfg.batch_size, workers,
                                decode=cfg.data.decode)
-    test = honouring_quality(score_split(model, loader, device, settings),
+    test = honouring_quality(score_split(model, loader, device, settings,
+                                         cfg.get("tta", "none") == "flips"),
                              cfg.quality.name if "quality" in cfg else "heuristic")
     screening = external_screening(test, cfg, run)
     files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),

@@ -35,6 +35,7 @@ from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
 from retino.evaluation.predictions import gradable_rows, read_predictions
 from retino.models import ResNet, build_model
+from retino.training.loop import grade_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
     referable, error (empty when read). A photograph that cannot be read, or is not gradable,
     has no grade, probabilities or flag."""
     model = trained_model(run, device)
+    tta = run.cfg.get("tta", "none") == "flips"  # as the run evaluated itself
     photographs = Photographs(paths, run.preprocessing, run.cfg.resolution.size,
                               quality_settings(run.cfg))
     loader = DataLoader(photographs, batch_size=batch_size, num_workers=workers,
@@ -258,11 +260,11 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
             continue
         inputs = normalize_images(images.to(device))
         if cam_dir is None:
-            probs[positions] = model(inputs).float().softmax(dim=1).cpu().numpy()
+            probs[positions] = grade_probabilities(model, inputs, tta).cpu().numpy()
             continue
         with torch.inference_mode(False), torch.no_grad():
             maps, _ = class_activation_maps(model, inputs.clone())
-            probs[positions] = model(inputs.clone()).float().softmax(dim=1).cpu().numpy()
+            probs[positions] = grade_probabilities(model, inputs.clone(), tta).cpu().numpy()
         _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
     return answers_frame(paths, probs, errors, run.threshold, qualities)
 

@@ -132,10 +132,23 @@ def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Te
     return torch.cat([images, blank]).contiguous(memory_format=layout)
 
 
+FLIPS = ((), (3,), (2,), (2, 3))  # test-time augmentation: as is, mirrored, upside down, both
+
+
+def grade_probabilities(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """(B, 5) grade probabilities of normalised images; with tta, the mean of the four flipped
+    passes (a fundus has no preferred orientation, and training flips it too)."""
+    if not tta:
+        return model(images).float().softmax(dim=1)
+    return torch.stack([model(images.flip(dims) if dims else images).float().softmax(dim=1)
+                        for dims in FLIPS]).mean(dim=0)
+
+
 @torch.inference_mode()
 def infer(model: nn.Module, loader: DataLoader, device: torch.device,
-          settings: StepSettings = FP32) -> Inference:
-    """Mean cross-entropy and every image's grade probabilities over a split, in order.
+          settings: StepSettings = FP32, tta: bool = False) -> Inference:
+    """Mean cross-entropy and every image's grade probabilities over a split, in order (with
+    tta, of the probabilities averaged over flips).
 
     The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
@@ -146,20 +159,25 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device,
         if settings.compile and len(grades) < (loader.batch_size or 0):
             images = _padded(images, loader.batch_size, settings)
         with settings.autocast(device):
-            logits = model(images).float()[: len(grades)]  # (B, 5)
-        loss_sum += nn.functional.cross_entropy(logits, grades, reduction="sum")
+            if tta:  # the loss of the averaged probabilities
+                batch = grade_probabilities(model, images, tta)[: len(grades)]  # (B, 5)
+                log_probs = batch.clamp_min(1e-12).log()
+            else:
+                logits = model(images).float()[: len(grades)]
+                batch, log_probs = logits.softmax(dim=1), logits.log_softmax(dim=1)
+        loss_sum += nn.functional.nll_loss(log_probs, grades, reduction="sum")
         true.append(grades)
-        probs.append(logits.softmax(dim=1))
+        probs.append(batch)
     true_arr, probs_arr = torch.cat(true).cpu().numpy(), torch.cat(probs).cpu().numpy()
     return Inference(float(loss_sum) / len(true_arr), true_arr, probs_arr.argmax(axis=1),
                       probs_arr)
 
 
 def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
-                settings: StepSettings = FP32) -> pd.DataFrame:
+                settings: StepSettings = FP32, tta: bool = False) -> pd.DataFrame:
     """Every image of a split scored by the model: its predictions frame (image, patient, grade,
     predicted, p0..p4, p_referable), what files, metrics and reports are computed from."""
-    answers = infer(model, loader, device, settings)
+    answers = infer(model, loader, device, settings, tta)
     index = loader.dataset.index
     return predictions_frame(index.paths, answers.true, answers.probs, index.patients,
                              index.not_gradable)
@@ -196,7 +214,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         history: list[dict[str, float]] | None = None,
         settings: StepSettings = FP32, scaler_state: dict | None = None,
         val_loader: DataLoader | None = None, selection: Selection | None = None,
-        patience: int | None = None) -> FitResult:
+        patience: int | None = None, tta: bool = False) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
     The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
@@ -226,9 +244,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         seed_epoch(seed, epoch, train_loader)
         row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
                                settings, step)
-        row |= split_metrics(infer(runner, test_loader, device, settings), "test_")
+        row |= split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
         if val_loader is not None:
-            row |= split_metrics(infer(runner, val_loader, device, settings), "val_")
+            row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
             selection.update(row, model)
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}

@@ -204,8 +204,8 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
         model.load_state_dict(selection.weights)
     frames, files = {}, []
     for split, loader in loaders.items():
-        frames[split] = honouring_quality(score_split(model, loader, device, settings),
-                                          cfg.quality.name)
+        frames[split] = honouring_quality(
+            score_split(model, loader, device, settings, cfg.tta == "flips"), cfg.quality.name)
         files.append(atomic_write_text(out_dir / predictions_file(split),
                                        frames[split].to_csv(index=False)))
     test = frames["test"]
@@ -350,7 +350,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
                  settings=settings, scaler_state=start.scaler, val_loader=val_loader,
                  selection=start.selection or Selection(cfg.selection_metric),
-                 patience=cfg.early_stopping_patience)
+                 patience=cfg.early_stopping_patience, tta=cfg.tta == "flips")
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
                                                   out_dir)
