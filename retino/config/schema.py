@@ -150,6 +150,9 @@ class Config:
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.
     selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    # Evaluate, select and keep the exponential moving average of the weights, updated after
+    # every step with this decay (e.g. 0.999; null: the weights as trained).
+    ema_decay: Optional[float] = None
     # Test-time augmentation at every evaluation, predict and the served model: none, or flips
     # (grade probabilities averaged over the four flips of each image).
     tta: str = "none"

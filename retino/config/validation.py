@@ -130,6 +130,9 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
     _check_choice(problems, "tta", cfg.get("tta", "none"), TTA_MODES)
+    decay = cfg.get("ema_decay")
+    _check(problems, decay is None or 0 < decay < 1,
+           f"ema_decay={decay} must be between 0 and 1 (e.g. 0.999), or null (off).")
     patience = cfg.get("early_stopping_patience")
     _check(problems, patience is None or patience >= 1,
            f"early_stopping_patience={patience} must be at least 1, or null (off).")

@@ -27,16 +27,20 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, epoch: int, config: dict,
                     history: list[dict[str, float]] | None = None,
-                    scaler: dict | None = None, selection: Selection | None = None) -> None:
+                    scaler: dict | None = None, selection: Selection | None = None,
+                    ema: dict | None = None) -> None:
     """Write atomically (temp file, then rename): a kill never leaves a truncated checkpoint.
     The metric history rides along, so a resumed run can still draw its whole curve; so do
     the fp16 gradient scaler's state (its current scale, empty for other precisions) and the
-    selected epoch with its weights (in the same file: the two can never disagree)."""
+    selected epoch with its weights (in the same file: the two can never disagree), and with
+    ema_decay the moving average of the weights."""
     state = {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "config": config,
              "history": [{k: float(v) for k, v in row.items()} for row in history or []],
              "scaler": scaler or {}, "selection": selection.state() if selection else {},
              "selected_model": selection.weights if selection and selection.weights else {}}
+    if ema:
+        state["ema"] = ema
     atomic_torch_save(path, state)
 
 
@@ -45,6 +49,7 @@ class Checkpoint(NamedTuple):
     history: list[dict[str, float]]  # one row per completed epoch
     scaler: dict  # the fp16 gradient scaler's state ({} otherwise)
     selection: Selection | None = None  # the best epoch so far, with its weights
+    ema: dict | None = None  # the moving average of the weights (ema_decay), when kept
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -58,4 +63,4 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     selection = Selection(chosen["metric"], int(chosen["epoch"]), float(chosen["score"]),
                           state.get("selected_model") or None) if chosen else None
     return Checkpoint(int(state["epoch"]), list(state.get("history", [])),
-                      dict(state.get("scaler", {})), selection)
+                      dict(state.get("scaler", {})), selection, state.get("ema") or None)

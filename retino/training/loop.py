@@ -6,8 +6,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +24,7 @@ from retino.data.loaders import epoch_seed
 from retino.evaluation.metrics import grading_metrics
 from retino.evaluation.predictions import predictions_frame
 from retino.training.checkpoint import save_checkpoint
+from retino.training.ema import WeightAverage
 from retino.training.precision import GradientStep, StepSettings, ahead_on_device
 from retino.training.selection import Selection
 from retino.training.tracker import NullTracker, Tracker
@@ -90,10 +91,12 @@ def _progress(loader: DataLoader, desc: str):
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
                     settings: StepSettings = FP32,
-                    step: GradientStep | None = None) -> dict[str, float]:
+                    step: GradientStep | None = None,
+                    after_step: Callable[[], None] | None = None) -> dict[str, float]:
     """One pass over the training set (any iterable of batches); returns mean loss and
     accuracy. The sums stay on the device and are read once, at the end: reading them every
-    step would make the CPU wait for the GPU before it could queue the next step."""
+    step would make the CPU wait for the GPU before it could queue the next step. after_step
+    runs after every optimizer step (the weights' moving average)."""
     model.train()
     step = step or GradientStep(settings, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -107,6 +110,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             logits = model(images)  # (B, 5)
             loss = criterion(logits.float(), grades)
         step(loss, optimizer)
+        if after_step is not None:
+            after_step()
         loss_sum += loss.detach().double() * len(grades)
         correct += (logits.argmax(dim=1) == grades).sum()
         seen += len(grades)
@@ -214,13 +219,16 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         history: list[dict[str, float]] | None = None,
         settings: StepSettings = FP32, scaler_state: dict | None = None,
         val_loader: DataLoader | None = None, selection: Selection | None = None,
-        patience: int | None = None, tta: bool = False) -> FitResult:
+        patience: int | None = None, tta: bool = False,
+        ema: WeightAverage | None = None) -> FitResult:
     """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
 
     The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
     With a validation loader, `selection` (restored on resume) follows the best epoch by its
     metric; with `patience`, training stops once that many epochs pass without a better one
-    (early stopping). A resumed run passes the history of its finished epochs; start_epoch =
+    (early stopping). With ema, the moving average of the weights is what is evaluated,
+    selected and left in the model at the end. A resumed run passes the history of its finished
+    epochs; start_epoch =
     epochs + 1 (all trained, files not yet written) trains nothing, and so does a resumed run
     that had already stopped early."""
     if not 1 <= start_epoch <= epochs + 1:
@@ -243,19 +251,23 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         row: dict[str, float] = {"epoch": epoch}
         seed_epoch(seed, epoch, train_loader)
         row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
-                               settings, step)
-        row |= split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
-        if val_loader is not None:
-            row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
-            selection.update(row, model)
+                               settings, step, (lambda: ema.update(model)) if ema else None)
+        with ema.swapped_in(model) if ema else nullcontext():
+            row |= split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
+            if val_loader is not None:
+                row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
+                selection.update(row, model)
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
         scheduler.step()
         result.history.append(row)
         save_checkpoint(Path(out_dir) / CHECKPOINT_FILE, model, optimizer, scheduler, epoch, config,
-                        result.history, step.scaler.state_dict(), selection)
+                        result.history, step.scaler.state_dict(), selection,
+                        ema.state_dict() if ema else None)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         _log_epoch(row, epochs)
+    if ema is not None:
+        ema.copy_to(model)  # what the run keeps without a validation split: the average
     if result.stopped_epoch:
         log.info("Early stopping after epoch %d: %d epochs without a better %s (epoch %d).",
                  result.stopped_epoch, patience, selection.metric, selection.epoch)

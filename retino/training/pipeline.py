@@ -78,6 +78,7 @@ from retino.training.checkpoint import (
 )
 from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.devices import resolve_device
+from retino.training.ema import WeightAverage
 from retino.training.loop import FitResult, fit, score_split, seed_everything
 from retino.training.precision import StepSettings, resolve_step_settings
 from retino.training.selection import Selection
@@ -246,6 +247,17 @@ def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     return checkpoint
 
 
+def weight_average(cfg: DictConfig, model: nn.Module, start: Checkpoint) -> WeightAverage | None:
+    """The moving average of the weights when ema_decay asks for one: started from the model,
+    or the resumed run's own average (a resume continues it exactly)."""
+    if cfg.ema_decay is None:
+        return None
+    ema = WeightAverage(model, cfg.ema_decay)
+    if start.ema:
+        ema.load_state_dict(start.ema)
+    return ema
+
+
 def record_shared_patients(count: int, tracker: Tracker) -> None:
     """Test patients with an eye in training: warned about, and kept on the run (a tag that
     reports show), since fellow eyes usually share a grade and the test set then flatters."""
@@ -344,13 +356,14 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     start = Checkpoint(0, [], {})
     if resuming:
         start = resume_from(out_dir / CHECKPOINT_FILE, model, optimizer, scheduler, tracker)
+    ema = weight_average(cfg, model, start)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
                  config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
                  seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
                  settings=settings, scaler_state=start.scaler, val_loader=val_loader,
                  selection=start.selection or Selection(cfg.selection_metric),
-                 patience=cfg.early_stopping_patience, tta=cfg.tta == "flips")
+                 patience=cfg.early_stopping_patience, tta=cfg.tta == "flips", ema=ema)
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
                                                   out_dir)
