@@ -19,7 +19,7 @@ from retino import PROJECT_ROOT
 from retino.core.keys import NOT_IDENTITY, ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
-GROUPS = ("model", "pretrain", "data", "augmentation", "resolution", "freeze", "quality",
+GROUPS = ("model", "head", "pretrain", "data", "augmentation", "resolution", "freeze", "quality",
           "optimizer", "schedule", "preset")
 
 

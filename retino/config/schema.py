@@ -28,6 +28,11 @@ class ModelConfig:
 
 
 @dataclass
+class HeadConfig:
+    name: str = "classification"  # classification (five scores) or ordinal (cumulative logits)
+
+
+@dataclass
 class PretrainConfig:
     source: str = "imagenet"
     variant: str = "IMAGENET1K_V1"  # torchvision's weights; V1 is what `pretrained=True` loaded
@@ -119,6 +124,7 @@ class ScheduleConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

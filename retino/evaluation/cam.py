@@ -32,7 +32,10 @@ def class_activation_maps(model: ResNet, images: torch.Tensor) -> tuple[np.ndarr
     features = model.features(images)  # (B, C, h, w)
     logits = model.fc(features.mean(dim=(2, 3)))  # (B, 5), as forward() computes them
     predicted = logits.argmax(dim=1)
-    weights = model.fc.weight[predicted]  # (B, C): the head's weights of each prediction
+    # (B, C): the head's weights of each prediction; an ordinal head has one row, its severity
+    # score, which is what every grade's probability moves with
+    head = model.fc.weight
+    weights = head[predicted] if len(head) > 1 else head.expand(len(predicted), -1)
     maps = torch.relu(torch.einsum("bc,bchw->bhw", weights, features))
     maps = functional.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear",
                                   align_corners=False)[:, 0]

@@ -13,6 +13,7 @@ from torch import nn
 
 from retino.core.errors import ConfigError
 from retino.core.grades import NUM_GRADES
+from retino.models.heads import make_head
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -156,12 +157,17 @@ MODEL_BUILDERS: dict[str, Callable[[int], ResNet]] = {
 }
 
 
-def build_model(name: str, num_classes: int = NUM_GRADES) -> ResNet:
-    """The ResNet called `name`, randomly initialised, with a `num_classes`-way head."""
+def build_model(name: str, num_classes: int = NUM_GRADES,
+                head: str = "classification") -> ResNet:
+    """The ResNet called `name`, randomly initialised, ending in a `num_classes`-way head of
+    the given kind (retino/models/heads.py)."""
     if name not in MODEL_BUILDERS:
         raise ConfigError(f"Unknown model {name!r}. Valid model.name values: "
                           f"{', '.join(MODEL_BUILDERS)}.")
-    return MODEL_BUILDERS[name](num_classes)
+    model = MODEL_BUILDERS[name](num_classes)
+    if head != "classification":
+        model.fc = make_head(head, model.fc.in_features, num_classes)
+    return model
 
 
 def freeze_backbone(model: ResNet) -> None:

@@ -147,7 +147,8 @@ def load_trained_run(source: str) -> TrainedRun:
 
 
 def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
-    model = build_model(run.cfg.model.name)
+    head = OmegaConf.select(run.cfg, "head.name", default="classification")  # older runs: none
+    model = build_model(run.cfg.model.name, head=head)
     model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 

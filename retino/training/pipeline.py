@@ -64,7 +64,7 @@ from retino.evaluation.predictions import (
     majority_baseline,
 )
 from retino.evaluation.screening import screening_markdown, screening_report
-from retino.models import MODEL_BUILDERS, ResNet, build_model, freeze_backbone
+from retino.models import HEADS, MODEL_BUILDERS, ResNet, build_model, freeze_backbone
 from retino.models.pretrained import (
     PRETRAIN_SOURCES,
     load_backbone_weights,
@@ -108,7 +108,7 @@ def prepare_model(cfg: DictConfig, weights: Path | None = None,
                   load_pretrained: bool = True) -> ResNet:
     """Build the network, load pretrained weights when asked (found here unless given, and not
     at all when a checkpoint will overwrite them), freeze the backbone when asked."""
-    model = build_model(cfg.model.name)
+    model = build_model(cfg.model.name, head=cfg.head.name)
     if weights is None and load_pretrained:
         weights, _ = pretrained_weights(cfg)
     if weights is not None:
@@ -148,7 +148,7 @@ IMBALANCE = {  # the training loss of each option; balanced_sampler balances the
 
 def registered_choices() -> dict[str, Iterable[str]]:
     """Config key -> the names its registry knows, for validate_config."""
-    return {"model.name": MODEL_BUILDERS, "pretrain.source": PRETRAIN_SOURCES,
+    return {"model.name": MODEL_BUILDERS, "head.name": HEADS, "pretrain.source": PRETRAIN_SOURCES,
             "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE}
 
 
