@@ -14,12 +14,15 @@ def test_the_average_is_the_hand_computed_one_and_leaves_the_training_weights_al
     with torch.no_grad():
         model[0].weight.fill_(1.0)
     ema = WeightAverage(model, decay=0.5)
+    assert [ema.current_decay()] == [0.1]  # the first update: min(0.5, 1 / 10)
+    ema.updates = 10  # past the warm-up: min(0.5, 11 / 20) = 0.5
     for value in (3.0, 5.0):  # two steps: the weight moves to 3, then to 5
         with torch.no_grad():
             model[0].weight.fill_(value)
         ema.update(model)
     # 1 -> 0.5 * 1 + 0.5 * 3 = 2 -> 0.5 * 2 + 0.5 * 5 = 3.5
     assert torch.allclose(ema.average["0.weight"], torch.full((1, 2), 3.5))
+    assert ema.updates == 12 and ema.state_dict()["updates"] == 12
     assert "1.num_batches_tracked" not in ema.average  # an integer buffer follows the model
     with ema.swapped_in(model):
         assert torch.allclose(model[0].weight, torch.full((1, 2), 3.5))
