@@ -149,6 +149,11 @@ def test_a_pair_reads_the_numbers_in_option_names():
             record("r1", frame, model__name="resnet18")]
     [(change, a, b)] = one_axis_pairs(configurations(runs, run_labels(runs)))
     assert change == "model.name: resnet18 → resnet101"
+    runs = [record("r0", frame, tta="flips"), record("r1", frame, tta="none"),
+            record("r2", frame, tta="flips", ema_decay="0.999"),
+            record("r3", frame, tta="flips", ema_decay="None")]
+    changes = {change for change, _, _ in one_axis_pairs(configurations(runs, run_labels(runs)))}
+    assert {"tta: none → flips", "ema_decay: None → 0.999"} <= changes  # off is the baseline
 
 
 def test_seeds_that_agree_pool_to_exactly_one_runs_interval():

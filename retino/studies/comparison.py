@@ -54,9 +54,15 @@ def axis_of(key: str) -> str:
     return key.split(".")[0]
 
 
+OFF = {"none", "null", "off", "false", "0"}  # an option that turns something off: A, the baseline
+
+
 def _sort_key(value: str | None) -> tuple[int, float, tuple]:
-    """Numbers by value (64 before 224), then text with its numbers read as numbers (False
-    before True, resnet18 before resnet50 before resnet101)."""
+    """Off first (tta=none before flips, ema_decay=None before 0.999), then numbers by value
+    (64 before 224), then text with its numbers read as numbers (False before True, resnet18
+    before resnet50 before resnet101)."""
+    if value is None or str(value).lower() in OFF:
+        return -1, 0.0, ()
     try:
         return 0, float(value), ()
     except (TypeError, ValueError):
