@@ -96,6 +96,22 @@ def _write_jpeg(path: Path, image) -> None:
     atomic_write_bytes(path, encode_jpeg(image))
 
 
+def _not_gradable(photograph, quality: str) -> str:
+    """Why the (BGR) photograph is not gradable; "" when it is, or with --quality off."""
+    if quality == "off":
+        return ""
+    verdict = assess(photograph, bgr=True)
+    return "" if verdict.gradable else verdict.reason
+
+
+def _judged(job: ImageTask, status: str, note: str, why: str, quality: str) -> Outcome:
+    """The outcome of an image whose photograph is not gradable for `why` (or is, for ""):
+    left out with --quality drop, kept and marked otherwise."""
+    if why and quality == "drop":
+        return Outcome(job, DROPPED, note, why)
+    return Outcome(job, status, note, why)
+
+
 def _assessed_existing(job: ImageTask, size: int, method: str, quality: str) -> Outcome:
     """An image prepared before without a quality verdict (an earlier run with --quality off,
     or from before the assessment existed): its photograph assessed now, nothing rewritten."""
@@ -103,10 +119,7 @@ def _assessed_existing(job: ImageTask, size: int, method: str, quality: str) -> 
         photograph, _ = decode_photograph(job.src, size, method)
     except Exception:  # noqa: BLE001 - it was prepared once: keep it as it is
         return Outcome(job, "existing")
-    verdict = assess(photograph, bgr=True)
-    if not verdict.gradable and quality == "drop":
-        return Outcome(job, DROPPED, "", verdict.reason)
-    return Outcome(job, "existing", "", "" if verdict.gradable else verdict.reason)
+    return _judged(job, "existing", "", _not_gradable(photograph, quality), quality)
 
 
 def prepare_one(job: ImageTask, size: int, method: str, force: bool,
@@ -124,16 +137,14 @@ def prepare_one(job: ImageTask, size: int, method: str, force: bool,
         return Outcome(job, "skipped", f"file not found: {job.src}")
     try:
         photograph, note = decode_photograph(job.src, size, method)
-        verdict = assess(photograph, bgr=True) if quality != "off" else None
-        why = "" if verdict is None or verdict.gradable else verdict.reason
-        if why and quality == "drop":
-            return Outcome(job, DROPPED, note or "", why)
-        _write_jpeg(job.dst, METHODS[method](photograph, size))
+        why = _not_gradable(photograph, quality)
+        if not (why and quality == "drop"):  # a dropped photograph is not written
+            _write_jpeg(job.dst, METHODS[method](photograph, size))
     except BadImage as err:
         return Outcome(job, "skipped", str(err))
     except Exception as err:  # noqa: BLE001 - one odd file must not stop 35,000 others
         return Outcome(job, "skipped", f"unexpected {type(err).__name__}: {err}")
-    return Outcome(job, "converted" if note else "prepared", note or "", why)
+    return _judged(job, "converted" if note else "prepared", note or "", why, quality)
 
 
 def _worker_init() -> None:
@@ -256,11 +267,9 @@ def _carry_notes(outcomes: list[Outcome], notes: dict[str, dict[str, str]],
     for o in outcomes:
         note = notes.get(o.job.name, {}) if o.status == "existing" else {}
         why = note.get(NOT_GRADABLE) or note.get(DROPPED, "") if quality != "off" else ""
-        if why and quality == "drop":
-            o = Outcome(o.job, DROPPED, note.get("converted", ""), why)
-        elif note:
-            o = Outcome(o.job, "converted" if "converted" in note else o.status,
-                        note.get("converted", ""), why)
+        if note:
+            o = _judged(o.job, "converted" if "converted" in note else o.status,
+                        note.get("converted", ""), why, quality)
         carried.append(o)
     return carried
 

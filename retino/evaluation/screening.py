@@ -94,10 +94,10 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
 
 def worse_eye(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per patient: the worse eye's grade, the higher P(referable) and the higher
-    predicted grade (flagged when either eye is), how many images they had, and (where
-    assessed) whether every one was gradable."""
+    predicted grade (flagged when either eye is), and (where assessed) whether every one of
+    their photographs was gradable."""
     columns = dict(grade=("grade", "max"), p_referable=("p_referable", "max"),
-                   predicted=("predicted", "max"), images=("image", "size"))
+                   predicted=("predicted", "max"))
     if "gradable" in frame:
         columns["gradable"] = ("gradable", "min")
     return frame.groupby("patient", sort=False).agg(**columns).reset_index()
@@ -233,7 +233,6 @@ class ScreeningReport:
     by_image: LevelReport  # of the gradable photographs, where quality was assessed
     by_patient: LevelReport | None  # None: one image per patient (no patient identities)
     calibration: Calibration
-    rounds: int
     imageability: Proportion | None = None  # gradable photographs; None: not assessed
     # every photograph, those not gradable counted as "refer" (only when there are some)
     ungradable_referred: list[LevelReport] = field(default_factory=list)
@@ -266,9 +265,8 @@ class ScreeningReport:
                         metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
         for report in self.ungradable_referred:
             at = prefix + ("patient_" if report.level == "patient" else "")
-            for name, rates in report.rates.items():
-                point = next(p for p in self._referring() if p.name == name)
-                for rate, proportion in rates.items():
+            for point in self._referring():
+                for rate, proportion in report.rates[point.name].items():
                     metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
         if self.imageability is not None:
             metrics[f"{prefix}imageability"] = self.imageability.value
@@ -312,7 +310,7 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
     gradable = gradable_rows(test)
     by_image, *by_patient = _levels(gradable, points, rounds, seed)
     report = ScreeningReport(points, by_image, by_patient[0] if by_patient else None,
-                             calibration(gradable), rounds, imageability(test))
+                             calibration(gradable), imageability(test))
     if len(gradable) < len(test):
         report.ungradable_referred = _levels(test, report._referring(), rounds, seed)
     return report

@@ -41,6 +41,7 @@ from retino.evaluation.plots import (
 )
 from retino.evaluation.predictions import headline_metrics, majority_baseline
 from retino.evaluation.screening import (
+    RATES,
     LevelReport,
     ScreeningReport,
     proportion_cell,
@@ -339,14 +340,21 @@ def _screening_cells(report: ScreeningReport, level: LevelReport) -> list[str]:
             cells += [""] * 4
             continue
         rates = level.rates[point.name]
-        cells += [proportion_cell(rates[rate]) + mark
-                  for rate in ("sensitivity", "specificity", "ppv", "npv")]
+        cells += [proportion_cell(rates[rate]) + mark for rate in RATES]
     return cells
+
+
+def run_names(runs: list[RunRecord], labels: dict[str, str]) -> dict[str, str]:
+    """run_id -> its configuration's label, and its seed where the configuration has several."""
+    repeats = Counter(labels[run.run_id] for run in runs)
+    return {run.run_id: labels[run.run_id] + (f" seed {run.params.get('seed')}"
+                                              if repeats[labels[run.run_id]] > 1 else "")
+            for run in runs}
 
 
 def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
     """One row per run with predictions files: its screening numbers (SCREENING_COLUMNS)."""
-    repeats = Counter(labels.values())
+    names = run_names(finished, labels)
     rows = []
     for run in finished:
         if run.test is None:
@@ -355,11 +363,10 @@ def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[li
         level = report.by_patient or report.by_image
         auc = f"{level.auc:.3f}" + ("" if np.isnan(level.auc_interval[0]) else
                                     f" [{level.auc_interval[0]:.3f}, {level.auc_interval[1]:.3f}]")
-        name = labels[run.run_id] + (f" seed {run.params.get('seed')}"
-                                     if repeats[labels[run.run_id]] > 1 else "")
         imageable = "not assessed" if report.imageability is None else \
             proportion_cell(report.imageability)
-        rows.append([name, imageable, level.level, auc, f"{100 * level.prevalence:.1f}",
+        rows.append([names[run.run_id], imageable, level.level, auc,
+                     f"{100 * level.prevalence:.1f}",
                      *_screening_cells(report, level),
                      f"{report.calibration.referable_brier:.4f}",
                      f"{report.calibration.referable_ece:.4f}"])
@@ -416,10 +423,8 @@ def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
     matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
     if matrices:
         files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
-    repeats = Counter(labels.values())
-    curves = {labels[run.run_id] + (f" seed {run.params.get('seed')}"
-                                    if repeats[labels[run.run_id]] > 1 else ""):
-              (run.test["grade"] >= REFERABLE_GRADE, run.test["p_referable"])
+    names = run_names(finished, labels)
+    curves = {names[run.run_id]: (run.test["grade"] >= REFERABLE_GRADE, run.test["p_referable"])
               for run in finished if run.test is not None}
     if curves:
         files.append(plot_referable_roc(curves, folder / ROC_FIGURE,

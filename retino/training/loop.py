@@ -228,9 +228,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     metric; with `patience`, training stops once that many epochs pass without a better one
     (early stopping). With ema, the moving average of the weights is what is evaluated,
     selected and left in the model at the end. A resumed run passes the history of its finished
-    epochs; start_epoch =
-    epochs + 1 (all trained, files not yet written) trains nothing, and so does a resumed run
-    that had already stopped early."""
+    epochs; start_epoch = epochs + 1 (all trained, files not yet written) trains nothing, and
+    so does a resumed run that had already stopped early."""
     if not 1 <= start_epoch <= epochs + 1:
         raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
     tracker = tracker or NullTracker()
@@ -253,9 +252,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
                                settings, step, (lambda: ema.update(model)) if ema else None)
         with ema.swapped_in(model) if ema else nullcontext():
-            row |= split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
-            if val_loader is not None:
-                row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
+            row |= _scored(runner, test_loader, val_loader, device, settings, tta)
+            if selection is not None:
                 selection.update(row, model)
         row |= {"lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
@@ -269,7 +267,21 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     if ema is not None:
         ema.copy_to(model)  # what the run keeps without a validation split: the average
     if result.stopped_epoch:
-        log.info("Early stopping after epoch %d: %d epochs without a better %s (epoch %d).",
-                 result.stopped_epoch, patience, selection.metric, selection.epoch)
-        tracker.log_metrics({"stopped_epoch": result.stopped_epoch}, step=result.stopped_epoch)
+        _say_stopped(result, patience, tracker)
     return result
+
+
+def _scored(runner: nn.Module, test_loader: DataLoader, val_loader: DataLoader | None,
+            device: torch.device, settings: StepSettings, tta: bool) -> dict[str, float]:
+    """The epoch's test metrics, and validation metrics when there is a validation split."""
+    row = split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
+    if val_loader is not None:
+        row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
+    return row
+
+
+def _say_stopped(result: FitResult, patience: int, tracker: Tracker) -> None:
+    selection = result.selection
+    log.info("Early stopping after epoch %d: %d epochs without a better %s (epoch %d).",
+             result.stopped_epoch, patience, selection.metric, selection.epoch)
+    tracker.log_metrics({"stopped_epoch": result.stopped_epoch}, step=result.stopped_epoch)
