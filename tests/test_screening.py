@@ -207,3 +207,24 @@ def test_quality_off_makes_every_photograph_count():
     off = honouring_quality(test, "off")
     assert "gradable" not in off and screening_report(off, None, 0.9, 0.9).imageability is None
     assert honouring_quality(test, "heuristic") is test
+
+
+def test_headline_predict_and_screening_choose_one_threshold_on_gradable_photographs(tmp_path):
+    """Validation photographs that are not gradable choose nothing: the headline threshold,
+    the one predict flags at and the screening report's are the same."""
+    from omegaconf import OmegaConf
+
+    from retino.evaluation.predictions import headline_metrics
+    from retino.serving.grader import operating_point
+
+    val = frame([(f"{i}_left", g, p) for i, (g, p) in enumerate(
+        [(3, 0.9), (2, 0.8), (2, 0.7), (0, 0.2), (0, 0.1), (3, 0.05), (2, 0.02)])])
+    val["gradable"] = [True] * 5 + [False, False]  # two referable ones no one could read
+    val["quality_reason"] = [""] * 5 + ["out of focus"] * 2
+    test = frame([("a_left", 3, 0.6), ("b_left", 0, 0.3)])
+    chosen = screening_report(test, val, 0.9, 0.9).points[0].threshold
+    assert chosen == pytest.approx(0.7)  # 3 gradable referable: all must be flagged
+    assert headline_metrics(test, val, 0.9)["test_referable_threshold_selected"] == chosen
+    val.to_csv(tmp_path / "predictions_val.csv", index=False)
+    cfg = OmegaConf.create({"referable_sensitivity_target": 0.9})
+    assert operating_point(cfg, tmp_path / "predictions_val.csv") == (chosen, True)
