@@ -230,3 +230,13 @@ def test_help_lists_every_group_option_and_key_with_its_meaning():
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         composed = compose(config_name="config", return_hydra_config=True)
     assert composed.hydra.help.template == text  # what `python run.py --help` prints
+
+
+def test_a_head_loss_is_the_regression_heads_choice_only():
+    assert compose_config(["head=regression"]).head.loss == "mse"
+    validate(["head=regression", "head.loss=smooth_l1"])
+    with pytest.raises(ConfigError, match="head.loss='huber' is not valid; choose one of: mse, "
+                                          "smooth_l1"):
+        validate(["head=regression", "head.loss=huber"])
+    with pytest.raises(ConfigError, match="applies to head=regression only"):
+        validate(["head=ordinal", "head.loss=mse"])

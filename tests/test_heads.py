@@ -3,6 +3,7 @@ and a whole run with it."""
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from retino.models import build_model
@@ -62,3 +63,84 @@ def test_an_ordinal_model_keeps_torchvision_names_and_a_run_works_end_to_end(tmp
     assert (tmp_path / "run" / "class_activation_maps.png").is_file()
     assert "test_referable_brier_selected" in result.selected
     assert 0 <= result.selected["test_acc_selected"] <= 1
+
+
+def test_fitted_cut_points_beat_rounding_and_the_fast_kappa_is_sklearns():
+    from retino.evaluation.cut_points import ROUNDING, _kappa, fit_cut_points, grades_from_outputs
+    from retino.evaluation.metrics import quadratic_weighted_kappa
+
+    # MSE pulls rare high grades towards the common 0: outputs sit low, as such a model's do
+    rng = np.random.default_rng(0)
+    true = rng.choice(5, size=400, p=[0.6, 0.1, 0.15, 0.08, 0.07])
+    outputs = 0.55 * true + rng.normal(0, 0.3, size=400)
+    rounded = quadratic_weighted_kappa(true, grades_from_outputs(outputs, ROUNDING))
+    cuts = fit_cut_points(true, outputs)
+    fitted = quadratic_weighted_kappa(true, grades_from_outputs(outputs, cuts))
+    assert fitted > rounded + 0.05
+    assert (np.diff(cuts) > 0).all() and cuts[-1] < 3.5  # ordered, and moved down
+    assert np.array_equal(fit_cut_points(true, outputs), cuts)  # deterministic
+    for pred in (grades_from_outputs(outputs, cuts), rng.integers(0, 5, 400)):
+        assert _kappa(true, pred) == pytest.approx(quadratic_weighted_kappa(true, pred))
+    assert list(grades_from_outputs(np.array([-1, 0.5, 1.49, 3.5, 9]))) == [0, 1, 1, 4, 4]
+
+
+def test_the_regression_loss_falls_as_it_learns_and_weights_like_cross_entropy():
+    from retino.models.heads import GradeRegressionLoss, make_head
+
+    torch.manual_seed(0)
+    features = torch.randn(200, 8)
+    grades = (features[:, 0] * 1.5 + 2).round().clamp(0, 4).long()
+    for kind in ("mse", "smooth_l1"):
+        head = make_head("regression", 8)
+        loss_fn = GradeRegressionLoss(kind)
+        optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
+        losses = []
+        for _ in range(100):
+            loss = loss_fn(head(features), grades)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.3 * losses[0]
+    outputs, grades = torch.tensor([[0.0], [2.0], [1.0]]), torch.tensor([0, 4, 1])
+    weighted = GradeRegressionLoss("mse", torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0]))
+    assert weighted(outputs, grades).item() == pytest.approx(3 * 4 / 5)  # (3 * 2²) / (1 + 3 + 1)
+    with pytest.raises(ValueError, match="mse, smooth_l1"):
+        GradeRegressionLoss("huber")
+
+
+def test_a_regression_run_cuts_its_grades_where_validation_puts_them(tmp_path):
+    """head=regression end to end: the files hold its output and no probabilities, the grades
+    are the output cut at the points fitted on validation (logged), the screening report has
+    operating points on the output and no calibration, and predict grades as the run did."""
+    from retino.evaluation.cut_points import fit_cut_points, grades_from_outputs
+    from retino.serving.grader import grade, load_trained_run
+    from retino.serving.pyfunc import signature
+
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "head=regression",
+                                 "cam_per_grade=1", "data.val_fraction=0.25",
+                                 "data.train_size=40"])
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    test, val = (pd.read_csv(run / f"predictions_{s}.csv") for s in ("test", "val"))
+    assert "output" in test and "p0" not in test and "p_referable" not in test
+    cuts = np.array([result.selected[f"cut_{k}_selected"] for k in range(1, 5)])
+    np.testing.assert_allclose(cuts, fit_cut_points(val["grade"], val["output"]))
+    assert (test["predicted"] == grades_from_outputs(test["output"], cuts)).all()
+    assert result.selected["test_qwk_selected"] == pytest.approx(
+        __import__("sklearn.metrics").metrics.cohen_kappa_score(
+            test["grade"], test["predicted"], labels=range(5), weights="quadratic"))
+    assert "test_referable_brier_selected" not in result.selected
+    assert not np.isnan(result.selected["test_referable_auc_selected"])
+    assert "regression output ≥" in result.screening and "Calibration: none" in result.screening
+    assert (run / "class_activation_maps.png").is_file() and not (run / "calibration.png").exists()
+    trained = load_trained_run(str(run))
+    assert trained.cuts == pytest.approx(tuple(cuts))
+    images = next((tmp_path / "demo").glob("*/images"))  # the demo set's folder
+    photos = [images / f"{name}.jpeg" for name in test["image"][:6]]
+    graded = grade(trained, photos, torch.device("cpu"))
+    assert (graded["error"] == "").all(), graded["error"]
+    np.testing.assert_allclose(graded["output"], test["output"][:6], atol=1e-5)
+    assert list(graded["predicted"]) == list(test["predicted"][:6])
+    assert "output" in signature(regression=True).outputs.input_names()
+    assert "p_referable" not in signature(regression=True).outputs.input_names()

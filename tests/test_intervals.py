@@ -134,13 +134,13 @@ def test_a_validation_split_without_referable_images_chooses_no_operating_point(
 
 
 def test_a_run_without_an_operating_point_flags_at_one_half_and_says_so(tmp_path):
-    from retino.serving.grader import FALLBACK_THRESHOLD, operating_point
+    from retino.serving.grader import FALLBACK_THRESHOLD, judgement
 
     val = predictions(20, seed=5)
     val["grade"] = np.minimum(val["grade"], 1)
     val.to_csv(tmp_path / "predictions_val.csv", index=False)
     cfg = {"referable_sensitivity_target": 0.9}
     from omegaconf import OmegaConf
-    assert operating_point(OmegaConf.create(cfg), tmp_path / "predictions_val.csv") == \
-        (FALLBACK_THRESHOLD, False)
-    assert operating_point(OmegaConf.create(cfg), None) == (FALLBACK_THRESHOLD, False)
+    for val in (tmp_path / "predictions_val.csv", None):
+        judged = judgement(OmegaConf.create(cfg), val)
+        assert (judged["threshold"], judged["threshold_chosen"]) == (FALLBACK_THRESHOLD, False)

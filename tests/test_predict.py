@@ -102,7 +102,7 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
     from retino.data.layout import read_split_index
     from retino.data.loaders import evaluation_loader
     from retino.serving.grader import grade, load_trained_run, trained_model
-    from retino.training.loop import grade_probabilities, score_split
+    from retino.training.loop import head_answers, score_split
 
     run_dir, _, _, source, cache = trained_run
     model = trained_model(load_trained_run(str(run_dir)), torch.device("cpu"))
@@ -110,7 +110,7 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
     with torch.inference_mode():
         passes = [model(images.flip(d) if d else images).softmax(dim=1)
                   for d in ((), (3,), (2,), (2, 3))]
-        flipped = grade_probabilities(model, images, tta=True)
+        flipped = head_answers(model, images, tta=True)
         assert torch.allclose(flipped, torch.stack(passes).mean(dim=0), atol=1e-6)
         assert not torch.allclose(flipped, passes[0], atol=1e-4)  # it changes something
     copy = tmp_path / "run"

@@ -215,7 +215,7 @@ def test_headline_predict_and_screening_choose_one_threshold_on_gradable_photogr
     from omegaconf import OmegaConf
 
     from retino.evaluation.predictions import headline_metrics
-    from retino.serving.grader import operating_point
+    from retino.serving.grader import judgement
 
     val = frame([(f"{i}_left", g, p) for i, (g, p) in enumerate(
         [(3, 0.9), (2, 0.8), (2, 0.7), (0, 0.2), (0, 0.1), (3, 0.05), (2, 0.02)])])
@@ -227,4 +227,5 @@ def test_headline_predict_and_screening_choose_one_threshold_on_gradable_photogr
     assert headline_metrics(test, val, 0.9)["test_referable_threshold_selected"] == chosen
     val.to_csv(tmp_path / "predictions_val.csv", index=False)
     cfg = OmegaConf.create({"referable_sensitivity_target": 0.9})
-    assert operating_point(cfg, tmp_path / "predictions_val.csv") == (chosen, True)
+    judged = judgement(cfg, tmp_path / "predictions_val.csv")
+    assert (judged["threshold"], judged["threshold_chosen"]) == (chosen, True)

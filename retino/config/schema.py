@@ -18,6 +18,7 @@ DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
 TTA_MODES = ("none", "flips")  # tta: test-time augmentation
+REGRESSION_LOSSES = ("mse", "smooth_l1")  # head.loss of head=regression
 QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 
@@ -29,7 +30,8 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    name: str = "classification"  # classification (five scores) or ordinal (cumulative logits)
+    name: str = "classification"  # classification (five scores), ordinal, regression
+    loss: Optional[str] = None  # head=regression only: mse or smooth_l1
 
 
 @dataclass

@@ -16,6 +16,7 @@ from retino.config.schema import (
     FREEZE_MODES,
     PRECISIONS,
     QUALITY_MODES,
+    REGRESSION_LOSSES,
     SELECTION_METRICS,
     STRIDE,
     TTA_MODES,
@@ -116,6 +117,16 @@ def _check_quality(quality: DictConfig, problems: list[str]) -> None:
         _check(problems, quality[key] >= 0, f"quality.{key}={quality[key]} must be 0 or more.")
 
 
+def _check_head(head: DictConfig, problems: list[str]) -> None:
+    """A loss is the regression head's choice only (the others' is their likelihood)."""
+    loss = head.get("loss")
+    if head.name == "regression":
+        _check_choice(problems, "head.loss", loss, REGRESSION_LOSSES)
+    else:
+        _check(problems, loss is None, f"head.loss={loss!r} applies to head=regression only; "
+                                       f"head={head.name} trains on its likelihood.")
+
+
 def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) -> None:
     """Raise ConfigError listing every invalid value, with the key and what it may be.
 
@@ -130,6 +141,7 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
     _check_choice(problems, "tta", cfg.get("tta", "none"), TTA_MODES)
+    _check_head(cfg.head, problems)
     decay = cfg.get("ema_decay")
     _check(problems, decay is None or 0 < decay < 1,
            f"ema_decay={decay} must be between 0 and 1 (e.g. 0.999), or null (off).")

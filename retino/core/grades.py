@@ -10,6 +10,10 @@ GRADES = tuple(range(NUM_GRADES))
 GRADE_NAMES = ("0 no DR", "1 mild", "2 moderate", "3 severe", "4 proliferative")
 REFERABLE_GRADE = 2  # grade >= 2 ("moderate or worse") is referable DR, the screening threshold
 PROBABILITY_COLUMNS = [f"p{grade}" for grade in GRADES]  # of a predictions file
+# A predictions file ranks referable DR by P(referable), or, for a regression head (which gives
+# no probabilities), by its output: the grade as a number
+REFERABLE_PROBABILITY_COLUMN = "p_referable"
+OUTPUT_COLUMN = "output"
 
 
 def parse_grade(text: str) -> int | None:

@@ -15,6 +15,7 @@ from retino.core.grades import GRADES
 from retino.data.dataset import RetinopathyLoader, normalize_images
 from retino.data.device_decode import EncodedImages
 from retino.models import ResNet
+from retino.models.heads import grades_by_rounding, is_regression
 
 
 def pick_per_grade(grades: list[int], per_grade: int) -> list[int]:
@@ -31,9 +32,9 @@ def class_activation_maps(model: ResNet, images: torch.Tensor) -> tuple[np.ndarr
     model.eval()
     features = model.features(images)  # (B, C, h, w)
     logits = model.fc(features.mean(dim=(2, 3)))  # (B, 5), as forward() computes them
-    predicted = logits.argmax(dim=1)
-    # (B, C): the head's weights of each prediction; an ordinal head has one row, its severity
-    # score, which is what every grade's probability moves with
+    predicted = grades_by_rounding(logits) if is_regression(logits) else logits.argmax(dim=1)
+    # (B, C): the head's weights of each prediction; the ordinal and regression heads have one
+    # row, the severity score or grade, which is what every grade moves with
     head = model.fc.weight
     weights = head[predicted] if len(head) > 1 else head.expand(len(predicted), -1)
     maps = torch.relu(torch.einsum("bc,bchw->bhw", weights, features))

@@ -15,16 +15,16 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from retino.core.grades import REFERABLE_GRADE
-from retino.evaluation.metrics import quadratic_weighted_kappa, referable_auc
+from retino.evaluation.metrics import quadratic_weighted_kappa, referable_auc, referable_scores
 
-Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # true grade, predicted grade, P(referable)
+# true grade, predicted grade, referable score (P(referable), or a regression head's output)
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray]
 INTERVAL_METRICS = ("acc", "qwk", "referable_auc")  # the metrics given intervals
 
 
 def answers(frame: pd.DataFrame) -> Answers:
     """A predictions frame as arrays, which a bootstrap indexes a thousand times."""
-    return (frame["grade"].to_numpy(), frame["predicted"].to_numpy(),
-            frame["p_referable"].to_numpy())
+    return frame["grade"].to_numpy(), frame["predicted"].to_numpy(), referable_scores(frame)
 
 
 def interval_statistics(given: Answers, rows: np.ndarray) -> dict[str, float]:

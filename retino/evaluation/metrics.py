@@ -3,8 +3,8 @@
 Grading: accuracy, quadratic weighted kappa (the Kaggle competition's metric), macro F1 over the
 grades the set holds and per-grade precision, recall and F1 (nan where a grade is absent).
 Screening: referable DR, grade >= 2 ("moderate or worse", the threshold of screening
-programmes), scored from the summed probabilities of grades 2-4: ROC
-AUC, and sensitivity and specificity at the argmax grade or at a probability threshold.
+programmes), scored from the summed probabilities of grades 2-4 (or a regression head's output):
+ROC AUC, and sensitivity and specificity at the predicted grade or at a threshold on that score.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ import logging
 import warnings
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from retino.core.grades import GRADES, NUM_GRADES, REFERABLE_GRADE
+from retino.core.grades import (
+    GRADES,
+    NUM_GRADES,
+    OUTPUT_COLUMN,
+    REFERABLE_GRADE,
+    REFERABLE_PROBABILITY_COLUMN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,25 @@ def referable_probability(probs: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[:, REFERABLE_GRADE:].sum(axis=1)
 
 
+def referable_score(answers: np.ndarray) -> np.ndarray:
+    """What ranks referable DR, per image: P(grade >= 2) summed from (N, 5) grade
+    probabilities, or, given one number per image, that number (P(referable) itself, or a
+    regression head's output, which gives no probabilities)."""
+    answers = np.asarray(answers, float)
+    return referable_probability(answers) if answers.ndim == 2 else answers
+
+
+def referable_column(frame: pd.DataFrame) -> str:
+    """The predictions frame's column that ranks referable DR: p_referable, or a regression
+    run's output."""
+    return REFERABLE_PROBABILITY_COLUMN if REFERABLE_PROBABILITY_COLUMN in frame \
+        else OUTPUT_COLUMN
+
+
+def referable_scores(frame: pd.DataFrame) -> np.ndarray:
+    return frame[referable_column(frame)].to_numpy(float)
+
+
 def sensitivity_specificity(referable: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
     """(sensitivity, specificity) of boolean flags against boolean truth; nan where a side is
     absent."""
@@ -59,21 +85,21 @@ def sensitivity_specificity(referable: np.ndarray, flagged: np.ndarray) -> tuple
 
 
 def threshold_for_sensitivity(true: np.ndarray, probs: np.ndarray, target: float) -> float:
-    """The highest threshold on P(referable) whose sensitivity reaches target (chosen on
-    validation, then applied to test); nan when there is no referable image to choose on: no
-    operating point, rather than one nobody chose."""
+    """The highest threshold on the referable score (probs: see referable_score) whose
+    sensitivity reaches target (chosen on validation, then applied to test); nan when there is
+    no referable image to choose on: no operating point, rather than one nobody chose."""
     referable = np.asarray(true) >= REFERABLE_GRADE
     if not referable.any():
         log.warning("The validation split holds no referable image (grade >= 2): no referable "
                     "operating point can be chosen on it.")
         return float("nan")
-    scores = np.sort(referable_probability(probs)[referable])[::-1]  # highest first
+    scores = np.sort(referable_score(probs)[referable])[::-1]  # highest first
     needed = int(np.ceil(target * len(scores) - 1e-9))  # images to flag (0.07*100 is 7.000..1)
     return float(scores[max(needed, 1) - 1])
 
 
 def threshold_for_specificity(true: np.ndarray, probs: np.ndarray, target: float) -> float:
-    """The lowest threshold on P(referable) whose specificity reaches target: just above the
+    """The lowest threshold on the referable score whose specificity reaches target: just above the
     non-referable score that the target's share of non-referable images must stay below (chosen
     on validation, then applied to test); nan when there is no non-referable image."""
     healthy = np.asarray(true) < REFERABLE_GRADE
@@ -81,7 +107,7 @@ def threshold_for_specificity(true: np.ndarray, probs: np.ndarray, target: float
         log.warning("The validation split holds no non-referable image: no high-specificity "
                     "operating point can be chosen on it.")
         return float("nan")
-    scores = np.sort(referable_probability(probs)[healthy])  # lowest first
+    scores = np.sort(referable_score(probs)[healthy])  # lowest first
     kept = int(np.ceil(target * len(scores) - 1e-9))  # images that must stay below it
     # flagged is P >= threshold, so the threshold sits just above the kept-th lowest score
     return float(np.nextafter(scores[max(kept, 1) - 1], np.inf))
@@ -104,18 +130,19 @@ def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
 
 def screening_metrics(true: np.ndarray, pred: np.ndarray, probs: np.ndarray,
                       prefix: str) -> dict[str, float]:
-    """Referable DR: ROC AUC (nan with one class only) and sensitivity/specificity at argmax."""
+    """Referable DR: ROC AUC of the referable score (nan with one class only) and
+    sensitivity/specificity at the predicted grade."""
     referable = np.asarray(true) >= REFERABLE_GRADE
     sens, spec = sensitivity_specificity(referable, np.asarray(pred) >= REFERABLE_GRADE)
-    return {f"{prefix}referable_auc": referable_auc(referable, referable_probability(probs)),
+    return {f"{prefix}referable_auc": referable_auc(referable, referable_score(probs)),
             f"{prefix}referable_sensitivity": sens, f"{prefix}referable_specificity": spec}
 
 
 def at_threshold(true: np.ndarray, probs: np.ndarray, threshold: float,
                  prefix: str) -> dict[str, float]:
-    """Referable sensitivity and specificity when flagging P(referable) >= threshold."""
+    """Referable sensitivity and specificity when flagging a referable score >= threshold."""
     sens, spec = sensitivity_specificity(np.asarray(true) >= REFERABLE_GRADE,
-                                         referable_probability(probs) >= threshold)
+                                         referable_score(probs) >= threshold)
     return {f"{prefix}referable_threshold": threshold,
             f"{prefix}referable_sensitivity_at_target": sens,
             f"{prefix}referable_specificity_at_target": spec}
@@ -137,8 +164,8 @@ def per_grade_scores(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ..
 def grading_metrics(true: np.ndarray, pred: np.ndarray, prefix: str = "test_",
                     probs: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, quadratic weighted kappa, macro F1 (over the grades the set holds), per-grade
-    precision / recall / F1 (nan where undefined) and, given the (N, 5) probabilities, the
-    referable-DR metrics; keyed for logging."""
+    precision / recall / F1 (nan where undefined) and, given the (N, 5) probabilities (or the
+    referable score, see referable_score), the referable-DR metrics; keyed for logging."""
     precision, recall, f1 = per_grade_scores(true, pred)
     metrics = {f"{prefix}acc": float(skm.accuracy_score(true, pred)),
                f"{prefix}qwk": quadratic_weighted_kappa(true, pred),

@@ -10,43 +10,81 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
-from retino.core.grades import GRADES, PROBABILITY_COLUMNS
+from retino.core.grades import (
+    GRADES,
+    OUTPUT_COLUMN,
+    PROBABILITY_COLUMNS,
+    REFERABLE_PROBABILITY_COLUMN,
+)
 from retino.data.layout import patient_of
+from retino.evaluation.cut_points import fit_cut_points, grades_from_outputs
 from retino.evaluation.intervals import bootstrap_intervals
 from retino.evaluation.metrics import (
     at_threshold,
     grading_metrics,
     referable_probability,
+    referable_scores,
     threshold_for_sensitivity,
 )
 
 
-def predictions_frame(paths: Sequence[Path], true: np.ndarray, probs: np.ndarray,
+def predictions_frame(paths: Sequence[Path], true: np.ndarray, answers: np.ndarray,
                       patients: Sequence[str] | None = None,
                       not_gradable: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per image: image, patient (given, else read from the name), true grade,
-    predicted grade, the five probabilities and P(referable DR); where the set's quality was
-    assessed, gradable and quality_reason (why not)."""
+    predicted grade, and the model's answers: the five probabilities and P(referable DR), or a
+    regression head's output (answers (N,) or (N, 1); predicted by rounding until
+    with_cut_points cuts it); where the set's quality was assessed, gradable and quality_reason
+    (why not)."""
     names = [Path(path).stem for path in paths]
     patients = list(patients) if patients else [patient_of(name) for name in names]
-    frame = pd.DataFrame({"image": names, "patient": patients,
-                          "grade": np.asarray(true, int), "predicted": probs.argmax(axis=1)})
-    frame[PROBABILITY_COLUMNS] = probs
-    frame["p_referable"] = referable_probability(probs)
+    frame = pd.DataFrame({"image": names, "patient": patients, "grade": np.asarray(true, int)})
+    answers = np.asarray(answers, float)
+    if answers.ndim == 1 or answers.shape[1] == 1:
+        frame["predicted"] = grades_from_outputs(answers.reshape(-1))
+        frame[OUTPUT_COLUMN] = answers.reshape(-1)
+    else:
+        frame["predicted"] = answers.argmax(axis=1)
+        frame[PROBABILITY_COLUMNS] = answers
+        frame[REFERABLE_PROBABILITY_COLUMN] = referable_probability(answers)
     if not_gradable is not None:
         frame["gradable"] = [not why for why in not_gradable]
         frame["quality_reason"] = list(not_gradable)
     return frame
 
 
+def is_regression_frame(frame: pd.DataFrame) -> bool:
+    """Whether a predictions frame holds a regression head's outputs (no probabilities)."""
+    return OUTPUT_COLUMN in frame and REFERABLE_PROBABILITY_COLUMN not in frame
+
+
+def with_cut_points(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame],
+                                                               np.ndarray | None]:
+    """A regression run's frames with their grades cut at the points fitted on the validation
+    frame for kappa (all its images, as each epoch's selection fitted them), and those points;
+    the frames unchanged (and None) for a head with probabilities or without a validation
+    split, whose regression grades stay rounded."""
+    val = frames.get("val")
+    if val is None or not is_regression_frame(val):
+        return frames, None
+    cuts = fit_cut_points(val["grade"].to_numpy(), val[OUTPUT_COLUMN].to_numpy())
+    cut = {split: frame.assign(predicted=grades_from_outputs(frame[OUTPUT_COLUMN], cuts))
+           for split, frame in frames.items()}
+    return cut, cuts
+
+
 def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
-    """Loss, grading and referable-DR metrics of a predictions frame."""
-    probs = frame[PROBABILITY_COLUMNS].to_numpy()
-    probs = probs / probs.sum(axis=1, keepdims=True)  # as read back from a CSV: off by 1e-9
-    loss = log_loss(frame["grade"], probs, labels=GRADES)
-    return {f"{prefix}loss": float(loss),
+    """Loss (cross-entropy; a regression head's mean squared error on the grade), grading and
+    referable-DR metrics of a predictions frame."""
+    if is_regression_frame(frame):
+        loss = float(np.mean((frame[OUTPUT_COLUMN] - frame["grade"]) ** 2))
+    else:
+        probs = frame[PROBABILITY_COLUMNS].to_numpy()
+        probs = probs / probs.sum(axis=1, keepdims=True)  # as read back from a CSV: off by 1e-9
+        loss = float(log_loss(frame["grade"], probs, labels=GRADES))
+    return {f"{prefix}loss": loss,
             **grading_metrics(frame["grade"].to_numpy(), frame["predicted"].to_numpy(), prefix,
-                              probs)}
+                              referable_scores(frame))}
 
 
 def honouring_quality(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -89,12 +127,11 @@ def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
         metrics |= frame_metrics(val, "val_")
         chooses = gradable_rows(val)  # as the screening report chooses it
         threshold = threshold_for_sensitivity(chooses["grade"].to_numpy(),
-                                              chooses[PROBABILITY_COLUMNS].to_numpy(),
-                                              sensitivity_target)
+                                              referable_scores(chooses), sensitivity_target)
         for frame, prefix in ((test, "test_"), (val, "val_")):
             if not np.isnan(threshold):  # none chosen: no metric labelled "at target"
-                metrics |= at_threshold(frame["grade"].to_numpy(),
-                                        frame[PROBABILITY_COLUMNS].to_numpy(), threshold, prefix)
+                metrics |= at_threshold(frame["grade"].to_numpy(), referable_scores(frame),
+                                        threshold, prefix)
     selected = {f"{key}_selected": value for key, value in metrics.items()}
     if bootstrap_rounds:  # test_acc_selected_ci_low, test_acc_selected_ci_high, ...
         intervals = bootstrap_intervals(test, "test_", bootstrap_rounds)

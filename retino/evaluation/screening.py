@@ -35,10 +35,12 @@ from retino.evaluation.intervals import (
 )
 from retino.evaluation.metrics import (
     referable_auc,
+    referable_column,
+    referable_scores,
     threshold_for_sensitivity,
     threshold_for_specificity,
 )
-from retino.evaluation.predictions import gradable_rows
+from retino.evaluation.predictions import gradable_rows, is_regression_frame
 
 RATES = ("sensitivity", "specificity", "ppv", "npv")
 CALIBRATION_BINS = 10  # equal-width bins of the predicted probability
@@ -59,7 +61,7 @@ class OperatingPoint:
         if np.isnan(self.threshold):
             flagged = frame["predicted"].to_numpy() >= REFERABLE_GRADE
         else:
-            flagged = frame["p_referable"].to_numpy() >= self.threshold
+            flagged = referable_scores(frame) >= self.threshold
         if self.refer_ungradable and "gradable" in frame:
             flagged = flagged | ~frame["gradable"].to_numpy(bool)
         return flagged
@@ -82,22 +84,23 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
     predicted grade alone when it has none."""
     if val is None:
         return [AT_PREDICTED_GRADE]
-    grades, probs = val["grade"].to_numpy(), val[PROBABILITY_COLUMNS].to_numpy()
+    grades, scores = val["grade"].to_numpy(), referable_scores(val)
     points = [OperatingPoint("sensitivity target", "at_target",
-                             threshold_for_sensitivity(grades, probs, sensitivity_target),
+                             threshold_for_sensitivity(grades, scores, sensitivity_target),
                              f"validation sensitivity ≥ {sensitivity_target:g}"),
               OperatingPoint("specificity target", "at_spec_target",
-                             threshold_for_specificity(grades, probs, specificity_target),
+                             threshold_for_specificity(grades, scores, specificity_target),
                              f"validation specificity ≥ {specificity_target:g}")]
     return [point for point in points if not np.isnan(point.threshold)] or [AT_PREDICTED_GRADE]
 
 
 def worse_eye(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient: the worse eye's grade, the higher P(referable) and the higher
+    """One row per patient: the worse eye's grade, the higher referable score and the higher
     predicted grade (flagged when either eye is), and (where assessed) whether every one of
     their photographs was gradable."""
-    columns = dict(grade=("grade", "max"), p_referable=("p_referable", "max"),
-                   predicted=("predicted", "max"))
+    score = referable_column(frame)
+    columns = {"grade": ("grade", "max"), score: (score, "max"),
+               "predicted": ("predicted", "max")}
     if "gradable" in frame:
         columns["gradable"] = ("gradable", "min")
     return frame.groupby("patient", sort=False).agg(**columns).reset_index()
@@ -164,7 +167,7 @@ def level_report(frame: pd.DataFrame, level: str, points: list[OperatingPoint], 
     MIN_REFERABLE_PATIENTS cases, or an AUC over fewer referable patients (a bootstrap of three
     cases says [100, 100])."""
     referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
-    score = frame["p_referable"].to_numpy()
+    score = referable_scores(frame)
     flags = {point.name: point.flags(frame) for point in points}
     samples: dict[tuple[str, str], list[float]] = {}
     aucs = []
@@ -208,9 +211,12 @@ class Calibration:
     grade_ece: float  # of the top grade's probability against being right (confidence)
 
 
-def calibration(frame: pd.DataFrame) -> Calibration:
+def calibration(frame: pd.DataFrame) -> Calibration | None:
     """How far the predicted probabilities are from the frequencies they predict (nan for no
-    photograph: a set none of whose photographs is gradable)."""
+    photograph: a set none of whose photographs is gradable); None for a regression head,
+    whose output is a grade, not a probability."""
+    if is_regression_frame(frame):
+        return None
     if frame.empty:
         return Calibration(np.nan, np.nan, np.nan, np.nan)
     referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
@@ -232,7 +238,7 @@ class ScreeningReport:
     points: list[OperatingPoint]
     by_image: LevelReport  # of the gradable photographs, where quality was assessed
     by_patient: LevelReport | None  # None: one image per patient (no patient identities)
-    calibration: Calibration
+    calibration: Calibration | None  # None: a regression head, which gives no probabilities
     imageability: Proportion | None = None  # gradable photographs; None: not assessed
     # every photograph, those not gradable counted as "refer" (only when there are some)
     ungradable_referred: list[LevelReport] = field(default_factory=list)
@@ -274,6 +280,8 @@ class ScreeningReport:
             if point.suffix == "at_spec_target":
                 metrics[f"{prefix}referable_threshold_spec_target"] = point.threshold
         c = self.calibration
+        if c is None:
+            return metrics
         return metrics | {f"{prefix}referable_brier": c.referable_brier,
                           f"{prefix}referable_ece": c.referable_ece,
                           f"{prefix}grade_brier": c.grade_brier, f"{prefix}grade_ece": c.grade_ece}
@@ -350,6 +358,15 @@ probabilities (ECE of the top grade's probability against being right).
 """
 
 
+def calibration_sentence(c: Calibration | None) -> str:
+    if c is None:
+        return ("Calibration: none: the regression head's output is a grade on a scale, not a "
+                "probability (its referable ranking, AUC and operating points stand).")
+    return (f"Calibration of P(referable): Brier {c.referable_brier:.4f}, ECE "
+            f"{c.referable_ece:.4f}; of the grade probabilities: Brier {c.grade_brier:.4f}, "
+            f"ECE {c.grade_ece:.4f}.")
+
+
 def screening_markdown(report: ScreeningReport, title: str = "Referable DR screening") -> str:
     """The report as a Markdown section: counts and prevalence, the operating points, the rates
     per image and per patient, calibration."""
@@ -371,8 +388,9 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
                      "identity): intervals resample images, and there is no per-patient row.")
     lines += ["", "Operating points, chosen on the validation split and applied unchanged to "
               "test:", ""]
+    score = "P(referable)" if report.calibration else "the regression output"
     lines += [f"- **{point.name}**: " + (point.chosen if np.isnan(point.threshold) else
-                                         f"P(referable) ≥ {point.threshold:.4f} ({point.chosen})")
+                                         f"{score} ≥ {point.threshold:.4f} ({point.chosen})")
               for point in report.points]
     chosen = {point.name for point in report.points}
     if chosen & {"sensitivity target", "specificity target"}:
@@ -389,8 +407,5 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
             where = "patient (worse eye)" if level.level == "patient" else "image"
             lines.append(f"| {where} | {name} | "
                          + " | ".join(proportion_cell(rates[rate]) for rate in RATES) + " |")
-    c = report.calibration
-    lines += ["", f"Calibration of P(referable): Brier {c.referable_brier:.4f}, ECE "
-              f"{c.referable_ece:.4f}; of the grade probabilities: Brier {c.grade_brier:.4f}, "
-              f"ECE {c.grade_ece:.4f}.", "", SCREENING_LEGEND]
+    lines += ["", calibration_sentence(report.calibration), "", SCREENING_LEGEND]
     return "\n".join(lines)

@@ -9,8 +9,13 @@
   McCullagh 1980, of which CORAL is a cousin). It returns their logarithms: everything that
   reads five scores (the softmax of log-probabilities is the probabilities, cross-entropy on
   them is the ordinal likelihood, argmax is the likeliest grade) keeps working unchanged.
+- regression: one output, the grade as a number, trained with MSE (or smooth L1) on the grade,
+  as the Kaggle 2015 winners and most APTOS 2019 teams trained. It gives no probabilities: its
+  grade is the output cut by four points fitted on validation to maximise kappa
+  (retino/evaluation/cut_points.py), and the output itself ranks referable DR. Everything that
+  reads a model's answers tells it apart by its single output column (`is_regression`).
 
-Both keep torchvision's parameter names (`fc.weight`, `fc.bias`).
+All keep torchvision's parameter names (`fc.weight`, `fc.bias`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from retino.config.schema import REGRESSION_LOSSES
 from retino.core.grades import NUM_GRADES
 
 
@@ -47,7 +53,7 @@ class CumulativeLogits(nn.Module):
         return probabilities.log()
 
 
-HEADS = ("classification", "ordinal")  # head.name
+HEADS = ("classification", "ordinal", "regression")  # head.name
 
 
 def make_head(name: str, in_features: int, num_classes: int = NUM_GRADES) -> nn.Module:
@@ -56,4 +62,43 @@ def make_head(name: str, in_features: int, num_classes: int = NUM_GRADES) -> nn.
         return nn.Linear(in_features, num_classes)
     if name == "ordinal":
         return CumulativeLogits(in_features, num_classes)
+    if name == "regression":
+        return nn.Linear(in_features, 1)
     raise ValueError(f"head={name!r} is not valid; choose one of: {', '.join(HEADS)}.")
+
+
+def is_regression(outputs: torch.Tensor) -> bool:
+    """Whether a model's outputs (B, K) are a regression head's grade (K = 1) rather than five
+    grade scores: what a model says is told apart by its shape, so no caller needs the config."""
+    return outputs.shape[1] == 1
+
+
+def grades_by_rounding(outputs: torch.Tensor) -> torch.Tensor:
+    """(B,) grades of a regression head's outputs (B, 1), rounded: the cut points 0.5 .. 3.5,
+    used where none were fitted (training accuracy, a run without a validation split)."""
+    return outputs[:, 0].round().clamp(0, NUM_GRADES - 1).long()
+
+
+class GradeRegressionLoss(nn.Module):
+    """The regression head's loss: MSE (or smooth L1) between its output and the grade; with
+    class weights, each image's error weighted by its grade's weight and normalised by their
+    sum, as nn.CrossEntropyLoss weights them."""
+
+    def __init__(self, kind: str = "mse", weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if kind not in REGRESSION_LOSSES:
+            raise ValueError(f"head.loss={kind!r} is not valid; choose one of: "
+                             f"{', '.join(REGRESSION_LOSSES)}.")
+        self.kind = kind
+        self.register_buffer("weight", weight)
+
+    def forward(self, outputs: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        target = grades.to(outputs.dtype)
+        if self.kind == "mse":
+            errors = functional.mse_loss(outputs[:, 0], target, reduction="none")
+        else:
+            errors = functional.smooth_l1_loss(outputs[:, 0], target, reduction="none")
+        if self.weight is None:
+            return errors.mean()
+        weights = self.weight[grades]
+        return (weights * errors).sum() / weights.sum()

@@ -18,12 +18,13 @@ from retino.config.registration import register_configs
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text
-from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
+from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
 from retino.core.keys import EVALUATION_KEYS
 from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, SCREENING_FILE, predictions_file
 from retino.data.layout import read_split_index
 from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
-from retino.evaluation.metrics import at_threshold, confusion_matrix
+from retino.evaluation.cut_points import grades_from_outputs
+from retino.evaluation.metrics import at_threshold, confusion_matrix, referable_scores
 from retino.evaluation.plots import plot_confusion_matrix, plot_referable_roc
 from retino.evaluation.predictions import (
     headline_metrics,
@@ -99,8 +100,8 @@ def external_metrics(test, cfg: DictConfig, run: TrainedRun,
     metrics = headline_metrics(test, None, cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
     if run.threshold_chosen:
-        flagged = at_threshold(test["grade"].to_numpy(), test[PROBABILITY_COLUMNS].to_numpy(),
-                               run.threshold, "test_")
+        flagged = at_threshold(test["grade"].to_numpy(), referable_scores(test), run.threshold,
+                               "test_")
         metrics |= {f"{key}_selected": value for key, value in flagged.items()}
     metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
     metrics["test_majority_baseline"] = majority_baseline(test)
@@ -120,6 +121,8 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     test = honouring_quality(score_split(model, loader, device, settings,
                                          cfg.get("tta", "none") == "flips"),
                              cfg.quality.name if "quality" in cfg else "heuristic")
+    if run.cuts:  # a regression head's grades, cut where its own validation split put them
+        test = test.assign(predicted=grades_from_outputs(test[OUTPUT_COLUMN], run.cuts))
     screening = external_screening(test, cfg, run)
     files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),
              atomic_write_text(out_dir / SCREENING_FILE, screening_markdown(screening)),
@@ -127,7 +130,7 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
                                    out_dir / CONFUSION_FIGURE,
                                    title=f"{run.source} on {location.root.name}"),
              plot_referable_roc({"test": (test["grade"] >= REFERABLE_GRADE,
-                                          test["p_referable"])}, out_dir / ROC_FIGURE,
+                                          referable_scores(test))}, out_dir / ROC_FIGURE,
                                 title=f"on {location.root.name}: referable DR")]
     return external_metrics(test, cfg, run, screening), files
 

@@ -25,17 +25,28 @@ from tqdm import tqdm
 
 from retino.config.schema import QualityConfig
 from retino.core.errors import ConfigError, DataError
-from retino.core.grades import NUM_GRADES, PROBABILITY_COLUMNS
+from retino.core.grades import (
+    NUM_GRADES,
+    OUTPUT_COLUMN,
+    PROBABILITY_COLUMNS,
+    REFERABLE_GRADE,
+    REFERABLE_PROBABILITY_COLUMN,
+)
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
 from retino.data.layout import read_manifest
 from retino.data.preprocess import METHOD_VERSIONS, METHODS, as_cached, decode_photograph
 from retino.data.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
-from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
-from retino.evaluation.predictions import gradable_rows, read_predictions
+from retino.evaluation.cut_points import ROUNDING, fit_cut_points, grades_from_outputs
+from retino.evaluation.metrics import (
+    referable_probability,
+    referable_scores,
+    threshold_for_sensitivity,
+)
+from retino.evaluation.predictions import gradable_rows, is_regression_frame, read_predictions
 from retino.models import ResNet, build_model
-from retino.training.loop import grade_probabilities
+from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
 
@@ -54,29 +65,63 @@ class TrainedRun:
     cfg: DictConfig
     weights: Path  # model_state.pt
     preprocessing: Preprocessing | None  # None: the run read its images as they are
-    threshold: float  # P(referable) at or above which an image is flagged
-    threshold_chosen: bool = True  # on the run's validation split; else FALLBACK_THRESHOLD
+    threshold: float  # the referable score at or above which an image is flagged
+    threshold_chosen: bool = True  # on the run's validation split; else a fallback
+    # a regression head's cut points, fitted on its validation split as its run fitted them
+    # (None: rounded, or a head with probabilities)
+    cuts: tuple[float, ...] | None = None
+
+    @property
+    def regression(self) -> bool:
+        return head_name(self.cfg) == "regression"
+
+
+def head_name(cfg: DictConfig) -> str:
+    return OmegaConf.select(cfg, "head.name", default="classification")  # older runs: none
 
 
 # A flag needs a threshold: a run without a validation split (or without a referable image in
-# it) has no operating point, and flags P(referable) >= 0.5, saying so.
+# it) has no operating point, and flags P(referable) >= 0.5 (a regression head's output at the
+# rounding cut into grade 2, 1.5), saying so.
 FALLBACK_THRESHOLD = 0.5
 
 
-def operating_point(cfg: DictConfig, val_predictions: Path | None) -> tuple[float, bool]:
-    """(the run's referable threshold, whether it was chosen on its validation split as its
-    report did); (FALLBACK_THRESHOLD, False) when it has none."""
+def _fallback_threshold(cfg: DictConfig) -> float:
+    if head_name(cfg) == "regression":
+        return float(ROUNDING[REFERABLE_GRADE - 1])
+    return FALLBACK_THRESHOLD
+
+
+def operating_point(cfg: DictConfig, val: pd.DataFrame | None) -> tuple[float, bool]:
+    """(the run's referable threshold, whether it was chosen on its validation predictions as
+    its report did); (the fallback, False) when it has none."""
     threshold = float("nan")
-    if val_predictions is not None and val_predictions.is_file():
-        val = gradable_rows(read_predictions(val_predictions))  # as its report chose it
-        threshold = threshold_for_sensitivity(val["grade"].to_numpy(),
-                                              val[PROBABILITY_COLUMNS].to_numpy(),
+    if val is not None:
+        chooses = gradable_rows(val)  # as its report chose it
+        threshold = threshold_for_sensitivity(chooses["grade"].to_numpy(),
+                                              referable_scores(chooses),
                                               cfg.referable_sensitivity_target)
     if np.isnan(threshold):
+        fallback = _fallback_threshold(cfg)
         log.warning("The run has no operating point chosen on validation: photographs are "
-                    "flagged referable at P(referable) >= %.1f.", FALLBACK_THRESHOLD)
-        return FALLBACK_THRESHOLD, False
+                    "flagged referable at a score >= %.1f.", fallback)
+        return fallback, False
     return threshold, True
+
+
+def judgement(cfg: DictConfig, val_predictions: Path | None) -> dict:
+    """What a trained run judges photographs with, from its validation predictions file: its
+    operating point (threshold, threshold_chosen) and a regression head's cut points (cuts),
+    each derived as the run derived it."""
+    val = None
+    if val_predictions is not None and val_predictions.is_file():
+        val = read_predictions(val_predictions)
+    threshold, chosen = operating_point(cfg, val)
+    cuts = None
+    if val is not None and is_regression_frame(val):  # every validation image, as the run
+        cuts = tuple(float(c) for c in fit_cut_points(val["grade"].to_numpy(),
+                                                      val[OUTPUT_COLUMN].to_numpy()))
+    return {"threshold": threshold, "threshold_chosen": chosen, "cuts": cuts}
 
 
 def _preprocessing(method: object, size: object, version: object = 1) -> Preprocessing | None:
@@ -102,7 +147,7 @@ def run_from_folder(folder: Path) -> TrainedRun:
     return TrainedRun(str(folder), cfg, folder / WEIGHTS_FILE,
                       _preprocessing(manifest.get("method"), manifest.get("size"),
                                      manifest.get("method_version", 1)),
-                      *operating_point(cfg, folder / predictions_file("val")))
+                      **judgement(cfg, folder / predictions_file("val")))
 
 
 def run_from_store(run_id: str) -> TrainedRun:
@@ -133,7 +178,7 @@ def run_from_store(run_id: str) -> TrainedRun:
     return TrainedRun(run_id, cfg, weights,
                       _preprocessing(params.get("cache.method"), params.get("cache.size"),
                                      params.get("cache.method_version", 1)),
-                      *operating_point(cfg, val))
+                      **judgement(cfg, val))
 
 
 def load_trained_run(source: str) -> TrainedRun:
@@ -147,8 +192,7 @@ def load_trained_run(source: str) -> TrainedRun:
 
 
 def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
-    head = OmegaConf.select(run.cfg, "head.name", default="classification")  # older runs: none
-    model = build_model(run.cfg.model.name, head=head)
+    model = build_model(run.cfg.model.name, head=head_name(run.cfg))
     model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
@@ -239,16 +283,16 @@ def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
 def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: int = 32,
           workers: int = 0, cam_dir: Path | None = None) -> pd.DataFrame:
     """One row per photograph, in the order given: image, gradable, quality_reason,
-    quality_score and the measures behind it (quality_*), predicted, p0..p4, p_referable,
-    referable, error (empty when read). A photograph that cannot be read, or is not gradable,
-    has no grade, probabilities or flag."""
+    quality_score and the measures behind it (quality_*), predicted, p0..p4, p_referable (a
+    regression head: output), referable, error (empty when read). A photograph that cannot be
+    read, or is not gradable, has no grade, probabilities or flag."""
     model = trained_model(run, device)
     tta = run.cfg.get("tta", "none") == "flips"  # as the run evaluated itself
     photographs = Photographs(paths, run.preprocessing, run.cfg.resolution.size,
                               quality_settings(run.cfg))
     loader = DataLoader(photographs, batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate)
-    probs = np.full((len(paths), NUM_GRADES), np.nan)
+    probs = np.full((len(paths), 1 if run.regression else NUM_GRADES), np.nan)
     errors = [""] * len(paths)
     qualities: list[Quality | None] = [None] * len(paths)
     batches = tqdm(loader, desc="grading", disable=not sys.stderr.isatty())
@@ -261,13 +305,13 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
             continue
         inputs = normalize_images(images.to(device))
         if cam_dir is None:
-            probs[positions] = grade_probabilities(model, inputs, tta).cpu().numpy()
+            probs[positions] = head_answers(model, inputs, tta).cpu().numpy()
             continue
         with torch.inference_mode(False), torch.no_grad():
             maps, _ = class_activation_maps(model, inputs.clone())
-            probs[positions] = grade_probabilities(model, inputs.clone(), tta).cpu().numpy()
+            probs[positions] = head_answers(model, inputs.clone(), tta).cpu().numpy()
         _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
-    return answers_frame(paths, probs, errors, run.threshold, qualities)
+    return answers_frame(paths, probs, errors, run.threshold, qualities, run.cuts)
 
 
 QUALITY_MEASURES = tuple(f"quality_{name}" for name in Quality.__dataclass_fields__
@@ -292,15 +336,25 @@ def quality_columns(qualities: list[Quality | None], errors: list[str]) -> pd.Da
 
 
 def answers_frame(paths: list[Path], probs: np.ndarray, errors: list[str], threshold: float,
-                  qualities: list[Quality | None] | None = None) -> pd.DataFrame:
+                  qualities: list[Quality | None] | None = None,
+                  cuts: tuple[float, ...] | None = None) -> pd.DataFrame:
+    """The rows grade() returns, from the answers (N, 5) (a regression head's (N, 1), cut at
+    `cuts`, else rounded), nan where a photograph was not graded."""
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
     frame = pd.concat([frame, quality_columns(qualities or [None] * len(paths), errors)], axis=1)
     graded = ~np.isnan(probs).any(axis=1)
-    p_referable = referable_probability(np.nan_to_num(probs))
-    frame["predicted"] = pd.Series(np.nan_to_num(probs).argmax(axis=1), dtype="Int64")
-    frame[PROBABILITY_COLUMNS] = probs
-    frame["p_referable"] = np.where(graded, p_referable, np.nan)
-    frame["referable"] = pd.Series((p_referable >= threshold).astype(int), dtype="Int64")
+    answers = np.nan_to_num(probs)
+    if answers.shape[1] == 1:  # a regression head: its output ranks referable DR
+        score = answers[:, 0]
+        predicted = grades_from_outputs(score, np.asarray(cuts if cuts else ROUNDING))
+        frame["predicted"] = pd.Series(predicted, dtype="Int64")
+        frame[OUTPUT_COLUMN] = probs[:, 0]
+    else:
+        score = referable_probability(answers)
+        frame["predicted"] = pd.Series(answers.argmax(axis=1), dtype="Int64")
+        frame[PROBABILITY_COLUMNS] = probs
+        frame[REFERABLE_PROBABILITY_COLUMN] = np.where(graded, score, np.nan)
+    frame["referable"] = pd.Series((score >= threshold).astype(int), dtype="Int64")
     frame.loc[~graded, ["predicted", "referable"]] = pd.NA  # skipped: blank, not grade 0
     frame["error"] = errors
     return frame

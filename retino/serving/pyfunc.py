@@ -6,7 +6,8 @@ applies the run's preprocessing exactly as `python -m retino.predict` does (it c
 grade()). Input: a DataFrame with an `image` column, each cell a photograph's file bytes in
 base64 (any format the preprocessing reads: JPEG, PNG, TIFF). Output: one row per photograph
 with `gradable`, `quality_reason` and `quality_score` (and the measures behind it,
-`quality_*`), `predicted`, `p0`..`p4`, `p_referable`, `referable` (at the run's operating point)
+`quality_*`), `predicted`, `p0`..`p4`, `p_referable` (a regression head: `output`), `referable` (at
+the run's operating point)
 and `error` (empty when read; the reason otherwise). A photograph that cannot be read or is not
 gradable has no grade, probabilities or flag.
 """
@@ -27,7 +28,7 @@ from mlflow.types import ColSpec, Schema
 from omegaconf import OmegaConf
 
 from retino import PROJECT_ROOT
-from retino.core.grades import PROBABILITY_COLUMNS
+from retino.core.grades import OUTPUT_COLUMN, PROBABILITY_COLUMNS, REFERABLE_PROBABILITY_COLUMN
 from retino.core.names import CONFIG_FILE, GRADER_FILE, MODEL_DIR
 from retino.serving.grader import (
     QUALITY_MEASURES,
@@ -41,15 +42,19 @@ from retino.training.devices import resolve_device
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # retino/: the code the model carries
 
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image")]),
-    outputs=Schema([ColSpec("boolean", "gradable"), ColSpec("string", "quality_reason"),
-                    ColSpec("double", "quality_score"),
-                    *(ColSpec("double", column) for column in QUALITY_MEASURES),
-                    ColSpec("long", "predicted"),
-                    *(ColSpec("double", column) for column in PROBABILITY_COLUMNS),
-                    ColSpec("double", "p_referable"), ColSpec("long", "referable"),
-                    ColSpec("string", "error")]))
+def signature(regression: bool = False) -> ModelSignature:
+    """The model's input and output columns (a regression head answers with its output where
+    the others give probabilities)."""
+    answers = [OUTPUT_COLUMN] if regression else \
+        [*PROBABILITY_COLUMNS, REFERABLE_PROBABILITY_COLUMN]
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema([ColSpec("boolean", "gradable"), ColSpec("string", "quality_reason"),
+                        ColSpec("double", "quality_score"),
+                        *(ColSpec("double", column) for column in QUALITY_MEASURES),
+                        ColSpec("long", "predicted"),
+                        *(ColSpec("double", column) for column in answers),
+                        ColSpec("long", "referable"), ColSpec("string", "error")]))
 
 
 class FundusGrader(PythonModel):
@@ -58,9 +63,11 @@ class FundusGrader(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         grader = OmegaConf.load(context.artifacts["grader"])
         preprocessing = (Preprocessing(grader.method, grader.size) if grader.method else None)
+        cuts = grader.get("cuts")
         self.run = TrainedRun(grader.source, OmegaConf.load(context.artifacts["config"]),
                               Path(context.artifacts["weights"]), preprocessing,
-                              float(grader.threshold), bool(grader.get("threshold_chosen", True)))
+                              float(grader.threshold), bool(grader.get("threshold_chosen", True)),
+                              tuple(cuts) if cuts else None)
         self.device = resolve_device("auto")
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
@@ -107,7 +114,8 @@ def save_grader(run_dir: Path, example: Path) -> Path:
         else (None, None)
     grader.write_text(OmegaConf.to_yaml({"source": run.source, "method": method, "size": size,
                                          "threshold": run.threshold,
-                                         "threshold_chosen": run.threshold_chosen}))
+                                         "threshold_chosen": run.threshold_chosen,
+                                         "cuts": list(run.cuts) if run.cuts else None}))
     target = run_dir / MODEL_DIR
     if target.exists():  # a resumed run saves its final model again
         shutil.rmtree(target)
@@ -115,7 +123,7 @@ def save_grader(run_dir: Path, example: Path) -> Path:
                artifacts={"config": str(run_dir / CONFIG_FILE),
                           "weights": str(run.weights), "grader": str(grader)},
                code_paths=[str(PACKAGE_DIR)],
-               signature=SIGNATURE,
+               signature=signature(run.regression),
                input_example=pd.DataFrame({"image": [encode_image(example)]}),
                pip_requirements=pip_requirements())
     return target

@@ -21,6 +21,7 @@ from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
 from retino.evaluation.delong import delong_test, holm_adjusted
 from retino.evaluation.intervals import paired_differences, same_images, seed_interval
+from retino.evaluation.metrics import referable_scores
 from retino.tracking.records import RunRecord
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,11 @@ def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
 
 def delong_p(a: Configuration, b: Configuration) -> float:
     """DeLong's p of the two configurations' referable AUCs on the same test images, each
-    configuration scored by P(referable) averaged over its seeds; nan when the images hold one
-    kind only."""
+    configuration scored by its referable score (P(referable), a regression head's output)
+    averaged over its seeds; nan when the images hold one kind only. (AUC depends on each
+    side's ranking alone, so a probability and a regression output compare.)"""
     aligned = same_images([run.test for run in a.runs + b.runs])
-    scores = [np.mean([frame["p_referable"] for frame in side], axis=0)
+    scores = [np.mean([referable_scores(frame) for frame in side], axis=0)
               for side in (aligned[: len(a.runs)], aligned[len(a.runs):])]
     try:
         return delong_test(aligned[0]["grade"] >= REFERABLE_GRADE, *scores).p

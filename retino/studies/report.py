@@ -34,6 +34,7 @@ from retino.core.names import (
 )
 from retino.core.pages import html_page
 from retino.evaluation.intervals import MIN_REFERABLE_PATIENTS, pooled_intervals, seed_interval
+from retino.evaluation.metrics import referable_scores
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
     plot_confusion_grid,
@@ -352,6 +353,13 @@ def run_names(runs: list[RunRecord], labels: dict[str, str]) -> dict[str, str]:
             for run in runs}
 
 
+def _calibration_cells(report: ScreeningReport) -> list[str]:
+    """Brier and ECE of P(referable); none for a regression head (no probability)."""
+    if report.calibration is None:
+        return ["no probability"] * 2
+    return [f"{report.calibration.referable_brier:.4f}", f"{report.calibration.referable_ece:.4f}"]
+
+
 def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
     """One row per run with predictions files: its screening numbers (SCREENING_COLUMNS)."""
     names = run_names(finished, labels)
@@ -367,9 +375,7 @@ def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[li
             proportion_cell(report.imageability)
         rows.append([names[run.run_id], imageable, level.level, auc,
                      f"{100 * level.prevalence:.1f}",
-                     *_screening_cells(report, level),
-                     f"{report.calibration.referable_brier:.4f}",
-                     f"{report.calibration.referable_ece:.4f}"])
+                     *_screening_cells(report, level), *_calibration_cells(report)])
     return rows
 
 
@@ -424,7 +430,8 @@ def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
     if matrices:
         files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
     names = run_names(finished, labels)
-    curves = {names[run.run_id]: (run.test["grade"] >= REFERABLE_GRADE, run.test["p_referable"])
+    curves = {names[run.run_id]: (run.test["grade"] >= REFERABLE_GRADE,
+                                  referable_scores(run.test))
               for run in finished if run.test is not None}
     if curves:
         files.append(plot_referable_roc(curves, folder / ROC_FIGURE,

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from retino.core.names import CHECKPOINT_FILE
 from retino.data.loaders import epoch_seed
-from retino.evaluation.metrics import grading_metrics
+from retino.evaluation.cut_points import cut_point_metrics, fit_cut_points, grades_from_outputs
+from retino.evaluation.metrics import grading_metrics, referable_probability
 from retino.evaluation.predictions import predictions_frame
+from retino.models.heads import grades_by_rounding, is_regression
 from retino.training.checkpoint import save_checkpoint
 from retino.training.ema import WeightAverage
 from retino.training.precision import GradientStep, StepSettings, ahead_on_device
@@ -107,25 +109,45 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         images = settings.images_to(images, device, *device_params)  # (B, 3, H, W)
         grades = grades.to(device, non_blocking=True)  # (B,)
         with settings.autocast(device):
-            logits = model(images)  # (B, 5)
+            logits = model(images)  # (B, 5); (B, 1) for a regression head
             loss = criterion(logits.float(), grades)
         step(loss, optimizer)
         if after_step is not None:
             after_step()
         loss_sum += loss.detach().double() * len(grades)
-        correct += (logits.argmax(dim=1) == grades).sum()
+        correct += (_predicted_grades(logits) == grades).sum()
         seen += len(grades)
     return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
 
 
+def _predicted_grades(outputs: torch.Tensor) -> torch.Tensor:
+    """(B,) grades of a batch's outputs: the likeliest, or a regression head's rounded (its
+    cut points are fitted on validation after the epoch, not during it)."""
+    return grades_by_rounding(outputs) if is_regression(outputs) else outputs.argmax(dim=1)
+
+
 class Inference(NamedTuple):
     """A model's answers on one split: mean loss, and per image the true grade, the predicted
-    grade and the five grade probabilities."""
+    grade and the answers behind it: the five grade probabilities, or a regression head's
+    output (N, 1), cut into grades by rounding until `cut` gives fitted points."""
 
     loss: float
     true: np.ndarray  # (N,)
     pred: np.ndarray  # (N,)
-    probs: np.ndarray  # (N, 5), rows sum to 1
+    probs: np.ndarray  # (N, 5), rows sum to 1; (N, 1) a regression head's output
+
+    @property
+    def regression(self) -> bool:
+        return self.probs.shape[1] == 1
+
+    @property
+    def referable_score(self) -> np.ndarray:
+        """(N,) what ranks referable DR: P(grade >= 2), or a regression head's output."""
+        return self.probs[:, 0] if self.regression else referable_probability(self.probs)
+
+    def cut(self, cuts: np.ndarray) -> "Inference":
+        """A regression head's answers with its grades cut at these points."""
+        return self._replace(pred=grades_from_outputs(self.probs[:, 0], cuts))
 
 
 def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Tensor:
@@ -140,48 +162,67 @@ def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Te
 FLIPS = ((), (3,), (2,), (2, 3))  # test-time augmentation: as is, mirrored, upside down, both
 
 
-def grade_probabilities(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """(B, 5) grade probabilities of normalised images; with tta, the mean of the four flipped
-    passes (a fundus has no preferred orientation, and training flips it too)."""
+def _answers(outputs: torch.Tensor) -> torch.Tensor:
+    return outputs if is_regression(outputs) else outputs.softmax(dim=1)
+
+
+def head_answers(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """(B, 5) grade probabilities of normalised images, or (B, 1) a regression head's output;
+    with tta, the mean of the four flipped passes (a fundus has no preferred orientation, and
+    training flips it too)."""
     if not tta:
-        return model(images).float().softmax(dim=1)
-    return torch.stack([model(images.flip(dims) if dims else images).float().softmax(dim=1)
+        return _answers(model(images).float())
+    return torch.stack([_answers(model(images.flip(dims) if dims else images).float())
                         for dims in FLIPS]).mean(dim=0)
+
+
+def _batch_answers(model: nn.Module, images: torch.Tensor, grades: torch.Tensor,
+                   tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's answers (B, 5) or (B, 1), its summed loss: cross-entropy, a regression
+    head's squared error on the grade; with tta, those of the averaged answers)."""
+    count = len(grades)  # a padded batch holds more images
+    if tta:
+        answers = head_answers(model, images, tta)[:count]
+        log_probs = None if is_regression(answers) else answers.clamp_min(1e-12).log()
+    else:
+        outputs = model(images).float()[:count]
+        answers = _answers(outputs)
+        log_probs = None if is_regression(outputs) else outputs.log_softmax(dim=1)
+    if log_probs is None:
+        return answers, nn.functional.mse_loss(answers[:, 0], grades.float(), reduction="sum")
+    return answers, nn.functional.nll_loss(log_probs, grades, reduction="sum")
 
 
 @torch.inference_mode()
 def infer(model: nn.Module, loader: DataLoader, device: torch.device,
           settings: StepSettings = FP32, tta: bool = False) -> Inference:
-    """Mean cross-entropy and every image's grade probabilities over a split, in order (with
-    tta, of the probabilities averaged over flips).
+    """Mean cross-entropy (a regression head's mean squared error) and every image's answers
+    over a split, in order (with tta, of the answers averaged over flips).
 
     The loss is never class-weighted, so test_loss compares across imbalance options."""
     model.eval()
-    loss_sum, true, probs = torch.zeros((), device=device), [], []
+    loss_sum, true, answers = torch.zeros((), device=device), [], []
     for images, grades in ahead_on_device(_progress(loader, "evaluate"), device):
         images = settings.images_to(images, device)
         grades = grades.to(device, non_blocking=True)
         if settings.compile and len(grades) < (loader.batch_size or 0):
             images = _padded(images, loader.batch_size, settings)
         with settings.autocast(device):
-            if tta:  # the loss of the averaged probabilities
-                batch = grade_probabilities(model, images, tta)[: len(grades)]  # (B, 5)
-                log_probs = batch.clamp_min(1e-12).log()
-            else:
-                logits = model(images).float()[: len(grades)]
-                batch, log_probs = logits.softmax(dim=1), logits.log_softmax(dim=1)
-        loss_sum += nn.functional.nll_loss(log_probs, grades, reduction="sum")
+            batch, loss = _batch_answers(model, images, grades, tta)
+        loss_sum += loss
         true.append(grades)
-        probs.append(batch)
-    true_arr, probs_arr = torch.cat(true).cpu().numpy(), torch.cat(probs).cpu().numpy()
-    return Inference(float(loss_sum) / len(true_arr), true_arr, probs_arr.argmax(axis=1),
-                      probs_arr)
+        answers.append(batch)
+    true_arr, answers_arr = torch.cat(true).cpu().numpy(), torch.cat(answers).cpu().numpy()
+    pred = (grades_from_outputs(answers_arr[:, 0]) if answers_arr.shape[1] == 1
+            else answers_arr.argmax(axis=1))
+    return Inference(float(loss_sum) / len(true_arr), true_arr, pred, answers_arr)
 
 
 def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
                 settings: StepSettings = FP32, tta: bool = False) -> pd.DataFrame:
     """Every image of a split scored by the model: its predictions frame (image, patient, grade,
-    predicted, p0..p4, p_referable), what files, metrics and reports are computed from."""
+    predicted, p0..p4, p_referable; output for a regression head, whose grades are then cut
+    by predictions.with_cut_points), what files, metrics and reports are computed from."""
     answers = infer(model, loader, device, settings, tta)
     index = loader.dataset.index
     return predictions_frame(index.paths, answers.true, answers.probs, index.patients,
@@ -191,7 +232,8 @@ def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
 def split_metrics(evaluation: Inference, prefix: str) -> dict[str, float]:
     """Loss, grading and referable-DR metrics of one split, keyed `<prefix>name`."""
     return {f"{prefix}loss": evaluation.loss,
-            **grading_metrics(evaluation.true, evaluation.pred, prefix, evaluation.probs)}
+            **grading_metrics(evaluation.true, evaluation.pred, prefix,
+                              evaluation.referable_score)}
 
 
 @dataclass
@@ -273,11 +315,18 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
 
 def _scored(runner: nn.Module, test_loader: DataLoader, val_loader: DataLoader | None,
             device: torch.device, settings: StepSettings, tta: bool) -> dict[str, float]:
-    """The epoch's test metrics, and validation metrics when there is a validation split."""
-    row = split_metrics(infer(runner, test_loader, device, settings, tta), "test_")
-    if val_loader is not None:
-        row |= split_metrics(infer(runner, val_loader, device, settings, tta), "val_")
-    return row
+    """The epoch's test metrics, and validation metrics when there is a validation split; a
+    regression head's grades cut at the points fitted on validation (logged, cut_1..cut_4)."""
+    test = infer(runner, test_loader, device, settings, tta)
+    if val_loader is None:
+        return split_metrics(test, "test_")
+    val = infer(runner, val_loader, device, settings, tta)
+    cuts = {}
+    if val.regression:
+        fitted = fit_cut_points(val.true, val.referable_score)
+        test, val = test.cut(fitted), val.cut(fitted)
+        cuts = cut_point_metrics(fitted)
+    return split_metrics(test, "test_") | split_metrics(val, "val_") | cuts
 
 
 def _say_stopped(result: FitResult, patience: int, tracker: Tracker) -> None:

@@ -50,7 +50,8 @@ from retino.data.loaders import (
 )
 from retino.data.split import shared_patients, with_validation
 from retino.evaluation.cam import cam_examples
-from retino.evaluation.metrics import confusion_matrix
+from retino.evaluation.cut_points import cut_point_metrics
+from retino.evaluation.metrics import confusion_matrix, referable_scores
 from retino.evaluation.plots import (
     plot_accuracy,
     plot_calibration,
@@ -61,10 +62,13 @@ from retino.evaluation.plots import (
 from retino.evaluation.predictions import (
     headline_metrics,
     honouring_quality,
+    is_regression_frame,
     majority_baseline,
+    with_cut_points,
 )
 from retino.evaluation.screening import screening_markdown, screening_report
 from retino.models import HEADS, MODEL_BUILDERS, ResNet, build_model, freeze_backbone
+from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import (
     PRETRAIN_SOURCES,
     load_backbone_weights,
@@ -169,7 +173,12 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
 
 
 def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
-    return _registered(IMBALANCE, "imbalance", cfg.imbalance)(train_grades)
+    """The training loss: cross-entropy (class-weighted for imbalance=weighted_loss), or the
+    regression head's error on the grade, weighted the same way."""
+    loss = _registered(IMBALANCE, "imbalance", cfg.imbalance)(train_grades)
+    if cfg.head.name != "regression":
+        return loss
+    return GradeRegressionLoss(cfg.head.loss, loss.weight)
 
 
 def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
@@ -207,24 +216,32 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     for split, loader in loaders.items():
         frames[split] = honouring_quality(
             score_split(model, loader, device, settings, cfg.tta == "flips"), cfg.quality.name)
+    frames, cuts = with_cut_points(frames)
+    if cuts is None and cfg.head.name == "regression":
+        log.warning("head=regression without a validation split: its grades are the rounded "
+                    "outputs (no cut points fitted for kappa). Set data.val_fraction > 0.")
+    for split, frame in frames.items():
         files.append(atomic_write_text(out_dir / predictions_file(split),
-                                       frames[split].to_csv(index=False)))
+                                       frame.to_csv(index=False)))
     test = frames["test"]
     result.confusion = confusion_matrix(test["grade"], test["predicted"])
     screening = screening_report(test, frames.get("val"), cfg.referable_sensitivity_target,
                                  cfg.referable_specificity_target, cfg.bootstrap_rounds)
     result.screening = screening_markdown(screening)
-    curves = {split: (frame["grade"] >= REFERABLE_GRADE, frame["p_referable"])
+    curves = {split: (frame["grade"] >= REFERABLE_GRADE, referable_scores(frame))
               for split, frame in frames.items()}
     thresholds = {point.name: point.threshold for point in screening.points
                   if not np.isnan(point.threshold)}
     files += [plot_referable_roc(curves, out_dir / ROC_FIGURE, f"{run_name(cfg)}: referable DR",
                                  thresholds),
-              plot_calibration(curves, out_dir / CALIBRATION_FIGURE,
-                               f"{run_name(cfg)}: calibration of P(referable)"),
               atomic_write_text(out_dir / SCREENING_FILE, result.screening)]
+    if not is_regression_frame(test):  # a regression head's output is not a probability
+        files.append(plot_calibration(curves, out_dir / CALIBRATION_FIGURE,
+                                      f"{run_name(cfg)}: calibration of P(referable)"))
     metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
+    if cuts is not None:
+        metrics |= {f"{key}_selected": value for key, value in cut_point_metrics(cuts).items()}
     metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
     metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
