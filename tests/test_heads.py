@@ -127,6 +127,10 @@ def test_a_regression_run_cuts_its_grades_where_validation_puts_them(tmp_path):
     cuts = np.array([result.selected[f"cut_{k}_selected"] for k in range(1, 5)])
     np.testing.assert_allclose(cuts, fit_cut_points(val["grade"], val["output"]))
     assert (test["predicted"] == grades_from_outputs(test["output"], cuts)).all()
+    # each epoch was judged (and chosen) on grades cut the same way
+    epoch = result.history[int(result.selected["selected_epoch"]) - 1]
+    assert [epoch[f"cut_{k}"] for k in range(1, 5)] == pytest.approx(list(cuts))
+    assert epoch["test_qwk"] == pytest.approx(result.selected["test_qwk_selected"])
     assert result.selected["test_qwk_selected"] == pytest.approx(
         __import__("sklearn.metrics").metrics.cohen_kappa_score(
             test["grade"], test["predicted"], labels=range(5), weights="quadratic"))
