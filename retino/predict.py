@@ -11,7 +11,8 @@ Each photograph goes through the run's own preprocessing: the method and size of
 cache it trained on (the raw camera photograph in, the same crop and the same JPEG encoding as
 `retino.data.prepare` out), then its resolution and normalisation. Per image the CSV holds the
 predicted grade, the five probabilities, P(referable DR) (grade >= 2) and the referable flag at
-the run's operating point (chosen on its validation split; P >= 0.5 without one). An image that
+the run's operating point (chosen on its validation split; P >= 0.5 without one); a regression
+head's run gives its output (the grade as a number) instead of the probabilities. An image that
 cannot be read is listed with the reason and never stops the others. --cam writes a
 class-activation overlay per image. Exit status: 0 when every image was graded, 3 when some
 were skipped, 2 when the run or the images cannot be found.
@@ -65,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     how = (f"{run.preprocessing.method} at {run.preprocessing.size} px" if run.preprocessing
            else "as they are")
     log.info("Graded %d of %d photographs with run %s (preprocessed %s, %d px); %d not "
-             "gradable; %d flagged referable (P >= %.3f%s). Written to %s.",
+             "gradable; %d flagged referable (%s >= %.3f%s). Written to %s.",
              len(frame) - len(skipped) - len(ungradable), len(frame), run.source, how,
              run.cfg.resolution.size, len(ungradable), int(frame["referable"].sum()),
-             run.threshold, "" if run.threshold_chosen else ", no operating point chosen",
-             args.out)
+             "output" if run.regression else "P", run.threshold,
+             "" if run.threshold_chosen else ", no operating point chosen", args.out)
     for image, reason in ungradable[["image", "quality_reason"]].itertuples(index=False):
         log.warning("Not gradable %s: %s", image, reason)
     for image, reason in skipped[["image", "error"]].itertuples(index=False):

@@ -146,5 +146,12 @@ def test_a_regression_run_cuts_its_grades_where_validation_puts_them(tmp_path):
     assert (graded["error"] == "").all(), graded["error"]
     np.testing.assert_allclose(graded["output"], test["output"][:6], atol=1e-5)
     assert list(graded["predicted"]) == list(test["predicted"][:6])
+    # retino.evaluate on the run's own test set cuts with the run's own points
+    from retino.serving.external import evaluate_elsewhere, evaluation_config
+    same_data = [f"data.{key}={value}" for key, value in cfg.data.items()
+                 if key in ("root", "train_size", "test_size", "image_size")]
+    external, _ = evaluate_elsewhere(trained, evaluation_config(trained.cfg, same_data),
+                                     tmp_path)
+    assert external["test_qwk_selected"] == pytest.approx(result.selected["test_qwk_selected"])
     assert "output" in signature(regression=True).outputs.input_names()
     assert "p_referable" not in signature(regression=True).outputs.input_names()
