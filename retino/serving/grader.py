@@ -34,7 +34,7 @@ from retino.data.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.metrics import referable_probability, threshold_for_sensitivity
 from retino.evaluation.predictions import gradable_rows, read_predictions
-from retino.models import ResNet, build_model
+from retino.models import GradingNetwork, build_network
 from retino.training.loop import grade_probabilities
 
 log = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ def load_trained_run(source: str) -> TrainedRun:
     return run_from_store(source)
 
 
-def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
+def trained_model(run: TrainedRun, device: torch.device) -> GradingNetwork:
     head = OmegaConf.select(run.cfg, "head.name", default="classification")  # older runs: none
-    model = build_model(run.cfg.model.name, head=head)
+    model = build_network(run.cfg.model.name, head, OmegaConf.select(run.cfg, "model.arch"))
     model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
