@@ -1,4 +1,5 @@
-"""Shared fixtures: the real composed config, shrunk; an isolated MLflow store and torch hub."""
+"""Shared fixtures: the real composed config, shrunk; an isolated MLflow store, torch hub and
+Hugging Face hub cache."""
 
 from __future__ import annotations
 
@@ -40,11 +41,18 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> None:
-    """No test writes to the project's mlflow.db or the user's torch hub cache: each gets a copy
-    of an empty store of its own."""
+    """No test writes to the project's mlflow.db or reads the user's torch or Hugging Face hub
+    cache: each gets a copy of an empty store of its own."""
+    from huggingface_hub import constants
+
     shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    # HF_HOME for the commands a test starts; the constant for this process, which
+    # huggingface_hub read from the environment when it was imported
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setenv("RETINO_LOCK_DIR", str(tmp_path / "locks"))
 
 

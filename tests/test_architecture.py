@@ -73,6 +73,7 @@ def test_importing_training_and_data_imports_neither_mlflow_nor_hydra():
 
 def test_every_key_with_a_role_is_a_key_of_the_config():
     keys = set(params_to_log(compose_config(["data=kaggle", "data.root=/tmp"]))) | \
-        set(params_to_log(compose_config([])))
+        set(params_to_log(compose_config([]))) | \
+        set(params_to_log(compose_config(["model=timm", "model.arch=resnet10t"])))
     unknown = set(ROLES) - keys - {GPU_PARAM}
     assert not unknown, f"key roles name keys the config does not have: {sorted(unknown)}"

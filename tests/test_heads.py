@@ -125,6 +125,14 @@ def test_a_regression_run_cuts_its_grades_where_validation_puts_them(tmp_path):
     test, val = (pd.read_csv(run / f"predictions_{s}.csv") for s in ("test", "val"))
     assert "output" in test and "p0" not in test and "p_referable" not in test
     cuts = np.array([result.selected[f"cut_{k}_selected"] for k in range(1, 5)])
+    from retino.evaluation.cam import class_activation_maps
+    from retino.serving.grader import trained_model
+    with torch.no_grad():  # the activation maps' grades are the run's cut grades too
+        model = trained_model(load_trained_run(str(tmp_path / "run")), torch.device("cpu"))
+        images = torch.randn(16, 3, 64, 64)
+        outputs = model(images)[:, 0].numpy()
+    assert list(class_activation_maps(model, images, cuts)[1]) == \
+        list(grades_from_outputs(outputs, cuts))
     np.testing.assert_allclose(cuts, fit_cut_points(val["grade"], val["output"]))
     assert (test["predicted"] == grades_from_outputs(test["output"], cuts)).all()
     # each epoch was judged (and chosen) on grades cut the same way

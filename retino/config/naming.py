@@ -13,7 +13,7 @@ from retino.core.keys import NAMED_AXES
 def run_name(cfg: DictConfig, swept: Iterable[str] = ()) -> str:
     """A readable name from the choices, e.g. 'resnet50-pretrained-frozen-224px'; in a study,
     followed by each other axis it sweeps, e.g. 'resnet18-scratch-64px seed=1 lr=0.01'."""
-    parts = [cfg.model.name, "pretrained" if cfg.pretrained else "scratch"]
+    parts = [cfg.model.get("arch") or cfg.model.name, "pretrained" if cfg.pretrained else "scratch"]
     if cfg.pretrained and cfg.pretrain.source != "imagenet":
         parts[1] = f"pretrained-{cfg.pretrain.source}"
     if cfg.freeze.name == "backbone":

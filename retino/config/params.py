@@ -26,6 +26,7 @@ def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any
 _ONLY_WHEN = {
     "data.train_size": ("data.name", "demo"), "data.test_size": ("data.name", "demo"),
     "data.image_size": ("data.name", "demo"), "data.seed": ("data.name", "demo"),
+    "model.arch": ("model.name", "timm"),
     "optimizer.momentum": ("optimizer.name", "sgd"),
     "schedule.step_size": ("schedule.name", "step"), "schedule.gamma": ("schedule.name", "step"),
     "pretrain.variant": ("pretrain.source", "imagenet"),

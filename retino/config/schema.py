@@ -21,11 +21,15 @@ TTA_MODES = ("none", "flips")  # tta: test-time augmentation
 REGRESSION_LOSSES = ("mse", "smooth_l1")  # head.loss of head=regression
 QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
+TIMM_MODEL = "timm"  # model.name of any timm architecture, named by model.arch
 
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet18"
+    name: str = "resnet18"  # resnet18..152 (retino's), efficientnet_b0/b3, convnext_tiny, timm
+    # model=timm: the timm architecture, optionally with its pretrained tag
+    # (efficientnet_b4, convnext_small.fb_in22k_ft_in1k); null for every other model
+    arch: Optional[str] = None
 
 
 @dataclass

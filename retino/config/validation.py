@@ -3,6 +3,7 @@ what it may be, all of them in one error."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from retino.config.schema import (
     REGRESSION_LOSSES,
     SELECTION_METRICS,
     STRIDE,
+    TIMM_MODEL,
     TTA_MODES,
 )
 from retino.core.errors import ConfigError
@@ -29,10 +31,44 @@ def _check(problems: list[str], ok: bool, message: str) -> None:
         problems.append(message)
 
 
+_LISTED = 30  # longer lists of choices (timm's architectures) show the close matches only
+
+
 def _check_choice(problems: list[str], key: str, value: Any, allowed: Iterable[str]) -> None:
     allowed = list(allowed)
-    _check(problems, value in allowed, f"{key}={value!r} is not valid; choose one of: "
-                                       f"{', '.join(allowed)}.")
+    if value in allowed:
+        return
+    if len(allowed) <= _LISTED:
+        problems.append(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}.")
+        return
+    close = difflib.get_close_matches(str(value), allowed, n=8, cutoff=0.6)
+    problems.append(f"{key}={value!r} is not valid (one of {len(allowed)} names); "
+                    + (f"close matches: {', '.join(close)}." if close else "no close match."))
+
+
+# Keys of `registered` checked with the model rather than as plain choices.
+_MODEL_KEYS = ("model.arch", "cifar10_models")
+
+
+def _check_model(cfg: DictConfig, registered: Mapping[str, Iterable[str]],
+                 problems: list[str]) -> None:
+    """model.arch, which only model=timm reads (registered['model.arch']: the architectures
+    timm knows, a pretrained tag after the dot aside), and a CIFAR-10 start, which only some
+    models have (registered['cifar10_models'])."""
+    name, arch = cfg.model.name, cfg.model.get("arch")
+    if name == TIMM_MODEL:
+        _check(problems, bool(arch), f"model={TIMM_MODEL} needs model.arch=<a timm "
+                                     "architecture>, e.g. model.arch=efficientnet_b4.")
+        if arch and "model.arch" in registered:
+            _check_choice(problems, "model.arch", arch.split(".")[0], registered["model.arch"])
+    else:
+        _check(problems, arch is None, f"model.arch={arch} is read by model={TIMM_MODEL} only; "
+                                       f"model={name} is one architecture: drop model.arch.")
+    cifar10_models = list(registered.get("cifar10_models", [name]))
+    _check(problems, not (cfg.pretrained and cfg.pretrain.source == "cifar10")
+           or name in cifar10_models,
+           f"pretrain=cifar10 pretrains {', '.join(cifar10_models)} only (retino trains them on "
+           f"CIFAR-10 itself); model={name} starts from pretrain=imagenet or from scratch.")
 
 
 def _check_training(cfg: DictConfig, problems: list[str]) -> None:
@@ -131,10 +167,13 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     """Raise ConfigError listing every invalid value, with the key and what it may be.
 
     registered: dotted key -> the names a registry knows (models, optimizers, ...), given by the
-    caller so that this module needs no torch."""
+    caller so that this module needs no torch; also 'model.arch' (timm's architectures) and
+    'cifar10_models' (the models pretrain=cifar10 can pretrain), see _check_model."""
     problems: list[str] = []
     for key, names in registered.items():
-        _check_choice(problems, key, OmegaConf.select(cfg, key), names)
+        if key not in _MODEL_KEYS:
+            _check_choice(problems, key, OmegaConf.select(cfg, key), names)
+    _check_model(cfg, registered, problems)
     _check_choice(problems, "device", cfg.device, DEVICES)
     _check_choice(problems, "freeze.name", cfg.freeze.name, FREEZE_MODES)
     _check_choice(problems, "precision", cfg.precision, PRECISIONS)

@@ -65,6 +65,7 @@ ROLES: dict[str, KeyRole] = {
                    "max_bright_fraction", "min_sharpness")},
     "tta": KeyRole("test-time flips at evaluation", evaluation=True),
     "model.name": KeyRole("the architecture", in_name=True),
+    "model.arch": KeyRole("model=timm: the timm architecture", in_name=True),
     "pretrained": KeyRole("start from pretrained weights", in_name=True),
     "pretrain.source": KeyRole("where pretrained weights come from", in_name=True),
     "freeze.name": KeyRole("frozen backbone or not", in_name=True),

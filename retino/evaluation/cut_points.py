@@ -74,3 +74,10 @@ def fit_cut_points(true: np.ndarray, outputs: np.ndarray) -> np.ndarray:
 def cut_point_metrics(cuts: np.ndarray) -> dict[str, float]:
     """The cut points as metrics, cut_1 .. cut_4 (cut_k: where grade k begins)."""
     return {f"cut_{k}": float(cut) for k, cut in zip(range(1, NUM_GRADES), cuts, strict=True)}
+
+
+def cut_points_from(metrics: dict[str, float], suffix: str = "") -> np.ndarray | None:
+    """The cut points that cut_point_metrics keyed (with a suffix: `_selected`); None when the
+    metrics hold none (a head with probabilities, or no validation split)."""
+    keys = [f"cut_{k}{suffix}" for k in range(1, NUM_GRADES)]
+    return np.array([metrics[key] for key in keys]) if all(k in metrics for k in keys) else None

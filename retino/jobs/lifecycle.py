@@ -83,13 +83,16 @@ class JobPlan:
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no data: values, choices, and the pretrained weights' variant."""
+    from retino.models import timm_arch
     from retino.models.pretrained import imagenet_weights_url
     from retino.training.devices import resolve_device
     from retino.training.pipeline import registered_choices
 
     validate_config(cfg, registered_choices())
     resolve_device(cfg.device)  # device=cuda without a usable GPU stops here
-    if cfg.pretrained and cfg.pretrain.source == "imagenet" and not cfg.pretrain.weights:
+    torchvision = timm_arch(cfg.model.name, cfg.model.get("arch")) is None  # retino's ResNets
+    if cfg.pretrained and cfg.pretrain.source == "imagenet" and not cfg.pretrain.weights \
+            and torchvision:
         imagenet_weights_url(cfg.model.name, cfg.pretrain.variant)
 
 

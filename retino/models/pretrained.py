@@ -1,8 +1,12 @@
 """Pretrained weights: find them (local file, torch hub cache, download), check them, load them.
 
-ImageNet weights come from torchvision's URLs into the torch hub cache
+ImageNet weights of retino's ResNets come from torchvision's URLs into the torch hub cache
 (`$TORCH_HOME/hub/checkpoints`), exactly where torchvision itself keeps them, so a file cached by
 torchvision is reused and a file copied there by hand (clusters without internet) is found.
+
+timm's backbones take timm-format files: the given one, or the one timm itself would have
+downloaded into the Hugging Face hub cache (`$HF_HUB_CACHE`, by default `$HF_HOME/hub`), found
+there without any network access. Nothing is downloaded for them: the error says what to fetch.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import safetensors.torch
 import torch
 import torchvision
-from torch import nn
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
+from timm.models import get_pretrained_cfg
 
 from retino.core.errors import ConfigError, WeightsUnavailableError
+from retino.models.network import HEAD, GradingNetwork
 
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 5.0  # an offline machine must fail within seconds, not hang on a socket
 _STALL_TIMEOUT_S = 60.0  # seconds without a byte before a download is given up
-HEAD_KEYS = ("fc.weight", "fc.bias")  # the 1000-class ImageNet head, replaced by our own
+# What timm.create_model(pretrained=True) fetches from a Hugging Face repo, in its order
+HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def imagenet_weights_url(model_name: str, variant: str) -> str:
@@ -57,13 +67,17 @@ def _download(url: str, target: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
+def _given_file(weights_file: str) -> Path:
+    path = Path(weights_file).expanduser().resolve()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"pretrain.weights={weights_file}: no such file.")
+    return path
+
+
 def resolve_imagenet_weights(model_name: str, variant: str, weights_file: str | None) -> Path:
     """Path of the ImageNet state dict: the given file, else the hub cache, else a download."""
     if weights_file:
-        path = Path(weights_file).expanduser().resolve()
-        if not path.is_file():
-            raise WeightsUnavailableError(f"pretrain.weights={weights_file}: no such file.")
-        return path
+        return _given_file(weights_file)
     url = imagenet_weights_url(model_name, variant)
     target = hub_checkpoint_dir() / Path(urlparse(url).path).name
     if target.is_file():
@@ -79,24 +93,64 @@ def resolve_imagenet_weights(model_name: str, variant: str, weights_file: str | 
     return target
 
 
+def resolve_timm_weights(arch: str, weights_file: str | None) -> Path:
+    """Path of a timm-format state dict for `arch` (with or without its pretrained tag): the
+    given file, else the Hugging Face hub cache; never a download."""
+    if weights_file:
+        return _given_file(weights_file)
+    pretrained = get_pretrained_cfg(arch)
+    repo = pretrained.hf_hub_id if pretrained else None
+    if not repo:
+        raise WeightsUnavailableError(
+            f"timm publishes no Hugging Face weights for {arch}: pass "
+            "pretrain.weights=/path/to/a timm-format state dict (.safetensors or .pth).")
+    for filename in HF_WEIGHTS_FILES:
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):  # else None, or a marker that the file is known absent
+            return Path(found)
+    cache = Path(hf_constants.HF_HUB_CACHE)
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {arch} (timm) are not in the Hugging Face cache {cache}; nothing "
+        f"is downloaded at run time. On a machine with internet, fetch {HF_WEIGHTS_FILES[0]} of "
+        f"https://huggingface.co/{repo} (`hf download {repo} {HF_WEIGHTS_FILES[0]}`) and copy "
+        f"its cache folder {cache / ('models--' + repo.replace('/', '--'))} here (or set "
+        f"HF_HOME), or pass pretrain.weights=/path/to/{HF_WEIGHTS_FILES[0]}.")
+
+
 # Where pretrained weights can come from (`pretrain.source`); see experiment.pretrained_weights.
 PRETRAIN_SOURCES = ("imagenet", "cifar10")
 
 
-def load_backbone_weights(model: nn.Module, path: Path) -> None:
-    """Load a pretrained state dict into every layer except the head, which keeps its own shape."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file (Hugging Face's format) or a torch pickle of one
+    (.pth, .bin), read without running any code from it."""
+    try:
+        if path.suffix == ".safetensors":
+            return safetensors.torch.load_file(path, device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
+        raise WeightsUnavailableError(f"{path} could not be read as a state dict: {err}") from err
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"{path} does not hold a state dict.")
-    backbone = {k: v for k, v in state.items() if k not in HEAD_KEYS}
+    return state
+
+
+def load_backbone_weights(model: GradingNetwork, path: Path) -> None:
+    """Load a pretrained state dict into every layer except the head: the file's classifier
+    (model.pretrained_classifier(): torchvision's `fc`, timm's `classifier` or `head.fc`) is
+    left out and the head `fc` keeps its own; every other tensor must match, name and shape."""
+    classifier = tuple(f"{name}." for name in model.pretrained_classifier())
+    backbone = {k: v for k, v in read_state_dict(path).items() if not k.startswith(classifier)}
     own = model.state_dict()
-    wrong_shape = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
+    wrong = [k for k, v in backbone.items() if k in own and own[k].shape != v.shape]
     missing, unexpected = model.load_state_dict(
-        {k: v for k, v in backbone.items() if k not in wrong_shape}, strict=False)
-    missing = [k for k in missing if k not in HEAD_KEYS]
+        {k: v for k, v in backbone.items() if k not in wrong}, strict=False)
+    missing = [k for k in missing if not k.startswith(f"{HEAD}.") and k not in wrong]
+    wrong_shape = [f"{k} {tuple(backbone[k].shape)} (model: {tuple(own[k].shape)})"
+                   for k in wrong]
     if missing or unexpected or wrong_shape:
         raise WeightsUnavailableError(
             f"{path} does not match {type(model).__name__}: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(wrong_shape)} "
-            f"of another shape {wrong_shape[:3]}. Is it the weights file of this model?")
+            f"{missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, {len(wrong_shape)} "
+            f"of another shape {wrong_shape[:5]}. Is it the weights file of this model?")
     log.info("Loaded pretrained backbone weights from %s", path)

@@ -14,6 +14,7 @@ from torch import nn
 from retino.core.errors import ConfigError
 from retino.core.grades import NUM_GRADES
 from retino.models.heads import make_head
+from retino.models.network import GradingNetwork
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -76,7 +77,7 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
-class ResNet(nn.Module):
+class ResNet(GradingNetwork):
     """Stem, four stages of residual blocks, global average pool and a linear head `fc`."""
 
     def __init__(self, block: Block, layers: list[int], num_classes: int = NUM_GRADES) -> None:
@@ -92,7 +93,6 @@ class ResNet(nn.Module):
         self.layer4 = self._make_stage(block, 512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
-        self.backbone_frozen = False
         self._init_weights()
 
     def _make_stage(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -120,15 +120,6 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))  # (B, num_classes)
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Like nn.Module.train, but a frozen backbone keeps its BatchNorm statistics fixed."""
-        super().train(mode)
-        if self.backbone_frozen:
-            for name, module in self.named_modules():
-                if isinstance(module, nn.BatchNorm2d) and not name.startswith("fc"):
-                    module.eval()
-        return self
 
 
 def resnet18(num_classes: int = NUM_GRADES) -> ResNet:
@@ -169,10 +160,3 @@ def build_model(name: str, num_classes: int = NUM_GRADES,
         model.fc = make_head(head, model.fc.in_features, num_classes)
     return model
 
-
-def freeze_backbone(model: ResNet) -> None:
-    """Only the head `fc` learns: backbone weights get no gradient, BN statistics stay fixed."""
-    for name, param in model.named_parameters():
-        param.requires_grad = name.startswith("fc.")
-    model.backbone_frozen = True
-    model.train(model.training)  # re-apply the mode so BN layers switch to eval now

@@ -45,7 +45,7 @@ from retino.evaluation.metrics import (
     threshold_for_sensitivity,
 )
 from retino.evaluation.predictions import gradable_rows, is_regression_frame, read_predictions
-from retino.models import ResNet, build_model
+from retino.models import GradingNetwork, build_network
 from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,9 @@ def load_trained_run(source: str) -> TrainedRun:
     return run_from_store(source)
 
 
-def trained_model(run: TrainedRun, device: torch.device) -> ResNet:
-    model = build_model(run.cfg.model.name, head=head_name(run.cfg))
+def trained_model(run: TrainedRun, device: torch.device) -> GradingNetwork:
+    model = build_network(run.cfg.model.name, head_name(run.cfg),
+                          OmegaConf.select(run.cfg, "model.arch"))
     model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 

@@ -422,8 +422,10 @@ def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
     """Accuracy per epoch per architecture, every confusion matrix, every referable ROC curve."""
     panels: dict[str, list] = defaultdict(list)  # architecture -> curves of its runs
     for run in finished:
-        label = labels[run.run_id].removeprefix(run.params.get("model.name", "") + "-")
-        panels[run.params.get("model.name", "runs")].append(
+        # model=timm runs are told apart by their architecture, as their names are
+        architecture = run.params.get("model.arch") or run.params.get("model.name", "runs")
+        label = labels[run.run_id].removeprefix(architecture + "-")
+        panels[architecture].append(
             (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
     files = [plot_accuracy_comparison(panels, folder / "comparison.png", title)]
     matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]

@@ -50,7 +50,7 @@ from retino.data.loaders import (
 )
 from retino.data.split import shared_patients, with_validation
 from retino.evaluation.cam import cam_examples
-from retino.evaluation.cut_points import cut_point_metrics
+from retino.evaluation.cut_points import cut_point_metrics, cut_points_from
 from retino.evaluation.metrics import confusion_matrix, referable_scores
 from retino.evaluation.plots import (
     plot_accuracy,
@@ -67,13 +67,23 @@ from retino.evaluation.predictions import (
     with_cut_points,
 )
 from retino.evaluation.screening import screening_markdown, screening_report
-from retino.models import HEADS, MODEL_BUILDERS, ResNet, build_model, freeze_backbone
+from retino.models import (
+    HEADS,
+    MODEL_BUILDERS,
+    NETWORKS,
+    GradingNetwork,
+    build_network,
+    freeze_backbone,
+    timm_arch,
+)
 from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import (
     PRETRAIN_SOURCES,
     load_backbone_weights,
     resolve_imagenet_weights,
+    resolve_timm_weights,
 )
+from retino.models.timm_backbones import timm_architectures
 from retino.training.checkpoint import (
     Checkpoint,
     atomic_torch_save,
@@ -104,15 +114,18 @@ def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = _untracked_run
         return None, {}
     if cfg.pretrain.source == "cifar10":
         return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory, on)
+    arch = timm_arch(cfg.model.name, cfg.model.get("arch"))
+    if arch:  # timm's file format and its Hugging Face cache, not torchvision's
+        return resolve_timm_weights(arch, cfg.pretrain.weights), {}
     return resolve_imagenet_weights(cfg.model.name, cfg.pretrain.variant,
                                     cfg.pretrain.weights), {}
 
 
 def prepare_model(cfg: DictConfig, weights: Path | None = None,
-                  load_pretrained: bool = True) -> ResNet:
+                  load_pretrained: bool = True) -> GradingNetwork:
     """Build the network, load pretrained weights when asked (found here unless given, and not
     at all when a checkpoint will overwrite them), freeze the backbone when asked."""
-    model = build_model(cfg.model.name, head=cfg.head.name)
+    model = build_network(cfg.model.name, cfg.head.name, cfg.model.get("arch"))
     if weights is None and load_pretrained:
         weights, _ = pretrained_weights(cfg)
     if weights is not None:
@@ -152,8 +165,9 @@ IMBALANCE = {  # the training loss of each option; balanced_sampler balances the
 
 def registered_choices() -> dict[str, Iterable[str]]:
     """Config key -> the names its registry knows, for validate_config."""
-    return {"model.name": MODEL_BUILDERS, "head.name": HEADS, "pretrain.source": PRETRAIN_SOURCES,
-            "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE}
+    return {"model.name": NETWORKS, "head.name": HEADS, "pretrain.source": PRETRAIN_SOURCES,
+            "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE,
+            "model.arch": timm_architectures(), "cifar10_models": MODEL_BUILDERS}
 
 
 def _registered(registry: dict[str, Callable], key: str, name: str) -> Callable:
@@ -287,7 +301,7 @@ def record_shared_patients(count: int, tracker: Tracker) -> None:
 
 
 def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
-                   run_factory: RunFactory, tracker: Tracker, resuming: bool) -> ResNet:
+                   run_factory: RunFactory, tracker: Tracker, resuming: bool) -> GradingNetwork:
     """The network to train, on its device (before the optimizer exists, so a resumed optimizer
     state lands beside it). A resumed run takes its weights from its checkpoint: nothing is
     looked up, downloaded or pretrained for it."""
@@ -299,15 +313,17 @@ def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings
     return prepare_model(cfg, weights).to(device)
 
 
-def finish_run(cfg: DictConfig, result: FitResult, model: ResNet, out_dir: Path,
+def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_dir: Path,
                test_loader: DataLoader, device: torch.device, tracker: Tracker,
                predictions: list[Path]) -> None:
     """The run's files (figures, tables, config, selected weights, activation maps,
     predictions) into the tracker."""
     files = write_run_files(result, cfg, model, out_dir) + predictions
     if cfg.cam_per_grade > 0:
-        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device)
-        files.append(plot_class_activation_maps(examples, out_dir / CAM_FIGURE))
+        examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device,
+                                cut_points_from(result.selected, "_selected"))
+        if examples:  # none for a network without activation maps (cam_examples says why)
+            files.append(plot_class_activation_maps(examples, out_dir / CAM_FIGURE))
     files.append(write_run_page(cfg, result, files, out_dir))
     for path in files:
         tracker.log_artifact(path)
