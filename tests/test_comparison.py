@@ -94,7 +94,7 @@ def test_pairs_are_configurations_that_differ_in_exactly_one_axis():
         ("resolution.size: 64 → 224", "resnet50-scratch-64px", "resnet50-scratch-224px"),
     ]  # and r9 against resnet18-scratch-64px differs in two axes: no pair
     scratch18 = next(a for _, a, _ in pairs if a.label == "resnet18-scratch-64px")
-    assert sorted(scratch18.seeds()) == ["0", "1", "2"]
+    assert sorted(scratch18.repeats()) == ["0/", "1/", "2/"]  # seed / fold (none)
 
 
 def test_report_numbers_come_from_the_predictions_files(tmp_path):

@@ -246,9 +246,14 @@ def reproduce(*args):
 
 
 def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metrics(tmp_path):
-    args = ["-m", "seed=0", *TINY, "deterministic=true",
-            f"data.root={tmp_path / 'demo'}", "augmentation=strong", "lr=0.002"]
+    """The study is a two-fold cross-validation (sweeps/cross_validation.yaml): its report
+    pools the folds, and reproducing it runs both folds again."""
+    args = ["-m", "-cd", "sweeps", "-cn", "cross_validation", "data.folds=2", *TINY,
+            "deterministic=true", f"data.root={tmp_path / 'demo'}", "augmentation=strong",
+            "lr=0.002"]
     assert run_cli(args, tmp_path).returncode == 0
+    pooled = (tmp_path / "multirun" / "report" / "cross_validation.csv").read_text()
+    assert pooled.splitlines()[1].split(",")[1] == "2 of 2"  # both folds, one configuration
     client, runs = experiment_runs()
     [study] = [run for run in runs if PARENT_TAG not in run.data.tags]
     originals = {run.info.run_id: run for run in runs if run is not study}
@@ -271,3 +276,4 @@ def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metric
     table = (tmp_path / "study-again" / "report" / "reproduction.csv").read_text().splitlines()
     assert table[0].startswith("run,original run,reproduced run,original final test acc %")
     assert sorted(row.split(",")[1] for row in table[1:]) == sorted(originals)
+    assert sorted(run.data.params["data.fold"] for run in copies) == ["0", "1"]

@@ -71,9 +71,18 @@ class DataConfig:
     # Validation split carved from train by patient: it chooses the epoch kept, never the test set.
     val_fraction: float = 0.1  # 0: none, the lab's protocol (the last epoch is kept)
     val_seed: int = 0  # fixes the validation split, independent of the training seed
+    # Cross-validation: the training split cut into `folds` by patient (val_seed), fold `fold`
+    # validating (val_fraction is then not used); sweeps/cross_validation.yaml runs every fold.
+    folds: Optional[int] = None  # null: one validation split of val_fraction
+    fold: int = 0
     # Where JPEGs are decoded: cpu (in the loader workers) or gpu (a batch at a time on the
     # training device, nvJPEG: for hosts with too few cores per GPU; JPEG files only).
     decode: str = "cpu"
+
+
+def has_validation(data: Any) -> bool:
+    """Whether a run's data config carves a validation split (a fraction, or a fold)."""
+    return data.val_fraction > 0 or bool(data.get("folds"))
 
 
 @dataclass

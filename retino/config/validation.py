@@ -22,6 +22,7 @@ from retino.config.schema import (
     STRIDE,
     TIMM_MODEL,
     TTA_MODES,
+    has_validation,
 )
 from retino.core.errors import ConfigError
 
@@ -136,6 +137,11 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
            f"data.num_workers={workers!r} must be auto or a whole number >= 0.")
     _check(problems, 0 <= data.val_fraction <= 0.5,
            f"data.val_fraction={data.val_fraction} must be in [0, 0.5] (0: no validation split).")
+    folds = data.get("folds")
+    _check(problems, folds is None or folds >= 2,
+           f"data.folds={folds} must be 2 or more (cross-validation), or null (off).")
+    _check(problems, folds is None or 0 <= data.get("fold", 0) < folds,
+           f"data.fold={data.get('fold')} must be in 0..{(folds or 1) - 1} (data.folds={folds}).")
     _check_choice(problems, "data.decode", data.decode, DECODERS)
     _check(problems, data.prefetch_factor >= 1,
            f"data.prefetch_factor={data.prefetch_factor} must be at least 1.")
@@ -187,7 +193,7 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     patience = cfg.get("early_stopping_patience")
     _check(problems, patience is None or patience >= 1,
            f"early_stopping_patience={patience} must be at least 1, or null (off).")
-    _check(problems, patience is None or cfg.data.val_fraction > 0,
+    _check(problems, patience is None or has_validation(cfg.data),
            "early_stopping_patience watches the validation metric: set data.val_fraction > 0 "
            "(e.g. 0.1), or early_stopping_patience=null.")
     _check(problems, 0 < cfg.referable_sensitivity_target <= 1,

@@ -49,6 +49,8 @@ ROLES: dict[str, KeyRole] = {
     "batch_size": KeyRole("images per step; an evaluation may score in other batches",
                           evaluation=True),
     "seed": KeyRole("a repeat of a configuration, pooled over in reports", axis=False),
+    "data.fold": KeyRole("the cross-validation fold that validates: a part of a configuration, "
+                         "pooled over in reports", axis=False),
     "experiment": KeyRole("the MLflow experiment the run goes to", axis=False),
     "cam_per_grade": KeyRole("images per grade in the activation-map figure", axis=False),
     "bootstrap_rounds": KeyRole("resamples of the test intervals", axis=False, evaluation=True),

@@ -1,4 +1,5 @@
-"""Train/test split of the Kaggle DR labels: by patient, stratified by grade, seeded.
+"""Train/test split of the Kaggle DR labels, the validation split and cross-validation folds: by
+patient, stratified by grade, seeded.
 
 Kaggle names images `<patient>_<left|right>`. Both eyes of a patient go to the same side: a
 random split of images would put the fellow eye, nearly the same picture, in the test set.
@@ -72,18 +73,26 @@ def read_kaggle_labels(path: Path) -> LabelledImages:
     return out
 
 
-def split_by_patient(names: list[str], grades: list[int], test_fraction: float = LAB_TEST_FRACTION,
-                     seed: int = 0,
-                     patients: list[str] | None = None) -> tuple[list[int], list[int]]:
-    """Indices of (train, test). Patients (given, else read from the names) are stratified by
-    their worst eye's grade; within each grade the shuffled patients fill the test side until it
-    holds test_fraction of the images."""
+def _patients_by_worst_grade(names: list[str], grades: list[int], patients: list[str] | None,
+                             ) -> tuple[dict[str, list[int]], dict[int, list[str]]]:
+    """(patient -> their image rows, worst-eye grade -> its patients); patients given, else
+    read from the names."""
     eyes: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
         eyes[patients[i] if patients else patient_of(name)].append(i)
     by_grade: dict[int, list[str]] = defaultdict(list)
     for patient, idx in eyes.items():
         by_grade[max(grades[i] for i in idx)].append(patient)
+    return eyes, by_grade
+
+
+def split_by_patient(names: list[str], grades: list[int], test_fraction: float = LAB_TEST_FRACTION,
+                     seed: int = 0,
+                     patients: list[str] | None = None) -> tuple[list[int], list[int]]:
+    """Indices of (train, test). Patients (given, else read from the names) are stratified by
+    their worst eye's grade; within each grade the shuffled patients fill the test side until it
+    holds test_fraction of the images."""
+    eyes, by_grade = _patients_by_worst_grade(names, grades, patients)
     rng = np.random.default_rng(seed)
     train: list[int] = []
     test: list[int] = []
@@ -103,21 +112,54 @@ def split_by_patient(names: list[str], grades: list[int], test_fraction: float =
     return sorted(train), sorted(test)
 
 
-def with_validation(index: dict[str, SplitIndex], fraction: float,
-                    seed: int) -> dict[str, SplitIndex]:
+def patient_folds(names: list[str], grades: list[int], folds: int, seed: int = 0,
+                  patients: list[str] | None = None) -> list[int]:
+    """The cross-validation fold (0..folds-1) of each image. Patients (given, else read from the
+    names) stay whole; within each worst-eye grade, the shuffled patients, those with more
+    images first, each join the fold holding the fewest images of that grade so far (the
+    lowest-numbered on ties), so a grade's images differ between folds by at most one
+    patient's images."""
+    eyes, by_grade = _patients_by_worst_grade(names, grades, patients)
+    rng = np.random.default_rng(seed)
+    fold_of = [0] * len(names)
+    for grade in sorted(by_grade):
+        members = sorted(by_grade[grade])
+        rng.shuffle(members)
+        members.sort(key=lambda p: -len(eyes[p]))  # stable: shuffled within each size
+        held = [0] * folds
+        for patient in members:
+            fold = held.index(min(held))
+            held[fold] += len(eyes[patient])
+            for i in eyes[patient]:
+                fold_of[i] = fold
+    return fold_of
+
+
+def _carved_fold(train: SplitIndex, folds: int, fold: int, seed: int) -> tuple[list[int], ...]:
+    """(training rows, validation rows): fold `fold` of the training split validates."""
+    fold_of = patient_folds([p.stem for p in train.paths], train.grades, folds, seed,
+                            train.patients)
+    val = [i for i, f in enumerate(fold_of) if f == fold]
+    if not val or len(val) == len(fold_of):
+        raise DataError(f"data.folds={folds} of the {len(train)} training images leaves fold "
+                        f"{fold} or the rest empty: use fewer folds or more images.")
+    return [i for i, f in enumerate(fold_of) if f != fold], val
+
+
+def with_validation(index: dict[str, SplitIndex], fraction: float, seed: int,
+                    folds: int | None = None, fold: int = 0) -> dict[str, SplitIndex]:
     """train, val and test: the validation split carved from the training split by patient
     (both eyes on one side; by image where names carry no patient), stratified by the
-    patient's worst grade, seeded. fraction 0: no validation split (the lab's protocol)."""
-    if fraction <= 0:
+    patient's worst grade, seeded; with folds, fold `fold` of patient_folds is the validation
+    split (cross-validation; fraction is then not used). fraction 0 and no folds: no validation
+    split (the lab's protocol). The test split never moves."""
+    if fraction <= 0 and not folds:
         return dict(index)
     train = index["train"]
-    try:
-        kept, val = split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed,
-                                     train.patients)
-    except DataError as err:
-        raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
-                        "leaves the validation or the training split empty: use more images, "
-                        "or data.val_fraction=0 (no validation split).") from err
+    if folds:
+        kept, val = _carved_fold(train, folds, fold, seed)
+    else:
+        kept, val = _fraction_carved(train, fraction, seed)
 
     def part(name: str, rows: list[int]) -> SplitIndex:
         marks = train.not_gradable
@@ -125,12 +167,26 @@ def with_validation(index: dict[str, SplitIndex], fraction: float,
                           [train.patients[i] for i in rows],
                           None if marks is None else [marks[i] for i in rows])
     carved = {"train": part("train", kept), "val": part("val", val), "test": index["test"]}
-    grades = set(carved["val"].grades)
+    _warn_if_small(carved["val"])
+    return carved
+
+
+def _fraction_carved(train: SplitIndex, fraction: float, seed: int) -> tuple[list[int], ...]:
+    try:
+        return split_by_patient([p.stem for p in train.paths], train.grades, fraction, seed,
+                                train.patients)
+    except DataError as err:
+        raise DataError(f"data.val_fraction={fraction} of the {len(train)} training images "
+                        "leaves the validation or the training split empty: use more images, "
+                        "or data.val_fraction=0 (no validation split).") from err
+
+
+def _warn_if_small(val: SplitIndex) -> None:
+    grades = set(val.grades)
     if len(val) < MIN_TRUSTED_VAL or len(grades) < 2:
         log.warning("The validation split holds %d images of grade(s) %s: the epoch it chooses "
                     "is a noisy choice. Use more data, or data.val_fraction=0 (keep the last "
                     "epoch).", len(val), sorted(grades))
-    return carved
 
 
 def shared_patients(index: dict[str, SplitIndex]) -> int:

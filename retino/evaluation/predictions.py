@@ -73,6 +73,45 @@ def with_cut_points(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataF
     return cut, cuts
 
 
+def answer_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns holding the model's answers: a regression head's output, else p0..p4."""
+    return [OUTPUT_COLUMN] if is_regression_frame(frame) else list(PROBABILITY_COLUMNS)
+
+
+def _with_answers(frame: pd.DataFrame, answers: np.ndarray) -> pd.DataFrame:
+    """The frame's images with new answers in its answer columns, and the grade predicted and
+    P(referable) derived from them as predictions_frame derives them (a regression head's
+    grades rounded: with_cut_points cuts them)."""
+    frame = frame.copy()
+    if is_regression_frame(frame):
+        frame[OUTPUT_COLUMN] = answers[:, 0]
+        frame["predicted"] = grades_from_outputs(answers[:, 0])
+        return frame
+    frame[PROBABILITY_COLUMNS] = answers
+    frame["predicted"] = answers.argmax(axis=1)
+    frame[REFERABLE_PROBABILITY_COLUMN] = referable_probability(answers)
+    return frame
+
+
+def ensemble_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The predictions of an ensemble of models scored on the same images (frames aligned by
+    image, as intervals.same_images aligns them): the mean of their answers (probabilities, or
+    regression outputs), its predicted grade and P(referable)."""
+    columns = answer_columns(frames[0])
+    answers = np.mean([frame[columns].to_numpy(float) for frame in frames], axis=0)
+    return _with_answers(frames[0], answers)
+
+
+def out_of_fold_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Cross-validation's validation frames as one: every training image once, answered by the
+    model(s) that did not train on it (several seeds of a fold: their mean answers)."""
+    joined = pd.concat(frames, ignore_index=True)
+    columns = answer_columns(joined)
+    answers = joined.groupby("image", sort=False)[columns].mean()
+    first = joined.drop_duplicates("image").set_index("image").loc[answers.index].reset_index()
+    return _with_answers(first, answers.to_numpy(float))
+
+
 def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
     """Loss (cross-entropy; a regression head's mean squared error on the grade), grading and
     referable-DR metrics of a predictions frame."""

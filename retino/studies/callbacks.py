@@ -22,6 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from retino.config.schema import has_validation
 from retino.core.names import (
     CODE_VERSION_TAG,
     COMMAND_TAG,
@@ -88,7 +89,7 @@ def search_problem(config: DictConfig) -> str | None:
     direction = config.hydra.sweeper.get("direction")
     if direction is None:
         return None  # a grid or a list of runs: nothing is optimised
-    if config.data.val_fraction <= 0:
+    if not has_validation(config.data):
         return ("This search optimises what each trial returns, and with data.val_fraction=0 "
                 "that is a test-set metric: the search would tune on the test set. Set "
                 "data.val_fraction > 0 (e.g. 0.1) so that trials return their validation metric.")

@@ -28,14 +28,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Configuration:
-    """The runs of one configuration in a study: one per seed."""
+    """The runs of one configuration in a study: one per seed (and per fold, cross-validated)."""
 
     label: str
     params: dict[str, str]  # what it learned from (the first run's, without NOT_AN_AXIS)
     runs: list[RunRecord]
 
-    def seeds(self) -> dict[str, RunRecord]:
-        return {run.params.get("seed", ""): run for run in self.runs}
+    def repeats(self) -> dict[str, RunRecord]:
+        """Its runs by seed and fold: fold k of one configuration pairs with fold k of
+        another (the same training images), as seed s pairs with seed s."""
+        return {f"{run.params.get('seed', '')}/{run.params.get('data.fold', '')}": run
+                for run in self.runs}
 
 
 def configurations(runs: list[RunRecord], labels: Mapping[str, str]) -> list[Configuration]:
@@ -108,7 +111,7 @@ def _with_interval(value: float, low: float, high: float, scale: float) -> str:
 def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
     """Mean ± std [t interval] of the differences between runs of the same seed; '' with fewer
     than two seeds in common."""
-    seeds_a, seeds_b = a.seeds(), b.seeds()
+    seeds_a, seeds_b = a.repeats(), b.repeats()
     common = sorted(seeds_a.keys() & seeds_b.keys())
     if len(common) < 2:
         return [""] * len(_NAMES)

@@ -50,11 +50,21 @@ from retino.evaluation.screening import (
 )
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import (
+    Configuration,
     best_run,
     comparison_rows,
     configurations,
     one_axis_pairs,
     run_labels,
+)
+from retino.studies.folds import (
+    CROSS_VALIDATION_COLUMNS,
+    CROSS_VALIDATION_LEGEND,
+    cross_validated,
+    cross_validation_row,
+    ensemble_screening,
+    pool_folds,
+    write_pool_files,
 )
 from retino.tracking.records import RunRecord, read_runs
 
@@ -391,7 +401,8 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     labels = run_labels(finished)
     if len(labels) > 1:
         text += "\n" + best_line(finished, labels)
-    compared = comparison_rows(one_axis_pairs(configurations(finished, labels)))
+    configs = configurations(finished, labels)
+    compared = comparison_rows(one_axis_pairs(configs))
     if compared.rows:
         text += "\n## Paired comparisons\n\n" + to_markdown(COMPARISON_COLUMNS, compared.rows,
                                                             [])
@@ -399,6 +410,10 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
         files.append(atomic_write_text(folder / "comparisons.csv",
                                        to_csv(COMPARISON_COLUMNS, compared.rows)))
     text += refused_lines(compared.refused)
+    if pooled := cross_validated(configs):
+        section, written = cross_validation_section(pooled, folder)
+        text += section
+        files += written
     if screened := screening_rows(finished, labels):
         text += ("\n## Screening: referable DR (grade ≥ 2), test set\n\n"
                  + to_markdown(SCREENING_COLUMNS, screened, []) + "\n" + SCREENING_LEGEND)
@@ -415,6 +430,33 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     figures = [path for path in files if path.suffix == ".png"]
     files.append(atomic_write_text(folder / PAGE_FILE, html_page(title, text, figures)))
     return files
+
+
+def cross_validation_section(configs: list[Configuration],
+                             folder: Path) -> tuple[str, list[Path]]:
+    """The cross-validated configurations' pooled folds: a table, each fold ensemble's
+    screening report, and their predictions files."""
+    rows, reports, files = [], [], []
+    for config in configs:
+        params = config.runs[0].params
+        target = float(params.get("referable_sensitivity_target", 0.9))
+        specificity = float(params.get("referable_specificity_target", 0.9))
+        rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in config.runs)
+        try:
+            pool = pool_folds(config, target, rounds)
+        except ValueError as err:  # fold models tested on different images
+            log.warning("Folds of %s not pooled: %s.", config.label, err)
+            continue
+        rows.append(cross_validation_row(pool))
+        reports.append(ensemble_screening(pool, target, specificity, rounds))
+        files += write_pool_files(pool, folder)
+    if not rows:
+        return "", []
+    files.insert(0, atomic_write_text(folder / "cross_validation.csv",
+                                      to_csv(CROSS_VALIDATION_COLUMNS, rows)))
+    text = ("\n## Cross-validation\n\n" + to_markdown(CROSS_VALIDATION_COLUMNS, rows, [])
+            + "\n" + CROSS_VALIDATION_LEGEND + "".join(f"\n{report}" for report in reports))
+    return text, files
 
 
 def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,

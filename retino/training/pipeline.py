@@ -378,7 +378,8 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                                      cfg.compile)
     # The dataset is checked before any weights are fetched or pretrained, and before training.
     location = locate_dataset(cfg.data)
-    index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed)
+    index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed,
+                            cfg.data.get("folds"), cfg.data.get("fold", 0))
     tracker.log_params(cache_params(location.root))  # which prepared cache this run read
     record_shared_patients(shared_patients(index), tracker)
     resuming = resume and (out_dir / CHECKPOINT_FILE).is_file()
