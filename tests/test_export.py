@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from retino.core.errors import ConfigError
+from retino.core.grades import PROBABILITY_COLUMNS
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.export import REFUSED, main
 from retino.models import build_model
@@ -143,3 +145,40 @@ def test_without_onnxruntime_the_error_says_what_to_install(trained_run, onnx_fi
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main([str(trained_run[0]), "--out", str(onnx_file.parent / "no.onnx")]) == 2
     assert "pip install -r requirements-export.txt" in capsys.readouterr().err
+
+
+def test_predict_with_the_onnx_file_equals_predict_with_pytorch(trained_run, onnx_file,
+                                                                tmp_path):
+    from retino.evaluation.predictions import read_predictions
+    from retino.predict import main as predict
+    from tests.test_predict import clinic_folder
+
+    run_dir, _, _, source, _ = trained_run
+    names = list(read_predictions(run_dir / "predictions_test.csv")["image"])
+    clinic = clinic_folder(tmp_path, source, names)  # and an unreadable, a truncated, a dark one
+    frames = {}
+    for engine in (["torch"], ["onnx", str(onnx_file)]):
+        out = tmp_path / f"{engine[0]}.csv"
+        assert predict([str(run_dir), str(clinic), "--out", str(out), "--engine", *engine]) == 3
+        frames[engine[0]] = pd.read_csv(out, keep_default_na=False)
+    torch_frame, onnx_frame = frames["torch"], frames["onnx"]
+    assert list(onnx_frame.columns) == list(torch_frame.columns)
+    numbers = [*PROBABILITY_COLUMNS, "p_referable"]
+    graded = torch_frame["predicted"] != ""
+    assert graded.sum() == len(names)
+    np.testing.assert_allclose(onnx_frame.loc[graded, numbers].astype(float),
+                               torch_frame.loc[graded, numbers].astype(float), atol=1e-4, rtol=0)
+    rest = [c for c in torch_frame.columns if c not in numbers]
+    pd.testing.assert_frame_equal(onnx_frame[rest], torch_frame[rest])  # grades, flags, errors
+
+
+def test_predict_refuses_an_onnx_file_of_another_kind_of_run(trained_run, onnx_file, tmp_path,
+                                                             capsys):
+    from retino.predict import main as predict
+
+    model = onnx.load(str(onnx_file))
+    next(p for p in model.metadata_props if p.key == "resolution").value = "224"
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    assert predict([str(trained_run[0]), str(trained_run[3] / "train"), "--engine", "onnx",
+                    str(tmp_path / "other.onnx")]) == 2
+    assert "resolution is '224' in the file, '64' in the run" in capsys.readouterr().err
