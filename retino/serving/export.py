@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,11 +34,11 @@ from torch import nn
 from retino.core.errors import ConfigError, DataError
 from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
 from retino.core.names import GIT_COMMIT_TAG
-from retino.data.dataset import normalize_images
+from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from retino.data.demo import demo_folder_name
 from retino.data.layout import read_split_index
 from retino.data.loaders import DEFAULT_DEMO_CACHE, evaluation_set, locate_dataset
-from retino.serving.grader import TrainedRun, head_name, trained_model
+from retino.serving.grader import TrainedRun, head_name, pytorch_engine, trained_model
 from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,16 @@ class ExportedGrader(nn.Module):
     def __init__(self, network: nn.Module, tta: bool, regression: bool) -> None:
         super().__init__()
         self.network, self.tta, self.regression = network, tta, regression
+        # the ImageNet statistics as buffers of the file (never normalize_images' cached ones:
+        # the exporter would trace those and leave the cache holding traced tensors)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # head_answers: the softmax of a classification head's scores, which is also right for
         # the ordinal head (its log-probabilities); a regression head's output as it is
-        answers = head_answers(self.network, normalize_images(images), self.tta)
+        normalised = normalize_images(images, statistics=(self.mean, self.std))
+        answers = head_answers(self.network, normalised, self.tta)
         if self.regression:
             return (answers,)
         return answers, answers[:, REFERABLE_GRADE:].sum(dim=1)
@@ -241,15 +247,26 @@ class SelfCheck:
     max_difference: float  # the largest absolute difference over every output and batch
 
 
-def check_export(path: Path, fmt: str, model: ExportedGrader, images: torch.Tensor,
-                 description: str, tolerance: float) -> SelfCheck:
+def pytorch_answers(run: TrainedRun) -> Callable[[torch.Tensor], list[np.ndarray]]:
+    """The outputs an export must give, computed as retino.predict's PyTorch path computes them
+    (not by the exported wrapper: the check then tests the wrapper too)."""
+    engine = pytorch_engine(trained_model(run, torch.device("cpu")), run, torch.device("cpu"))
+
+    def outputs(images: torch.Tensor) -> list[np.ndarray]:
+        with torch.inference_mode():
+            answers = engine(images)
+        return [answers] if run.regression else [answers, answers[:, REFERABLE_GRADE:].sum(1)]
+    return outputs
+
+
+def check_export(path: Path, fmt: str, reference: Callable[[torch.Tensor], list[np.ndarray]],
+                 images: torch.Tensor, description: str, tolerance: float) -> SelfCheck:
     """Run the file at two batch sizes (a single image, then the whole batch) against the
-    PyTorch model; ExportMismatch above the tolerance."""
+    PyTorch model's answers (pytorch_answers); ExportMismatch above the tolerance."""
     worst, sizes = 0.0, (1, len(images))
     for size in sizes:
         batch = images[:size]
-        with torch.inference_mode():
-            expected = [out.numpy() for out in model(batch)]
+        expected = reference(batch)
         got = run_exported(path, fmt, batch)
         if [g.shape for g in got] != [e.shape for e in expected]:
             raise ExportMismatch(f"the exported file answers a batch of {size} with shapes "
@@ -301,7 +318,8 @@ def export_run(run: TrainedRun, fmt: str, out: Path,
             write_onnx(model, images[:2], output_names(run), metadata, partial)
         else:
             write_torchscript(model, images[:2], metadata, partial)
-        check = check_export(partial, fmt, model, images, description, tolerance)
+        check = check_export(partial, fmt, pytorch_answers(run), images, description,
+                             tolerance)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
