@@ -44,7 +44,12 @@ def test_a_finished_run_logs_its_cost_and_the_report_shows_it(trained_run, monke
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_run[2])
     [run] = read_runs(run_ids=[trained_run[1]])
-    assert all(run.final[key] > 0 for key in COST_METRICS), run.final
+    # batch 32 is left out only where its warm-up pass would not fit the budget (a busy CPU
+    # makes a pass slow), and the machine tag says so
+    measured = [key for key in COST_METRICS if key in run.final]
+    assert measured == list(COST_METRICS) or (
+        measured == list(COST_METRICS[:-1]) and "0 at batch 32" in run.tags[COST_MACHINE_TAG])
+    assert all(run.final[key] > 0 for key in measured), run.final
     assert run.final["cost_params"] > 1e7  # resnet18: 11.2 M
     assert "torch" in run.tags[COST_MACHINE_TAG]
     header, [row] = results_table([run])
