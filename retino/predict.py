@@ -1,6 +1,7 @@
 """Grade new fundus photographs with a trained run.
 
     python -m retino.predict RUN IMAGES --out predictions.csv [--cam DIR] [--device auto]
+    python -m retino.predict RUN IMAGES --engine onnx FILE   # the run's exported ONNX file
 
 RUN is an MLflow run id (in the store MLFLOW_TRACKING_URI names, else ./mlflow.db) or a run's
 output folder (the one holding config.yaml and model_state.pt). IMAGES is a folder of
@@ -14,7 +15,9 @@ predicted grade, the five probabilities, P(referable DR) (grade >= 2) and the re
 the run's operating point (chosen on its validation split; P >= 0.5 without one); a regression
 head's run gives its output (the grade as a number) instead of the probabilities. An image that
 cannot be read is listed with the reason and never stops the others. --cam writes a
-class-activation overlay per image. Exit status: 0 when every image was graded, 3 when some
+class-activation overlay per image. --engine onnx FILE grades with the run's model exported by
+`python -m retino.export` (onnxruntime on the CPU) instead of PyTorch: the same preprocessing,
+quality checks, operating point and columns. Exit status: 0 when every image was graded, 3 when some
 were skipped, 2 when the run or the images cannot be found.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 from retino.core.errors import ConfigError, DataError
 from retino.core.files import atomic_write_text
 from retino.data.loaders import resolve_num_workers
-from retino.serving.grader import grade, list_images, load_trained_run
+from retino.serving.grader import Engine, TrainedRun, grade, list_images, load_trained_run
 from retino.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="auto", help="loader processes, or auto")
+    parser.add_argument("--engine", nargs="+", default=["torch"], metavar="ENGINE [FILE]",
+                        help="torch (the run's PyTorch model, the default), or onnx FILE: the "
+                             "run's model exported by python -m retino.export")
     return parser.parse_args(argv)
+
+
+def chosen_engine(run: TrainedRun, engine: list[str]) -> Engine | None:
+    """None for the PyTorch model; the ONNX file checked against the run (its resolution and
+    head) for `onnx FILE`. The run, not the file, gives the threshold, cut points,
+    preprocessing and quality settings: the same source as the PyTorch path."""
+    if engine == ["torch"]:
+        return None
+    if len(engine) != 2 or engine[0] != "onnx":
+        raise ConfigError(f"--engine {' '.join(engine)} is not valid: give --engine torch or "
+                          "--engine onnx FILE.")
+    from retino.serving.export import OnnxEngine  # onnxruntime: optional, imported when asked
+
+    onnx = OnnxEngine(Path(engine[1]))
+    onnx.check_fits(run)
+    return onnx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,21 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run, paths = load_trained_run(args.run), list_images(args.images)
+        engine = chosen_engine(run, args.engine)
+        if engine is not None and args.cam:
+            raise ConfigError("--cam needs the PyTorch model: leave out --engine onnx.")
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     workers = resolve_num_workers(args.workers if args.workers == "auto" else int(args.workers),
                                   feeds_gpu=device.type == "cuda")
-    frame = grade(run, paths, device, args.batch_size, workers, args.cam)
+    frame = grade(run, paths, device, args.batch_size, workers, args.cam, engine)
     atomic_write_text(args.out, frame.to_csv(index=False))
     skipped = frame[frame["error"] != ""]
     ungradable = frame[frame["gradable"].eq(False)]
     how = (f"{run.preprocessing.method} at {run.preprocessing.size} px" if run.preprocessing
            else "as they are")
-    log.info("Graded %d of %d photographs with run %s (preprocessed %s, %d px); %d not "
+    log.info("Graded %d of %d photographs with run %s%s (preprocessed %s, %d px); %d not "
              "gradable; %d flagged referable (%s >= %.3f%s). Written to %s.",
-             len(frame) - len(skipped) - len(ungradable), len(frame), run.source, how,
+             len(frame) - len(skipped) - len(ungradable), len(frame), run.source,
+             f" exported as {args.engine[1]}" if engine else "", how,
              run.cfg.resolution.size, len(ungradable), int(frame["referable"].sum()),
              "output" if run.regression else "P", run.threshold,
              "" if run.threshold_chosen else ", no operating point chosen", args.out)

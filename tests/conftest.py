@@ -16,9 +16,9 @@ from retino.config.registration import register_configs
 CONF_DIR = PROJECT_ROOT / "conf"
 
 # A run small enough for a CPU test: the smoke preset users run (conf/preset/smoke.yaml: a few
-# tiny images, one epoch), without the MLflow model (saving it costs a second a run; the tests
-# that need it ask for it).
-TINY = ["+preset=smoke", "log_model=false"]
+# tiny images, one epoch), without the MLflow model and the cost timing (they cost a second or
+# two a run; the tests that need them ask for them).
+TINY = ["+preset=smoke", "log_model=false", "measure_cost=false"]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -82,7 +82,7 @@ def trained_run(tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
         cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2",
-                              "log_model=true"])
+                              "log_model=true", "measure_cost=true"])
         run_job(cfg, JobContext(output_dir=root / "run"))
     run_id = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id

@@ -145,7 +145,8 @@ def test_every_sweep_file_composes_with_its_axes(study):
 def test_speed_settings_do_not_change_a_configs_identity():
     base = config_hash(compose_config())
     assert config_hash(compose_config(["data.num_workers=6", "data.persistent_workers=false",
-                                       "log_system_metrics=true", "resume=false"])) == base
+                                       "log_system_metrics=true", "resume=false",
+                                       "measure_cost=false"])) == base
     assert config_hash(compose_config(["precision=bf16"])) != base  # this one changes numbers
 
 

@@ -167,6 +167,9 @@ class Config:
     compile: bool = False  # torch.compile the model: minutes to compile, then faster on GPUs
     log_system_metrics: bool = False  # CPU, memory, GPU use as system/* metrics in MLflow
     log_model: bool = True  # the trained model as an MLflow model (runs:/<id>/model)
+    # The trained model's cost as cost_* metrics: parameters, weights MB, GFLOPs and CPU
+    # latency per image at batch 1 and 32 (a few seconds at the end of the run)
+    measure_cost: bool = True
     # A study's best configuration (by the validation metric) into the Model Registry by this name
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.

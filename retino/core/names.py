@@ -50,6 +50,7 @@ ERROR_TAG = "error"  # why a run failed or was killed
 SUPERSEDED_TAG = "superseded_by"  # an attempt a later run of the same job replaced
 PURPOSE_TAG = "purpose"
 PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run
+COST_MACHINE_TAG = "cost_machine"  # the CPU, threads and torch its cost_* latencies were timed on
 SHARED_PATIENTS_TAG = "shared_patients"  # test patients with an eye in training or validation
 CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too

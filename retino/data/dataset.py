@@ -114,11 +114,13 @@ def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize_images(images: torch.Tensor, device_params: torch.Tensor | None = None,
+                     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
                      ) -> torch.Tensor:
     """A uint8 batch (B, 3, H, W) -> float32 scaled to [0, 1], augmented by device_params
     (rotation, colour jitter) when given, and normalised with the ImageNet statistics, on the
-    batch's device."""
-    mean, std = _statistics(images.device)
+    batch's device. statistics: (mean, std) (1, 3, 1, 1) to use instead of the cached ones (an
+    exporter tracing the cached ones would trace them into its graph and break the cache)."""
+    mean, std = statistics if statistics is not None else _statistics(images.device)
     scaled = images.float().div_(255)
     if device_params is not None:
         scaled = augment_on_device(scaled, device_params)

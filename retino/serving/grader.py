@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,15 +281,35 @@ def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
         cv2.imwrite(str(cam_dir / f"{path.stem}_cam.png"), overlay(rgb[k], maps[k]))
 
 
+# What answers a batch of photographs as the model takes them, uint8 (B, 3, S, S): (B, 5) grade
+# probabilities, or a regression head's (B, 1) output. The PyTorch model, or an exported file
+# (retino.serving.export.OnnxEngine): the only thing that differs between the two.
+Engine = Callable[[torch.Tensor], np.ndarray]
+
+
+def pytorch_engine(model: GradingNetwork, run: TrainedRun, device: torch.device) -> Engine:
+    """The run's model as its own evaluation ran it: normalised, with its test-time flips."""
+    tta = run.cfg.get("tta", "none") == "flips"
+
+    def answers(images: torch.Tensor) -> np.ndarray:
+        return head_answers(model, normalize_images(images.to(device)), tta).cpu().numpy()
+    return answers
+
+
 @torch.inference_mode()
 def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: int = 32,
-          workers: int = 0, cam_dir: Path | None = None) -> pd.DataFrame:
+          workers: int = 0, cam_dir: Path | None = None,
+          engine: Engine | None = None) -> pd.DataFrame:
     """One row per photograph, in the order given: image, gradable, quality_reason,
     quality_score and the measures behind it (quality_*), predicted, p0..p4, p_referable (a
     regression head: output), referable, error (empty when read). A photograph that cannot be
-    read, or is not gradable, has no grade, probabilities or flag."""
-    model = trained_model(run, device)
-    tta = run.cfg.get("tta", "none") == "flips"  # as the run evaluated itself
+    read, or is not gradable, has no grade, probabilities or flag. engine: what answers the
+    photographs (default: the run's PyTorch model; activation maps need that one)."""
+    if engine is not None and cam_dir is not None:
+        raise ConfigError("Activation maps need the PyTorch model: leave out --cam, or grade "
+                          "with --engine torch.")
+    model = trained_model(run, device) if engine is None else None
+    engine = engine or pytorch_engine(model, run, device)
     photographs = Photographs(paths, run.preprocessing, run.cfg.resolution.size,
                               quality_settings(run.cfg))
     loader = DataLoader(photographs, batch_size=batch_size, num_workers=workers,
@@ -304,13 +325,11 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
             qualities[i] = quality
         if images is None:
             continue
-        inputs = normalize_images(images.to(device))
+        probs[positions] = engine(images)
         if cam_dir is None:
-            probs[positions] = head_answers(model, inputs, tta).cpu().numpy()
             continue
         with torch.inference_mode(False), torch.no_grad():
-            maps, _ = class_activation_maps(model, inputs.clone())
-            probs[positions] = head_answers(model, inputs.clone(), tta).cpu().numpy()
+            maps, _ = class_activation_maps(model, normalize_images(images.to(device)))
         _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
     return answers_frame(paths, probs, errors, run.threshold, qualities, run.cuts)
 

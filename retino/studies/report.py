@@ -6,8 +6,9 @@ predictions_val.csv), so a report rebuilt from the store equals the one written 
 Writes results.md and results.csv (per configuration, the test set at the epoch chosen on
 validation: accuracy, kappa, referable-DR AUC, sensitivity and specificity, per-grade recall,
 with 95 % intervals; the lab's best test accuracy over epochs, labelled as chosen on test; the
-majority-grade baseline; mean ± std over seeds), comparisons.csv (configurations that differ in
-one axis, paired, with DeLong's test: retino/studies/comparison.py), screening.csv (per run, the
+majority-grade baseline; mean ± std over seeds; the model's cost: parameters, size, GFLOPs and
+CPU latency per image), comparisons.csv (configurations that differ in one axis, paired, with
+DeLong's test: retino/studies/comparison.py), screening.csv (per run, the
 screening numbers at two operating points chosen on validation: retino/evaluation/screening.py),
 comparison.png (per architecture, train and test accuracy per epoch), confusion_grid.png (every
 run's normalised confusion matrix), roc_referable.png (every run's referable-DR ROC curve), and
@@ -78,6 +79,13 @@ COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC 
            "selected epoch"] + [f"recall grade {g} % (selected)" for g in GRADES] + [
            "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
 _PERCENT, _PLAIN = 100, 1
+# What the model costs on a device (retino/models/cost.py), beside what it scores: the metric
+# and the cell's format. Blank for runs logged before runs measured it (or measure_cost=false).
+COST = {"parameters (M)": ("cost_params", 1e-6, "{:.2f}"),
+        "weights MB": ("cost_weights_mb", 1, "{:.1f}"),
+        "GFLOPs per image": ("cost_gflops_per_image", 1, "{:.3f}"),
+        "CPU ms per image (batch 1)": ("cost_cpu_ms_per_image_b1", 1, "{:.1f}"),
+        "CPU ms per image (batch 32)": ("cost_cpu_ms_per_image_b32", 1, "{:.1f}")}
 
 
 def run_metrics(run: RunRecord) -> dict[str, float]:
@@ -90,6 +98,16 @@ def run_metrics(run: RunRecord) -> dict[str, float]:
     rounds = int(run.params.get("bootstrap_rounds", 0))
     return {**run.final, **headline_metrics(run.test, run.val, target, rounds),
             "test_majority_baseline": majority_baseline(run.test)}
+
+
+def cost_cells(finals: list[dict[str, float]]) -> list[str]:
+    """The configuration's cost: the median over its seeds' runs (the same network; their
+    latencies differ only by the machine's noise), blank where none measured it."""
+    cells = []
+    for metric, scale, form in COST.values():
+        values = [final[metric] for final in finals if metric in final]
+        cells.append(form.format(scale * float(np.median(values))) if values else "")
+    return cells
 
 
 def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
@@ -176,7 +194,7 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in finished:
         groups[labels[run.run_id]].append(run)
-    header = ["run", "seeds", *COLUMNS]  # seeds: runs of the configuration, not images
+    header = ["run", "seeds", *COLUMNS, *COST]  # seeds: runs of the configuration, not images
     rows = []
     for name, members in groups.items():
         finals = [run_metrics(run) for run in members]
@@ -188,7 +206,7 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
         else:
             pooled = _pooled(members)
             cells = [_over_seeds(c, values[:, i], pooled) for i, c in enumerate(COLUMNS)]
-        rows.append([name, str(len(members)), *_mark_argmax(cells, finals)])
+        rows.append([name, str(len(members)), *_mark_argmax(cells, finals), *cost_cells(finals)])
     return header, rows
 
 
@@ -215,6 +233,10 @@ narrower than the test set allows). Resamples in which a metric is undefined (no
 patient drawn, one grade everywhere) are left out and counted in the cell; an AUC with fewer
 than 10 referable patients in the test set gets no interval, and the cell says so. Accuracy
 means little beside the majority-grade baseline: predicting grade 0 for every image scores it.
+The last columns are what the model costs on a device (median over seeds): parameters, the
+saved weights, FLOPs per image (convolutions and matrix products, a multiply-add counted as 2)
+and CPU milliseconds per image at batch 1 and 32, timed at the end of each run on the machine
+in its `cost_machine` tag; blank for runs that did not measure them.
 """
 
 COMPARISON_LEGEND = """\

@@ -32,6 +32,7 @@ from retino.core.names import (
     CONFIG_FILE,
     CONFUSION_CSV,
     CONFUSION_FIGURE,
+    COST_MACHINE_TAG,
     HISTORY_FILE,
     PAGE_FILE,
     ROC_FIGURE,
@@ -76,6 +77,7 @@ from retino.models import (
     freeze_backbone,
     timm_arch,
 )
+from retino.models.cost import measure_cost
 from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import (
     PRETRAIN_SOURCES,
@@ -327,11 +329,26 @@ def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_di
     files.append(write_run_page(cfg, result, files, out_dir))
     for path in files:
         tracker.log_artifact(path)
+    record_cost(cfg, model, result, tracker)
     chosen = result.selected
     log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
              "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],
              100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
              chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
+
+
+def record_cost(cfg: DictConfig, model: nn.Module, result: FitResult, tracker: Tracker) -> None:
+    """The selected model's deployment cost (retino/models/cost.py) as cost_* metrics, beside
+    the selected epoch's, and the machine its latency was timed on as a tag."""
+    if not cfg.measure_cost:
+        return
+    cost = measure_cost(model, cfg.resolution.size)
+    result.selected |= cost.metrics()
+    tracker.log_metrics(cost.metrics(), step=int(result.selected["selected_epoch"]))
+    tracker.set_tags({COST_MACHINE_TAG: cost.machine})
+    log.info("Cost: %.1fM parameters, %.1f MB, %.2f GFLOPs per image, %.1f ms per image on the "
+             "CPU at batch 1 (%s)", cost.params / 1e6, cost.weights_mb, cost.gflops_per_image,
+             cost.cpu_ms_per_image_b1, cost.machine)
 
 
 def run_page_markdown(cfg: DictConfig, result: FitResult) -> str:
