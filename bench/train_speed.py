@@ -37,7 +37,7 @@ from retino.data.loaders import (  # noqa: E402
     read_index_at,
     resolve_num_workers,
 )
-from retino.models import build_model  # noqa: E402
+from retino.models import build_network  # noqa: E402
 from retino.training.devices import resolve_device  # noqa: E402
 from retino.training.loop import seed_epoch, seed_everything, train_one_epoch  # noqa: E402
 from retino.training.precision import GradientStep, resolve_step_settings  # noqa: E402
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="a prepared cache (default: the demo set)")
     parser.add_argument("--demo-train-size", type=int, default=1000)
     parser.add_argument("--demo-root", type=Path, default=DEFAULT_DEMO_CACHE)
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="resnet18", help="a model.name (efficientnet_b0, ...)")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -110,7 +110,7 @@ def timed_steps(train, batches, steps: int, device: torch.device) -> float:
 
 def make_training(args: argparse.Namespace, device: torch.device):
     """The training loop of a real run over any batches, and its step settings."""
-    model = build_model(args.model)
+    model = build_network(args.model)
     settings = resolve_step_settings(args.precision, None, 0.0, device, args.compile)
     settings.prepare(model, device)
     runner = settings.compiled(model)
@@ -127,7 +127,7 @@ def make_training(args: argparse.Namespace, device: torch.device):
 
 def flops_per_image(args: argparse.Namespace, device: torch.device, settings) -> float:
     """Forward and backward FLOPs of one image (counted on a separate copy of the model)."""
-    model = build_model(args.model).to(device)
+    model = build_network(args.model).to(device)
     images = torch.randn(2, 3, args.resolution, args.resolution, device=device)
     with FlopCounterMode(display=False) as counter, settings.autocast(device):
         model(images).float().sum().backward()
