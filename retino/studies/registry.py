@@ -26,8 +26,6 @@ from mlflow.exceptions import MlflowException
 
 from retino.core.errors import ConfigError
 from retino.core.names import ENSEMBLE_MODEL_DIR, MODEL_DIR, PARENT_TAG, STUDY_TAG
-from retino.serving.grader import run_from_store
-from retino.serving.pyfunc import save_ensemble_grader
 from retino.studies.comparison import best_run
 from retino.studies.folds import EnsembleChoice, best_fold_ensemble
 from retino.tracking.records import RunRecord
@@ -79,6 +77,10 @@ def _register_run(runs: list[RunRecord], name: str, study: str | None) -> ModelV
 def _register_ensemble(choice: EnsembleChoice, name: str, study: str | None) -> ModelVersion:
     """The chosen configuration's fold models as one MLflow model, built from their logged
     config and weights, logged on the study's parent run and registered from there."""
+    # Here, not at the top: a report (python -m retino.report) never waits for torch to import.
+    from retino.serving.grader import run_from_store
+    from retino.serving.pyfunc import save_ensemble_grader
+
     ids = [run.run_id for run in choice.runs]
     parent = study or choice.runs[0].tags.get(PARENT_TAG)
     if not parent:
