@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--runs", nargs="+", help="run ids to report on")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder (./report)")
     parser.add_argument("--register", metavar="NAME", help="register the best configuration's "
-                        "model (by the validation metric) in the Model Registry as NAME")
+                        "model (by the validation metric; a cross-validated study: its fold "
+                        "ensemble, by the out-of-fold metric) in the Model Registry as NAME")
     args = parser.parse_args(argv)
     runs = read_runs(run_ids=args.runs, parent_id=args.parent)
     if not runs:

@@ -147,6 +147,7 @@ def test_a_configurations_folds_pool_into_out_of_fold_and_an_ensemble(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "## Cross-validation" in text and "3 of 3" in text
     assert "Fold ensemble of resnet18-scratch-64px: referable DR" in text
+    assert "**Best configuration** by its out-of-fold val_qwk: resnet18-scratch-64px" in text
 
 
 def test_a_missing_fold_is_said_and_regression_outputs_average():

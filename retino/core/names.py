@@ -22,6 +22,7 @@ SCREENING_FILE = "screening.md"  # a run's screening report (retino/evaluation/s
 PAGE_FILE = "report.html"  # a run's or a study's one-page report, figures inline
 ERROR_FILE = "error.txt"  # a failed run's traceback
 MODEL_DIR = "model"  # the MLflow model: runs:/<id>/model
+ENSEMBLE_MODEL_DIR = "ensemble_model"  # a study's registered fold ensemble, on its parent run
 GRADER_FILE = "grader.yaml"  # preprocessing and operating point, inside the MLflow model
 JOB_LOCK_FILE = ".retino-job.lock"  # held by the process training into the folder
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,12 @@ def judgement(cfg: DictConfig, val_predictions: Path | None) -> dict:
     val = None
     if val_predictions is not None and val_predictions.is_file():
         val = read_predictions(val_predictions)
+    return judgement_on(cfg, val)
+
+
+def judgement_on(cfg: DictConfig, val: pd.DataFrame | None) -> dict:
+    """judgement() from validation predictions in hand: a fold ensemble's are its out-of-fold
+    predictions, which its study's report chose its operating point on."""
     threshold, chosen = operating_point(cfg, val)
     cuts = None
     if val is not None and is_regression_frame(val):  # every validation image, as the run
@@ -293,6 +299,17 @@ def pytorch_engine(model: GradingNetwork, run: TrainedRun, device: torch.device)
 
     def answers(images: torch.Tensor) -> np.ndarray:
         return head_answers(model, normalize_images(images.to(device)), tta).cpu().numpy()
+    return answers
+
+
+def ensemble_engine(members: Sequence[TrainedRun], device: torch.device) -> Engine:
+    """A fold ensemble as its study's report scored it: the mean of the member models' answers
+    (probabilities, or a regression head's outputs), each model run as pytorch_engine runs it,
+    the same mean that evaluation.predictions.ensemble_frame takes of their predictions."""
+    engines = [pytorch_engine(trained_model(run, device), run, device) for run in members]
+
+    def answers(images: torch.Tensor) -> np.ndarray:
+        return np.mean([engine(images) for engine in engines], axis=0)
     return answers
 
 

@@ -10,6 +10,9 @@ with `gradable`, `quality_reason` and `quality_score` (and the measures behind i
 the run's operating point)
 and `error` (empty when read; the reason otherwise). A photograph that cannot be read or is not
 gradable has no grade, probabilities or flag.
+
+A cross-validated study's fold ensemble is one such model too (save_ensemble_grader): the K fold
+runs' weights in one model, answering with their mean, with the same input and output columns.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import binascii
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -29,12 +34,15 @@ from omegaconf import OmegaConf
 
 from retino import PROJECT_ROOT
 from retino.core.grades import OUTPUT_COLUMN, PROBABILITY_COLUMNS, REFERABLE_PROBABILITY_COLUMN
-from retino.core.names import CONFIG_FILE, GRADER_FILE, MODEL_DIR
+from retino.core.names import CONFIG_FILE, ENSEMBLE_MODEL_DIR, GRADER_FILE, MODEL_DIR
 from retino.serving.grader import (
     QUALITY_MEASURES,
+    Engine,
     Preprocessing,
     TrainedRun,
+    ensemble_engine,
     grade,
+    judgement_on,
     run_from_folder,
 )
 from retino.training.devices import resolve_device
@@ -57,17 +65,23 @@ def signature(regression: bool = False) -> ModelSignature:
                         ColSpec("long", "referable"), ColSpec("string", "error")]))
 
 
+def _judged_run(context: PythonModelContext, weights: Path) -> TrainedRun:
+    """The model's config, preprocessing and operating point (grader.yaml), with weights."""
+    grader = OmegaConf.load(context.artifacts["grader"])
+    preprocessing = (Preprocessing(grader.method, grader.size) if grader.method else None)
+    cuts = grader.get("cuts")
+    return TrainedRun(grader.source, OmegaConf.load(context.artifacts["config"]), weights,
+                      preprocessing, float(grader.threshold),
+                      bool(grader.get("threshold_chosen", True)), tuple(cuts) if cuts else None)
+
+
 class FundusGrader(PythonModel):
     """retino.serving.grader's grade() behind MLflow's pyfunc interface."""
 
+    engine: Engine | None = None  # None: grade() runs the run's own PyTorch model
+
     def load_context(self, context: PythonModelContext) -> None:
-        grader = OmegaConf.load(context.artifacts["grader"])
-        preprocessing = (Preprocessing(grader.method, grader.size) if grader.method else None)
-        cuts = grader.get("cuts")
-        self.run = TrainedRun(grader.source, OmegaConf.load(context.artifacts["config"]),
-                              Path(context.artifacts["weights"]), preprocessing,
-                              float(grader.threshold), bool(grader.get("threshold_chosen", True)),
-                              tuple(cuts) if cuts else None)
+        self.run = _judged_run(context, Path(context.artifacts["weights"]))
         self.device = resolve_device("auto")
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
@@ -75,8 +89,24 @@ class FundusGrader(PythonModel):
         with tempfile.TemporaryDirectory(prefix="retino-serve-") as folder:
             paths = [_as_file(cell, Path(folder) / f"{k:06d}")
                      for k, cell in enumerate(model_input["image"])]
-            frame = grade(self.run, paths, self.device)
+            frame = grade(self.run, paths, self.device, engine=self.engine)
         return frame.drop(columns="image")
+
+
+class FoldEnsembleGrader(FundusGrader):
+    """A fold ensemble: the K fold models' mean answers, judged at the operating point (and a
+    regression head's cut points) chosen on their out-of-fold predictions. The members share
+    one configuration, so the first fold's config stands for all (its preprocessing, quality
+    checks, resolution and test-time flips); only their weights differ."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        members = OmegaConf.load(context.artifacts["grader"]).members
+        weights = [Path(context.artifacts[f"weights_{k}"]) for k in range(len(members))]
+        self.run = _judged_run(context, weights[0])
+        self.device = resolve_device("auto")
+        self.engine = ensemble_engine([replace(self.run, source=str(member), weights=path)
+                                       for member, path in zip(members, weights, strict=True)],
+                                      self.device)
 
 
 def _as_file(cell: object, path: Path) -> Path:
@@ -105,17 +135,22 @@ def pip_requirements() -> list[str]:
             if line.split("#")[0].strip()]
 
 
+def _grader_yaml(run: TrainedRun, path: Path, **more: object) -> Path:
+    """grader.yaml: what the model judges photographs with besides its config and weights."""
+    method, size = (run.preprocessing.method, run.preprocessing.size) if run.preprocessing \
+        else (None, None)
+    path.write_text(OmegaConf.to_yaml({"source": run.source, "method": method, "size": size,
+                                       "threshold": run.threshold,
+                                       "threshold_chosen": run.threshold_chosen,
+                                       "cuts": list(run.cuts) if run.cuts else None, **more}))
+    return path
+
+
 def save_grader(run_dir: Path, example: Path) -> Path:
     """The finished run in run_dir (config.yaml, model_state.pt, predictions_val.csv) saved as
     an MLflow model in run_dir/model, with a signature and `example` as its input example."""
     run = run_from_folder(run_dir)
-    grader = run_dir / GRADER_FILE
-    method, size = (run.preprocessing.method, run.preprocessing.size) if run.preprocessing \
-        else (None, None)
-    grader.write_text(OmegaConf.to_yaml({"source": run.source, "method": method, "size": size,
-                                         "threshold": run.threshold,
-                                         "threshold_chosen": run.threshold_chosen,
-                                         "cuts": list(run.cuts) if run.cuts else None}))
+    grader = _grader_yaml(run, run_dir / GRADER_FILE)
     target = run_dir / MODEL_DIR
     if target.exists():  # a resumed run saves its final model again
         shutil.rmtree(target)
@@ -126,4 +161,28 @@ def save_grader(run_dir: Path, example: Path) -> Path:
                signature=signature(run.regression),
                input_example=pd.DataFrame({"image": [encode_image(example)]}),
                pip_requirements=pip_requirements())
+    return target
+
+
+def save_ensemble_grader(members: Sequence[TrainedRun], out_of_fold: pd.DataFrame,
+                         folder: Path, example: pd.DataFrame | None = None) -> Path:
+    """A configuration's fold runs (each with its config and weights; source: its run id) saved
+    as one MLflow model in folder/ensemble_model: all K weights, the first fold's config, and
+    the operating point (and a regression head's cut points) chosen on the out-of-fold
+    predictions as the study's report chose them, never on the test set."""
+    first = members[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / CONFIG_FILE
+    OmegaConf.save(first.cfg, config)
+    ensemble = replace(first, source=f"fold ensemble of {len(members)} runs",
+                       **judgement_on(first.cfg, out_of_fold))
+    grader = _grader_yaml(ensemble, folder / GRADER_FILE,
+                          members=[member.source for member in members])
+    target = folder / ENSEMBLE_MODEL_DIR
+    save_model(str(target), python_model=FoldEnsembleGrader(),
+               artifacts={"config": str(config), "grader": str(grader),
+                          **{f"weights_{k}": str(member.weights)
+                             for k, member in enumerate(members)}},
+               code_paths=[str(PACKAGE_DIR)], signature=signature(first.regression),
+               input_example=example, pip_requirements=pip_requirements())
     return target

@@ -13,6 +13,7 @@ chooses by and what a clinic would get.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,10 @@ from retino.evaluation.predictions import (
     with_cut_points,
 )
 from retino.evaluation.screening import screening_markdown, screening_report
-from retino.studies.comparison import Configuration
+from retino.studies.comparison import Configuration, configurations, run_labels
+from retino.tracking.records import RunRecord
+
+log = logging.getLogger(__name__)
 
 CROSS_VALIDATION_COLUMNS = [
     "configuration", "folds", "selection metric over folds (mean ± std)",
@@ -71,8 +75,7 @@ class CrossValidation:
 def cross_validated(configs: list[Configuration]) -> list[Configuration]:
     """The configurations whose runs were cut into folds (data.folds set), each with a
     validation split and predictions files."""
-    return [config for config in configs
-            if config.params.get("data.folds") not in (None, "", "None")
+    return [config for config in configs if cut_into_folds(config.runs[0])
             and all(run.val is not None for run in config.runs)]
 
 
@@ -92,6 +95,74 @@ def pool_folds(config: Configuration, target: float, rounds: int) -> CrossValida
                             if len(scores) > 1 else 0.0),
                            frames["val"], frames["test"], metrics,
                            (float(np.nanmean(single)), float(seed_interval(single)[1])))
+
+
+@dataclass
+class EnsembleChoice:
+    """The cross-validated configuration whose fold ensemble a study registers."""
+
+    pool: CrossValidation
+    runs: list[RunRecord]  # its fold runs (every seed of every fold), by fold
+    metric: str  # the validation metric that chose it, computed on the out-of-fold predictions
+    score: float
+
+
+def cut_into_folds(run: RunRecord) -> bool:
+    return run.params.get("data.folds") not in (None, "", "None")
+
+
+def out_of_fold_rule(runs: list[RunRecord]) -> tuple[str, bool]:
+    """(metric, higher is better): the validation metric the runs selected their epoch with, or
+    the validation kappa when they selected by different ones, as comparison.selection_rule
+    chooses, but to be computed on the out-of-fold predictions."""
+    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
+    metric = metrics.pop() if len(metrics) == 1 else "val_qwk"
+    return metric, not metric.endswith("loss")
+
+
+def _fold_order(run: RunRecord) -> tuple[float, str]:
+    return float(run.params.get("data.fold", 0)), run.params.get("seed", "")
+
+
+def best_fold_ensemble(runs: list[RunRecord]) -> EnsembleChoice | None:
+    """The cross-validated configuration whose out-of-fold predictions score best by the
+    selection metric: one score on every training image, each scored by a model that did not
+    train on it, where a mean of per-fold scores weighs each fold's few hundred images alike
+    (and a regression head's per-fold cut points flatter each fold). Only configurations with
+    every fold finished compete: an incomplete one's out-of-fold predictions miss a fold's
+    images, so its score would not compare (a warning names the missing folds). None when no
+    run was cut into folds, or, with a warning, when no configuration has all its folds."""
+    finished = [run for run in runs if run.status == "FINISHED"]
+    if not any(cut_into_folds(run) for run in finished):
+        return None
+    metric, higher = out_of_fold_rule(finished)
+    configs = configurations(finished, run_labels(finished))
+    pooled = cross_validated(configs)
+    for config in configs:
+        if config.label not in {other.label for other in pooled}:
+            log.warning("%s was not cross-validated: it cannot compete with fold ensembles "
+                        "by an out-of-fold metric, so it is not registered.", config.label)
+    candidates = []
+    for config in pooled:
+        target = float(config.runs[0].params.get("referable_sensitivity_target", 0.9))
+        try:
+            pool = pool_folds(config, target, rounds=0)
+        except ValueError as err:  # fold models tested on different images
+            log.warning("Folds of %s not pooled: %s.", config.label, err)
+            continue
+        if not pool.complete:
+            log.warning("%s is missing fold(s) %s of %d: its fold ensemble is not registered "
+                        "(run the study again to finish them: finished folds are skipped).",
+                        config.label, _missing(pool), pool.folds)
+            continue
+        candidates.append(EnsembleChoice(pool, sorted(config.runs, key=_fold_order), metric,
+                                         float(pool.metrics.get(f"{metric}_selected", np.nan))))
+    if not candidates:
+        log.warning("No cross-validated configuration has all its folds: no fold ensemble to "
+                    "register.")
+        return None
+    sign = 1.0 if higher else -1.0
+    return max(candidates, key=lambda c: np.nan_to_num(sign * c.score, nan=-np.inf))
 
 
 def _with_interval(metrics: dict[str, float], key: str, scale: float, digits: int) -> str:

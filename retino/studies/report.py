@@ -61,6 +61,7 @@ from retino.studies.comparison import (
 from retino.studies.folds import (
     CROSS_VALIDATION_COLUMNS,
     CROSS_VALIDATION_LEGEND,
+    best_fold_ensemble,
     cross_validated,
     cross_validation_row,
     ensemble_screening,
@@ -297,7 +298,13 @@ def study_title(name: str, runs: list[RunRecord]) -> str:
 
 def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
     """Which configuration a reader should take, chosen as registration chooses it: by a
-    validation metric (mean over seeds), never by the test set; why none is named otherwise."""
+    validation metric (mean over seeds; a cross-validated study: out of fold), never by the
+    test set; why none is named otherwise."""
+    ensemble = best_fold_ensemble(finished)
+    if ensemble is not None:
+        return (f"**Best configuration** by its out-of-fold {ensemble.metric}: "
+                f"{ensemble.pool.label} ({ensemble.score:.4f}); registration registers its fold "
+                f"ensemble ({len(ensemble.runs)} runs) as one model.\n")
     try:
         run, metric, score = best_run(finished)
     except ConfigError as err:

@@ -198,6 +198,14 @@ def download_artifact(run_id: str, path: str) -> Path:
     return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
 
 
+def log_folder(run_id: str, folder: Path, artifact_path: str) -> str:
+    """Every file under folder logged at artifact_path of an existing run (a study's parent,
+    running or ended: a model registered after its study); the URI of the logged folder."""
+    client = mlflow_client()
+    client.log_artifacts(run_id, str(folder), artifact_path)
+    return f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+
+
 def start_parent_run(experiment: str, name: str, tags: Mapping[str, str]) -> str:
     """Create the study's parent run (left RUNNING until end_run) and return its id."""
     return MlflowTracker(experiment).start(name, tags)
