@@ -38,15 +38,8 @@ def predictions_frame(paths: Sequence[Path], true: np.ndarray, answers: np.ndarr
     (why not)."""
     names = [Path(path).stem for path in paths]
     patients = list(patients) if patients else [patient_of(name) for name in names]
-    frame = pd.DataFrame({"image": names, "patient": patients, "grade": np.asarray(true, int)})
-    answers = np.asarray(answers, float)
-    if answers.ndim == 1 or answers.shape[1] == 1:
-        frame["predicted"] = grades_from_outputs(answers.reshape(-1))
-        frame[OUTPUT_COLUMN] = answers.reshape(-1)
-    else:
-        frame["predicted"] = answers.argmax(axis=1)
-        frame[PROBABILITY_COLUMNS] = answers
-        frame[REFERABLE_PROBABILITY_COLUMN] = referable_probability(answers)
+    frame = _with_answers(pd.DataFrame({"image": names, "patient": patients,
+                                        "grade": np.asarray(true, int)}), answers)
     if not_gradable is not None:
         frame["gradable"] = [not why for why in not_gradable]
         frame["quality_reason"] = list(not_gradable)
@@ -78,17 +71,26 @@ def answer_columns(frame: pd.DataFrame) -> list[str]:
     return [OUTPUT_COLUMN] if is_regression_frame(frame) else list(PROBABILITY_COLUMNS)
 
 
+def predicted_grades(answers: np.ndarray) -> np.ndarray:
+    """(N,) grades of a model's answers: the likeliest of (N, 5) probabilities, or a regression
+    head's output (N,) / (N, 1) rounded (with_cut_points cuts it at fitted points)."""
+    answers = np.asarray(answers, float)
+    if answers.ndim == 1 or answers.shape[1] == 1:
+        return grades_from_outputs(answers.reshape(-1))
+    return answers.argmax(axis=1)
+
+
 def _with_answers(frame: pd.DataFrame, answers: np.ndarray) -> pd.DataFrame:
-    """The frame's images with new answers in its answer columns, and the grade predicted and
-    P(referable) derived from them as predictions_frame derives them (a regression head's
-    grades rounded: with_cut_points cuts them)."""
+    """The frame's images with these answers (N, 5) probabilities, or a regression head's
+    output (N,) / (N, 1), and the grade predicted and P(referable) derived from them (a
+    regression head's grades rounded: with_cut_points cuts them)."""
     frame = frame.copy()
-    if is_regression_frame(frame):
-        frame[OUTPUT_COLUMN] = answers[:, 0]
-        frame["predicted"] = grades_from_outputs(answers[:, 0])
+    answers = np.asarray(answers, float)
+    frame["predicted"] = predicted_grades(answers)
+    if answers.ndim == 1 or answers.shape[1] == 1:
+        frame[OUTPUT_COLUMN] = answers.reshape(-1)
         return frame
     frame[PROBABILITY_COLUMNS] = answers
-    frame["predicted"] = answers.argmax(axis=1)
     frame[REFERABLE_PROBABILITY_COLUMN] = referable_probability(answers)
     return frame
 

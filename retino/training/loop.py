@@ -23,7 +23,7 @@ from retino.core.names import CHECKPOINT_FILE
 from retino.data.loaders import epoch_seed
 from retino.evaluation.cut_points import cut_point_metrics, fit_cut_points, grades_from_outputs
 from retino.evaluation.metrics import grading_metrics, referable_probability
-from retino.evaluation.predictions import predictions_frame
+from retino.evaluation.predictions import predicted_grades, predictions_frame
 from retino.models.heads import grades_by_rounding, is_regression
 from retino.training.checkpoint import save_checkpoint
 from retino.training.ema import WeightAverage
@@ -213,9 +213,8 @@ def infer(model: nn.Module, loader: DataLoader, device: torch.device,
         true.append(grades)
         answers.append(batch)
     true_arr, answers_arr = torch.cat(true).cpu().numpy(), torch.cat(answers).cpu().numpy()
-    pred = (grades_from_outputs(answers_arr[:, 0]) if answers_arr.shape[1] == 1
-            else answers_arr.argmax(axis=1))
-    return Inference(float(loss_sum) / len(true_arr), true_arr, pred, answers_arr)
+    return Inference(float(loss_sum) / len(true_arr), true_arr, predicted_grades(answers_arr),
+                     answers_arr)
 
 
 def score_split(model: nn.Module, loader: DataLoader, device: torch.device,
