@@ -50,9 +50,73 @@ def test_a_real_fundus_photograph_placed_as_cameras_place_it_is_gradable(name, p
 
 
 def test_blur_makes_a_sharp_fundus_out_of_focus():
-    sharp, blurred = assess(RETINA), assess(cv2.GaussianBlur(RETINA, (0, 0), 8))
-    assert sharp.sharpness > 10 * blurred.sharpness
-    assert (blurred.gradable, blurred.reason) == (False, OUT_OF_FOCUS)
+    verdicts = [assess(cv2.GaussianBlur(RETINA, (0, 0), sigma)) if sigma else assess(RETINA)
+                for sigma in (0, 2, 4, 6, 8, 12)]
+    sharpness = [v.sharpness for v in verdicts]
+    assert sharpness == sorted(sharpness, reverse=True)  # the more blur, the less sharp
+    assert verdicts[2].gradable  # sigma 4: soft, still read
+    assert [(v.gradable, v.reason) for v in verdicts[-2:]] == [(False, OUT_OF_FOCUS)] * 2
+
+
+def test_haze_leaves_focus_where_it_was():
+    """A hazy but readable capture: a glow of light over part of the fundus, strong on one
+    side and fading across the field, which lowers the contrast under it. The old measure
+    (Laplacian variance over the green channel's variance) counted the glow's slow shading as
+    detail that blur had not sharpened, and called such real photographs out of focus; the
+    ratio of two detail bands sees no slow shading."""
+    h, w = RETINA.shape[:2]
+    glow = np.clip(1.0 - np.arange(w) / (0.8 * w), 0, 1)[None, :, None] * np.ones((h, 1, 1))
+    veil = np.array([220, 215, 200], np.float32)
+    hazy = RETINA * (1 - 0.7 * glow) + veil * 0.7 * glow
+    hazy[field_of_view(RETINA) == 0] = 0  # the glow is inside the camera's field only
+    clear, veiled = assess(RETINA), assess(hazy.astype(np.uint8))
+    assert veiled.gradable, veiled
+    assert abs(veiled.sharpness - clear.sharpness) < 0.1
+
+
+@pytest.mark.parametrize("height, width, disc", [(1000, 1400, 1650), (1200, 1800, 2100)])
+def test_a_disc_larger_than_the_frame_lighting_its_corners_is_a_fundus(height, width, disc):
+    """The frame cuts the disc on every side, so its corners are lit, as a landscape web copy
+    or a zoomed capture leaves them: the rim left between the cuts is a circle's."""
+    quality = assess(framed(RETINA, height, width, disc))
+    assert quality.lit_corners > 0.5  # the old check's "no fundus disc found"
+    assert quality.gradable and quality.rim_fit < 0.05, quality
+
+
+def test_a_fundus_on_a_lifted_grey_surround_is_a_disc():
+    """A web copy or a scan lifts the black surround to a dark grey: the field is the disc
+    above that surround, not the whole frame."""
+    lifted = framed(RETINA, 900, 1200, 800)
+    lifted[field_of_view(lifted) == 0] = (30, 26, 22)
+    quality = assess(lifted)
+    assert quality.gradable and quality.lit_corners == 0, quality
+    assert 0.4 < quality.disc_fraction < 0.55  # pi / 4 * 800^2 / (900 * 1200) = 0.47
+
+
+def test_a_bright_shape_that_is_no_disc_is_no_fundus():
+    """An eye-shaped logo on a dark ground: lit, coloured, detailed, not a disc."""
+    logo = np.zeros((600, 600, 3), np.uint8)
+    cv2.ellipse(logo, (300, 300), (260, 120), 0, 0, 360, (230, 120, 60), -1)
+    cv2.circle(logo, (300, 300), 80, (60, 30, 20), -1)
+    cv2.putText(logo, "EYE", (230, 330), cv2.FONT_HERSHEY_SIMPLEX, 2.5, (255, 255, 255), 6)
+    quality = assess(logo)
+    assert (quality.gradable, quality.reason) == (False, NO_DISC)
+    assert quality.rim_fit > 0.15
+
+
+def test_a_yellow_fundus_is_a_colour_fundus_and_a_grey_pupil_is_not():
+    """Bright EyePACS captures and smartphone fundus cameras are yellow (red barely above
+    green), and still a fundus; a grey-white pupil crop on black is not."""
+    yellow = RETINA.astype(np.float32) * (1.0, 1.0, 1.0)
+    yellow[..., 1] = RETINA[..., 0] * 0.95  # green nearly as high as red
+    yellow = yellow.clip(0, 255).astype(np.uint8)
+    assert assess(yellow).gradable, assess(yellow)
+    grey = np.zeros((300, 300, 3), np.uint8)
+    cv2.circle(grey, (150, 150), 140, (95, 80, 70), -1)  # a brown iris
+    cv2.circle(grey, (150, 150), 90, (200, 200, 195), -1)  # the grey-white lens
+    grey = cv2.add(grey, np.random.default_rng(0).integers(0, 40, grey.shape, dtype=np.uint8))
+    grey[field_of_view(grey) == 0] = 0
+    assert assess(grey).reason == NOT_COLOUR_FUNDUS
 
 
 @pytest.mark.parametrize("gain, reason", [(0.12, UNDER_EXPOSED), (4.0, OVER_EXPOSED)])

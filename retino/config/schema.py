@@ -112,14 +112,15 @@ class QualityConfig:
 
     name: str = "heuristic"
     min_disc_fraction: float = 0.15  # the fundus disc's least share of the frame
-    max_lit_corners: float = 0.5  # a fundus camera leaves the frame's corners dark
+    max_rim_fit: float = 0.15  # the field is a disc, whole or cut: 1 - overlap with its circle
     min_contrast: float = 0.03  # std / mean of brightness inside the disc; below: blank
-    min_red_ratio: float = 1.15  # mean red / mean green inside the disc: a colour fundus
+    min_red_ratio: float = 0.9  # mean red / mean green in the disc: red, orange or yellow
+    min_red_blue_ratio: float = 1.2  # mean red / mean blue in the disc: not grey, not blue
     dark_level: int = 40  # brightest channel below this: too dark to read
     max_dark_fraction: float = 0.5  # of the disc
     bright_level: int = 250  # every channel at or above this: clipped white
     max_bright_fraction: float = 0.25  # of the disc
-    min_sharpness: float = 0.04  # Laplacian variance / variance, green, disc at 384 px
+    min_sharpness: float = 0.55  # green's 1-2 px detail / its 2-4 px detail, disc at 384 px
 
 
 @dataclass

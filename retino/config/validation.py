@@ -149,13 +149,13 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
 
 def _check_quality(quality: DictConfig, problems: list[str]) -> None:
     _check_choice(problems, "quality.name", quality.name, QUALITY_MODES)
-    for key in ("min_disc_fraction", "max_lit_corners", "max_dark_fraction",
+    for key in ("min_disc_fraction", "max_rim_fit", "max_dark_fraction",
                 "max_bright_fraction"):
         _check(problems, 0 <= quality[key] <= 1, f"quality.{key}={quality[key]} must be in [0, 1].")
     for key in ("dark_level", "bright_level"):
         _check(problems, 0 <= quality[key] <= 255,
                f"quality.{key}={quality[key]} must be a pixel level in [0, 255].")
-    for key in ("min_contrast", "min_red_ratio", "min_sharpness"):
+    for key in ("min_contrast", "min_red_ratio", "min_red_blue_ratio", "min_sharpness"):
         _check(problems, quality[key] >= 0, f"quality.{key}={quality[key]} must be 0 or more.")
 
 

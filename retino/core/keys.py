@@ -63,9 +63,9 @@ ROLES: dict[str, KeyRole] = {
     # marks its data was prepared with (report.csv); quality=off turns those off too.
     **{f"quality.{key}": _runs("when predict and the served model call a photograph not "
                                "gradable", evaluation=True)
-       for key in ("name", "min_disc_fraction", "max_lit_corners", "min_contrast",
-                   "min_red_ratio", "dark_level", "max_dark_fraction", "bright_level",
-                   "max_bright_fraction", "min_sharpness")},
+       for key in ("name", "min_disc_fraction", "max_rim_fit", "min_contrast",
+                   "min_red_ratio", "min_red_blue_ratio", "dark_level", "max_dark_fraction",
+                   "bright_level", "max_bright_fraction", "min_sharpness")},
     "tta": KeyRole("test-time flips at evaluation", evaluation=True),
     "model.name": KeyRole("the architecture", in_name=True),
     "model.arch": KeyRole("model=timm: the timm architecture", in_name=True),

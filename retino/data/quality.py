@@ -2,13 +2,16 @@
 not refer": insufficient quality. Measured on the photograph as the camera wrote it, on a CPU
 in a few milliseconds, with no download:
 
-- the field of view: the bright fundus disc on its dark surround (the largest lit region,
-  its share of the frame, and whether the frame's corners are dark, as a fundus camera's are);
-- colour: a colour fundus is red-dominant inside its field of view;
+- the field of view: the bright fundus disc on its dark surround (the largest region lit above
+  the surround that the frame's border shows, its share of the frame, and whether it is a
+  disc, whole or cut by the frame: the circle fitted to its rim covers it);
+- colour: a colour fundus is red, orange or yellow inside its field of view: red not below
+  green, and well above blue (which the retina's pigments absorb);
 - exposure: the share of the field of view that is too dark to read, or clipped white;
-- focus: the variance of the Laplacian of the green channel (where vessels have the most
-  contrast) inside the field of view, at a fixed disc size, over the green channel's variance,
-  so that neither the camera's resolution nor the exposure moves it;
+- focus: how much of the green channel's (where vessels have the most contrast) fine detail
+  survives, beside its coarser detail: the band between 1 and 2 px over the band between 2
+  and 4 px, with the disc at a fixed size. Haze lowers both bands alike and leaves the ratio;
+  blur removes the fine band first;
 - detail: a field of view with almost no variation is a blank frame.
 
 The first test a photograph fails is its reason. The thresholds are `quality.*` in the config;
@@ -27,6 +30,7 @@ from retino.config.schema import QualityConfig
 STATS_SIDE = 320  # the field of view, exposure and colour: on a sample of about this side
 FOCUS_DIAMETER = 384  # the disc is brought to this diameter before focus is measured
 CORNER = 0.06  # the corner patches that a fundus camera leaves dark, as a share of each side
+SURROUND_MARGIN = 12  # grey levels above the surround's that count as lit
 
 NO_DISC = "no fundus disc found"
 NOT_COLOUR_FUNDUS = "not a colour fundus photograph"
@@ -44,11 +48,13 @@ class Quality:
     reason: str  # "" when gradable
     score: float  # 0-1: the weakest measure's margin; 0.5 at its threshold, 1 far inside
     disc_fraction: float  # the field of view's share of the frame
-    lit_corners: float  # the share of the frame's corners that are lit (0 for a fundus camera)
+    lit_corners: float  # the share of the frame's corners that are lit: 0 unless the disc is cut
+    rim_fit: float  # 1 - overlap of the field with the disc fitted to its rim (0: a disc)
     red_ratio: float  # mean red over mean green inside the field of view
+    red_blue_ratio: float  # mean red over mean blue inside the field of view
     dark_fraction: float  # share of the field of view too dark to read
     bright_fraction: float  # share clipped white
-    sharpness: float  # Laplacian variance over the green channel's variance, at a fixed size
+    sharpness: float  # green's fine detail (1-2 px) over its coarser detail (2-4 px), disc at 384
     contrast: float  # std over mean of the brightest channel inside the field of view
 
     def measures(self) -> dict[str, float]:
@@ -66,14 +72,22 @@ def _dimmest(rgb: np.ndarray) -> np.ndarray:
     return cv2.min(cv2.min(red, green), blue)
 
 
+def _surround_level(brightest: np.ndarray) -> float:
+    """The surround's brightness: the darkest tenth of the frame's outermost rows and columns.
+    A fundus camera's surround is black, but a web copy, a scan or a re-encoded photograph
+    often lifts it to a dark grey or brown; a disc cut on every side leaves no surround, and
+    this is then the disc's own darkest edge."""
+    ring = np.concatenate([brightest[0], brightest[-1], brightest[:, 0], brightest[:, -1]])
+    return float(np.percentile(ring, 10))
+
+
 def field_of_view(rgb: np.ndarray) -> np.ndarray:
     """The fundus disc as a boolean mask of the frame: the largest connected region lit above
-    the dark surround (the brightest channel, as fundus_box uses: a fundus is red), holes
-    filled."""
+    the surround (the brightest channel, as fundus_box uses: a fundus is red), holes filled."""
     brightest = _brightest(rgb)
     histogram = np.bincount(brightest.ravel(), minlength=256)
     p99 = int(np.searchsorted(np.cumsum(histogram), 0.99 * brightest.size))
-    level = max(10.0, 0.04 * p99)
+    level = max(10.0, 0.04 * p99, min(_surround_level(brightest) + SURROUND_MARGIN, 0.5 * p99))
     lit = (brightest > level).astype(np.uint8)
     lit = cv2.morphologyEx(lit, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
@@ -84,6 +98,50 @@ def field_of_view(rgb: np.ndarray) -> np.ndarray:
     contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(region, contours, -1, 1, thickness=cv2.FILLED)  # the disc's dark spots
     return region.astype(bool)
+
+
+def rim_fit(mask: np.ndarray) -> float:
+    """How far the field of view is from a disc that the frame cuts: 1 - the overlap
+    (intersection over union) of the field with the circle fitted to its rim, inside the
+    frame (0: a disc; 1: no rim, or too little of it to fit). A fundus larger than the frame
+    lights the frame's corners, but what the frame leaves of it is a disc cut by straight
+    lines; a photograph of anything else, lit to the corners, is not."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return 1.0
+    points = max(contours, key=len)[:, 0, :].astype(np.float64)
+    h, w = mask.shape
+    # Where the frame, or a black band along it (a letterboxed copy), cuts the disc, the border
+    # runs along the field's bounding box: those points are the cut, not the rim.
+    left, top, width, height = cv2.boundingRect(points.astype(np.int32))
+    free = ((points[:, 0] > left + 1) & (points[:, 0] < left + width - 2)
+            & (points[:, 1] > top + 1) & (points[:, 1] < top + height - 2))
+    x, y = points[free, 0], points[free, 1]
+    if len(x) < max(24, 0.15 * min(h, w)):  # too little free rim to fit a circle to
+        return 1.0
+    # The circle through the rim: fitted, then refitted on the 80 % of points nearest to it,
+    # so that a notch, a tab or a lesion at the rim does not move it.
+    cx, cy, radius = _circle(x, y)
+    distance = np.abs(np.hypot(x - cx, y - cy) - radius)
+    near = distance <= np.quantile(distance, 0.8)
+    cx, cy, radius = _circle(x[near], y[near])
+    if not (0 <= cx < w and 0 <= cy < h):  # a disc centred off the frame is no field of view
+        return 1.0
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (round(cx), round(cy)), round(radius), 1, thickness=-1)
+    field = mask.astype(np.uint8)
+    union = cv2.countNonZero(disc | field)
+    return 1.0 - cv2.countNonZero(disc & field) / max(union, 1)
+
+
+def _circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(centre x, centre y, radius) of the least-squares circle through the points: the
+    algebraic (Kasa) fit, x^2 + y^2 + a x + b y + c = 0, linear in a, b, c."""
+    design = np.column_stack([x, y, np.ones_like(x)])
+    (a, b, c), *_ = np.linalg.lstsq(design, -(x ** 2 + y ** 2), rcond=None)
+    cx, cy = -a / 2, -b / 2
+    return cx, cy, float(np.sqrt(max(cx ** 2 + cy ** 2 - c, 1e-9)))
 
 
 def _subsampled(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -115,31 +173,40 @@ def _resized(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(channel, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _sharpness(image: np.ndarray, mask: np.ndarray, step: int) -> float:
-    """Laplacian variance of the green channel over its variance, inside the disc less its
-    rim, with the disc at FOCUS_DIAMETER (never enlarged: a small photograph's detail is
-    judged at the resolution it has): the high-frequency share of the detail, which blur
-    removes. image: the photograph (RGB or BGR: green is the middle channel of both); mask:
-    its disc on the frame subsampled by step."""
+def _disc_green(image: np.ndarray, mask: np.ndarray,
+                step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the green channel of the disc's bounding box at FOCUS_DIAMETER, never enlarged, as
+    float32; the disc less its rim, which blur spreads, on it). image: the photograph (RGB or
+    BGR: green is the middle channel of both); mask: its disc on the frame subsampled by
+    step."""
     left, top, width, height = cv2.boundingRect(mask.astype(np.uint8))
     y0, y1 = top * step, min(image.shape[0], (top + height) * step)
     x0, x1 = left * step, min(image.shape[1], (left + width) * step)
     scale = min(1.0, FOCUS_DIAMETER / max(y1 - y0, x1 - x0))
     size = (max(8, round((x1 - x0) * scale)), max(8, round((y1 - y0) * scale)))
     green = _resized(cv2.extractChannel(image[y0:y1, x0:x1], 1), size).astype(np.float32)
-    # Not the rim, which blur spreads: the disc less 8 % of its size, eroded on the sample.
     disc = mask[top:top + height, left:left + width].astype(np.uint8)
     rim = 2 * max(1, round(0.08 * max(disc.shape))) + 1
     disc = cv2.erode(cv2.copyMakeBorder(disc, 1, 1, 1, 1, cv2.BORDER_CONSTANT),
                      np.ones((rim, rim), np.uint8))[1:-1, 1:-1]
-    inside = cv2.resize(disc, size, interpolation=cv2.INTER_NEAREST)
+    return green, cv2.resize(disc, size, interpolation=cv2.INTER_NEAREST)
+
+
+def _sharpness(image: np.ndarray, mask: np.ndarray, step: int) -> float:
+    """The green channel's fine detail (between Gaussian scales of 1 and 2 px) over its coarser
+    detail (between 2 and 4 px), inside the disc less its rim, with the disc at FOCUS_DIAMETER
+    (never enlarged: a small photograph's detail is judged at the resolution it has). Both
+    bands are differences of Gaussians, so neither the exposure, nor haze (which lowers all
+    contrast alike), nor the slow shading of the field moves the ratio; blur takes the fine
+    band first. Below 1 px are JPEG's blocks, sensor noise and whole grey levels: high
+    frequencies too, which would make a blurred photograph sharp."""
+    green, inside = _disc_green(image, mask, step)
     if cv2.countNonZero(inside) < 100:
         return 0.0
-    detail = float(cv2.meanStdDev(green, mask=inside)[1][0, 0]) ** 2
-    # Smoothed first, by less than any vessel's width: JPEG's 8 x 8 blocks, sensor noise and
-    # whole grey levels are high frequencies too, and would make a blurred photograph sharp.
-    laplacian = cv2.Laplacian(cv2.GaussianBlur(green, (0, 0), 1.0), cv2.CV_32F, ksize=3)
-    return float(cv2.meanStdDev(laplacian, mask=inside)[1][0, 0]) ** 2 / max(detail, 1.0)
+    fine, medium, coarse = (cv2.GaussianBlur(green, (0, 0), sigma) for sigma in (1, 2, 4))
+    fine_band = float(cv2.meanStdDev(fine - medium, mask=inside)[1][0, 0])
+    coarse_band = float(cv2.meanStdDev(medium - coarse, mask=inside)[1][0, 0])
+    return fine_band / max(coarse_band, 1e-3)
 
 
 def _margin(value: float, threshold: float, higher_is_better: bool) -> float:
@@ -161,7 +228,18 @@ def assess(image: np.ndarray, settings: QualityConfig | None = None,
     mask = field_of_view(rgb)
     disc_fraction, lit_corners = float(mask.mean()), _lit_corners(mask)
     if disc_fraction == 0:
-        return Quality(False, NO_DISC, 0.0, 0.0, lit_corners, 0.0, 1.0, 0.0, 0.0, 0.0)
+        return Quality(False, NO_DISC, 0.0, 0.0, lit_corners, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    measures = _measures(image, rgb, mask, step, settings)
+    tests = _tests(measures, settings)
+    failed = [reason for reason, passes, _ in tests if not passes]
+    score = min(margin for _, _, margin in tests)
+    return Quality(not failed, failed[0] if failed else "", score, **measures)
+
+
+def _measures(image: np.ndarray, rgb: np.ndarray, mask: np.ndarray, step: int,
+              settings: QualityConfig) -> dict[str, float]:
+    """Every measure of a photograph whose field of view (mask, on rgb: the photograph
+    subsampled by step) was found."""
     inside = mask.astype(np.uint8)
     area = float(cv2.countNonZero(inside))
     means = cv2.mean(rgb, mask=inside)
@@ -169,29 +247,42 @@ def assess(image: np.ndarray, settings: QualityConfig | None = None,
     level, spread = (float(v[0][0]) for v in cv2.meanStdDev(brightest, mask=inside))
     dark = cv2.compare(brightest, settings.dark_level, cv2.CMP_LT) & inside
     white = cv2.compare(_dimmest(rgb), settings.bright_level, cv2.CMP_GE) & inside
-    measures = dict(
-        disc_fraction=disc_fraction, lit_corners=lit_corners,
-        red_ratio=means[0] / max(means[1], 1.0),
+    lit_corners = _lit_corners(mask)
+    return dict(
+        disc_fraction=float(mask.mean()), lit_corners=lit_corners,
+        rim_fit=rim_fit(mask),
+        red_ratio=means[0] / max(means[1], 1.0), red_blue_ratio=means[0] / max(means[2], 1.0),
         dark_fraction=cv2.countNonZero(dark) / area,
         bright_fraction=cv2.countNonZero(white) / area,
         sharpness=_sharpness(image, mask, step), contrast=spread / max(level, 1.0))
-    tests = [  # (reason, passes, margin), in the order a reader would check them
-        (NO_DISC, disc_fraction >= settings.min_disc_fraction
-         and lit_corners <= settings.max_lit_corners,
-         min(_margin(disc_fraction, settings.min_disc_fraction, True),
-             _margin(lit_corners, settings.max_lit_corners, False))),
+
+
+def _tests(measures: dict[str, float],
+           settings: QualityConfig) -> list[tuple[str, bool, float]]:
+    """(reason, passes, margin) of each test, in the order a reader would check them."""
+    m = measures
+    return [
+        (NO_DISC, m["disc_fraction"] >= settings.min_disc_fraction,
+         _margin(m["disc_fraction"], settings.min_disc_fraction, True)),
+        # Darkness before the field's shape: in a capture too dark to read, what rises above
+        # the surround is ragged, whatever the camera framed.
+        (UNDER_EXPOSED, m["dark_fraction"] <= settings.max_dark_fraction,
+         _margin(m["dark_fraction"], settings.max_dark_fraction, False)),
+        # A fundus is a disc, whole or cut by the frame; a photograph of anything else, lit to
+        # the corners or not, is not (a person, a page, an eye's outline, a logo).
+        (NO_DISC, m["rim_fit"] <= settings.max_rim_fit,
+         _margin(m["rim_fit"], settings.max_rim_fit, False)),
         # Exposure before colour: a washed-out fundus has lost its red, but it is a fundus.
-        (UNDER_EXPOSED, measures["dark_fraction"] <= settings.max_dark_fraction,
-         _margin(measures["dark_fraction"], settings.max_dark_fraction, False)),
-        (OVER_EXPOSED, measures["bright_fraction"] <= settings.max_bright_fraction,
-         _margin(measures["bright_fraction"], settings.max_bright_fraction, False)),
-        (BLANK, measures["contrast"] >= settings.min_contrast,
-         _margin(measures["contrast"], settings.min_contrast, True)),
-        (NOT_COLOUR_FUNDUS, measures["red_ratio"] >= settings.min_red_ratio,
-         _margin(measures["red_ratio"], settings.min_red_ratio, True)),
-        (OUT_OF_FOCUS, measures["sharpness"] >= settings.min_sharpness,
-         _margin(measures["sharpness"], settings.min_sharpness, True)),
+        (OVER_EXPOSED, m["bright_fraction"] <= settings.max_bright_fraction,
+         _margin(m["bright_fraction"], settings.max_bright_fraction, False)),
+        (BLANK, m["contrast"] >= settings.min_contrast,
+         _margin(m["contrast"], settings.min_contrast, True)),
+        # Red, orange or yellow: red not below green, and well above blue. A grey, green or
+        # blue picture fails, and so does a grey-white pupil in its brown iris.
+        (NOT_COLOUR_FUNDUS, m["red_ratio"] >= settings.min_red_ratio
+         and m["red_blue_ratio"] >= settings.min_red_blue_ratio,
+         min(_margin(m["red_ratio"], settings.min_red_ratio, True),
+             _margin(m["red_blue_ratio"], settings.min_red_blue_ratio, True))),
+        (OUT_OF_FOCUS, m["sharpness"] >= settings.min_sharpness,
+         _margin(m["sharpness"], settings.min_sharpness, True)),
     ]
-    failed = [reason for reason, passes, _ in tests if not passes]
-    score = min(margin for _, _, margin in tests)
-    return Quality(not failed, failed[0] if failed else "", score, **measures)

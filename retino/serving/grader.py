@@ -222,10 +222,19 @@ def list_images(source: Path) -> list[Path]:
     return [p if p.is_absolute() else source.parent / p for p in map(Path, cells)]
 
 
+# The thresholds whose measure changed when the check learned real cameras (the rim's fit
+# replaced the lit corners, focus became a ratio of detail bands, colour gained red / blue):
+# a run made before then holds thresholds on the old scales, which mean nothing to the new
+# measures, so it is judged by today's defaults for those.
+_REMEASURED = ("max_lit_corners", "min_red_ratio", "min_sharpness")
+
+
 def quality_settings(cfg: DictConfig) -> QualityConfig | None:
-    """The run's quality thresholds (the defaults for runs made before it had them); None when
-    it says quality=off."""
+    """The run's quality thresholds (today's defaults for those a run made before them lacks,
+    or holds on an older measure's scale); None when it says quality=off."""
     given = OmegaConf.to_container(cfg.quality) if "quality" in cfg else {}
+    if "max_rim_fit" not in given:  # made before the check learned real cameras
+        given = {k: v for k, v in given.items() if k not in _REMEASURED}
     settings = QualityConfig(**given)
     return None if settings.name == "off" else settings
 
