@@ -173,3 +173,28 @@ def test_graham_masks_the_detected_field_of_view_so_a_cut_draws_no_band():
     rows = np.abs(enhanced[:, 150:360] - 128).mean(axis=(1, 2))
     assert rows.max() < 40
     assert rows[200:300].mean() > 5  # the retina itself is kept
+
+
+def test_a_run_made_before_the_real_camera_measures_is_judged_by_todays_focus_and_colour():
+    """An older run holds min_sharpness 0.04 on the Laplacian's scale (every photograph would
+    pass the band ratio at it), min_red_ratio 1.15 (which refused yellow smartphone captures)
+    and max_lit_corners, which the schema no longer has: predict and the served model take
+    today's defaults for those, and keep the run's other thresholds."""
+    from omegaconf import OmegaConf
+
+    from retino.serving.grader import quality_settings
+
+    older = OmegaConf.create({"quality": {
+        "name": "heuristic", "min_disc_fraction": 0.2, "max_lit_corners": 0.5,
+        "min_contrast": 0.03, "min_red_ratio": 1.15, "dark_level": 40,
+        "max_dark_fraction": 0.5, "bright_level": 250, "max_bright_fraction": 0.25,
+        "min_sharpness": 0.04}})
+    settings = quality_settings(older)
+    defaults = QualityConfig()
+    assert settings.min_sharpness == defaults.min_sharpness
+    assert settings.min_red_ratio == defaults.min_red_ratio
+    assert settings.min_disc_fraction == 0.2  # the run's own choice, on an unchanged measure
+    assert assess(cv2.GaussianBlur(RETINA, (0, 0), 8), settings).reason == OUT_OF_FOCUS
+    newer = OmegaConf.create({"quality": {"name": "heuristic", "max_rim_fit": 0.15,
+                                          "min_sharpness": 0.7}})
+    assert quality_settings(newer).min_sharpness == 0.7  # a newer run's threshold is kept
