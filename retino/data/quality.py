@@ -85,7 +85,7 @@ def field_of_view(rgb: np.ndarray) -> np.ndarray:
     """The fundus disc as a boolean mask of the frame: the largest connected region lit above
     the surround (the brightest channel, as fundus_box uses: a fundus is red), holes filled."""
     brightest = _brightest(rgb)
-    histogram = np.bincount(brightest.ravel(), minlength=256)
+    histogram = cv2.calcHist([brightest], [0], None, [256], [0, 256]).ravel()
     p99 = int(np.searchsorted(np.cumsum(histogram), 0.99 * brightest.size))
     level = max(10.0, 0.04 * p99, min(_surround_level(brightest) + SURROUND_MARGIN, 0.5 * p99))
     lit = (brightest > level).astype(np.uint8)
@@ -203,8 +203,14 @@ def _sharpness(image: np.ndarray, mask: np.ndarray, step: int) -> float:
     green, inside = _disc_green(image, mask, step)
     if cv2.countNonZero(inside) < 100:
         return 0.0
-    fine, medium, coarse = (cv2.GaussianBlur(green, (0, 0), sigma) for sigma in (1, 2, 4))
+    fine, medium = cv2.GaussianBlur(green, (0, 0), 1), cv2.GaussianBlur(green, (0, 0), 2)
     fine_band = float(cv2.meanStdDev(fine - medium, mask=inside)[1][0, 0])
+    # The coarse band on the disc at half size, where the 4 px scale is 2 px (the 2 x 2 average
+    # and the 2 px blur already there make most of it): a third of the cost of the full size.
+    half = (medium.shape[1] // 2, medium.shape[0] // 2)
+    medium = cv2.resize(medium, half, interpolation=cv2.INTER_AREA)
+    coarse = cv2.GaussianBlur(medium, (0, 0), np.sqrt(3))
+    inside = cv2.resize(inside, half, interpolation=cv2.INTER_NEAREST)
     coarse_band = float(cv2.meanStdDev(medium - coarse, mask=inside)[1][0, 0])
     return fine_band / max(coarse_band, 1e-3)
 
