@@ -32,7 +32,7 @@ from retino.data.quality import assess  # noqa: E402
 
 REAL_SET = Path(__file__).resolve().parents[2] / "shared" / "realfundus-dev"
 MEASURES = ("disc_fraction", "lit_corners", "rim_fit", "red_ratio", "red_blue_ratio",
-            "dark_fraction", "bright_fraction", "sharpness", "contrast")
+            "dark_fraction", "bright_fraction", "stray_light", "sharpness", "contrast")
 
 
 def framed(image: np.ndarray, height: int, width: int, disc: int) -> np.ndarray:
@@ -57,6 +57,25 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
                         cv2.IMREAD_COLOR)
 
 
+def on_white(image: np.ndarray) -> np.ndarray:
+    """image with its dark surround made white: a crop pasted on a page."""
+    out = image.copy()
+    out[image.max(axis=2) <= 10] = 255
+    return out
+
+
+def flare(image: np.ndarray) -> np.ndarray:
+    """A white-blue veil of stray light from the optics over one side of the field, strongest
+    at the rim and fading to nothing over a third of the frame."""
+    h, w = image.shape[:2]
+    strength = np.clip(1.0 - np.arange(w)[::-1] / (w / 3), 0, 1) * 0.9
+    veil = np.array([190, 200, 255], np.float32)
+    alpha = strength[None, :, None]
+    out = image * (1 - alpha) + veil * alpha
+    out[image.max(axis=2) <= 10] = 0  # the camera's surround stays dark
+    return out.clip(0, 255).astype(np.uint8)
+
+
 def photographs() -> dict[str, tuple[np.ndarray, bool]]:
     """name -> (RGB photograph, whether it should be graded)."""
     retina = skimage.data.retina()
@@ -67,6 +86,8 @@ def photographs() -> dict[str, tuple[np.ndarray, bool]]:
         "small disc in a 3000 x 2000 frame": (framed(retina, 2000, 3000, 1200), True),
         "landscape, disc cut top and bottom": (framed(retina, 1200, 1800, 1500), True),
         "disc cut on every side, corners lit": (framed(retina, 1000, 1400, 1650), True),
+        "disc on a white ground": (on_white(framed(retina, 700, 900, 640)), True),
+        "flare over a third of the field": (flare(retina), False),
         "thumbnail, 300 px": (cv2.resize(retina, (300, 300), interpolation=cv2.INTER_AREA),
                               True),
         "dimmed to 25 %": (gain(retina, 0.25), True),

@@ -17,6 +17,7 @@ from retino.data.quality import (
     NOT_COLOUR_FUNDUS,
     OUT_OF_FOCUS,
     OVER_EXPOSED,
+    STRAY_LIGHT,
     UNDER_EXPOSED,
     assess,
     field_of_view,
@@ -28,7 +29,7 @@ _spec = importlib.util.spec_from_file_location("quality_table",
                                                PROJECT_ROOT / "bench" / "quality_table.py")
 _table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_table)
-framed = _table.framed
+framed, on_white, flare = _table.framed, _table.on_white, _table.flare
 
 
 @pytest.mark.parametrize("name, photograph", [
@@ -91,6 +92,21 @@ def test_a_fundus_on_a_lifted_grey_surround_is_a_disc():
     quality = assess(lifted)
     assert quality.gradable and quality.lit_corners == 0, quality
     assert 0.4 < quality.disc_fraction < 0.55  # pi / 4 * 800^2 / (900 * 1200) = 0.47
+
+
+def test_a_fundus_pasted_on_a_white_ground_is_a_disc():
+    """Crops on a white page (figures, web copies): the field is what stands out from the
+    white, not the whole lit frame."""
+    quality = assess(on_white(framed(RETINA, 700, 900, 640)))
+    assert quality.gradable, quality
+    assert 0.45 < quality.disc_fraction < 0.55  # pi / 4 * 640^2 / (700 * 900) = 0.51
+
+
+def test_flare_over_the_field_is_stray_light_and_the_fundus_itself_has_none():
+    clear, flared = assess(RETINA), assess(flare(RETINA))
+    assert clear.stray_light < 0.01  # the retina sends back little blue
+    assert (flared.gradable, flared.reason) == (False, STRAY_LIGHT)
+    assert flared.stray_light > 2 * QualityConfig().max_stray_light
 
 
 def test_a_bright_shape_that_is_no_disc_is_no_fundus():

@@ -11,7 +11,14 @@ import cv2
 import pytest
 
 from retino import PROJECT_ROOT
-from retino.data.quality import NO_DISC, NOT_COLOUR_FUNDUS, UNDER_EXPOSED, assess
+from retino.data.quality import (
+    NO_DISC,
+    NOT_COLOUR_FUNDUS,
+    OVER_EXPOSED,
+    STRAY_LIGHT,
+    UNDER_EXPOSED,
+    assess,
+)
 
 # Beside the checkout, as the workplace lays it out, or where RETINO_REALFUNDUS_DEV points.
 DEV_SET = Path(os.environ.get("RETINO_REALFUNDUS_DEV",
@@ -49,12 +56,15 @@ def test_at_least_7_of_the_8_unreadable_photographs_are_flagged(verdicts):
 
 def _reasons_a_grader_gives(description: str) -> set[str] | None:
     """What a grader would call the photograph PROVENANCE.csv describes (None: a kind whose
-    reason this check does not yet name as a grader would: flare and haze on a white
-    surround, an off-centre field)."""
+    reason this check does not name as a grader would: an off-centre field)."""
     if description.startswith("non-fundus"):
         return {NO_DISC, NOT_COLOUR_FUNDUS}
+    if "off-centre" in description:
+        return None
     if "dark" in description and "underexposed" in description:
         return {UNDER_EXPOSED}
+    if "flare" in description or "haze" in description:
+        return {STRAY_LIGHT, OVER_EXPOSED}
     return None
 
 
@@ -67,4 +77,6 @@ def test_each_flagged_photograph_has_the_reason_a_grader_would_give(verdicts):
             continue
         assert quality.reason in expected, (row["file"], row["reason"], quality.reason)
         checked += 1
-    assert checked >= 5  # the eye photograph, the pupil crop, the logo, the screenshot, the dark
+    # the eye photograph, the pupil crop, the logo, the screenshot, the dark capture, the two
+    # captures with flare and haze
+    assert checked >= 6

@@ -120,6 +120,7 @@ class QualityConfig:
     max_dark_fraction: float = 0.5  # of the disc
     bright_level: int = 250  # every channel at or above this: clipped white
     max_bright_fraction: float = 0.25  # of the disc
+    max_stray_light: float = 0.03  # share of the disc whose blue is above its green: flare, haze
     min_sharpness: float = 0.55  # green's 1-2 px detail / its 2-4 px detail, disc at 384 px
 
 

@@ -150,7 +150,7 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
 def _check_quality(quality: DictConfig, problems: list[str]) -> None:
     _check_choice(problems, "quality.name", quality.name, QUALITY_MODES)
     for key in ("min_disc_fraction", "max_rim_fit", "max_dark_fraction",
-                "max_bright_fraction"):
+                "max_bright_fraction", "max_stray_light"):
         _check(problems, 0 <= quality[key] <= 1, f"quality.{key}={quality[key]} must be in [0, 1].")
     for key in ("dark_level", "bright_level"):
         _check(problems, 0 <= quality[key] <= 255,

@@ -65,7 +65,8 @@ ROLES: dict[str, KeyRole] = {
                                "gradable", evaluation=True)
        for key in ("name", "min_disc_fraction", "max_rim_fit", "min_contrast",
                    "min_red_ratio", "min_red_blue_ratio", "dark_level", "max_dark_fraction",
-                   "bright_level", "max_bright_fraction", "min_sharpness")},
+                   "bright_level", "max_bright_fraction", "max_stray_light",
+                   "min_sharpness")},
     "tta": KeyRole("test-time flips at evaluation", evaluation=True),
     "model.name": KeyRole("the architecture", in_name=True),
     "model.arch": KeyRole("model=timm: the timm architecture", in_name=True),

@@ -2,12 +2,15 @@
 not refer": insufficient quality. Measured on the photograph as the camera wrote it, on a CPU
 in a few milliseconds, with no download:
 
-- the field of view: the bright fundus disc on its dark surround (the largest region lit above
-  the surround that the frame's border shows, its share of the frame, and whether it is a
-  disc, whole or cut by the frame: the circle fitted to its rim covers it);
+- the field of view: the bright fundus disc on its surround (the largest region standing out
+  from the surround that the frame's border shows, dark or a white ground; its share of the
+  frame; and whether it is a disc, whole or cut by the frame: the circle fitted to its rim
+  covers it);
 - colour: a colour fundus is red, orange or yellow inside its field of view: red not below
   green, and well above blue (which the retina's pigments absorb);
 - exposure: the share of the field of view that is too dark to read, or clipped white;
+- stray light: the share of the field whose blue is above its green, which light the retina
+  sent back never is (a flare's veil, a reflection's band);
 - focus: how much of the green channel's (where vessels have the most contrast) fine detail
   survives, beside its coarser detail: the band between 1 and 2 px over the band between 2
   and 4 px, with the disc at a fixed size. Haze lowers both bands alike and leaves the ratio;
@@ -31,12 +34,15 @@ STATS_SIDE = 320  # the field of view, exposure and colour: on a sample of about
 FOCUS_DIAMETER = 384  # the disc is brought to this diameter before focus is measured
 CORNER = 0.06  # the corner patches that a fundus camera leaves dark, as a share of each side
 SURROUND_MARGIN = 12  # grey levels above the surround's that count as lit
+BLUE_OVER_GREEN = 15  # grey levels of blue above green that the retina does not send back
+WHITE_GROUND = 200  # a border whose every channel is at or above this (mostly) is a white ground
 
 NO_DISC = "no fundus disc found"
 NOT_COLOUR_FUNDUS = "not a colour fundus photograph"
 UNDER_EXPOSED = "under-exposed"
 OVER_EXPOSED = "over-exposed"
 OUT_OF_FOCUS = "out of focus"
+STRAY_LIGHT = "flare or haze: stray light over the field"
 BLANK = "no detail: a blank frame"
 
 
@@ -54,6 +60,7 @@ class Quality:
     red_blue_ratio: float  # mean red over mean blue inside the field of view
     dark_fraction: float  # share of the field of view too dark to read
     bright_fraction: float  # share clipped white
+    stray_light: float  # share lit by light the retina did not send back (blue above green)
     sharpness: float  # green's fine detail (1-2 px) over its coarser detail (2-4 px), disc at 384
     contrast: float  # std over mean of the brightest channel inside the field of view
 
@@ -81,10 +88,21 @@ def _surround_level(brightest: np.ndarray) -> float:
     return float(np.percentile(ring, 10))
 
 
+def _standing_out(rgb: np.ndarray) -> np.ndarray:
+    """How far each pixel stands out from the surround, in grey levels: its brightest channel
+    (as fundus_box uses: a fundus is red) on a camera's dark surround; on a white ground (a
+    crop pasted on a page, which the frame's border shows), how far its darkest channel is
+    below white."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).min(axis=1)
+    if np.mean(border >= WHITE_GROUND) >= 0.5:
+        return cv2.bitwise_not(_dimmest(rgb))  # 255 - the darkest channel
+    return _brightest(rgb)
+
+
 def field_of_view(rgb: np.ndarray) -> np.ndarray:
-    """The fundus disc as a boolean mask of the frame: the largest connected region lit above
-    the surround (the brightest channel, as fundus_box uses: a fundus is red), holes filled."""
-    brightest = _brightest(rgb)
+    """The fundus disc as a boolean mask of the frame: the largest connected region that
+    stands out from the surround, holes filled."""
+    brightest = _standing_out(rgb)
     histogram = cv2.calcHist([brightest], [0], None, [256], [0, 256]).ravel()
     p99 = int(np.searchsorted(np.cumsum(histogram), 0.99 * brightest.size))
     level = max(10.0, 0.04 * p99, min(_surround_level(brightest) + SURROUND_MARGIN, 0.5 * p99))
@@ -142,6 +160,23 @@ def _circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     (a, b, c), *_ = np.linalg.lstsq(design, -(x ** 2 + y ** 2), rcond=None)
     cx, cy = -a / 2, -b / 2
     return cx, cy, float(np.sqrt(max(cx ** 2 + cy ** 2 - c, 1e-9)))
+
+
+def stray_light(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the field, less its rim, lit by light that the retina did not send back:
+    flare from the camera's optics and haze from the eye's. The retina absorbs blue more than
+    green (whatever the camera's white balance, a fundus is red, orange or yellow), so a pixel
+    whose blue is well above its green (by BLUE_OVER_GREEN levels) is lit by stray light: the
+    white-blue veil of a flare, the lilac band of a reflection."""
+    field = mask.astype(np.uint8)
+    rim = 2 * max(1, round(0.03 * max(cv2.boundingRect(field)[2:]))) + 1
+    inside = cv2.erode(field, np.ones((rim, rim), np.uint8))
+    area = cv2.countNonZero(inside)
+    if area < 100:
+        return 0.0
+    _, green, blue = cv2.split(rgb)
+    bluish = cv2.compare(blue, cv2.add(green, BLUE_OVER_GREEN), cv2.CMP_GT) & inside
+    return cv2.countNonZero(bluish) / area
 
 
 def _subsampled(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -234,7 +269,9 @@ def assess(image: np.ndarray, settings: QualityConfig | None = None,
     mask = field_of_view(rgb)
     disc_fraction, lit_corners = float(mask.mean()), _lit_corners(mask)
     if disc_fraction == 0:
-        return Quality(False, NO_DISC, 0.0, 0.0, lit_corners, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+        return Quality(False, NO_DISC, 0.0, disc_fraction=0.0, lit_corners=lit_corners,
+                       rim_fit=1.0, red_ratio=0.0, red_blue_ratio=0.0, dark_fraction=1.0,
+                       bright_fraction=0.0, stray_light=0.0, sharpness=0.0, contrast=0.0)
     measures = _measures(image, rgb, mask, step, settings)
     tests = _tests(measures, settings)
     failed = [reason for reason, passes, _ in tests if not passes]
@@ -260,6 +297,7 @@ def _measures(image: np.ndarray, rgb: np.ndarray, mask: np.ndarray, step: int,
         red_ratio=means[0] / max(means[1], 1.0), red_blue_ratio=means[0] / max(means[2], 1.0),
         dark_fraction=cv2.countNonZero(dark) / area,
         bright_fraction=cv2.countNonZero(white) / area,
+        stray_light=stray_light(rgb, mask),
         sharpness=_sharpness(image, mask, step), contrast=spread / max(level, 1.0))
 
 
@@ -289,6 +327,8 @@ def _tests(measures: dict[str, float],
          and m["red_blue_ratio"] >= settings.min_red_blue_ratio,
          min(_margin(m["red_ratio"], settings.min_red_ratio, True),
              _margin(m["red_blue_ratio"], settings.min_red_blue_ratio, True))),
+        (STRAY_LIGHT, m["stray_light"] <= settings.max_stray_light,
+         _margin(m["stray_light"], settings.max_stray_light, False)),
         (OUT_OF_FOCUS, m["sharpness"] >= settings.min_sharpness,
          _margin(m["sharpness"], settings.min_sharpness, True)),
     ]
