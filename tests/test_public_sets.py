@@ -59,6 +59,8 @@ def make_idrid(root, n_train=8, n_test=5):
     for split, n, folder, labels in (
             ("train", n_train, "a. Training Set", "a. IDRiD_Disease Grading_Training Labels.csv"),
             ("test", n_test, "b. Testing Set", "b. IDRiD_Disease Grading_Testing Labels.csv")):
+        if n == 0:  # the set without this half: no folder, no label file
+            continue
         rows = []
         for i in range(1, n + 1):
             # Both sets start at IDRiD_001; the testing image must come from the testing folder.
@@ -120,6 +122,26 @@ def test_idrid_keeps_its_own_split_with_same_numbered_images_apart(tmp_path):
     trained_first = cv2.imread(str(out / "images" / "IDRiD_001.jpeg"))
     tested_first = cv2.imread(str(out / "images" / "test-IDRiD_001.jpeg"))
     assert np.abs(trained_first.astype(int) - tested_first.astype(int)).mean() > 1
+
+
+def test_idrid_training_set_alone_gets_a_test_split_made_by_image_stratified(tmp_path, caplog):
+    """IDRiD's training set without its testing set (as ../shared/idrid-grading holds it):
+    prepare makes a test split, as it makes Kaggle's, says so, records it and exits 0. It used
+    to exit 2, "No usable test images"."""
+    source = make_idrid(tmp_path / "idrid", n_train=20, n_test=0)
+    caplog.set_level("WARNING")
+    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--workers", "1"]) == 0
+    out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "without a test split of its own" in manifest["split"]
+    assert "by image (the names carry no patient), seed 0" in manifest["split"]
+    assert "no test images of its own" in caplog.text
+    train = read_split_index(out, out / "images", "train")
+    test = read_split_index(out, out / "images", "test")
+    # The lab's share (20 %) within each grade: one of each grade's four images.
+    assert len(train) == 15 and sorted(test.grades) == [0, 1, 2, 3, 4]
+    assert not {p.stem for p in train.paths} & {p.stem for p in test.paths}
 
 
 def test_an_unknown_layout_names_the_known_ones(tmp_path, caplog):

@@ -6,7 +6,8 @@ kept for the report. Formats (auto-detected from the folder, or named with --for
 - aptos, messidor2, idrid: the public sets of retino/data/public_sets.py.
 
 Split modes: patient (stratified by grade; by image where names carry no patient; a set's own
-split where it has one) or none (every image a test image: a set for external validation).
+split where it has one, and one made here where it holds training images only) or none (every
+image a test image: a set for external validation).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from retino.data.public_sets import (
     read_exam_list,
     read_public_set,
 )
-from retino.data.split import read_kaggle_labels, split_by_patient, unsafe_name_reason
+from retino.data.split import (
+    LAB_TEST_FRACTION,
+    read_kaggle_labels,
+    split_by_patient,
+    unsafe_name_reason,
+)
 
 FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
 SPLIT_MODES = ("patient", "none")
@@ -83,7 +89,7 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
     rows = list(zip(names, grades, strict=True))
     if mode == "none":
         return {"train": [], "test": rows}, "none: every image is a test image"
-    if official is not None:
+    if official is not None and "test" in official.values():
         _warn_of_split_patients(official, patients)
         return ({split: [r for r in rows if official[r[0]] == split] for split in SPLITS},
                 "lab CSVs, used as they are" if fmt == "lab"
@@ -92,8 +98,13 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
     train, test = split_by_patient(names, grades, seed=seed, patients=whose)
     unit = "patient" if len(set(whose)) < len(names) else \
         "image (the names carry no patient)"
-    return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]},
-            f"by {unit}, seed {seed}")
+    how = f"by {unit}, seed {seed}"
+    if official is not None:  # a set's training images alone (IDRiD's, without its testing set)
+        how = (f"{fmt} without a test split of its own: {len(test)} of its {len(rows)} images "
+               f"made the test split {how}, stratified by grade")
+        log.warning("%s holds no test images of its own: %s (the lab's share, %.0f %%).",
+                    fmt, how.split(": ", 1)[1], 100 * LAB_TEST_FRACTION)
+    return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]}, how)
 
 
 def _warn_of_split_patients(official: dict[str, str], patients: dict[str, str]) -> None:
