@@ -2,6 +2,9 @@
 
     python bench/prepare_speed.py                 # 24 Kaggle-sized JPEGs (3888x2592, q90)
     python bench/prepare_speed.py --images 4 --width 640 --height 480 --size 64   # smoke run
+    python bench/prepare_speed.py --width 4288 --height 2848 \
+        --photographs "../shared/idrid-grading/1. Original Images/a. Training Set"
+        # real photographs (IDRiD's, shipped at 1024 px), brought back to their camera's size
 
 Prints, on the same generated files:
 1. images/s per core of the lab's method (full decode, area resize, center crop, one process)
@@ -50,6 +53,25 @@ def make_kaggle_like_jpegs(folder: Path, n: int, width: int, height: int,
         noisy = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
         paths.append(folder / f"{i}_{'left' if i % 2 else 'right'}.jpeg")
         cv2.imwrite(str(paths[-1]), noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return paths
+
+
+def real_jpegs(folder: Path, source: Path, n: int, width: int, height: int) -> list[Path]:
+    """The first n real photographs of source at width x height (enlarged where smaller, as a
+    set shipped downscaled is brought back to its camera's size), JPEG q90. Enlarged
+    photographs are smoother than the camera's, so their files are smaller: the size printed
+    says which."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for original in sorted(p for p in source.iterdir()
+                           if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]:
+        photograph = cv2.imread(str(original), cv2.IMREAD_COLOR)
+        if photograph.shape[:2] != (height, width):
+            photograph = cv2.resize(photograph, (width, height), interpolation=cv2.INTER_CUBIC)
+        paths.append(folder / f"{original.stem}.jpeg")
+        cv2.imwrite(str(paths[-1]), photograph, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not paths:
+        sys.exit(f"--photographs {source}: no JPEG or PNG photographs there.")
     return paths
 
 
@@ -147,12 +169,21 @@ def main() -> None:
                         help="sensor noise; sets the file size (3: ~0.9 MB, 10: ~2.4 MB)")
     parser.add_argument("--repeat", type=int, default=8,
                         help="times each file is prepared in the scaling run")
+    parser.add_argument("--photographs", type=Path, default=None,
+                        help="a folder of real photographs to use instead of generated ones "
+                             "(brought to --width x --height)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_kaggle_like_jpegs(Path(tmp) / "src", args.images, args.width, args.height,
-                                       args.noise)
+        if args.photographs:
+            paths = real_jpegs(Path(tmp) / "src", args.photographs, args.images, args.width,
+                               args.height)
+        else:
+            paths = make_kaggle_like_jpegs(Path(tmp) / "src", args.images, args.width,
+                                           args.height, args.noise)
         mb = np.mean([p.stat().st_size for p in paths]) / 1e6
-        print(f"{len(paths)} JPEGs of {args.width}x{args.height} ({mb:.1f} MB each on average)")
+        kind = f"real photographs from {args.photographs}" if args.photographs else "generated"
+        print(f"{len(paths)} JPEGs of {args.width}x{args.height} ({mb:.1f} MB each on average; "
+              f"{kind})")
         compare_methods(paths, args.size)
         quality_cost(paths, args.size)
         measure_scaling(paths, args.size, Path(tmp) / "caches", args.repeat)
