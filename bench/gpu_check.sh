@@ -38,11 +38,13 @@ failed=0
 if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then  # the same steps on a CPU, in about two minutes
   DEVICE=cpu PRECISION=fp32 MODEL=resnet18 RES=64 PHOTOS=30 EPOCH_IMAGES=48 BATCH=8 STEPS=2
   ROUNDS=1 LOADER_IMAGES=16 STUDY=(+preset=smoke) WIDTH=320 HEIGHT=240
+  REAL_STUDY=(epochs=1 batch_size=8 cam_per_grade=0 bootstrap_rounds=50)
   COMPILE=0  # torch.compile on a CPU takes minutes: the compiled run is the GPU's
 else
   DEVICE=cuda PRECISION=bf16 MODEL=resnet50 RES=512 PHOTOS=48 EPOCH_IMAGES=2048 BATCH=64
   STEPS=20 ROUNDS=3 LOADER_IMAGES=192 STUDY=(epochs=2 data.train_size=1000)
   WIDTH=1944 HEIGHT=1296 COMPILE=1
+  REAL_STUDY=(epochs=10)
 fi
 EPOCH_IMAGES=${EPOCH_IMAGES_OVERRIDE:-$EPOCH_IMAGES}
 export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
@@ -145,6 +147,13 @@ print(f"{len(names)} training photographs listed {times} times: {len(names) * ti
 PY
 }
 
+real_study() {  # real_study OVERRIDES...: the lab's study on the committed IDRiD photographs
+  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$RES" &&
+    "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false data=kaggle \
+      data.root="$WORK/idrid/center_crop-${RES}px" data.val_fraction=0.2 \
+      resolution.size="$RES" hydra.sweep.dir="$WORK/real-study" "$@"
+}
+
 # Run with the machine's every core: an image that sets OMP_NUM_THREADS=1 would make
 # data.num_workers=auto choose no loader worker (the environment above records what it was).
 environment_text=$(environment 2>&1)
@@ -155,8 +164,8 @@ say "== wheels: $install_status"
 [ -d "$WORK/site" ] && export PYTHONPATH="$WORK/site:${PYTHONPATH:-}"
 
 CACHE="$WORK/cache/center_crop-${RES}px"
-export PY WORK PHOTOS WIDTH HEIGHT CACHE EPOCH_IMAGES
-export -f sampled make_source lengthen_epoch
+export PY WORK PHOTOS WIDTH HEIGHT CACHE EPOCH_IMAGES DEVICE RES
+export -f sampled make_source lengthen_epoch real_study
 SPEED=("$PY" bench/train_speed.py --data "$CACHE" --model "$MODEL" --resolution "$RES"
        --precision "$PRECISION" --batch-size "$BATCH" --steps "$STEPS" --rounds "$ROUNDS"
        --device "$DEVICE")
@@ -173,6 +182,7 @@ step loader-speed 20 "$PY" bench/loader_speed.py --data "$CACHE" --resolution "$
   --rounds 2 --images "$LOADER_IMAGES"
 step study 60 "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false \
   data.root="$WORK/demo" hydra.sweep.dir="$WORK/study" "${STUDY[@]}"
+step real-study 60 real_study "${REAL_STUDY[@]}"
 if [ "$COMPILE" = 1 ]; then
   step compiled-run 90 "$PY" run.py model=resnet50 device="$DEVICE" compile=true \
     log_model=false data.root="$WORK/demo" hydra.run.dir="$WORK/compiled" "${STUDY[@]}"

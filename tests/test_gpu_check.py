@@ -18,7 +18,8 @@ def test_the_gpu_check_dry_run_passes_every_step_and_returns_two_files(tmp_path)
            "GPU_CHECK_WORK": str(tmp_path / "work"), "PYTHON": sys.executable,
            # the CUDA tests and the study run elsewhere in this suite, and one train-speed
            # step stands for the three (the same script with other flags)
-           "GPU_CHECK_SKIP": "cuda-tests study train-speed-gpu-decode train-speed-strong",
+           "GPU_CHECK_SKIP": "cuda-tests study real-study train-speed-gpu-decode "
+                             "train-speed-strong",
            "OMP_NUM_THREADS": "1"}
     out = tmp_path / "out"
     proc = subprocess.run(["bash", "bench/gpu_check.sh", str(out)], cwd=PROJECT_ROOT, env=env,
