@@ -18,7 +18,10 @@
 #      pipeline and in memory, their ratio, peak memory, FLOP utilisation, and the GPU's
 #      utilisation sampled alongside (nvidia-smi dmon);
 #   4. bench/loader_speed.py: images/s per loader worker;
-#   5. a short demo study on the GPU, then one compiled run if time is left.
+#   5. a short demo study on the GPU;
+#   6. the lab's study on real photographs: the 20 committed IDRiD photographs (tests/data/idrid)
+#      prepared at 224 px, ResNet18 and ResNet50, 10 epochs;
+#   7. one compiled run if time is left.
 # OUT receives two files: summary.txt (the environment, every number, each step's status and
 # time) and logs.tar.gz (every step's whole output). Caches, stores and checkpoints stay in WORK.
 # The exit status is the number of steps that failed (skipped ones do not count).
@@ -38,13 +41,13 @@ failed=0
 if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then  # the same steps on a CPU, in about two minutes
   DEVICE=cpu PRECISION=fp32 MODEL=resnet18 RES=64 PHOTOS=30 EPOCH_IMAGES=48 BATCH=8 STEPS=2
   ROUNDS=1 LOADER_IMAGES=16 STUDY=(+preset=smoke) WIDTH=320 HEIGHT=240
-  REAL_STUDY=(epochs=1 batch_size=8 cam_per_grade=0 bootstrap_rounds=50)
+  REAL_RES=64 REAL_STUDY=(epochs=1 batch_size=8 cam_per_grade=0 bootstrap_rounds=50)
   COMPILE=0  # torch.compile on a CPU takes minutes: the compiled run is the GPU's
 else
   DEVICE=cuda PRECISION=bf16 MODEL=resnet50 RES=512 PHOTOS=48 EPOCH_IMAGES=2048 BATCH=64
   STEPS=20 ROUNDS=3 LOADER_IMAGES=192 STUDY=(epochs=2 data.train_size=1000)
   WIDTH=1944 HEIGHT=1296 COMPILE=1
-  REAL_STUDY=(epochs=10)
+  REAL_RES=224 REAL_STUDY=(epochs=10)  # the committed photographs are 384 x 255
 fi
 EPOCH_IMAGES=${EPOCH_IMAGES_OVERRIDE:-$EPOCH_IMAGES}
 export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db" MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
@@ -148,10 +151,10 @@ PY
 }
 
 real_study() {  # real_study OVERRIDES...: the lab's study on the committed IDRiD photographs
-  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$RES" &&
+  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$REAL_RES" &&
     "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false data=kaggle \
-      data.root="$WORK/idrid/center_crop-${RES}px" data.val_fraction=0.2 \
-      resolution.size="$RES" hydra.sweep.dir="$WORK/real-study" "$@"
+      data.root="$WORK/idrid/center_crop-${REAL_RES}px" data.val_fraction=0.2 \
+      resolution.size="$REAL_RES" hydra.sweep.dir="$WORK/real-study" "$@"
 }
 
 # Run with the machine's every core: an image that sets OMP_NUM_THREADS=1 would make
@@ -164,7 +167,7 @@ say "== wheels: $install_status"
 [ -d "$WORK/site" ] && export PYTHONPATH="$WORK/site:${PYTHONPATH:-}"
 
 CACHE="$WORK/cache/center_crop-${RES}px"
-export PY WORK PHOTOS WIDTH HEIGHT CACHE EPOCH_IMAGES DEVICE RES
+export PY WORK PHOTOS WIDTH HEIGHT CACHE EPOCH_IMAGES DEVICE REAL_RES
 export -f sampled make_source lengthen_epoch real_study
 SPEED=("$PY" bench/train_speed.py --data "$CACHE" --model "$MODEL" --resolution "$RES"
        --precision "$PRECISION" --batch-size "$BATCH" --steps "$STEPS" --rounds "$ROUNDS"

@@ -398,13 +398,18 @@ def test_a_second_drop_rerun_keeps_the_dropped_out(tmp_path):
 
 
 def test_a_cache_of_an_older_graham_is_not_finished_by_the_new_one(tmp_path):
-    """graham now masks the detected field of view (version 2); a cache made by version 1 must
-    not be completed with version-2 images."""
+    """graham masks the detected field of view (version 2), found above the surround the
+    border shows (version 3); a cache made by an older version must not be completed with
+    today's images."""
     source = make_kaggle_source(tmp_path / "kaggle", patients=6)
     prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
     cache = cache_dir(tmp_path / "cache", "graham", SIZE)
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["method_version"] == 2
+    assert manifest["method_version"] == 3
+    manifest["method_version"] = 2  # as version 2 wrote it
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="version 2 of graham"):
+        prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
     del manifest["method_version"]  # as version 1 wrote it
     (cache / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="version 1 of graham"):

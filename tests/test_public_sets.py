@@ -144,6 +144,22 @@ def test_idrid_training_set_alone_gets_a_test_split_made_by_image_stratified(tmp
     assert not {p.stem for p in train.paths} & {p.stem for p in test.paths}
 
 
+def test_idrid_testing_rows_that_are_all_unusable_are_not_replaced_by_a_made_split(
+        tmp_path, caplog):
+    """A testing label file whose every row is unusable (no grade 0-4) is the user's to fix:
+    prepare stops with "No usable test images", as before, rather than carving a test split
+    out of the training photographs."""
+    source = make_idrid(tmp_path / "idrid")
+    labels = (source / "B. Disease Grading" / "2. Groundtruths"
+              / "b. IDRiD_Disease Grading_Testing Labels.csv")
+    header, *rows = labels.read_text().splitlines()
+    labels.write_text("\n".join([header, *(r.replace(",", ",x", 1) for r in rows)]) + "\n")
+    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--workers", "1"]) == 2
+    assert "No usable test images" in caplog.text
+    assert "no test images of its own" not in caplog.text
+
+
 def test_an_unknown_layout_names_the_known_ones(tmp_path, caplog):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "labels.csv").write_text("file,score\na,1\n")

@@ -214,3 +214,44 @@ def test_a_run_made_before_the_real_camera_measures_is_judged_by_todays_focus_an
     newer = OmegaConf.create({"quality": {"name": "heuristic", "max_rim_fit": 0.15,
                                           "min_sharpness": 0.7}})
     assert quality_settings(newer).min_sharpness == 0.7  # a newer run's threshold is kept
+
+
+def test_evaluate_composes_a_run_made_before_the_real_camera_measures():
+    """retino.evaluate validates the trained run's config: an older run's quality block (with
+    max_lit_corners, without max_rim_fit) used to stop it with a raw ConfigKeyError."""
+    from omegaconf import OmegaConf
+
+    from retino.serving.external import evaluation_config
+    from tests.conftest import TINY, compose_config
+
+    trained = OmegaConf.create(OmegaConf.to_container(compose_config(TINY)))  # as stored
+    trained.quality = OmegaConf.create({
+        "name": "heuristic", "min_disc_fraction": 0.2, "max_lit_corners": 0.5,
+        "min_contrast": 0.03, "min_red_ratio": 1.15, "dark_level": 40,
+        "max_dark_fraction": 0.5, "bright_level": 250, "max_bright_fraction": 0.25,
+        "min_sharpness": 0.04})
+    cfg = evaluation_config(trained, [])
+    assert cfg.quality.max_rim_fit == QualityConfig().max_rim_fit
+    assert cfg.quality.min_sharpness == QualityConfig().min_sharpness
+    assert cfg.quality.min_disc_fraction == 0.2
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("a 1 px white line round the frame", lambda im: cv2.rectangle(im, (0, 0), (
+        im.shape[1] - 1, im.shape[0] - 1), (255, 255, 255), 1)),
+    ("a 1 px grey line along the top", lambda im: cv2.line(im, (0, 0), (im.shape[1] - 1, 0),
+                                                           (128, 128, 128), 1)),
+])
+def test_a_thin_line_along_the_edge_does_not_speak_for_the_surround(name, edit):
+    quality = assess(edit(RETINA.copy()))
+    assert quality.gradable, (name, quality)
+
+
+def test_a_grey_or_four_channel_photograph_is_assessed_and_other_arrays_are_refused():
+    grey = cv2.cvtColor(RETINA, cv2.COLOR_RGB2GRAY)
+    assert assess(grey).reason == NOT_COLOUR_FUNDUS
+    assert assess(np.dstack([RETINA, np.full(RETINA.shape[:2], 255, np.uint8)])).gradable
+    with pytest.raises(ValueError, match="8-bit"):
+        assess(RETINA.astype(np.uint16))
+    with pytest.raises(ValueError, match="height, width, 3"):
+        assess(np.zeros((8, 8, 2), np.uint8))

@@ -159,8 +159,9 @@ METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
 }
 # Raised when a method's output changes, so that a cache never mixes two versions and a run's
 # photographs are known to be prepared as its cache was (graham 2: the detected field of view
-# masks it, not a fixed circle). A manifest without one was made by version 1.
-METHOD_VERSIONS = {"center_crop": 1, "retina_crop": 1, "graham": 2}
+# masks it, not a fixed circle; graham 3: that field found above the surround the frame's
+# border shows, dark or a white ground). A manifest without one was made by version 1.
+METHOD_VERSIONS = {"center_crop": 1, "retina_crop": 1, "graham": 3}
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

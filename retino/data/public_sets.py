@@ -75,6 +75,8 @@ def _add(out: Labelled, name: str, grade_text: str, path: Path | None,
         reason = "listed more than once (the first row is used)"
     if reason:
         out.rejected.append((name, reason))
+        if split is not None:  # the set's own split holds it, usable or not
+            out.rejected_in[name] = split
         return
     out.rows.append((name, grade, path))
     out.names.add(name)

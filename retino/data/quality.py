@@ -79,13 +79,23 @@ def _dimmest(rgb: np.ndarray) -> np.ndarray:
     return cv2.min(cv2.min(red, green), blue)
 
 
+def _border(image: np.ndarray) -> np.ndarray:
+    """The pixels of the frame's border band (its outer 3 %, at least 2 px): wide enough that a
+    1 px line along the edge (a scan's, a web page's frame) does not speak for the surround."""
+    h, w = image.shape[:2]
+    band = max(2, round(0.03 * min(h, w)))
+    return np.concatenate([image[:band].reshape(-1, *image.shape[2:]),
+                           image[-band:].reshape(-1, *image.shape[2:]),
+                           image[band:-band, :band].reshape(-1, *image.shape[2:]),
+                           image[band:-band, -band:].reshape(-1, *image.shape[2:])])
+
+
 def _surround_level(brightest: np.ndarray) -> float:
-    """The surround's brightness: the darkest tenth of the frame's outermost rows and columns.
-    A fundus camera's surround is black, but a web copy, a scan or a re-encoded photograph
-    often lifts it to a dark grey or brown; a disc cut on every side leaves no surround, and
-    this is then the disc's own darkest edge."""
-    ring = np.concatenate([brightest[0], brightest[-1], brightest[:, 0], brightest[:, -1]])
-    return float(np.percentile(ring, 10))
+    """The surround's brightness: the darkest tenth of the frame's border band. A fundus
+    camera's surround is black, but a web copy, a scan or a re-encoded photograph often lifts
+    it to a dark grey or brown; a disc cut on every side leaves no surround, and this is then
+    the disc's own darkest edge."""
+    return float(np.percentile(_border(brightest), 10))
 
 
 def _standing_out(rgb: np.ndarray) -> np.ndarray:
@@ -93,8 +103,7 @@ def _standing_out(rgb: np.ndarray) -> np.ndarray:
     (as fundus_box uses: a fundus is red) on a camera's dark surround; on a white ground (a
     crop pasted on a page, which the frame's border shows), how far its darkest channel is
     below white."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).min(axis=1)
-    if np.mean(border >= WHITE_GROUND) >= 0.5:
+    if np.mean(_border(rgb).min(axis=1) >= WHITE_GROUND) >= 0.5:
         return cv2.bitwise_not(_dimmest(rgb))  # 255 - the darkest channel
     return _brightest(rgb)
 
@@ -242,7 +251,9 @@ def _sharpness(image: np.ndarray, mask: np.ndarray, step: int) -> float:
     fine_band = float(cv2.meanStdDev(fine - medium, mask=inside)[1][0, 0])
     # The coarse band on the disc at half size, where the 4 px scale is 2 px (the 2 x 2 average
     # and the 2 px blur already there make most of it): a third of the cost of the full size.
-    half = (medium.shape[1] // 2, medium.shape[0] // 2)
+    h, w = medium.shape[0] // 2 * 2, medium.shape[1] // 2 * 2  # even: exact 2 x 2 averages
+    medium, inside = medium[:h, :w], inside[:h, :w]
+    half = (w // 2, h // 2)
     medium = cv2.resize(medium, half, interpolation=cv2.INTER_AREA)
     coarse = cv2.GaussianBlur(medium, (0, 0), np.sqrt(3))
     inside = cv2.resize(inside, half, interpolation=cv2.INTER_NEAREST)
@@ -258,11 +269,27 @@ def _margin(value: float, threshold: float, higher_is_better: bool) -> float:
     return float(np.clip(ratio / 2, 0.0, 1.0))
 
 
+def _three_channels(image: np.ndarray) -> np.ndarray:
+    """image as (H, W, 3) uint8: a grey photograph repeated in three channels, an alpha channel
+    left out; anything else is refused, naming what it is."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"A photograph to assess must be 8-bit (uint8), not {image.dtype}: "
+                         "decode it with cv2.imread or PIL, which give 8-bit images.")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"A photograph to assess is (height, width, 3), not {image.shape}.")
+    return image
+
+
 def assess(image: np.ndarray, settings: QualityConfig | None = None,
            bgr: bool = False) -> Quality:
     """The verdict on an (H, W, 3) uint8 photograph as the camera wrote it, RGB (or BGR, as
     OpenCV decodes, with bgr)."""
     settings = settings or QualityConfig()
+    image = _three_channels(image)
     rgb, step = _subsampled(image)
     if bgr:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)

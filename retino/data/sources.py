@@ -84,12 +84,12 @@ def detect_format(source: Path) -> str:
 
 
 def _split(names: list[str], grades: list[int], official: dict[str, str] | None, mode: str,
-           seed: int, fmt: str,
-           patients: dict[str, str]) -> tuple[dict[str, list[tuple[str, int]]], str]:
+           seed: int, fmt: str, patients: dict[str, str],
+           training_only: bool = False) -> tuple[dict[str, list[tuple[str, int]]], str]:
     rows = list(zip(names, grades, strict=True))
     if mode == "none":
         return {"train": [], "test": rows}, "none: every image is a test image"
-    if official is not None and "test" in official.values():
+    if official is not None and not training_only:
         _warn_of_split_patients(official, patients)
         return ({split: [r for r in rows if official[r[0]] == split] for split in SPLITS},
                 "lab CSVs, used as they are" if fmt == "lab"
@@ -105,6 +105,14 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
         log.warning("%s holds no test images of its own: %s (the lab's share, %.0f %%).",
                     fmt, how.split(": ", 1)[1], 100 * LAB_TEST_FRACTION)
     return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]}, how)
+
+
+def _training_only(labelled: Labelled, fmt: str) -> bool:
+    """Whether a public set with a split of its own lists training images only (IDRiD's
+    training set without its testing set): not when any row, usable or not, is a test row,
+    and never for the lab's CSVs, whose test CSVs are theirs to fix."""
+    listed = [*(labelled.official or {}).values(), *labelled.rejected_in.values()]
+    return fmt != "lab" and labelled.official is not None and "test" not in listed
 
 
 def _warn_of_split_patients(official: dict[str, str], patients: dict[str, str]) -> None:
@@ -162,7 +170,8 @@ def read_source(source: Path, seed: int, fmt: str = "auto", split: str = "patien
             raise DataError(f"--patients {patients_file}: no such file.")
         labelled.patients = read_exam_list(patients_file, set(names))
         labelled.patients_from = str(patients_file)
-    splits, how = _split(names, grades, labelled.official, split, seed, fmt, labelled.patients)
+    splits, how = _split(names, grades, labelled.official, split, seed, fmt, labelled.patients,
+                         _training_only(labelled, fmt))
     default = "test" if split == "none" else "train"
     rejected = [(labelled.rejected_in.get(name, default), name, reason)
                 for name, reason in labelled.rejected]

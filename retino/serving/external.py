@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retino import PROJECT_ROOT
 from retino.config.registration import register_configs
+from retino.config.schema import QualityConfig
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text
@@ -38,7 +39,7 @@ from retino.evaluation.screening import (
     screening_markdown,
     screening_report,
 )
-from retino.serving.grader import TrainedRun, trained_model
+from retino.serving.grader import TrainedRun, quality_settings, trained_model
 from retino.tracking.store import mlflow_client
 from retino.training.devices import resolve_device
 from retino.training.loop import score_split
@@ -75,6 +76,9 @@ def evaluation_config(trained: DictConfig, overrides: list[str]) -> DictConfig:
         raise ConfigError(str(err)) from err
     cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
     cfg.data = composed.data
+    # A run made before today's quality measures holds thresholds of older ones: judged as
+    # predict judges it (today's defaults for what it lacks or holds on an older scale).
+    cfg.quality = OmegaConf.structured(quality_settings(cfg) or QualityConfig(name="off"))
     for key in set(keys) & EVALUATION_KEYS:
         OmegaConf.update(cfg, key, OmegaConf.select(composed, key))
     validate_config(cfg, registered_choices())

@@ -234,7 +234,13 @@ def quality_settings(cfg: DictConfig) -> QualityConfig | None:
     or holds on an older measure's scale); None when it says quality=off."""
     given = OmegaConf.to_container(cfg.quality) if "quality" in cfg else {}
     if "max_rim_fit" not in given:  # made before the check learned real cameras
+        dropped = {k: v for k, v in given.items() if k in _REMEASURED}
         given = {k: v for k, v in given.items() if k not in _REMEASURED}
+        if dropped and given.get("name", "heuristic") != "off":
+            log.warning("This run was made before the quality check's measures changed: its "
+                        "%s are on older scales, so today's defaults judge its photographs "
+                        "(docs/quality.md).", ", ".join(f"quality.{k}={v}"
+                                                        for k, v in dropped.items()))
     settings = QualityConfig(**given)
     return None if settings.name == "off" else settings
 
