@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from retino.data.demo import draw_fundus  # noqa: E402
 from retino.data.prepare import ImageTask, cache_dir, prepare_images  # noqa: E402
 from retino.data.preprocess import METHODS, decode_photograph, prepare_image  # noqa: E402
+from retino.data.public_sets import IMAGE_SUFFIXES  # noqa: E402
 from retino.data.quality import assess  # noqa: E402
 
 
@@ -64,14 +65,15 @@ def real_jpegs(folder: Path, source: Path, n: int, width: int, height: int) -> l
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for original in sorted(p for p in source.iterdir()
-                           if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]:
+                           if p.suffix.lower() in IMAGE_SUFFIXES)[:n]:
         photograph = cv2.imread(str(original), cv2.IMREAD_COLOR)
         if photograph.shape[:2] != (height, width):
             photograph = cv2.resize(photograph, (width, height), interpolation=cv2.INTER_CUBIC)
         paths.append(folder / f"{original.stem}.jpeg")
         cv2.imwrite(str(paths[-1]), photograph, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not paths:
-        sys.exit(f"--photographs {source}: no JPEG or PNG photographs there.")
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        sys.exit(f"--photographs {source}: no photographs there ({suffixes}).")
     return paths
 
 

@@ -294,9 +294,8 @@ def assess(image: np.ndarray, settings: QualityConfig | None = None,
     if bgr:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
     mask = field_of_view(rgb)
-    disc_fraction, lit_corners = float(mask.mean()), _lit_corners(mask)
-    if disc_fraction == 0:
-        return Quality(False, NO_DISC, 0.0, disc_fraction=0.0, lit_corners=lit_corners,
+    if not mask.any():
+        return Quality(False, NO_DISC, 0.0, disc_fraction=0.0, lit_corners=0.0,
                        rim_fit=1.0, red_ratio=0.0, red_blue_ratio=0.0, dark_fraction=1.0,
                        bright_fraction=0.0, stray_light=0.0, sharpness=0.0, contrast=0.0)
     measures = _measures(image, rgb, mask, step, settings)
@@ -317,10 +316,8 @@ def _measures(image: np.ndarray, rgb: np.ndarray, mask: np.ndarray, step: int,
     level, spread = (float(v[0][0]) for v in cv2.meanStdDev(brightest, mask=inside))
     dark = cv2.compare(brightest, settings.dark_level, cv2.CMP_LT) & inside
     white = cv2.compare(_dimmest(rgb), settings.bright_level, cv2.CMP_GE) & inside
-    lit_corners = _lit_corners(mask)
     return dict(
-        disc_fraction=float(mask.mean()), lit_corners=lit_corners,
-        rim_fit=rim_fit(mask),
+        disc_fraction=float(mask.mean()), lit_corners=_lit_corners(mask), rim_fit=rim_fit(mask),
         red_ratio=means[0] / max(means[1], 1.0), red_blue_ratio=means[0] / max(means[2], 1.0),
         dark_fraction=cv2.countNonZero(dark) / area,
         bright_fraction=cv2.countNonZero(white) / area,

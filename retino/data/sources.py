@@ -100,10 +100,11 @@ def _split(names: list[str], grades: list[int], official: dict[str, str] | None,
         "image (the names carry no patient)"
     how = f"by {unit}, seed {seed}"
     if official is not None:  # a set's training images alone (IDRiD's, without its testing set)
-        how = (f"{fmt} without a test split of its own: {len(test)} of its {len(rows)} images "
-               f"made the test split {how}, stratified by grade")
+        made = (f"{len(test)} of its {len(rows)} images made the test split {how}, stratified "
+                "by grade")
+        how = f"{fmt} without a test split of its own: {made}"
         log.warning("%s holds no test images of its own: %s (the lab's share, %.0f %%).",
-                    fmt, how.split(": ", 1)[1], 100 * LAB_TEST_FRACTION)
+                    fmt, made, 100 * LAB_TEST_FRACTION)
     return ({"train": [rows[i] for i in train], "test": [rows[i] for i in test]}, how)
 
 
