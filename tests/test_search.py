@@ -41,12 +41,33 @@ def test_a_three_trial_search_optimises_the_validation_metric_past_a_failed_tria
     assert best and scores[best.group(1)] == pytest.approx(best_value)
 
 
-def search_config(val_fraction=0.1, metric="val_qwk", direction="maximize"):
+def search_config(val_fraction=0.1, metric="val_qwk", direction="maximize", space=None,
+                  command_line=()):
     from omegaconf import OmegaConf
 
     sweeper = {"direction": direction} if direction else {}
-    return OmegaConf.create({"hydra": {"sweeper": sweeper}, "data": {"val_fraction": val_fraction},
+    sweeper["params"] = space or {"lr": "tag(log, interval(0.0001, 0.01))"}
+    return OmegaConf.create({"hydra": {"sweeper": sweeper,
+                                       "overrides": {"task": list(command_line)}},
+                             "data": {"val_fraction": val_fraction},
                              "selection_metric": metric, "experiment": "retino"})
+
+
+@pytest.mark.parametrize("where, swept", [
+    ("space", "choice(0, 0.1)"), ("space", "interval(0.0, 0.3)"), ("space", "range(0, 0.3, 0.1)"),
+    ("space", "tag(log, interval(0, 0.2))"), ("command line", "0,0.1")])
+def test_a_search_whose_space_holds_no_validation_split_is_refused(where, swept):
+    """The base config has a validation split; a point of the search space has none."""
+    from retino.studies.callbacks import search_problem
+
+    if where == "space":
+        config = search_config(space={"data.val_fraction": swept})
+    else:
+        config = search_config(command_line=[f"data.val_fraction={swept}"])
+    problem = search_problem(config)
+    assert problem and "data.val_fraction=0" in problem and swept in problem
+    assert search_problem(search_config(space={"data.val_fraction": "interval(0.05, 0.3)"})) \
+        is None
 
 
 def test_a_search_never_tunes_on_the_test_set_nor_maximises_a_loss():

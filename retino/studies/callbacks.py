@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -47,13 +48,36 @@ PARENT_FILE = ".retino_parent_run"
 SWEPT_FILE = ".retino_swept"  # the study's swept axes, one per line, for its jobs' run names
 
 
-def swept_axes(config: DictConfig) -> list[str]:
-    """The keys (or config groups) a multirun sweeps, in order: from the command line's sweep
-    overrides (model=resnet18,resnet50; lr=range(...)) and the sweep file's sweeper params."""
+def _sweep_overrides(config: DictConfig) -> list[Override]:
+    """The multirun's sweep overrides: the command line's (model=resnet18,resnet50;
+    lr=range(...)) and the sweep file's sweeper params (a search's space)."""
     params = config.hydra.sweeper.get("params") or {}
     overrides = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return list(dict.fromkeys(o.key_or_group for o in parsed if o.is_sweep_override()))
+    return [override for override in parsed if override.is_sweep_override()]
+
+
+def swept_axes(config: DictConfig) -> list[str]:
+    """The keys (or config groups) a multirun sweeps, in order."""
+    return list(dict.fromkeys(o.key_or_group for o in _sweep_overrides(config)))
+
+
+def _smallest_in_space(override: Override) -> float:
+    """The smallest value a swept number can take: an interval's start, a choice's or a
+    range's least member."""
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        return float(value.start)
+    return min(float(member) for member in override.sweep_iterator())
+
+
+def space_without_validation(config: DictConfig) -> str | None:
+    """The swept data.val_fraction whose space holds 0 (a point of the search with no
+    validation split), or None."""
+    for override in _sweep_overrides(config):
+        if override.key_or_group == "data.val_fraction" and _smallest_in_space(override) <= 0:
+            return override.input_line or f"data.val_fraction={override.get_value_string()}"
+    return None
 
 
 def study_name(config: DictConfig) -> str:
@@ -93,6 +117,10 @@ def search_problem(config: DictConfig) -> str | None:
         return ("This search optimises what each trial returns, and with data.val_fraction=0 "
                 "that is a test-set metric: the search would tune on the test set. Set "
                 "data.val_fraction > 0 (e.g. 0.1) so that trials return their validation metric.")
+    if (swept := space_without_validation(config)) is not None:
+        return (f"This search's space holds data.val_fraction=0 ({swept}): a trial there would "
+                "return a test-set metric, and the search would tune on the test set. Keep "
+                "data.val_fraction above 0 in the space (e.g. interval(0.05, 0.3)).")
     wanted = "minimize" if config.selection_metric.endswith("loss") else "maximize"
     if isinstance(direction, str) and direction != wanted:
         return (f"selection_metric={config.selection_metric} is to be {wanted}d, but the search's "
