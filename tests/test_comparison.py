@@ -47,16 +47,18 @@ def better(frame, fraction, seed=0):
 def test_identical_predictions_differ_by_zero_with_a_zero_width_interval():
     frame = predictions(50)
     differences = paired_differences([frame], [frame.sample(frac=1, random_state=1)], rounds=200)
-    for metric, (delta, low, high) in differences.items():
+    for metric, (delta, low, high, p) in differences.items():
         assert delta == low == high == 0, metric  # rows in another order: still the same images
+        assert p == 1, metric
 
 
 def test_a_better_model_differs_by_its_gain_with_an_interval_that_excludes_zero():
     before = predictions(150)
     after = better(before, 0.5)
     gain = frame_metrics(after, "")["acc"] - frame_metrics(before, "")["acc"]
-    delta, low, high = paired_differences([before], [after], rounds=300)["acc"]
+    delta, low, high, p = paired_differences([before], [after], rounds=300)["acc"]
     assert delta == pytest.approx(gain) and 0 < low < delta < high
+    assert p == pytest.approx(2 / 301)  # no resample on the other side of 0
     # Unpaired, the two test-set noises would add up: pairing cancels the shared hard images.
     assert high - low < 0.5 * (0.12 + 0.12)  # about 2 * 1.96 * sqrt(.7 * .3 / 300) each
 
@@ -120,7 +122,7 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     assert (row["A"], row["B"], row["seeds (A / B)"]) == (
         "resnet18-scratch-64px", "resnet50-scratch-64px", "3 / 3")
     gain = np.mean([100 * frame_metrics(r.test, "")["acc"] for r in runs[3:]]) - mean
-    pooled, per_seed = row["Δ test acc % (B − A)"], row[
+    pooled, per_seed = row["Δ test acc % (B − A) [paired patient bootstrap 95 %]"], row[
         "Δ test acc % per seed (mean ± std over seeds)"]
     assert pooled.startswith(f"+{gain:.2f} [+") and per_seed.startswith(f"+{gain:.2f} ± ")
 
@@ -180,11 +182,12 @@ def test_more_seeds_never_make_the_interval_narrower_than_the_test_set_allows():
 
 
 def test_pairs_carry_delong_p_adjusted_over_the_study_and_refused_pairs_are_listed(tmp_path):
-    """Three configurations of one axis on one test set: three pairs, each with DeLong's p of
-    the AUCs (on the seed-averaged P(referable)) and Holm's adjustment over the three; a fourth
-    configuration tested on other images is listed as not compared, with the reason."""
+    """Three configurations of one axis on one test set: three pairs, each difference with the
+    p of that difference (DeLong's for the AUC, patients clustered) and Holm's adjustment over
+    the table's nine tests; a fourth configuration tested on other images is listed as not
+    compared, with the reason."""
     from retino.evaluation.delong import delong_test, holm_adjusted
-    from retino.studies.comparison import comparison_rows
+    from retino.studies.comparison import AUCS, DIFFERENCE, P_VALUE, comparison_rows
 
     base = predictions(80)
     sharper = base.copy()
@@ -198,12 +201,22 @@ def test_pairs_carry_delong_p_adjusted_over_the_study_and_refused_pairs_are_list
             for row in compared.rows}
     assert len(rows) == 3
     referable = base["grade"] >= 2
-    expected = delong_test(referable, base["p_referable"], sharper["p_referable"]).p
+    expected = delong_test(referable, base["p_referable"], sharper["p_referable"],
+                           base["patient"])
     pair = rows["resnet18-scratch-64px lr=0.001", "resnet18-scratch-64px lr=0.01"]
-    assert float(pair["referable AUC: DeLong p"]) == pytest.approx(expected, rel=1e-3)
-    p_values = [float(row["referable AUC: DeLong p"]) for row in rows.values()]
-    adjusted = [float(row["DeLong p, Holm-adjusted over the pairs"]) for row in rows.values()]
-    assert adjusted == pytest.approx(holm_adjusted(p_values), rel=1e-2)
+    assert pair[AUCS] == f"{expected.auc_a:.3f} → {expected.auc_b:.3f}"
+    low, high = expected.difference_interval()
+    assert pair[DIFFERENCE["referable_auc"]] == \
+        f"{expected.difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    def p_of(cell):
+        raw, holm = cell.removesuffix(")").split(" (Holm ")
+        return float(raw), float(holm)
+    assert p_of(pair[P_VALUE["referable_auc"]])[0] == pytest.approx(expected.p, rel=1e-3)
+    tests = [p_of(row[P_VALUE[metric]]) for row in rows.values() for metric in P_VALUE]
+    assert len(tests) == 9
+    assert [holm for _, holm in tests] == pytest.approx(
+        holm_adjusted([raw for raw, _ in tests]), rel=1e-2, abs=1e-3)
     assert [(a, b) for a, b, _ in compared.refused] == [
         ("resnet18-scratch-64px lr=0.001", "resnet18-scratch-64px lr=1"),
         ("resnet18-scratch-64px lr=0.01", "resnet18-scratch-64px lr=1"),

@@ -76,3 +76,60 @@ def test_holm_steps_down_and_keeps_the_order():
     adjusted = holm_adjusted([0.01, np.nan, 0.02])  # nan is not a test: m = 2
     assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1])
     assert adjusted[2] == pytest.approx(0.02)
+
+
+def test_every_case_its_own_patient_is_delongs_test():
+    from retino.evaluation.delong import mean_auc_test
+
+    plain = delong_test(ASAH_POOR, ASAH_S100B, ASAH_WFNS)
+    clustered = delong_test(ASAH_POOR, ASAH_S100B, ASAH_WFNS, clusters=range(len(ASAH_POOR)))
+    one_run_each = mean_auc_test(ASAH_POOR, [ASAH_S100B], [ASAH_WFNS])
+    for other in (clustered, one_run_each):
+        assert (other.z, other.p) == pytest.approx((plain.z, plain.p), rel=1e-9)
+        assert other.covariance == pytest.approx(plain.covariance, rel=1e-9)
+
+
+def _two_eyes(rng, patients=100):
+    """One study of `patients` people with two eyes each: disease and both models' errors
+    shared by a person's eyes; the two models equally good."""
+    severity = rng.normal(size=patients)[:, None] + 0.5 * rng.normal(size=(patients, 2))
+    positive = (severity > 0.8).ravel()
+
+    def model():
+        shared_error = np.repeat(rng.normal(size=patients), 2)
+        return severity.ravel() + shared_error + 0.3 * rng.normal(size=2 * patients)
+    return positive, model(), model(), np.repeat(np.arange(patients), 2)
+
+
+def test_eyes_of_one_patient_are_counted_together():
+    """Equally good models, errors shared by a patient's eyes: taking eyes as independent
+    rejects about twice as often as it says (the defect); clustered by patient, at 5 %."""
+    rng = np.random.default_rng(1)
+    studies = [_two_eyes(rng) for _ in range(1000)]
+    independent = np.mean([delong_test(*study[:3]).p < 0.05 for study in studies])
+    clustered = np.mean([delong_test(*study).p < 0.05 for study in studies])
+    assert independent > 0.08 and clustered <= 0.06
+
+
+def test_unequal_seeds_test_the_mean_auc_difference_they_print():
+    """Three seeds against one of equally good configurations: the AUC of seed-averaged scores
+    (a seed ensemble) beats one model and rejected in most studies; the mean of the seeds'
+    AUCs against the one seed's rejects at 5 %, and its difference is the one printed."""
+    from retino.evaluation.delong import mean_auc_test
+    from retino.evaluation.metrics import referable_auc
+
+    rng = np.random.default_rng(2)
+    ensemble_rejects, mean_rejects = [], []
+    for _ in range(300):
+        truth = rng.normal(size=300)
+        positive = truth > 1.0
+        runs = [truth + rng.normal(size=300) for _ in range(4)]  # each seed its own errors
+        many, one = runs[:3], runs[3:]
+        ensemble_rejects.append(delong_test(positive, np.mean(many, axis=0), one[0]).p < 0.05)
+        test = mean_auc_test(positive, many, one)
+        mean_rejects.append(test.p < 0.05)
+        mean_auc = np.mean([referable_auc(positive, run) for run in many])
+        assert (test.auc_a, test.auc_b) == pytest.approx((mean_auc, referable_auc(positive,
+                                                                                   one[0])))
+        assert np.sign(test.z) == np.sign(test.difference)
+    assert np.mean(ensemble_rejects) > 0.5 and np.mean(mean_rejects) <= 0.06

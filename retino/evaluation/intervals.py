@@ -120,12 +120,26 @@ def mean_statistics(runs: Sequence[Answers], rows: np.ndarray) -> dict[str, floa
             for name in INTERVAL_METRICS}
 
 
+def bootstrap_p(differences: Sequence[float]) -> float:
+    """The two-sided p of "no difference" from a paired bootstrap's differences: twice the
+    smaller share of resamples on either side of 0 (counting the observed sample, so never 0),
+    at most 1; the smallest level whose percentile interval excludes 0. nan without resamples."""
+    values = np.asarray(differences, float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return np.nan
+    side = min(np.count_nonzero(values <= 0), np.count_nonzero(values >= 0)) + 1
+    return float(min(1.0, 2 * side / (len(values) + 1)))
+
+
 def paired_differences(before: Sequence[pd.DataFrame], after: Sequence[pd.DataFrame],
-                       rounds: int, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """metric -> (difference, low, high): the mean over `after`'s runs minus the mean over
-    `before`'s, on the same test images, with a 95 % paired bootstrap interval: each resample of
-    patients scores both sides, so what the two configurations share (the same hard images)
-    cancels out."""
+                       rounds: int, seed: int = 0
+                       ) -> dict[str, tuple[float, float, float, float]]:
+    """metric -> (difference, low, high, p): the mean over `after`'s runs (seeds) minus the
+    mean over `before`'s, on the same test images, with a 95 % paired bootstrap interval and
+    the p of no difference (bootstrap_p): each resample of patients scores both sides, so what
+    the two configurations share (the same hard images) cancels out. A mean over seeds, not a
+    seed ensemble: unequal numbers of seeds compare like with like."""
     aligned = same_images([*before, *after])
     runs = [answers(frame) for frame in aligned]
     runs_a, runs_b = runs[: len(before)], runs[len(before):]
@@ -136,7 +150,8 @@ def paired_differences(before: Sequence[pd.DataFrame], after: Sequence[pd.DataFr
         a, b = mean_statistics(runs_a, rows), mean_statistics(runs_b, rows)
         for name in INTERVAL_METRICS:
             samples[name].append(b[name] - a[name])
-    return {name: (point_b[name] - point_a[name], *percentile_interval(samples[name]))
+    return {name: (point_b[name] - point_a[name], *percentile_interval(samples[name]),
+                   bootstrap_p(samples[name]))
             for name in INTERVAL_METRICS}
 
 

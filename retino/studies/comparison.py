@@ -19,7 +19,7 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
-from retino.evaluation.delong import delong_test, holm_adjusted
+from retino.evaluation.delong import DeLong, holm_adjusted, mean_auc_test
 from retino.evaluation.intervals import paired_differences, same_images, seed_interval
 from retino.evaluation.metrics import referable_scores
 from retino.tracking.records import RunRecord
@@ -91,9 +91,17 @@ def one_axis_pairs(configs: list[Configuration]) -> list[tuple[str, Configuratio
 
 _NAMES = {"acc": ("Δ test acc %", 100), "qwk": ("Δ test QWK", 1),
           "referable_auc": ("Δ referable AUC", 1)}
-COLUMNS = ["change", "A", "B", "seeds (A / B)",
-           *(f"{name} (B − A)" for name, _ in _NAMES.values()),
-           "referable AUC: DeLong p", "DeLong p, Holm-adjusted over the pairs",
+_BOOTSTRAPPED = ("acc", "qwk")  # the referable AUC's difference is DeLong's
+DIFFERENCE = {"acc": "Δ test acc % (B − A) [paired patient bootstrap 95 %]",
+              "qwk": "Δ test QWK (B − A) [paired patient bootstrap 95 %]",
+              "referable_auc": "Δ referable AUC (B − A) [DeLong 95 %, patients clustered]"}
+P_VALUE = {"acc": "p of Δ test acc (paired patient bootstrap; Holm)",
+           "qwk": "p of Δ test QWK (paired patient bootstrap; Holm)",
+           "referable_auc": "p of Δ referable AUC (DeLong, patients clustered; Holm)"}
+AUCS = "referable AUC A → B"
+COLUMNS = ["change", "A", "B", "seeds (A / B)", DIFFERENCE["acc"], P_VALUE["acc"],
+           DIFFERENCE["qwk"], P_VALUE["qwk"], AUCS, DIFFERENCE["referable_auc"],
+           P_VALUE["referable_auc"],
            *(f"{name} per seed (mean ± std over seeds)" for name, _ in _NAMES.values())]
 
 
@@ -125,22 +133,30 @@ def _per_seed_cells(a: Configuration, b: Configuration) -> list[str]:
     return cells
 
 
-def delong_p(a: Configuration, b: Configuration) -> float:
-    """DeLong's p of the two configurations' referable AUCs on the same test images, each
-    configuration scored by its referable score (P(referable), a regression head's output)
-    averaged over its seeds; nan when the images hold one kind only. (AUC depends on each
-    side's ranking alone, so a probability and a regression output compare.)"""
+def auc_difference(a: Configuration, b: Configuration) -> DeLong | None:
+    """DeLong's test of B's mean referable AUC over its seeds minus A's, on the same test
+    images, a patient's eyes counted together (mean_auc_test); each run scored by its referable
+    score (P(referable), a regression head's output: AUC depends on the ranking alone, so the
+    two compare). None when the images hold too few of one kind."""
     aligned = same_images([run.test for run in a.runs + b.runs])
-    scores = [np.mean([referable_scores(frame) for frame in side], axis=0)
-              for side in (aligned[: len(a.runs)], aligned[len(a.runs):])]
+    scores = [referable_scores(frame) for frame in aligned]
     try:
-        return delong_test(aligned[0]["grade"] >= REFERABLE_GRADE, *scores).p
+        return mean_auc_test(aligned[0]["grade"] >= REFERABLE_GRADE, scores[: len(a.runs)],
+                             scores[len(a.runs):], aligned[0]["patient"])
     except ValueError:
-        return np.nan
+        return None
 
 
-def _p_cell(p: float) -> str:
-    return "" if np.isnan(p) else f"{p:.3g}"
+def _p_cell(p: float, adjusted: float) -> str:
+    return "" if np.isnan(p) else f"{p:.3g} (Holm {adjusted:.3g})"
+
+
+def _auc_cells(test: DeLong | None) -> tuple[list[str], float]:
+    """The AUCs, their difference with DeLong's interval, and its p (nan without a test)."""
+    if test is None:
+        return ["", ""], np.nan
+    return [f"{test.auc_a:.3f} → {test.auc_b:.3f}",
+            _with_interval(test.difference, *test.difference_interval(), 1)], test.p
 
 
 @dataclass
@@ -151,28 +167,46 @@ class Comparisons:
     refused: list[tuple[str, str, str]]  # A, B, why
 
 
+def _pair_row(change: str, a: Configuration, b: Configuration
+              ) -> tuple[list[str], dict[str, float]]:
+    """A pair's row with its p columns left blank, and its p-values by metric. ValueError when
+    the two were tested on different images."""
+    rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in a.runs + b.runs)
+    differences = paired_differences([run.test for run in a.runs],
+                                     [run.test for run in b.runs], rounds)
+    auc_cells, auc_p = _auc_cells(auc_difference(a, b))
+    cells = {column: "" for column in COLUMNS}
+    cells |= {"change": change, "A": a.label, "B": b.label,
+              "seeds (A / B)": f"{len(a.runs)} / {len(b.runs)}", AUCS: auc_cells[0],
+              DIFFERENCE["referable_auc"]: auc_cells[1]}
+    for metric in _BOOTSTRAPPED:
+        cells[DIFFERENCE[metric]] = _with_interval(*differences[metric][:3], _NAMES[metric][1])
+    per_seed = [column for column in COLUMNS if column.endswith("per seed (mean ± std over seeds)")]
+    cells |= dict(zip(per_seed, _per_seed_cells(a, b), strict=True))
+    p_values = {metric: differences[metric][3] for metric in _BOOTSTRAPPED}
+    return [cells[column] for column in COLUMNS], p_values | {"referable_auc": auc_p}
+
+
 def comparison_rows(pairs: list[tuple[str, Configuration, Configuration]]) -> Comparisons:
-    """One row per pair tested on the same images, with DeLong's p of the AUCs and that p
-    adjusted (Holm) over every pair of the study; pairs on different test sets are refused:
-    their difference would mix the models with the data."""
+    """One row per pair tested on the same images: each difference with its interval and the p
+    of that same difference, every p Holm-adjusted over all the tests of the table (pairs ×
+    metrics); pairs on different test sets are refused: their difference would mix the models
+    with the data."""
     rows, p_values, refused = [], [], []
     for change, a, b in pairs:
-        rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in a.runs + b.runs)
         try:
-            differences = paired_differences([run.test for run in a.runs],
-                                             [run.test for run in b.runs], rounds)
+            row, p = _pair_row(change, a, b)
         except ValueError as err:
             log.warning("Not compared: %s and %s (%s).", a.label, b.label, err)
             refused.append((a.label, b.label, str(err)))
             continue
-        cells = [_with_interval(*differences[metric], scale)
-                 for metric, (_, scale) in _NAMES.items()]
-        p_values.append(delong_p(a, b))
-        rows.append([change, a.label, b.label, f"{len(a.runs)} / {len(b.runs)}", *cells,
-                     _p_cell(p_values[-1]), "", *_per_seed_cells(a, b)])
-    holm_column = COLUMNS.index("DeLong p, Holm-adjusted over the pairs")
-    for row, adjusted in zip(rows, holm_adjusted(p_values), strict=True):
-        row[holm_column] = _p_cell(adjusted)
+        rows.append(row)
+        p_values.append(p)
+    family = [p[metric] for p in p_values for metric in _NAMES]
+    adjusted = iter(holm_adjusted(family))
+    for row, p in zip(rows, p_values, strict=True):
+        for metric in _NAMES:
+            row[COLUMNS.index(P_VALUE[metric])] = _p_cell(p[metric], next(adjusted))
     return Comparisons(rows, refused)
 
 

@@ -241,14 +241,16 @@ in its `cost_machine` tag; blank for runs that did not measure them.
 """
 
 COMPARISON_LEGEND = """\
-Configurations that differ in one axis, on the same test images: B − A with a 95 % paired
-bootstrap interval (the same resampled patients score both, averaged over seeds); an interval
-that excludes 0 is a difference larger than the test set's sampling noise. DeLong's test of the
-two referable AUCs (on P(referable) averaged over each configuration's seeds; it takes images as
-independent, the bootstrap does not) gives a p-value, and Holm's adjustment over all the study's
-pairs keeps the chance of any false finding at 5 % when adjusted p < 0.05. With two or more
-seeds in common, the per-seed differences as mean ± std with their 95 % t interval: a difference
-smaller than the run-to-run noise of training is not a finding.
+Configurations that differ in one axis, on the same test images. Each Δ is B − A of the mean
+over each configuration's seeds (a seed ensemble's AUC would beat one model of the same
+configuration, so unequal seed counts would look like a finding), and its p tests that same Δ:
+accuracy and kappa by a paired bootstrap over test patients (the same resampled patients score
+both sides; p is twice the share of resamples across 0), the referable AUC by DeLong's test with
+a patient's eyes counted together (Obuchowski 1997), whose normal interval the Δ shows. In
+brackets, "Holm": every p of the table (pairs × three metrics) adjusted together by Holm's
+method, so a finding is an adjusted p < 0.05; the intervals are each at 95 %, not adjusted.
+With two or more seeds in common, the per-seed differences as mean ± std with their 95 % t
+interval: a difference smaller than the run-to-run noise of training is not a finding.
 """
 
 
