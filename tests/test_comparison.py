@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from retino.evaluation.intervals import (
-    bootstrap_intervals,
     paired_differences,
     pooled_intervals,
+    run_intervals,
     same_images,
     seed_interval,
 )
@@ -160,7 +160,7 @@ def test_a_pair_reads_the_numbers_in_option_names():
 
 def test_seeds_that_agree_pool_to_exactly_one_runs_interval():
     frame = predictions(80)
-    single = bootstrap_intervals(frame, "test_", rounds=200)
+    single = run_intervals(frame, "test_", rounds=200)
     pooled = pooled_intervals([frame, frame.copy(), frame.copy()], rounds=200)
     for name, (low, high) in pooled.items():
         expected = (single[f"test_{name}_ci_low"], single[f"test_{name}_ci_high"])
@@ -172,7 +172,7 @@ def test_more_seeds_never_make_the_interval_narrower_than_the_test_set_allows():
     bootstrap interval; the pooled interval keeps the test set's sampling error."""
     base = predictions(80)
     seeds = [better(base, 0.02 * s, s) for s in range(3)]
-    single = [bootstrap_intervals(f, "test_", rounds=200) for f in seeds]
+    single = [run_intervals(f, "test_", rounds=200) for f in seeds]
     pooled = pooled_intervals(seeds, rounds=200)
     width = pooled["acc"][1] - pooled["acc"][0]
     single_widths = [s["test_acc_ci_high"] - s["test_acc_ci_low"] for s in single]
@@ -236,16 +236,32 @@ def test_the_study_report_screens_each_run_and_is_one_page(tmp_path):
     runs = [record("r0", assessed, val=val), record("r1", better(base, 0.5), val=None, lr=0.1)]
     files = {f.name for f in write_report(runs, tmp_path, "screening: 2 runs")}
     assert {"screening.csv", "report.html"} <= files
-    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "screening.csv").open())}
-    with_val, without = rows["resnet18-scratch-64px lr=0.001"], rows["resnet18-scratch-64px lr=0.1"]
+    rows = {(row["run"], row["photographs"]): row
+            for row in csv.DictReader((tmp_path / "screening.csv").open())}
+    assert sorted(rows) == [
+        ("resnet18-scratch-64px lr=0.001", "all photographs"),
+        ("resnet18-scratch-64px lr=0.001", "gradable photographs"),
+        ("resnet18-scratch-64px lr=0.001", "not gradable = refer"),
+        ("resnet18-scratch-64px lr=0.1", "all photographs")]  # quality not assessed
+    with_val = rows["resnet18-scratch-64px lr=0.001", "gradable photographs"]
+    without = rows["resnet18-scratch-64px lr=0.1", "all photographs"]
     assert with_val["counted by"] == "patient"
-    assert with_val["imageability % (k/n) [Wilson]"].startswith("97.5 (117/120) [")
-    assert without["imageability % (k/n) [Wilson]"] == "not assessed"
-    cell = with_val["specificity target: specificity % (k/n) [Wilson] [bootstrap]"]
-    assert cell.count("[") == 2 and "/" in cell  # k/n, the Wilson and bootstrap intervals
-    assert without["sensitivity target: sensitivity % (k/n) [Wilson] [bootstrap]"].endswith(
+    assert with_val["imageability % (k/n) [95 %]"].startswith("97.5 (117/120) [")
+    assert without["imageability % (k/n) [95 %]"] == "not assessed"
+    cell = with_val["specificity target: specificity % (k/n) [95 %]"]
+    assert cell.count("[") == 1 and "/" in cell  # k/n and the interval
+    assert without["sensitivity target: sensitivity % (k/n) [95 %]"].endswith(
         "(at predicted grade)")
-    assert without["specificity target: sensitivity % (k/n) [Wilson] [bootstrap]"] == ""
+    assert without["specificity target: sensitivity % (k/n) [95 %]"] == ""
+    # The same number under the same name as the run's own report
+    from retino.studies.report import run_screening
+
+    report = run_screening(runs[0])
+    for population in report.populations:
+        sens = population.level("patient").rates["sensitivity target"]["sensitivity"]
+        row = rows["resnet18-scratch-64px lr=0.001", population.name]
+        assert row["sensitivity target: sensitivity % (k/n) [95 %]"].startswith(
+            f"{100 * sens.value:.1f} ({sens.count}/{sens.total}) [")
     page = (tmp_path / "report.html").read_text()
     assert "<h1>screening: 2 runs</h1>" in page and "Screening: referable DR" in page
     assert page.count("<img") == len([f for f in files if f.endswith(".png")])

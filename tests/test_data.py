@@ -145,16 +145,33 @@ def test_demo_set_is_kaggle_layout_deterministic_and_cached(tmp_path):
     second = ensure_demo_dataset(tmp_path / "b", 12, 6, 64, seed=7)
     index = read_split_index(first, first / "images", "train")  # the same loader reads it
     assert len(index) == 12 and set(index.grades) == {0, 1, 2, 3, 4}
-    for name in ("train_img.csv", "test_label.csv", "images/demo_test_00003.jpeg"):
+    for name in ("train_img.csv", "test_label.csv", "images/demo_test_00001_right.jpeg"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
     mtime = (first / "train_img.csv").stat().st_mtime_ns
     assert ensure_demo_dataset(tmp_path / "a", 12, 6, 64, seed=7) == first
     assert (first / "train_img.csv").stat().st_mtime_ns == mtime  # reused, not regenerated
 
 
+def test_demo_photographs_are_two_eyes_of_patients_with_like_grades(tmp_path):
+    """Named `<patient>_<left|right>` as Kaggle's are, so the default run has patients (the
+    per-patient rows, the patient intervals, the fellow-eye leakage check); fellow eyes' grades
+    agree more than chance, and the grades keep Kaggle's shares."""
+    root = ensure_demo_dataset(tmp_path, 201, 5, 16, seed=3)
+    index = read_split_index(root, root / "images", "train")
+    assert len(set(index.patients)) == 101  # 100 with two eyes, one with one
+    by_patient: dict[str, list[int]] = {}
+    for patient, grade in zip(index.patients, index.grades, strict=True):
+        by_patient.setdefault(patient, []).append(grade)
+    pairs = np.array([grades for grades in by_patient.values() if len(grades) == 2])
+    assert np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1] > 0.5
+    assert sorted(np.bincount(index.grades, minlength=5)) == sorted(grade_counts(201))
+    assert all(name.rsplit("_", 1)[1] in ("left", "right")
+               for name in (root / "train_img.csv").read_text().split()[1:])
+
+
 def test_demo_fundus_is_round_reddish_on_black(tmp_path):
     root = ensure_demo_dataset(tmp_path, 5, 5, 64, seed=1)
-    rgb = read_rgb(root / "images" / "demo_train_00000.jpeg")
+    rgb = read_rgb(root / "images" / "demo_train_00000_left.jpeg")
     assert rgb[:3, :3].max() < 20  # corner: black surround
     red, green, blue = rgb[24:40, 24:40].reshape(-1, 3).mean(axis=0)
     assert red > green > blue  # orange-red fundus

@@ -1,20 +1,22 @@
-"""95 % bootstrap intervals of the test metrics, resampling patients (both eyes together)."""
+"""95 % intervals of the test metrics, a patient's eyes counted together."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from retino.evaluation.intervals import bootstrap_intervals
+from retino.evaluation.intervals import run_intervals, wilson_bounds
 from retino.evaluation.predictions import frame_metrics, headline_metrics
 
 
-def predictions(patients, seed=0, both_eyes_disagree=False):
+def predictions(patients, seed=0, both_eyes_disagree=False, both_eyes_agree=False):
     """A predictions frame of `patients` patients with two eyes each, about 70 % right."""
     rng = np.random.default_rng(seed)
     grades = rng.integers(0, 5, 2 * patients)
     right = rng.random(2 * patients) < 0.7
     if both_eyes_disagree:  # one eye right, the other wrong, for every patient
         right = np.tile([True, False], patients)
+    if both_eyes_agree:  # both right or both wrong
+        right = np.repeat(right[:patients], 2)
     predicted = np.where(right, grades, (grades + 1 + rng.integers(0, 4, 2 * patients)) % 5)
     probs = np.full((2 * patients, 5), 0.05)
     probs[np.arange(2 * patients), predicted] = 0.8
@@ -34,21 +36,24 @@ def width(intervals, name):
 def test_intervals_contain_the_estimate_and_narrow_as_the_test_set_grows():
     small, large = predictions(60), predictions(960, seed=1)
     point = frame_metrics(small, "test_")
-    ci_small = bootstrap_intervals(small, "test_", rounds=300)
-    ci_large = bootstrap_intervals(large, "test_", rounds=300)
+    ci_small = run_intervals(small, "test_", rounds=300)
+    ci_large = run_intervals(large, "test_", rounds=300)
     for name in ("acc", "qwk", "referable_auc"):
         assert ci_small[f"test_{name}_ci_low"] <= point[f"test_{name}"] \
             <= ci_small[f"test_{name}_ci_high"], name
         assert width(ci_large, name) < width(ci_small, name) / 2, name  # about 1 / sqrt(16)
-    assert bootstrap_intervals(small, "test_", rounds=300) == ci_small  # seeded
+    assert run_intervals(small, "test_", rounds=300) == ci_small  # seeded
 
 
-def test_a_patients_eyes_are_resampled_together():
-    frame = predictions(100, both_eyes_disagree=True)
-    intervals = bootstrap_intervals(frame, "test_", rounds=200)
-    # Each patient has one right and one wrong eye, so every resample of patients scores 50 %;
-    # resampling single images would give an interval about 14 points wide.
-    assert intervals["test_acc_ci_low"] == intervals["test_acc_ci_high"] == 0.5
+def test_a_patients_eyes_are_counted_together():
+    """Eyes that are both right or both wrong tell no more than one eye: the accuracy's
+    interval is Wilson's over the patients, not over the images."""
+    frame = predictions(100, both_eyes_agree=True)
+    intervals = run_intervals(frame, "test_", rounds=0)
+    acc = frame_metrics(frame, "")["acc"]
+    assert width(intervals, "acc") == pytest.approx(np.subtract(*wilson_bounds(acc, 100)[::-1]),
+                                                    rel=0.02)
+    assert width(intervals, "acc") > 1.3 * np.subtract(*wilson_bounds(acc, 200)[::-1])
 
 
 def test_headline_metrics_carry_the_intervals_when_asked():
@@ -80,18 +85,18 @@ def test_the_study_table_shows_a_single_run_with_its_intervals():
     assert cells["majority-grade baseline %"] == "72.40" and cells["selected epoch"] == "9"
 
 
-def test_undefined_resamples_are_counted_and_too_few_positives_give_no_auc_interval():
-    """60 images, one referable patient: many resamples hold no referable eye, where AUC and
-    (with one grade everywhere) kappa are undefined. They used to vanish (AUC) or count as 0
-    (kappa); now they are left out and counted, and the AUC gets no interval at all."""
+def test_undefined_resamples_are_counted_and_one_referable_patient_gives_no_auc_interval():
+    """60 images, one referable patient: many resamples hold one grade everywhere, where kappa
+    is undefined: they are left out and counted (never scored 0); an AUC's variance needs two
+    referable patients, so it gets no interval at all."""
     frame = predictions(30, seed=3)
     frame["grade"] = np.where(frame["patient"] == "0", 3, 0)
-    frame["predicted"] = np.where(frame.index % 7 == 0, 1, 0)  # kappa undefined when no 1 drawn
-    intervals = bootstrap_intervals(frame, "test_", rounds=300)
+    frame["predicted"] = frame["grade"]  # without patient 0, grade 0 everywhere: undefined
+    intervals = run_intervals(frame, "test_", rounds=300)
     assert intervals["test_referable_patients"] == 1
-    assert intervals["test_referable_auc_ci_undefined_rounds"] > 50  # ~ (29/30)^30 = 36 %
-    assert np.isnan(intervals["test_referable_auc_ci_low"])  # 1 patient < 10: no interval
-    assert intervals["test_acc_ci_undefined_rounds"] == 0
+    assert intervals["test_qwk_ci_undefined_rounds"] > 50  # ~ (29/30)^30 = 36 %
+    assert np.isnan(intervals["test_referable_auc_ci_low"])
+    assert not np.isnan(intervals["test_acc_ci_low"])
 
 
 def test_the_study_table_says_why_an_interval_is_missing():
@@ -106,7 +111,7 @@ def test_the_study_table_says_why_an_interval_is_missing():
     header, [row] = results_table([run])
     cells = dict(zip(header, row, strict=True))
     assert cells["referable AUC (selected)"] == \
-        "0.910 [no interval: 3 referable patients, fewer than 10]"
+        "0.910 [no interval: 3 referable patients]"
     assert cells["test acc % (selected epoch)"] == "80.00 [70.00, 90.00; 4 resamples undefined]"
 
 
@@ -118,7 +123,7 @@ def test_sensitivity_without_an_operating_point_is_labelled_at_the_predicted_gra
     run = RunRecord("r1", "resnet18-scratch-64px", "FINISHED", {"seed": "0"}, {}, {}, final, None)
     header, [row] = results_table([run])
     cells = dict(zip(header, row, strict=True))
-    assert cells["referable sensitivity % (selected, at operating point)"] == \
+    assert cells["referable sensitivity % (selected, at operating point, all photographs)"] == \
         "80.00 (at predicted grade)"
     assert cells["test acc % (selected epoch)"] == "nan"  # other columns unmarked
 

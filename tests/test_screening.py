@@ -1,17 +1,24 @@
-"""The screening report: Wilson intervals, the two operating points, per-patient (worse-eye)
-referral, calibration."""
+"""The screening report: intervals that count patients and never collapse, the two operating
+points (per image and per patient), per-patient (worse-eye) referral from every eye, the three
+named sets of photographs, calibration."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from retino.core.screening_names import (
+    ALL_PHOTOGRAPHS,
+    GRADABLE_PHOTOGRAPHS,
+    UNGRADABLE_REFERRED,
+    screening_key,
+)
+from retino.evaluation.intervals import wilson_bounds
 from retino.evaluation.metrics import threshold_for_specificity
 from retino.evaluation.screening import (
     AT_PREDICTED_GRADE,
     expected_calibration_error,
     screening_markdown,
     screening_report,
-    wilson_interval,
     worse_eye,
 )
 
@@ -35,7 +42,7 @@ def frame(rows):
     (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
     (1, 29, 0.0061, 0.1718)])
 def test_wilson_intervals_match_newcombes_published_examples(count, total, low, high):
-    assert wilson_interval(count, total) == pytest.approx((low, high), abs=5e-5)
+    assert wilson_bounds(count / total, total) == pytest.approx((low, high), abs=5e-5)
 
 
 def test_the_high_specificity_threshold_reaches_its_target_on_validation():
@@ -89,29 +96,31 @@ def test_two_operating_points_are_chosen_on_validation_and_applied_to_test():
         return frame([(f"{i // 2}_{('left', 'right')[i % 2]}", g, s)
                       for i, (g, s) in enumerate(zip(grades, p, strict=True))])
     val, test = sample(150, 1), sample(200, 2)
-    report = screening_report(test, val, 0.9, 0.9, rounds=200)
+    report = screening_report(test, val, 0.9, 0.9)
     names = [point.name for point in report.points]
     assert names == ["sensitivity target", "specificity target"]
     high_sens, high_spec = report.points
     assert high_sens.threshold < high_spec.threshold
-    for level in report.levels():
+    for level in report.main.levels:
         sens = level.rates["sensitivity target"]["sensitivity"]
-        assert sens.wilson[0] <= sens.value <= sens.wilson[1]
-        assert sens.bootstrap[0] <= sens.value <= sens.bootstrap[1]
+        assert sens.interval[0] <= sens.value <= sens.interval[1]
         assert level.rates["specificity target"]["specificity"].value > \
             level.rates["sensitivity target"]["specificity"].value
         assert level.auc_interval[0] <= level.auc <= level.auc_interval[1]
-    metrics = report.metrics("test_")
-    assert {"test_patient_referable_auc", "test_referable_ppv_at_target",
-            "test_patient_referable_npv_at_spec_target", "test_referable_threshold_spec_target",
-            "test_referable_brier", "test_referable_ece", "test_grade_brier"} <= set(metrics)
+    metrics = report.metrics("test")
+    assert {"test_patient_referable_auc_selected", "test_referable_ppv_at_target_selected",
+            "test_patient_referable_npv_at_spec_target_selected",
+            "test_patient_referable_npv_at_spec_target_selected_ci_low",
+            "test_referable_threshold_spec_target_selected",
+            "test_referable_brier_selected", "test_referable_ece_selected",
+            "test_grade_brier_selected"} <= set(metrics)
     text = screening_markdown(report)
     assert "patient (worse eye) | specificity target" in text
 
 
 def test_a_set_without_patient_identities_resamples_images_and_says_so():
     test = frame([(f"img{i}", i % 3 + 1, (i % 3) / 2) for i in range(12)])
-    report = screening_report(test, None, 0.9, 0.9, rounds=20)
+    report = screening_report(test, None, 0.9, 0.9)
     assert report.by_patient is None
     assert "Each image is its own patient" in screening_markdown(report)
 
@@ -171,28 +180,31 @@ def test_photographs_that_are_not_gradable_are_left_out_then_counted_as_refer():
     test.loc[[1, 7], "gradable"] = False  # 0_right (healthy), 3_right (healthy)
     report = screening_report(test, None, 0.9, 0.9)
     assert (report.imageability.count, report.imageability.total) == (10, 12)
-    assert report.imageability.wilson == pytest.approx(wilson_interval(10, 12))
+    # 0_right and 3_right make two patients' only other eye: the design effect counts it
+    assert report.imageability.interval[0] < wilson_bounds(10 / 12, 12)[0]
     point = AT_PREDICTED_GRADE.name
     assert report.by_image.cases == 10
     assert report.by_image.rates[point]["specificity"].count == 6  # 6 of 6 healthy, gradable
-    image, patient = report.ungradable_referred
-    refer = f"{point}, not gradable = refer"
-    assert (image.rates[refer]["specificity"].count, image.rates[refer]["specificity"].total) \
+    assert (report.by_patient.cases, report.by_patient.left_out) == (4, 2)
+    image, patient = report.population(UNGRADABLE_REFERRED).levels
+    assert (image.rates[point]["specificity"].count, image.rates[point]["specificity"].total) \
         == (6, 8)
-    assert image.rates[refer]["sensitivity"].value == 1.0
-    assert (patient.rates[refer]["specificity"].count,
-            patient.rates[refer]["specificity"].total) == (2, 4)
-    metrics = report.metrics("test_")
-    assert metrics["test_imageability"] == pytest.approx(10 / 12)
-    assert metrics["test_referable_specificity_at_predicted_grade_ungradable_refer"] == 0.75
-    assert metrics["test_gradable_referable_specificity_at_predicted_grade"] == 1.0
+    assert image.rates[point]["sensitivity"].value == 1.0
+    assert (patient.rates[point]["specificity"].count,
+            patient.rates[point]["specificity"].total) == (2, 4)
+    metrics = report.metrics("test")
+    assert metrics["test_imageability_selected"] == pytest.approx(10 / 12)
+    refer_key = screening_key("specificity", UNGRADABLE_REFERRED, point="at_predicted_grade")
+    assert refer_key == "test_referable_specificity_at_predicted_grade_ungradable_refer_selected"
+    assert metrics[refer_key] == 0.75
+    assert metrics["test_gradable_referable_specificity_at_predicted_grade_selected"] == 1.0
     text = screening_markdown(report)
     assert "Imageability 83.3 (10/12)" in text and "not gradable = refer" in text
 
 
 def test_a_set_with_no_gradable_photograph_reports_its_imageability_not_a_crash():
     test = frame([("1_left", 0, 0.1), ("1_right", 3, 0.9)]).assign(gradable=[False, False])
-    report = screening_report(test, None, 0.9, 0.9, rounds=10)
+    report = screening_report(test, None, 0.9, 0.9)
     assert (report.imageability.count, report.imageability.total) == (0, 2)
     assert np.isnan(report.calibration.referable_brier)
     assert "Imageability 0.0 (0/2)" in screening_markdown(report)
@@ -229,3 +241,95 @@ def test_headline_predict_and_screening_choose_one_threshold_on_gradable_photogr
     cfg = OmegaConf.create({"referable_sensitivity_target": 0.9})
     judged = judgement(cfg, tmp_path / "predictions_val.csv")
     assert (judged["threshold"], judged["threshold_chosen"]) == (chosen, True)
+
+
+def test_a_patient_whose_referable_eye_is_not_gradable_is_never_a_true_negative():
+    """Patient 1's referable eye could not be read, their other eye is healthy. Built from the
+    gradable eyes alone they were a non-referable patient, unflagged: a true negative (the
+    defect). Now they are left out of the gradable rows and referred (a true positive) in the
+    "not gradable = refer" rows; in "all photographs" they are referable."""
+    test = frame([("1_left", 0, 0.1), ("1_right", 3, 0.2),
+                  ("2_left", 0, 0.1), ("2_right", 0, 0.2),
+                  ("3_left", 2, 0.9), ("3_right", 0, 0.1)])
+    test["gradable"] = [True, False, True, True, True, True]
+    report = screening_report(test, None, 0.9, 0.9)
+    point = AT_PREDICTED_GRADE.name
+    gradable = report.population(GRADABLE_PHOTOGRAPHS).level("patient")
+    assert (gradable.cases, gradable.referable, gradable.left_out) == (2, 1, 1)
+    assert gradable.rates[point]["specificity"].total == 1  # patient 2 only
+    referred = report.population(UNGRADABLE_REFERRED).level("patient").rates[point]
+    assert (referred["sensitivity"].count, referred["sensitivity"].total) == (2, 2)
+    everything = report.population(ALL_PHOTOGRAPHS).level("patient").rates[point]
+    assert (everything["sensitivity"].count, everything["sensitivity"].total) == (1, 2)
+    assert "1 patients with a photograph not gradable left out" in screening_markdown(report)
+
+
+def test_a_perfect_sensitivity_gets_an_interval_that_rests_on_the_patients():
+    """40 referable eyes of 20 patients, all flagged: the bootstrap said [100.0, 100.0]. The
+    interval reaches below 100 %, as far as Wilson's over the 20 patients (eyes of one patient
+    tell no more than one eye about a model that finds them together)."""
+    rows = [(f"{p}_{eye}", 3, 0.9) for p in range(20) for eye in ("left", "right")]
+    rows += [(f"{p}_{eye}", 0, 0.1) for p in range(20, 60) for eye in ("left", "right")]
+    report = screening_report(frame(rows), None, 0.9, 0.9)
+    point = AT_PREDICTED_GRADE.name
+    for level, cases in ((report.by_image, 40), (report.by_patient, 20)):
+        sens = level.rates[point]["sensitivity"]
+        assert (sens.count, sens.total) == (cases, cases)
+        low, high = sens.interval
+        assert high == 1.0 and low == pytest.approx(wilson_bounds(1.0, 20)[0])  # 0.839
+        assert level.auc == 1.0 and level.auc_interval[0] < 1.0
+    assert "100.0 (40/40) [83.9, 100.0]" in screening_markdown(report)
+
+
+def test_the_patient_rows_use_an_operating_point_chosen_on_validation_patients():
+    """The worse eye's score is the higher of two: a patient is flagged more often than an
+    image at one threshold, and the image threshold's validation specificity over patients
+    falls short of its target. Chosen on the validation patients, it holds there."""
+    r = np.random.default_rng(3)
+    grades = r.choice([0, 0, 0, 0, 2], 400)
+    scores = np.clip(np.where(grades >= 2, 0.6, 0.35) + r.normal(0, 0.15, 400), 0, 1)
+    val = frame([(f"{i // 2}_{('left', 'right')[i % 2]}", g, p)
+                 for i, (g, p) in enumerate(zip(grades, scores, strict=True))])
+    report = screening_report(val, val, 0.9, 0.9)
+    image_point = report.points[1]
+    patient_point = report.patient_points[1]
+    assert patient_point.name == image_point.name == "specificity target"
+    assert patient_point.threshold > image_point.threshold
+    patients = worse_eye(val)
+    healthy = patients["grade"] < 2
+    image_spec = (patients.loc[healthy, "p_referable"] < image_point.threshold).mean()
+    assert image_spec < 0.9  # the defect: the per-image threshold on patients
+    specificity = report.by_patient.rates["specificity target"]["specificity"]
+    assert specificity.value >= 0.9  # on the very patients it was chosen on
+    assert "over validation patients" in screening_markdown(report)
+
+
+def test_a_threshold_above_a_kept_score_is_printed_as_strictly_above_it():
+    """The specificity target sits just above the highest healthy score it must leave
+    unflagged (0.4): "≥ 0.4000" claimed that 0.4 is flagged, and it is not."""
+    val = frame([(f"{i}_left", 0, p) for i, p in enumerate([0.1, 0.2, 0.3, 0.4])]
+                + [("9_left", 3, 0.9)])
+    report = screening_report(val, val, 0.9, 1.0)
+    point = report.points[1]
+    assert point.rule == "> 0.4" and not 0.4 >= point.threshold
+    assert "P(referable) > 0.4 (validation specificity ≥ 1" in screening_markdown(report)
+
+
+def test_the_three_named_sensitivities_are_the_same_in_the_page_and_the_metrics():
+    test = frame([(f"{p}_{eye}", g, s) for p, (g, s, ok) in enumerate(
+        [(3, 0.9, True), (2, 0.3, True), (3, 0.8, False), (0, 0.1, True), (0, 0.7, False),
+         (0, 0.2, True)]) for eye, g, s in (("left", g, s), ("right", 0, 0.1))])
+    test["gradable"] = [i not in (4, 8) for i in range(len(test))]
+    report = screening_report(test, None, 0.9, 0.9)
+    metrics = report.metrics("test")
+    text = screening_markdown(report)
+    point = AT_PREDICTED_GRADE
+    for population in (GRADABLE_PHOTOGRAPHS, ALL_PHOTOGRAPHS, UNGRADABLE_REFERRED):
+        for level in report.population(population).levels:
+            sens = level.rates[point.name]["sensitivity"]
+            key = screening_key("sensitivity", population, level.level, point.suffix)
+            assert metrics[key] == sens.value
+            assert metrics[key.replace("_selected", "_selected_ci_low")] == sens.interval[0]
+            where = "patient (worse eye)" if level.level == "patient" else "image"
+            assert f"| {population} | {where} | {point.name} | " \
+                f"{100 * sens.value:.1f} ({sens.count}/{sens.total})" in text

@@ -24,7 +24,7 @@ from retino.data.quality import assess
 log = logging.getLogger(__name__)
 
 # Bump when a change to the drawing code changes the images: old demo folders are then not reused.
-GENERATOR_VERSION = 2  # 2: a few test photographs no grader could read
+GENERATOR_VERSION = 3  # 2: a few test photographs no grader could read; 3: two eyes a patient
 
 # Share of each grade 0-4 in the Kaggle DR training set (grade 0 is the majority).
 KAGGLE_GRADE_SHARES = (0.735, 0.070, 0.151, 0.025, 0.020)
@@ -53,9 +53,26 @@ def grade_counts(n_images: int, shares: tuple[float, ...] = KAGGLE_GRADE_SHARES)
     return [c + floor for c in counts]
 
 
-def _shuffled_grades(n_images: int, rng: np.random.Generator) -> np.ndarray:
+FELLOW_EYE_SPREAD = 0.6  # grades apart, roughly, of a patient's two eyes
+
+
+def _patients(n_images: int, split: str,
+              rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """(names, grades) of the split's photographs: the Kaggle shares of grades, paired into
+    patients whose two eyes have like grades (DR affects both eyes, the worse one decides
+    referral), named `<patient>_<left|right>` as in Kaggle's layout (an odd count leaves one
+    patient a single eye)."""
     grades = np.repeat(np.arange(len(KAGGLE_GRADE_SHARES)), grade_counts(n_images))
-    return rng.permutation(grades)
+    # Neighbours in grade order, jittered, become fellow eyes; the patients are then shuffled.
+    order = np.argsort(grades + rng.normal(0, FELLOW_EYE_SPREAD, n_images), kind="stable")
+    pairs = [order[i:i + 2] for i in range(0, n_images, 2)]
+    names, paired = [], []
+    for patient, p in enumerate(rng.permutation(len(pairs))):
+        eyes = rng.permutation(pairs[p])
+        for eye, image in zip(("left", "right"), eyes, strict=False):
+            names.append(f"demo_{split}_{patient:05d}_{eye}")
+            paired.append(grades[image])
+    return names, np.array(paired)
 
 
 def _random_point_in_disc(rng: np.random.Generator, center, radius: float) -> tuple[int, int]:
@@ -156,8 +173,7 @@ def spoil(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
 def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> list[str]:
     """The split's photographs and CSVs; returns its names. The test split's last
     UNGRADABLE_SHARE are spoiled captures (SPOILED, in turn)."""
-    grades = _shuffled_grades(n_images, rng)
-    names = [f"demo_{split}_{i:05d}" for i in range(n_images)]
+    names, grades = _patients(n_images, split, rng)
     spoiled = round(UNGRADABLE_SHARE * n_images) if split == "test" else 0
     for i, (name, grade) in enumerate(zip(names, grades, strict=True)):
         image = draw_fundus(int(grade), size, rng)

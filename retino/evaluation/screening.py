@@ -3,18 +3,21 @@
 - Two operating points chosen on the validation split and applied unchanged to test: the
   sensitivity target (`referable_sensitivity_target`: that sensitivity, the best specificity)
   and the specificity target (`referable_specificity_target`: the reverse); without a
-  validation split, the predicted grade, said so.
-- At each: sensitivity and specificity with 95 % Wilson intervals (each case independent) and
-  patient-bootstrap intervals (a patient's eyes drawn together), PPV and NPV at the test set's
-  prevalence, and the counts behind them.
-- Per image and per patient (worse eye): screening programmes refer people, so a patient is
-  referable when either eye is, and is flagged when either eye is (the higher P(referable)).
+  validation split, the predicted grade, said so. The per-patient rows use points chosen the
+  same way on the validation patients.
+- At each: sensitivity, specificity, PPV and NPV with the counts behind them and 95 % intervals
+  that count a patient's eyes together and never collapse (retino/evaluation/intervals.py);
+  PPV and NPV at the test set's prevalence.
+- Of which photographs (retino/core/screening_names.py): all photographs, the gradable ones,
+  and all with those not gradable counted as "refer", under those names everywhere.
+- Per image and per patient (worse eye, truth from every eye): screening programmes refer
+  people, so a patient is referable when either eye is, and is flagged when either eye is.
 - Calibration: Brier score and expected calibration error of P(referable) and of the grade
   probabilities.
 
 A set whose names carry no patient identity (APTOS, IDRiD, Messidor-2 as prepared) has one image
 per patient: the per-patient rows would repeat the per-image ones, so they are left out and the
-report says its intervals resample images.
+report says so.
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss
 
 from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
-from retino.evaluation.intervals import (
-    MIN_REFERABLE_PATIENTS,
-    percentile_interval,
-    referable_patients,
-    resampled_rows,
+from retino.core.screening_names import (
+    ALL_PHOTOGRAPHS,
+    GRADABLE_PHOTOGRAPHS,
+    UNGRADABLE_REFERRED,
+    imageability_key,
+    screening_key,
 )
+from retino.evaluation.intervals import auc_interval, proportion_interval
 from retino.evaluation.metrics import (
     referable_auc,
     referable_column,
@@ -56,6 +60,7 @@ class OperatingPoint:
     threshold: float
     chosen: str  # how it was chosen, for the report
     refer_ungradable: bool = False  # a photograph that is not gradable is referred
+    rule: str = ""  # the comparison that flags, as the report prints it: "≥ 0.4123"
 
     def flags(self, frame: pd.DataFrame) -> np.ndarray:
         if np.isnan(self.threshold):
@@ -69,8 +74,7 @@ class OperatingPoint:
     def referring_ungradable(self) -> OperatingPoint:
         """The same point where every photograph that is not gradable counts as "refer", as
         the IDx-DR trial counted them."""
-        return replace(self, name=f"{self.name}, not gradable = refer",
-                       suffix=f"{self.suffix}_ungradable_refer", refer_ungradable=True)
+        return replace(self, refer_ungradable=True)
 
 
 AT_PREDICTED_GRADE = OperatingPoint("predicted grade", "at_predicted_grade", float("nan"),
@@ -85,12 +89,16 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
     if val is None:
         return [AT_PREDICTED_GRADE]
     grades, scores = val["grade"].to_numpy(), referable_scores(val)
-    points = [OperatingPoint("sensitivity target", "at_target",
-                             threshold_for_sensitivity(grades, scores, sensitivity_target),
-                             f"validation sensitivity ≥ {sensitivity_target:g}"),
-              OperatingPoint("specificity target", "at_spec_target",
-                             threshold_for_specificity(grades, scores, specificity_target),
-                             f"validation specificity ≥ {specificity_target:g}")]
+    sensitive = threshold_for_sensitivity(grades, scores, sensitivity_target)
+    specific = threshold_for_specificity(grades, scores, specificity_target)
+    points = [OperatingPoint("sensitivity target", "at_target", sensitive,
+                             f"validation sensitivity ≥ {sensitivity_target:g}",
+                             rule=f"≥ {sensitive:.6g}"),
+              # flagged above the highest score it must leave unflagged: "≥ 0.4" would claim
+              # that a score of exactly 0.4 is flagged, and it is not
+              OperatingPoint("specificity target", "at_spec_target", specific,
+                             f"validation specificity ≥ {specificity_target:g}",
+                             rule=f"> {np.nextafter(specific, -np.inf):.6g}")]
     return [point for point in points if not np.isnan(point.threshold)] or [AT_PREDICTED_GRADE]
 
 
@@ -106,41 +114,33 @@ def worse_eye(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby("patient", sort=False).agg(**columns).reset_index()
 
 
-def wilson_interval(count: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of count / total (SciPy's), nan for an empty total."""
-    if total == 0:
-        return np.nan, np.nan
-    interval = binomtest(int(count), int(total)).proportion_ci(confidence_level=level,
-                                                               method="wilson")
-    return float(interval.low), float(interval.high)
-
-
 @dataclass(frozen=True)
 class Proportion:
-    """count / total with its 95 % Wilson and patient-bootstrap intervals."""
+    """count / total with its 95 % interval: Wilson's, over the cases divided by the design
+    effect of the patients they belong to (intervals.proportion_interval)."""
 
     count: int
     total: int
-    wilson: tuple[float, float]
-    bootstrap: tuple[float, float] = (np.nan, np.nan)
+    interval: tuple[float, float]
 
     @property
     def value(self) -> float:
         return self.count / self.total if self.total else np.nan
 
 
-def _counts(referable: np.ndarray, flagged: np.ndarray) -> dict[str, tuple[int, int]]:
-    """Rate name -> (numerator, denominator)."""
-    tp = int(np.count_nonzero(referable & flagged))
-    fn = int(np.count_nonzero(referable & ~flagged))
-    tn = int(np.count_nonzero(~referable & ~flagged))
-    fp = int(np.count_nonzero(~referable & flagged))
-    return {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
-            "ppv": (tp, tp + fp), "npv": (tn, tn + fn)}
+def proportion(hits: np.ndarray, patients: np.ndarray) -> Proportion:
+    """The share of hits among these cases, its interval counting a patient's cases together."""
+    hits = np.asarray(hits, bool)
+    return Proportion(int(hits.sum()), len(hits), proportion_interval(hits, patients))
 
 
-def _rate(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else np.nan
+def _rates(referable: np.ndarray, flagged: np.ndarray,
+           patients: np.ndarray) -> dict[str, Proportion]:
+    """Sensitivity, specificity, PPV and NPV: each the share of hits among its cases."""
+    cases = {"sensitivity": (referable, flagged), "specificity": (~referable, ~flagged),
+             "ppv": (flagged, referable), "npv": (~flagged, ~referable)}
+    return {rate: proportion(hit[among], patients[among])
+            for rate, (among, hit) in cases.items()}
 
 
 @dataclass
@@ -152,40 +152,24 @@ class LevelReport:
     referable: int
     auc: float
     auc_interval: tuple[float, float]
-    auc_undefined_rounds: int
     rates: dict[str, dict[str, Proportion]] = field(default_factory=dict)  # point -> rate ->
+    left_out: int = 0  # patients with a photograph not gradable, not in these rows
 
     @property
     def prevalence(self) -> float:
         return self.referable / self.cases if self.cases else np.nan
 
 
-def level_report(frame: pd.DataFrame, level: str, points: list[OperatingPoint], rounds: int,
-                 seed: int = 0) -> LevelReport:
-    """AUC and the rates at each operating point of these cases, with Wilson intervals and,
-    given rounds, percentile intervals over resampled patients: none for a rate over fewer than
-    MIN_REFERABLE_PATIENTS cases, or an AUC over fewer referable patients (a bootstrap of three
-    cases says [100, 100])."""
+def level_report(frame: pd.DataFrame, level: str, points: list[OperatingPoint]) -> LevelReport:
+    """AUC and the rates at each operating point of these cases, each with its interval, a
+    patient's eyes counted together (intervals.py)."""
     referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
     score = referable_scores(frame)
-    flags = {point.name: point.flags(frame) for point in points}
-    samples: dict[tuple[str, str], list[float]] = {}
-    aucs = []
-    for rows in resampled_rows(frame, rounds, seed) if rounds else ():
-        aucs.append(referable_auc(referable[rows], score[rows]))
-        for name, flagged in flags.items():
-            for rate, (k, n) in _counts(referable[rows], flagged[rows]).items():
-                samples.setdefault((name, rate), []).append(_rate(k, n))
-    enough_positives = referable_patients(frame) >= MIN_REFERABLE_PATIENTS
+    patients = frame["patient"].to_numpy()
     report = LevelReport(level, len(frame), int(referable.sum()), referable_auc(referable, score),
-                         percentile_interval(aucs) if aucs and enough_positives
-                         else (np.nan, np.nan), int(np.isnan(aucs).sum()) if aucs else 0)
-    for name, flagged in flags.items():
-        report.rates[name] = {
-            rate: Proportion(k, n, wilson_interval(k, n),
-                             percentile_interval(samples[name, rate])
-                             if rounds and n >= MIN_REFERABLE_PATIENTS else (np.nan, np.nan))
-            for rate, (k, n) in _counts(referable, flagged).items()}
+                         auc_interval(referable, score, patients))
+    for point in points:
+        report.rates[point.name] = _rates(referable, point.flags(frame), patients)
     return report
 
 
@@ -232,96 +216,153 @@ def calibration(frame: pd.DataFrame) -> Calibration | None:
 
 
 @dataclass
+class Population:
+    """The screening numbers of one set of photographs (screening_names): per image and, where
+    patients have several images, per patient."""
+
+    name: str  # ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS, UNGRADABLE_REFERRED
+    levels: list[LevelReport]
+    has_score: bool = True  # False where "refer" is not a score: no AUC
+
+    def level(self, level: str) -> LevelReport | None:
+        return next((report for report in self.levels if report.level == level), None)
+
+
+@dataclass
 class ScreeningReport:
     """The test set's screening numbers at the operating points chosen on validation."""
 
-    points: list[OperatingPoint]
-    by_image: LevelReport  # of the gradable photographs, where quality was assessed
-    by_patient: LevelReport | None  # None: one image per patient (no patient identities)
+    points: list[OperatingPoint]  # of the image rows
+    patient_points: list[OperatingPoint]  # of the patient rows
+    populations: list[Population]  # gradable, all, not gradable = refer; all alone unassessed
     calibration: Calibration | None  # None: a regression head, which gives no probabilities
     imageability: Proportion | None = None  # gradable photographs; None: not assessed
-    # every photograph, those not gradable counted as "refer" (only when there are some)
-    ungradable_referred: list[LevelReport] = field(default_factory=list)
 
-    def levels(self) -> list[LevelReport]:
-        return [self.by_image] + ([self.by_patient] if self.by_patient else [])
+    def population(self, name: str) -> Population | None:
+        return next((p for p in self.populations if p.name == name), None)
 
-    def _referring(self) -> list[OperatingPoint]:
-        return [point.referring_ungradable() for point in self.points]
+    @property
+    def main(self) -> Population:
+        """The photographs the model grades: the gradable ones where quality was assessed."""
+        return self.population(GRADABLE_PHOTOGRAPHS) or self.populations[0]
 
-    def metrics(self, prefix: str = "test_") -> dict[str, float]:
-        """Keys to log: prevalence, the per-patient AUC, every rate at every point, the
-        high-specificity threshold and calibration. When some photographs are not gradable,
-        the keys of the gradable ones say so (test_gradable_…); otherwise the image-level
-        sensitivity and specificity at the high-sensitivity point or the predicted grade are
-        left out: the headline metrics hold them already (`_at_target`, and no suffix)."""
+    @property
+    def by_image(self) -> LevelReport:
+        return self.main.levels[0]
+
+    @property
+    def by_patient(self) -> LevelReport | None:
+        return self.main.level("patient")
+
+    def points_of(self, level: LevelReport) -> list[OperatingPoint]:
+        return self.patient_points if level.level == "patient" else self.points
+
+    def metrics(self, split: str = "test") -> dict[str, float]:
+        """Every number of the report as MLflow metrics (keys: screening_names): per population
+        and level, the prevalence, the AUC and every rate at every point with its interval;
+        the imageability, the high-specificity threshold and calibration."""
         metrics = {}
-        some_not_gradable = bool(self.ungradable_referred)
-        for report in self.levels():
-            at = prefix + ("gradable_" if some_not_gradable else "") + \
-                ("patient_" if report.level == "patient" else "")
-            metrics[f"{at}referable_prevalence"] = report.prevalence
-            if report.level == "patient" or some_not_gradable:
-                metrics[f"{at}referable_auc"] = report.auc
-            for point in self.points:
-                for rate, proportion in report.rates[point.name].items():
-                    headline = report.level == "image" and rate in RATES[:2] and \
-                        point.suffix != "at_spec_target" and not some_not_gradable
-                    if not headline:
-                        metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
-        for report in self.ungradable_referred:
-            at = prefix + ("patient_" if report.level == "patient" else "")
-            for point in self._referring():
-                for rate, proportion in report.rates[point.name].items():
-                    metrics[f"{at}referable_{rate}_{point.suffix}"] = proportion.value
+        for population in self.populations:
+            for level in population.levels:
+                metrics |= _level_metrics(population, level, self.points_of(level), split)
         if self.imageability is not None:
-            metrics[f"{prefix}imageability"] = self.imageability.value
+            metrics |= {imageability_key(split=split): self.imageability.value,
+                        imageability_key("low", split): self.imageability.interval[0],
+                        imageability_key("high", split): self.imageability.interval[1]}
         for point in self.points:
             if point.suffix == "at_spec_target":
-                metrics[f"{prefix}referable_threshold_spec_target"] = point.threshold
+                metrics[f"{split}_referable_threshold_spec_target_selected"] = point.threshold
         c = self.calibration
         if c is None:
             return metrics
-        return metrics | {f"{prefix}referable_brier": c.referable_brier,
-                          f"{prefix}referable_ece": c.referable_ece,
-                          f"{prefix}grade_brier": c.grade_brier, f"{prefix}grade_ece": c.grade_ece}
+        return metrics | {f"{split}_{name}_selected": value for name, value in (
+            ("referable_brier", c.referable_brier), ("referable_ece", c.referable_ece),
+            ("grade_brier", c.grade_brier), ("grade_ece", c.grade_ece))}
 
 
-def _levels(frame: pd.DataFrame, points: list[OperatingPoint], rounds: int,
-            seed: int) -> list[LevelReport]:
-    """Per image and, where patients have several images, per patient (worse eye)."""
+def _level_metrics(population: Population, level: LevelReport, points: list[OperatingPoint],
+                   split: str) -> dict[str, float]:
+    """One level's numbers as metrics, keyed by screening_key."""
+    def key(measure: str, point: str = "", bound: str = "") -> str:
+        return screening_key(measure, population.name, level.level, point, bound, split)
+
+    metrics = {key("prevalence"): level.prevalence}
+    if population.has_score:
+        metrics |= {key("auc"): level.auc, key("auc", bound="low"): level.auc_interval[0],
+                    key("auc", bound="high"): level.auc_interval[1]}
+    for point in points:
+        for rate, share in level.rates[point.name].items():
+            metrics |= {key(rate, point.suffix): share.value,
+                        key(rate, point.suffix, "low"): share.interval[0],
+                        key(rate, point.suffix, "high"): share.interval[1]}
+    return metrics
+
+
+def by_patient(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per patient from every one of their photographs (worse_eye); None when each
+    image is its own patient (no patient identities: the rows would repeat the images')."""
     patients = worse_eye(frame)
-    levels = [level_report(frame, "image", points, rounds, seed)]
-    if len(patients) < len(frame):
-        levels.append(level_report(patients, "patient", points, rounds, seed))
-    return levels
+    return patients if len(patients) < len(frame) else None
 
 
 def imageability(frame: pd.DataFrame) -> Proportion | None:
-    """The share of photographs gradable, with its Wilson interval; None when not assessed."""
+    """The share of photographs gradable, with its interval; None when not assessed."""
     if "gradable" not in frame:
         return None
-    count = int(frame["gradable"].to_numpy(bool).sum())
-    return Proportion(count, len(frame), wilson_interval(count, len(frame)))
+    return proportion(frame["gradable"].to_numpy(bool), frame["patient"].to_numpy())
+
+
+def patient_points(val: pd.DataFrame | None, sensitivity_target: float,
+                   specificity_target: float) -> list[OperatingPoint]:
+    """The operating points of the per-patient rows, chosen on the validation split's patients
+    (worse eye, every photograph of theirs gradable), as the image points are chosen on its
+    images; without patient identities in validation, the image points' own choice."""
+    patients = by_patient(val) if val is not None else None
+    if patients is None:
+        return operating_points(gradable_rows(val), sensitivity_target, specificity_target)
+    if "gradable" in patients:
+        patients = patients[patients["gradable"].to_numpy(bool)]
+    return [replace(point, chosen=f"{point.chosen} over validation patients")
+            if not np.isnan(point.threshold) else point
+            for point in operating_points(patients, sensitivity_target, specificity_target)]
+
+
+def _population(name: str, images: pd.DataFrame, patients: pd.DataFrame | None,
+                points: list[OperatingPoint], per_patient: list[OperatingPoint],
+                left_out: int = 0) -> Population:
+    """A population's image rows and, with patient identities, its patient rows."""
+    refer = name == UNGRADABLE_REFERRED
+    levels = [level_report(images, "image",
+                           [p.referring_ungradable() for p in points] if refer else points)]
+    if patients is not None:
+        levels.append(level_report(
+            patients, "patient",
+            [p.referring_ungradable() for p in per_patient] if refer else per_patient))
+        levels[-1].left_out = left_out
+    return Population(name, levels, has_score=not refer)
 
 
 def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_target: float,
-                     specificity_target: float, rounds: int = 0, seed: int = 0,
-                     points: list[OperatingPoint] | None = None) -> ScreeningReport:
+                     specificity_target: float, points: list[OperatingPoint] | None = None
+                     ) -> ScreeningReport:
     """The screening report of a run's test predictions, its operating points chosen on val
-    (or given: an external evaluation applies the trained run's own). Where the photographs'
-    quality was assessed (a `gradable` column), the rates are those of the gradable
-    photographs, beside the imageability and, when some are not gradable, the rates of every
-    photograph with those counted as "refer"."""
-    if points is None:
-        points = operating_points(gradable_rows(val), sensitivity_target, specificity_target)
-    gradable = gradable_rows(test)
-    by_image, *by_patient = _levels(gradable, points, rounds, seed)
-    report = ScreeningReport(points, by_image, by_patient[0] if by_patient else None,
-                             calibration(gradable), imageability(test))
-    if len(gradable) < len(test):
-        report.ungradable_referred = _levels(test, report._referring(), rounds, seed)
-    return report
+    (images for the image rows, patients for the patient rows), or given (an external
+    evaluation applies the trained run's own to both). Where the photographs' quality was
+    assessed (a `gradable` column), three populations (screening_names): the gradable
+    photographs, all photographs, and all with those not gradable counted as "refer"."""
+    per_patient = points or patient_points(val, sensitivity_target, specificity_target)
+    points = points or operating_points(gradable_rows(val), sensitivity_target,
+                                        specificity_target)
+    patients = by_patient(test)
+    populations = [_population(ALL_PHOTOGRAPHS, test, patients, points, per_patient)]
+    if "gradable" in test:
+        complete = None if patients is None else patients[patients["gradable"].to_numpy(bool)]
+        left_out = 0 if patients is None else len(patients) - len(complete)
+        populations = [_population(GRADABLE_PHOTOGRAPHS, gradable_rows(test), complete, points,
+                                   per_patient, left_out), populations[0],
+                       _population(UNGRADABLE_REFERRED, test, patients, points, per_patient)]
+    return ScreeningReport(points, per_patient, populations, calibration(gradable_rows(test)),
+                           imageability(test))
 
 
 def _percent(value: float) -> str:
@@ -334,27 +375,31 @@ def _bounds(interval: tuple[float, float]) -> str:
 
 
 def proportion_cell(p: Proportion) -> str:
-    """'91.2 (456/500) [88.4, 93.4] [87.9, 94.0]': the Wilson interval, then the bootstrap's."""
-    return f"{_percent(p.value)} ({p.count}/{p.total}){_bounds(p.wilson)}{_bounds(p.bootstrap)}"
+    """'91.2 (456/500) [88.4, 93.6]': the value, the counts and the 95 % interval."""
+    return f"{_percent(p.value)} ({p.count}/{p.total}){_bounds(p.interval)}"
 
 
-def _auc_cell(report: LevelReport) -> str:
+def auc_cell(report: LevelReport) -> str:
     if np.isnan(report.auc_interval[0]):
         return f"{report.auc:.3f}"
     low, high = report.auc_interval
-    undefined = (f"; {report.auc_undefined_rounds} resamples undefined"
-                 if report.auc_undefined_rounds else "")
-    return f"{report.auc:.3f} [{low:.3f}, {high:.3f}{undefined}]"
+    return f"{report.auc:.3f} [{low:.3f}, {high:.3f}]"
 
 
 SCREENING_LEGEND = """\
-Each rate is `value % (count/total) [Wilson 95 %] [patient bootstrap 95 %]`: the Wilson interval
-takes every case as independent; the bootstrap resamples test patients (both eyes together), the
-honest one for images, and is left out below 10 cases (an AUC's: 10 referable patients). A
-patient (worse eye) is referable when either eye is, and is flagged when either eye is. PPV and
-NPV hold at this test set's prevalence only. Calibration: Brier score (0 is perfect) and
-expected calibration error over 10 equal-width bins of P(referable), and of the five grade
-probabilities (ECE of the top grade's probability against being right).
+Each rate is `value % (count/total) [95 % interval]`. Intervals count a patient's eyes together:
+a rate's is Wilson's score interval over its cases divided by their design effect (how far a
+patient's eyes agree; taken at its worst where fewer than 5 patients hold the rarer outcome), an
+AUC's the same score form over its effective number of cases from DeLong's variance clustered by
+patient (Obuchowski), never below a quarter of Hanley & McNeil's. Neither collapses at 0 % or
+100 %. Of which photographs: "all photographs" scores every photograph as if it were gradable;
+"gradable photographs" only those gradable (per patient: the patients all of whose photographs
+are gradable; the others are left out, and said so); "not gradable = refer" counts every
+photograph, those not gradable as referred. A patient (worse eye) is referable when either eye
+is, and is flagged when either eye is; the per-patient rows use operating points chosen on the
+validation patients. PPV and NPV hold at this test set's prevalence only. Calibration: Brier
+score (0 is perfect) and expected calibration error over 10 equal-width bins of P(referable),
+and of the five grade probabilities (ECE of the top grade's probability against being right).
 """
 
 
@@ -362,50 +407,65 @@ def calibration_sentence(c: Calibration | None) -> str:
     if c is None:
         return ("Calibration: none: the regression head's output is a grade on a scale, not a "
                 "probability (its referable ranking, AUC and operating points stand).")
-    return (f"Calibration of P(referable): Brier {c.referable_brier:.4f}, ECE "
-            f"{c.referable_ece:.4f}; of the grade probabilities: Brier {c.grade_brier:.4f}, "
+    return (f"Calibration of P(referable), gradable photographs: Brier {c.referable_brier:.4f}, "
+            f"ECE {c.referable_ece:.4f}; of the grade probabilities: Brier {c.grade_brier:.4f}, "
             f"ECE {c.grade_ece:.4f}.")
 
 
-def screening_markdown(report: ScreeningReport, title: str = "Referable DR screening") -> str:
-    """The report as a Markdown section: counts and prevalence, the operating points, the rates
-    per image and per patient, calibration."""
-    lines = [f"## {title} (test set, grade ≥ 2)", ""]
+def _count_lines(report: ScreeningReport) -> list[str]:
+    """Imageability, and per population and level the cases, prevalence and AUC."""
     if report.imageability is None:
-        lines.append("- Imageability: not assessed (the set's photographs were prepared without "
-                     "a quality assessment): every photograph is graded.")
+        lines = ["- Imageability: not assessed (the set's photographs were prepared without a "
+                 "quality assessment): every photograph is graded."]
     else:
-        lines.append(f"- Imageability {proportion_cell(report.imageability)} %: the gradable "
-                     "photographs, which the rates below are of"
-                     + ("; the last rows count every photograph, those not gradable as "
-                        "\"refer\"" if report.ungradable_referred else ""))
-    for level in report.levels():
-        lines.append(f"- {level.cases} {level.level}s, {level.referable} referable "
-                     f"(prevalence {_percent(level.prevalence)} %); referable AUC "
-                     f"{_auc_cell(level)}")
+        lines = [f"- Imageability {proportion_cell(report.imageability)} %: the share of "
+                 "photographs gradable"]
+    for population in report.populations:
+        for level in population.levels if population.has_score else ():
+            left = (f"; {level.left_out} patients with a photograph not gradable left out"
+                    if level.left_out else "")
+            lines.append(f"- {population.name}: {level.cases} {level.level}s, {level.referable} "
+                         f"referable (prevalence {_percent(level.prevalence)} %); referable "
+                         f"AUC {auc_cell(level)}{left}")
     if report.by_patient is None:
         lines.append("- Each image is its own patient (the image names carry no patient "
-                     "identity): intervals resample images, and there is no per-patient row.")
-    lines += ["", "Operating points, chosen on the validation split and applied unchanged to "
-              "test:", ""]
+                     "identity): there is no per-patient row.")
+    return lines
+
+
+def _point_lines(report: ScreeningReport) -> list[str]:
+    """How each operating point flags, and where it was chosen."""
     score = "P(referable)" if report.calibration else "the regression output"
-    lines += [f"- **{point.name}**: " + (point.chosen if np.isnan(point.threshold) else
-                                         f"{score} ≥ {point.threshold:.4f} ({point.chosen})")
-              for point in report.points]
+    lines = []
+    for level, points in (("images", report.points), ("patients", report.patient_points)):
+        if level == "patients" and report.by_patient is None:
+            continue
+        lines += [f"- **{point.name}** ({level}): " + (
+            point.chosen if np.isnan(point.threshold) else
+            f"{score} {point.rule} ({point.chosen})") for point in points]
     chosen = {point.name for point in report.points}
     if chosen & {"sensitivity target", "specificity target"}:
         lines += [f"- **{name}**: none: the validation split lacks the images it is chosen on "
                   f"({needs})" for name, needs in (
                       ("sensitivity target", "referable ones"),
                       ("specificity target", "non-referable ones")) if name not in chosen]
-    header = ["level", "operating point", *(f"{rate} % (k/n) [Wilson] [bootstrap]"
-                                              for rate in ("sensitivity", "specificity", "PPV",
-                                                           "NPV"))]
+    return lines
+
+
+def screening_markdown(report: ScreeningReport, title: str = "Referable DR screening") -> str:
+    """The report as a Markdown section: counts and prevalence, the operating points, the rates
+    of each population per image and per patient, calibration."""
+    lines = [f"## {title} (test set, grade ≥ 2)", "", *_count_lines(report), "",
+             "Operating points, chosen on the validation split and applied unchanged to test:",
+             "", *_point_lines(report)]
+    header = ["photographs", "level", "operating point",
+              *(f"{rate} % (k/n) [95 %]" for rate in ("sensitivity", "specificity", "PPV", "NPV"))]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for level in report.levels() + report.ungradable_referred:
-        for name, rates in level.rates.items():
+    for population in report.populations:
+        for level in population.levels:
             where = "patient (worse eye)" if level.level == "patient" else "image"
-            lines.append(f"| {where} | {name} | "
-                         + " | ".join(proportion_cell(rates[rate]) for rate in RATES) + " |")
+            for name, rates in level.rates.items():
+                lines.append(f"| {population.name} | {where} | {name} | "
+                             + " | ".join(proportion_cell(rates[rate]) for rate in RATES) + " |")
     lines += ["", calibration_sentence(report.calibration), "", SCREENING_LEGEND]
     return "\n".join(lines)

@@ -93,8 +93,7 @@ def external_screening(test, cfg: DictConfig, run: TrainedRun) -> ScreeningRepor
                            "the trained run's own, chosen on its validation split") \
         if run.threshold_chosen else AT_PREDICTED_GRADE
     return screening_report(test, None, cfg.referable_sensitivity_target,
-                            cfg.referable_specificity_target, cfg.bootstrap_rounds,
-                            points=[point])
+                            cfg.referable_specificity_target, points=[point])
 
 
 def external_metrics(test, cfg: DictConfig, run: TrainedRun,
@@ -107,7 +106,7 @@ def external_metrics(test, cfg: DictConfig, run: TrainedRun,
         flagged = at_threshold(test["grade"].to_numpy(), referable_scores(test), run.threshold,
                                "test_")
         metrics |= {f"{key}_selected": value for key, value in flagged.items()}
-    metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
+    metrics |= screening.metrics("test")
     metrics["test_majority_baseline"] = majority_baseline(test)
     return metrics
 

@@ -169,7 +169,8 @@ def save_ensemble_grader(members: Sequence[TrainedRun], out_of_fold: pd.DataFram
     """A configuration's fold runs (each with its config and weights; source: its run id) saved
     as one MLflow model in folder/ensemble_model: all K weights, the first fold's config, and
     the operating point (and a regression head's cut points) chosen on the out-of-fold
-    predictions as the study's report chose them, never on the test set."""
+    predictions on the ensemble's scale, as the study's report chose them (CrossValidation.
+    choosing), never on the test set's labels."""
     first = members[0]
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / CONFIG_FILE

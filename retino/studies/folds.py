@@ -8,7 +8,8 @@ chooses by and what a clinic would get.
 - The fold ensemble on the test set: the mean answers of the K fold models, with the headline
   metrics, intervals and screening report of a single run. Its operating points (and a
   regression head's cut points) are chosen on the out-of-fold predictions, never on the test
-  set: they are the ensemble's validation predictions.
+  set's labels: they are the ensemble's validation predictions, carried to the ensemble's
+  scale first (a mean of K models is less spread than one; on_ensemble_scale).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from retino.evaluation.predictions import (
     ensemble_frame,
     frame_metrics,
     headline_metrics,
+    on_ensemble_scale,
     out_of_fold_frame,
     with_cut_points,
 )
@@ -66,6 +68,7 @@ class CrossValidation:
     ensemble: pd.DataFrame  # the test set, answered by the mean of the fold models
     metrics: dict[str, float]  # the ensemble's headline keys (test_..._selected, oof as val_)
     single_test_acc: tuple[float, float]  # the fold models' own test accuracy: mean, std
+    choosing: pd.DataFrame  # simulated out-of-fold ensembles: its operating points' choice
 
     @property
     def complete(self) -> bool:
@@ -84,17 +87,27 @@ def pool_folds(config: Configuration, target: float, rounds: int) -> CrossValida
     runs = config.runs
     metric = runs[0].params.get("selection_metric", "val_qwk")
     scores = [run.final.get(f"{metric}_selected", np.nan) for run in runs]
-    frames, cuts = with_cut_points({
-        "val": out_of_fold_frame([run.val for run in runs]),
-        "test": ensemble_frame(same_images([run.test for run in runs]))})
+    tests = same_images([run.test for run in runs])
+    out_of_fold = out_of_fold_frame([run.val for run in runs])
+    ensemble = ensemble_frame(tests)
+    # Chosen on the out-of-fold predictions carried to the ensemble's scale (on_ensemble_scale)
+    per_fold = len(runs) / len({run.params.get("data.fold") for run in runs})  # its seeds
+    frames, _ = with_cut_points({"val": on_ensemble_scale(out_of_fold, tests, round(per_fold)),
+                                 "test": ensemble})
+    out_of_fold = with_cut_points({"val": out_of_fold})[0]["val"]
     single = [run.final.get("test_acc_selected", np.nan) for run in runs]
-    metrics = headline_metrics(frames["test"], frames["val"], target, rounds)
+    # The test keys at the points chosen on the ensemble's scale; the val_ keys out of fold
+    metrics = {key: value for key, value in headline_metrics(
+        frames["test"], frames["val"], target, rounds).items() if not key.startswith("val_")}
+    metrics |= {f"{key}_selected": value for key, value in
+                frame_metrics(out_of_fold, "val_").items()}
     return CrossValidation(config.label, int(float(config.params["data.folds"])),
                            sorted(int(float(run.params.get("data.fold", 0))) for run in runs),
                            (metric, float(np.nanmean(scores)), float(np.nanstd(scores, ddof=1))
                             if len(scores) > 1 else 0.0),
-                           frames["val"], frames["test"], metrics,
-                           (float(np.nanmean(single)), float(seed_interval(single)[1])))
+                           out_of_fold, frames["test"], metrics,
+                           (float(np.nanmean(single)), float(seed_interval(single)[1])),
+                           frames["val"])
 
 
 @dataclass
@@ -195,11 +208,9 @@ def _missing(pool: CrossValidation) -> str:
     return ", ".join(str(k) for k in sorted(set(range(pool.folds)) - set(pool.found)))
 
 
-def ensemble_screening(pool: CrossValidation, target: float, specificity_target: float,
-                       rounds: int) -> str:
+def ensemble_screening(pool: CrossValidation, target: float, specificity_target: float) -> str:
     """The fold ensemble's screening report (operating points chosen out of fold)."""
-    report = screening_report(pool.ensemble, pool.out_of_fold, target, specificity_target,
-                              rounds)
+    report = screening_report(pool.ensemble, pool.choosing, target, specificity_target)
     return screening_markdown(report, f"Fold ensemble of {pool.label}: referable DR")
 
 

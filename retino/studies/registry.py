@@ -90,7 +90,7 @@ def _register_ensemble(choice: EnsembleChoice, name: str, study: str | None) -> 
     members = [run_from_store(run_id) for run_id in ids]  # downloads config and weights
     client = mlflow_client()
     with tempfile.TemporaryDirectory(prefix="retino-ensemble-") as folder:
-        saved = save_ensemble_grader(members, choice.pool.out_of_fold, Path(folder),
+        saved = save_ensemble_grader(members, choice.pool.choosing, Path(folder),
                                      _input_example(ids[0]))
         source = log_folder(parent, saved, _free_path(client, parent))
     _registered_model(client, name)

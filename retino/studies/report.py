@@ -34,7 +34,7 @@ from retino.core.names import (
     SHARED_PATIENTS_TAG,
 )
 from retino.core.pages import html_page
-from retino.evaluation.intervals import MIN_REFERABLE_PATIENTS, pooled_intervals, seed_interval
+from retino.evaluation.intervals import pooled_intervals, seed_interval
 from retino.evaluation.metrics import referable_scores
 from retino.evaluation.plots import (
     plot_accuracy_comparison,
@@ -46,6 +46,7 @@ from retino.evaluation.screening import (
     RATES,
     LevelReport,
     ScreeningReport,
+    auc_cell,
     proportion_cell,
     screening_report,
 )
@@ -75,8 +76,8 @@ log = logging.getLogger(__name__)
 # The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
 # over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
 COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC (selected)",
-           "referable sensitivity % (selected, at operating point)",
-           "referable specificity % (selected, at operating point)",
+           "referable sensitivity % (selected, at operating point, all photographs)",
+           "referable specificity % (selected, at operating point, all photographs)",
            "selected epoch"] + [f"recall grade {g} % (selected)" for g in GRADES] + [
            "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
 _PERCENT, _PLAIN = 100, 1
@@ -142,9 +143,9 @@ def _interval(column: str, final: dict[str, float]) -> str:
     if low is None or high is None:
         return ""
     positives = final.get("test_referable_patients", np.inf)
-    if np.isnan(low) and metric.endswith("auc") and positives < MIN_REFERABLE_PATIENTS:
-        return (f" [no interval: {positives:.0f} referable patients, fewer than "
-                f"{MIN_REFERABLE_PATIENTS}]")
+    if np.isnan(low) and metric.endswith("auc") and np.isfinite(positives):
+        # too few referable patients (runs logged before 2026-12 gave none below 10)
+        return f" [no interval: {positives:.0f} referable patients]"
     undefined = final.get(f"{metric}_selected_ci_undefined_rounds", 0)
     note = f"; {undefined:.0f} resamples undefined" if undefined else ""
     return f" [{_cell(column, scale * low)}, {_cell(column, scale * high)}{note}]"
@@ -342,37 +343,39 @@ def refused_lines(refused: list[tuple[str, str, str]]) -> str:
 
 
 _POINTS = {"at_target": "sensitivity target", "at_spec_target": "specificity target"}
-SCREENING_COLUMNS = ["run", "imageability % (k/n) [Wilson]", "counted by",
-                     "referable AUC [bootstrap 95 %]", "prevalence %",
-                     *(f"{point}: {rate} % (k/n) [Wilson] [bootstrap]" for point in _POINTS.values()
+SCREENING_COLUMNS = ["run", "photographs", "imageability % (k/n) [95 %]", "counted by",
+                     "referable AUC [95 %]", "prevalence %",
+                     *(f"{point}: {rate} % (k/n) [95 %]" for point in _POINTS.values()
                        for rate in ("sensitivity", "specificity", "PPV", "NPV")),
                      "Brier of P(referable)", "ECE of P(referable)"]
 
 SCREENING_LEGEND = """\
 Per run (a configuration's seeds each have a row), the test set at the two operating points
 chosen on its validation split (`referable_sensitivity_target`, `referable_specificity_target`),
-counted by patient (the worse eye: referable, and flagged, when either eye is), or by image for
-a set whose names carry no patient identity. A run without a validation split has no operating
-point: its cells are at the predicted grade, and say so. Where the photographs' quality was
-assessed, the rates are those of the gradable ones (imageability: their share). Each run's own
-page (report.html, and screening.md) adds the per-image rates. Intervals: Wilson 95 % (each
-patient independent), then the patient bootstrap 95 % (none below 10 cases).
+counted by patient (the worse eye: referable, and flagged, when either eye is; the points chosen
+on the validation patients), or by image for a set whose names carry no patient identity. A run
+without a validation split has no operating point: its cells are at the predicted grade, and
+say so. Of which photographs, where quality was assessed, in three rows: "gradable photographs"
+(per patient: those all of whose photographs are gradable), "all photographs" (every one scored
+as if gradable), "not gradable = refer" (every one, those not gradable referred); the same names
+as each run's page (report.html, screening.md, with the per-image rates too) and its MLflow
+metrics. Intervals: 95 %, a patient's eyes counted together, never of zero width (Wilson's with
+the design effect; the AUC's from DeLong's variance, clustered).
 """
 
 
 def run_screening(run: RunRecord) -> ScreeningReport:
-    """The run's screening report from its predictions files, with its own targets and rounds."""
+    """The run's screening report from its predictions files, with its own targets."""
     return screening_report(run.test, run.val,
                             float(run.params.get("referable_sensitivity_target", 0.9)),
-                            float(run.params.get("referable_specificity_target", 0.9)),
-                            int(run.params.get("bootstrap_rounds", 0)))
+                            float(run.params.get("referable_specificity_target", 0.9)))
 
 
 def _screening_cells(report: ScreeningReport, level: LevelReport) -> list[str]:
     """The rates at each named operating point; a run without one shows the predicted grade's
     in the high-sensitivity place, marked, and nothing in the other."""
     cells = []
-    chosen = {point.suffix: point for point in report.points}
+    chosen = {point.suffix: point for point in report.points_of(level)}
     for suffix in _POINTS:
         point = chosen.get(suffix)
         mark = ""
@@ -402,21 +405,24 @@ def _calibration_cells(report: ScreeningReport) -> list[str]:
 
 
 def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
-    """One row per run with predictions files: its screening numbers (SCREENING_COLUMNS)."""
+    """Per run with predictions files, one row per set of photographs (screening_names): its
+    screening numbers (SCREENING_COLUMNS)."""
     names = run_names(finished, labels)
     rows = []
     for run in finished:
         if run.test is None:
             continue
         report = run_screening(run)
-        level = report.by_patient or report.by_image
-        auc = f"{level.auc:.3f}" + ("" if np.isnan(level.auc_interval[0]) else
-                                    f" [{level.auc_interval[0]:.3f}, {level.auc_interval[1]:.3f}]")
         imageable = "not assessed" if report.imageability is None else \
             proportion_cell(report.imageability)
-        rows.append([names[run.run_id], imageable, level.level, auc,
-                     f"{100 * level.prevalence:.1f}",
-                     *_screening_cells(report, level), *_calibration_cells(report)])
+        for population in report.populations:
+            level = population.level("patient") or population.level("image")
+            auc = auc_cell(level) if population.has_score else ""
+            # calibration is of the photographs the model grades: on their row only
+            calibrated = _calibration_cells(report) if population is report.main else ["", ""]
+            rows.append([names[run.run_id], population.name, imageable, level.level, auc,
+                         f"{100 * level.prevalence:.1f}", *_screening_cells(report, level),
+                         *calibrated])
     return rows
 
 
@@ -479,7 +485,7 @@ def cross_validation_section(configs: list[Configuration],
             log.warning("Folds of %s not pooled: %s.", config.label, err)
             continue
         rows.append(cross_validation_row(pool))
-        reports.append(ensemble_screening(pool, target, specificity, rounds))
+        reports.append(ensemble_screening(pool, target, specificity))
         files += write_pool_files(pool, folder)
     if not rows:
         return "", []

@@ -242,7 +242,7 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     test = frames["test"]
     result.confusion = confusion_matrix(test["grade"], test["predicted"])
     screening = screening_report(test, frames.get("val"), cfg.referable_sensitivity_target,
-                                 cfg.referable_specificity_target, cfg.bootstrap_rounds)
+                                 cfg.referable_specificity_target)
     result.screening = screening_markdown(screening)
     curves = {split: (frame["grade"] >= REFERABLE_GRADE, referable_scores(frame))
               for split, frame in frames.items()}
@@ -258,7 +258,7 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
                                cfg.bootstrap_rounds)
     if cuts is not None:
         metrics |= {f"{key}_selected": value for key, value in cut_point_metrics(cuts).items()}
-    metrics |= {f"{key}_selected": value for key, value in screening.metrics("test_").items()}
+    metrics |= screening.metrics("test")
     metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
     metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]

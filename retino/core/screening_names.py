@@ -1,0 +1,47 @@
+"""The screening numbers' names, defined once: which photographs a rate is computed on, and the
+MLflow metric key of every screening number, so that the run's page, the study's screening.csv
+and `mlflow ui` say the same thing under the same name.
+
+A sensitivity depends on which photographs it counts. Where quality was assessed, three:
+- "all photographs": every photograph scored as if it were gradable;
+- "gradable photographs": the gradable ones only (a patient with a photograph not gradable is
+  left out of the per-patient rows, never a true negative by omission);
+- "not gradable = refer": every photograph, those not gradable counted as referred (as the
+  IDx-DR trial counted them).
+Where quality was not assessed, only "all photographs".
+
+Keys: `test_[gradable_]?[patient_]?referable_<rate>_<point>[_ungradable_refer]_selected[_ci_low
+|_ci_high]`; "all photographs" per image at the sensitivity target is the run's headline
+(`test_referable_sensitivity_at_target_selected`). Renaming any of these breaks the comparison
+of runs logged before.
+"""
+
+from __future__ import annotations
+
+ALL_PHOTOGRAPHS = "all photographs"
+GRADABLE_PHOTOGRAPHS = "gradable photographs"
+UNGRADABLE_REFERRED = "not gradable = refer"
+POPULATIONS = (GRADABLE_PHOTOGRAPHS, ALL_PHOTOGRAPHS, UNGRADABLE_REFERRED)  # the report's order
+
+_PREFIX = {ALL_PHOTOGRAPHS: "", GRADABLE_PHOTOGRAPHS: "gradable_", UNGRADABLE_REFERRED: ""}
+_SUFFIX = {ALL_PHOTOGRAPHS: "", GRADABLE_PHOTOGRAPHS: "", UNGRADABLE_REFERRED: "_ungradable_refer"}
+LEVELS = ("image", "patient")
+
+
+def screening_key(measure: str, population: str = ALL_PHOTOGRAPHS, level: str = "image",
+                  point: str = "", bound: str = "", split: str = "test") -> str:
+    """The metric key of a screening number at the selected epoch: `measure` a rate
+    (sensitivity, specificity, ppv, npv), auc or prevalence; `point` the operating point's
+    suffix (at_target, at_spec_target, at_predicted_grade) for a rate; `bound` low or high for
+    an interval's ends."""
+    if population not in _PREFIX or level not in LEVELS:
+        raise ValueError(f"no screening population {population!r} or level {level!r}")
+    where = _PREFIX[population] + ("patient_" if level == "patient" else "")
+    at = f"_{point}" if point else ""
+    end = f"_ci_{bound}" if bound else ""
+    return f"{split}_{where}referable_{measure}{at}{_SUFFIX[population]}_selected{end}"
+
+
+def imageability_key(bound: str = "", split: str = "test") -> str:
+    """The share of photographs gradable, and its interval's ends."""
+    return f"{split}_imageability_selected" + (f"_ci_{bound}" if bound else "")
