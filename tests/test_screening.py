@@ -133,7 +133,7 @@ def test_a_finished_run_carries_its_screening_report_page_and_calibration(traine
     folder, run_id, uri, _, _ = trained_run
     client = MlflowClient(uri)
     artifacts = {item.path for item in client.list_artifacts(run_id)}
-    assert {"screening.md", "calibration.png", "report.html"} <= artifacts
+    assert {"screening.md", "calibration.png", "decision_curve.png", "report.html"} <= artifacts
     screening = (folder / "screening.md").read_text()
     assert "| patient (worse eye) | sensitivity target |" in screening  # its tiny validation
     # split holds no healthy image: no high-specificity point, which the log says
@@ -333,3 +333,72 @@ def test_the_three_named_sensitivities_are_the_same_in_the_page_and_the_metrics(
             where = "patient (worse eye)" if level.level == "patient" else "image"
             assert f"| {population} | {where} | {point.name} | " \
                 f"{100 * sens.value:.1f} ({sens.count}/{sens.total})" in text
+
+
+def test_calibration_slope_and_intercept_tell_calibrated_from_overconfident():
+    from retino.evaluation.screening import calibration_slope_intercept
+
+    r = np.random.default_rng(0)
+    p = r.uniform(0.02, 0.98, 20000)
+    outcome = r.random(20000) < p  # what is predicted happens as often as predicted
+    slope, intercept = calibration_slope_intercept(outcome, p)
+    assert slope == pytest.approx(1, abs=0.05) and intercept == pytest.approx(0, abs=0.05)
+    logit = np.log(p / (1 - p))
+    overconfident = 1 / (1 + np.exp(-2 * logit))  # twice as extreme as the truth
+    assert calibration_slope_intercept(outcome, overconfident)[0] == pytest.approx(0.5, abs=0.05)
+    assert np.isnan(calibration_slope_intercept(np.ones(5, bool), p[:5])[0])
+
+
+def test_ppv_and_npv_at_a_programmes_prevalence_follow_bayes_rule():
+    from retino.evaluation.screening import Proportion, at_prevalence, programme_values
+
+    ppv, npv = at_prevalence(0.9, 0.9, 0.07)
+    assert ppv == pytest.approx(0.063 / (0.063 + 0.093))
+    assert npv == pytest.approx(0.837 / (0.837 + 0.007))
+    at_half = at_prevalence(0.8, 0.7, 0.5)  # at 50 %: PPV = sens / (sens + 1 - spec)
+    assert at_half[0] == pytest.approx(0.8 / 1.1)
+    rates = {"sensitivity": Proportion(90, 100, (0.82, 0.95)),
+             "specificity": Proportion(180, 200, (0.85, 0.93))}
+    value, low, high = programme_values(rates, 0.07)["ppv"]
+    assert value == pytest.approx(ppv) and low < value < high
+
+
+def test_the_sample_size_is_the_fewest_patients_for_the_half_width():
+    from retino.evaluation.screening import patients_needed
+
+    n = patients_needed(0.9)
+    half = [np.subtract(*wilson_bounds(0.9, k)[::-1]) / 2 for k in (n - 1, n)]
+    assert half[0] > 0.05 >= half[1]
+    assert 130 < n < 150  # the textbook 1.96² × 0.9 × 0.1 / 0.05² = 138
+
+
+def test_the_decision_curve_meets_refer_everyone_below_every_probability():
+    from retino.evaluation.metrics import net_benefit
+
+    referable = np.array([1, 1, 0, 0, 0], bool)
+    probability = np.array([0.9, 0.6, 0.5, 0.3, 0.2])
+    thresholds = np.array([0.1, 0.55, 0.95])
+    benefit = net_benefit(referable, probability, thresholds)
+    assert benefit[0] == pytest.approx(0.4 - 0.6 * 0.1 / 0.9)  # everyone referred
+    assert benefit[1] == pytest.approx(0.4)  # both referable, no one else
+    assert benefit[2] == 0  # no one referred
+
+
+def test_the_page_reads_as_a_reviewer_asks_flow_recall_prevalence_and_sample_size():
+    rows = [(f"{p}_{eye}", g, s) for p, (g, s) in enumerate(
+        [(0, 0.1), (0, 0.2), (3, 0.9), (0, 0.3), (2, 0.8), (0, 0.1), (1, 0.4), (4, 0.95)])
+        for eye in ("left", "right")]
+    test = frame(rows)
+    test["gradable"] = [i != 3 for i in range(len(test))]  # 1_right
+    report = screening_report(test, None, 0.9, 0.9, programme_prevalence=0.07)
+    text = screening_markdown(report)
+    assert "- 16 photographs of 8 patients in the test split" in text
+    assert "- 15 gradable, 1 not gradable; 7 patients with every photograph gradable, 1 with " \
+        "one not" in text
+    assert "gradable photographs, images: 6 referable, 9 not (reference grade ≥ 2); at the " \
+        "predicted grade: 6 true positives, 0 false negatives" in text
+    assert "At a programme prevalence of 7.0 % (`programme_prevalence`)" in text
+    assert "Sample size: the predicted grade's sensitivity, 100.0 % over 3 referable patients" \
+        in text
+    assert "Recall per grade %, gradable photographs (k/n) [95 %]: grade 0 100.0 (7/7)" in text
+    assert "slope" in text and "intercept" in text

@@ -188,4 +188,7 @@ class Config:
     referable_sensitivity_target: float = 0.9
     # ... and a second, high-specificity one (screening reports give both), chosen the same way.
     referable_specificity_target: float = 0.9
+    # The share of referable DR among the people a screening programme sees (e.g. 0.07): the
+    # screening report adds PPV and NPV at it beside the test set's own (null: the test set's).
+    programme_prevalence: Optional[float] = None
     bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

@@ -200,6 +200,9 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
            f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
     _check(problems, 0 < cfg.referable_specificity_target <= 1,
            f"referable_specificity_target={cfg.referable_specificity_target} must be in (0, 1].")
+    prevalence = cfg.get("programme_prevalence")
+    _check(problems, prevalence is None or 0 < prevalence < 1,
+           f"programme_prevalence={prevalence} must be a share in (0, 1), e.g. 0.07, or null.")
     _check_training(cfg, problems)
     _check_input(cfg, problems)
     _check_data(cfg.data, problems)

@@ -59,6 +59,8 @@ ROLES: dict[str, KeyRole] = {
         "the operating point's target sensitivity: how results are reported", axis=False),
     "referable_specificity_target": KeyRole(
         "the second operating point's target specificity: how results are reported", axis=False),
+    "programme_prevalence": _runs("the prevalence the screening report's PPV and NPV are "
+                                  "also given at: how results are reported", evaluation=True),
     # What retino.predict and the served model call "not gradable". A run's own reports read the
     # marks its data was prepared with (report.csv); quality=off turns those off too.
     **{f"quality.{key}": _runs("when predict and the served model call a photograph not "

@@ -18,6 +18,7 @@ ACCURACY_FIGURE = "accuracy.png"
 ROC_FIGURE = "roc_referable.png"
 CAM_FIGURE = "class_activation_maps.png"
 CALIBRATION_FIGURE = "calibration.png"  # reliability diagram of P(referable)
+DECISION_CURVE_FIGURE = "decision_curve.png"  # net benefit of referring at each threshold
 SCREENING_FILE = "screening.md"  # a run's screening report (retino/evaluation/screening.py)
 PAGE_FILE = "report.html"  # a run's or a study's one-page report, figures inline
 ERROR_FILE = "error.txt"  # a failed run's traceback

@@ -3,9 +3,10 @@
 A model trained with MSE on the grade outputs a number; rounding it (cuts at 0.5, 1.5, 2.5, 3.5)
 is rarely the best reading, because MSE pulls rare high grades towards the common grade 0. The
 Kaggle 2015 winners and the APTOS 2019 teams instead moved the cuts to maximise quadratic
-weighted kappa on held-out images. Here: coordinate ascent from the rounding cuts, each cut in
-turn tried at every gap between the validation outputs that lie between its neighbours (so the
-cuts stay ordered), until no move raises kappa. Deterministic: the same outputs give the same
+weighted kappa on held-out images. Here: coordinate ascent, each cut in turn tried at every gap
+between the validation outputs that lie between its neighbours (so the cuts stay ordered), until
+no move raises kappa, from two starts (the rounding cuts, and cuts that give each grade its true
+share), the better kept. Deterministic: the same outputs give the same
 cuts, so `retino.predict` refits the run's cuts from its validation predictions file.
 """
 
@@ -46,14 +47,10 @@ def _candidates(outputs: np.ndarray, low: float, high: float) -> np.ndarray:
     return gaps
 
 
-def fit_cut_points(true: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """The four increasing cuts that maximise kappa of the cut outputs against the true grades
-    (the rounding cuts where no move improves on them: too few images, one grade only)."""
-    true = np.asarray(true, int)
-    outputs = np.asarray(outputs, float)
-    cuts = ROUNDING.copy()
-    if len(true) == 0:
-        return cuts
+def _ascend(true: np.ndarray, outputs: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, float]:
+    """(cuts, kappa) where coordinate ascent from `start` stops: no single cut's move raises
+    kappa."""
+    cuts = np.asarray(start, float).copy()
     best = _kappa(true, grades_from_outputs(outputs, cuts))
     for _ in range(_MAX_SWEEPS):
         moved = False
@@ -68,7 +65,28 @@ def fit_cut_points(true: np.ndarray, outputs: np.ndarray) -> np.ndarray:
                     best, cuts, moved = score, trial, True
         if not moved:
             break
-    return cuts
+    return cuts, best
+
+
+def _matching_shares(true: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Cuts that give each grade the share of images it truly has: a second start, from which
+    the ascent reaches optima the rounding cuts' ascent stops short of."""
+    shares = np.bincount(true, minlength=NUM_GRADES).cumsum()[:-1] / len(true)
+    return np.maximum.accumulate(np.quantile(outputs, shares))
+
+
+def fit_cut_points(true: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """The four increasing cuts that maximise kappa of the cut outputs against the true grades:
+    the better of two coordinate ascents, from the rounding cuts and from cuts matching the
+    grades' shares (one ascent stopped at a local optimum, kappa 0.825 against 0.834); the
+    rounding cuts where no move improves on them (too few images, one grade only)."""
+    true = np.asarray(true, int)
+    outputs = np.asarray(outputs, float)
+    if len(true) == 0:
+        return ROUNDING.copy()
+    rounded = _ascend(true, outputs, ROUNDING)
+    matched = _ascend(true, outputs, _matching_shares(true, outputs))
+    return matched[0] if matched[1] > rounded[1] + 1e-12 else rounded[0]
 
 
 def cut_point_metrics(cuts: np.ndarray) -> dict[str, float]:

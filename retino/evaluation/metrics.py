@@ -128,6 +128,20 @@ def referable_auc(referable: np.ndarray, score: np.ndarray) -> float:
                  / (positives * negatives))
 
 
+def net_benefit(referable: np.ndarray, probability: np.ndarray,
+                thresholds: np.ndarray) -> np.ndarray:
+    """Vickers & Elkin's (2006) net benefit of referring whoever's probability reaches each
+    threshold probability p_t: true positives minus false positives weighted by the odds
+    p_t / (1 - p_t) (the harm of a needless referral against the good of a needed one), per
+    person screened."""
+    referable = np.asarray(referable, bool)
+    probability = np.asarray(probability, float)
+    flagged = probability[None, :] >= np.asarray(thresholds, float)[:, None]  # (T, N)
+    true = (flagged & referable).sum(axis=1) / len(referable)
+    false = (flagged & ~referable).sum(axis=1) / len(referable)
+    return true - false * thresholds / (1 - thresholds)
+
+
 def screening_metrics(true: np.ndarray, pred: np.ndarray, probs: np.ndarray,
                       prefix: str) -> dict[str, float]:
     """Referable DR: ROC AUC of the referable score (nan with one class only) and

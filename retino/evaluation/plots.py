@@ -15,7 +15,11 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from retino.core.grades import GRADE_NAMES  # noqa: E402
-from retino.evaluation.metrics import normalize_by_true_class, referable_auc  # noqa: E402
+from retino.evaluation.metrics import (  # noqa: E402
+    net_benefit,
+    normalize_by_true_class,
+    referable_auc,
+)
 
 
 def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -135,6 +139,27 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_decision_curve(referable: np.ndarray, probability: np.ndarray, path: Path,
+                        title: str = "") -> Path:
+    """Decision curve: the net benefit of referring at P(referable) ≥ each threshold
+    probability, beside referring everyone and no one (Vickers & Elkin 2006). The model helps
+    at the thresholds where its curve lies above both."""
+    referable = np.asarray(referable, bool)
+    thresholds = np.linspace(0.01, 0.6, 60)
+    prevalence = referable.mean() if len(referable) else np.nan
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(thresholds, net_benefit(referable, probability, thresholds), label="the model")
+    ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "--",
+            color="grey", label="refer everyone")
+    ax.axhline(0, color="black", lw=0.8, label="refer no one")
+    ax.set(xlabel="threshold probability of referable DR", ylabel="net benefit per person",
+           title=title or "Decision curve", ylim=(min(-0.05, -prevalence / 4), prevalence * 1.1
+                                                  if prevalence > 0 else 0.1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def plot_calibration(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
@@ -36,7 +37,7 @@ from retino.core.screening_names import (
     imageability_key,
     screening_key,
 )
-from retino.evaluation.intervals import auc_interval, proportion_interval
+from retino.evaluation.intervals import auc_interval, proportion_interval, wilson_bounds
 from retino.evaluation.metrics import (
     referable_auc,
     referable_column,
@@ -193,6 +194,22 @@ class Calibration:
     referable_ece: float
     grade_brier: float  # of the five grade probabilities (sum over grades, mean over images)
     grade_ece: float  # of the top grade's probability against being right (confidence)
+    slope: float = np.nan  # Cox's recalibration of P(referable): 1 when calibrated
+    intercept: float = np.nan  # ... 0 when calibrated
+
+
+def calibration_slope_intercept(outcome: np.ndarray,
+                                probability: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of Cox's logistic recalibration, logit P(outcome) = intercept +
+    slope × logit(probability): slope 1 and intercept 0 when the probabilities mean what they
+    say; a slope below 1, probabilities too extreme; above 1, too timid (nan with one kind of
+    outcome)."""
+    outcome = np.asarray(outcome, bool)
+    if outcome.all() or not outcome.any():
+        return np.nan, np.nan
+    clipped = np.clip(np.asarray(probability, float), 1e-6, 1 - 1e-6)
+    fit = LogisticRegression(penalty=None).fit(np.log(clipped / (1 - clipped))[:, None], outcome)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
 def calibration(frame: pd.DataFrame) -> Calibration | None:
@@ -212,7 +229,53 @@ def calibration(frame: pd.DataFrame) -> Calibration | None:
     return Calibration(float(brier_score_loss(referable, p_referable, pos_label=True)),
                        expected_calibration_error(referable, p_referable),
                        float(((probs - truth) ** 2).sum(axis=1).mean()),
-                       expected_calibration_error(correct, probs.max(axis=1)))
+                       expected_calibration_error(correct, probs.max(axis=1)),
+                       *calibration_slope_intercept(referable, p_referable))
+
+
+def grade_recalls(frame: pd.DataFrame) -> dict[int, Proportion]:
+    """Per grade the test set holds, the share of its photographs given that grade, with its
+    interval (a patient's eyes counted together)."""
+    grades, predicted = frame["grade"].to_numpy(), frame["predicted"].to_numpy()
+    patients = frame["patient"].to_numpy()
+    return {int(g): proportion(predicted[grades == g] == g, patients[grades == g])
+            for g in np.unique(grades)}
+
+
+def at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> tuple[float,
+                                                                                       float]:
+    """(PPV, NPV) at another prevalence, by Bayes' rule from sensitivity and specificity."""
+    flagged_right = sensitivity * prevalence
+    flagged_wrong = (1 - specificity) * (1 - prevalence)
+    cleared_right = specificity * (1 - prevalence)
+    cleared_wrong = (1 - sensitivity) * prevalence
+    return (flagged_right / (flagged_right + flagged_wrong),
+            cleared_right / (cleared_right + cleared_wrong))
+
+
+def programme_values(rates: dict[str, Proportion], prevalence: float
+                     ) -> dict[str, tuple[float, float, float]]:
+    """PPV and NPV at the programme's prevalence, each (value, low, high): both rise with
+    sensitivity and specificity, so the bounds come from those rates' bounds."""
+    sens, spec = rates["sensitivity"], rates["specificity"]
+    values = at_prevalence(sens.value, spec.value, prevalence)
+    low = at_prevalence(sens.interval[0], spec.interval[0], prevalence)
+    high = at_prevalence(sens.interval[1], spec.interval[1], prevalence)
+    return {"ppv": (values[0], low[0], high[0]), "npv": (values[1], low[1], high[1])}
+
+
+SAMPLE_SIZE_HALF_WIDTH = 0.05  # ± points a sample-size statement asks of a sensitivity
+
+
+def patients_needed(sensitivity: float, half_width: float = SAMPLE_SIZE_HALF_WIDTH) -> int:
+    """The fewest referable patients whose 95 % Wilson interval around this sensitivity is no
+    wider than ± half_width."""
+    low, high = 1, 1_000_000
+    while low < high:
+        middle = (low + high) // 2
+        bottom, top = wilson_bounds(sensitivity, middle)
+        low, high = (low, middle) if (top - bottom) / 2 <= half_width else (middle + 1, high)
+    return low
 
 
 @dataclass
@@ -237,6 +300,8 @@ class ScreeningReport:
     populations: list[Population]  # gradable, all, not gradable = refer; all alone unassessed
     calibration: Calibration | None  # None: a regression head, which gives no probabilities
     imageability: Proportion | None = None  # gradable photographs; None: not assessed
+    recalls: dict[int, Proportion] = field(default_factory=dict)  # per grade, gradable ones
+    programme_prevalence: float | None = None  # PPV and NPV are also given at it
 
     def population(self, name: str) -> Population | None:
         return next((p for p in self.populations if p.name == name), None)
@@ -343,8 +408,8 @@ def _population(name: str, images: pd.DataFrame, patients: pd.DataFrame | None,
 
 
 def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_target: float,
-                     specificity_target: float, points: list[OperatingPoint] | None = None
-                     ) -> ScreeningReport:
+                     specificity_target: float, points: list[OperatingPoint] | None = None,
+                     programme_prevalence: float | None = None) -> ScreeningReport:
     """The screening report of a run's test predictions, its operating points chosen on val
     (images for the image rows, patients for the patient rows), or given (an external
     evaluation applies the trained run's own to both). Where the photographs' quality was
@@ -361,8 +426,9 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
         populations = [_population(GRADABLE_PHOTOGRAPHS, gradable_rows(test), complete, points,
                                    per_patient, left_out), populations[0],
                        _population(UNGRADABLE_REFERRED, test, patients, points, per_patient)]
-    return ScreeningReport(points, per_patient, populations, calibration(gradable_rows(test)),
-                           imageability(test))
+    gradable = gradable_rows(test)
+    return ScreeningReport(points, per_patient, populations, calibration(gradable),
+                           imageability(test), grade_recalls(gradable), programme_prevalence)
 
 
 def _percent(value: float) -> str:
@@ -408,8 +474,74 @@ def calibration_sentence(c: Calibration | None) -> str:
         return ("Calibration: none: the regression head's output is a grade on a scale, not a "
                 "probability (its referable ranking, AUC and operating points stand).")
     return (f"Calibration of P(referable), gradable photographs: Brier {c.referable_brier:.4f}, "
-            f"ECE {c.referable_ece:.4f}; of the grade probabilities: Brier {c.grade_brier:.4f}, "
-            f"ECE {c.grade_ece:.4f}.")
+            f"ECE {c.referable_ece:.4f}, slope {c.slope:.2f} and intercept {c.intercept:+.2f} "
+            "(1 and 0 when calibrated); of the grade probabilities: Brier "
+            f"{c.grade_brier:.4f}, ECE {c.grade_ece:.4f}.")
+
+
+def _flow_lines(report: ScreeningReport) -> list[str]:
+    """The STARD flow of the test photographs: listed and scored, gradable, referable or not
+    by the reference grade, and where the sensitivity target put them; per image and patient."""
+    everything = report.population(ALL_PHOTOGRAPHS)
+    listed = everything.levels[0].cases
+    people = everything.level("patient")
+    lines = [f"- {listed} photographs" + (f" of {people.cases} patients" if people else "")
+             + " in the test split, each read and scored by the model"]
+    if report.imageability is not None:
+        gradable = report.main.level("patient")
+        lines.append(f"- {report.imageability.count} gradable, "
+                     f"{listed - report.imageability.count} not gradable"
+                     + (f"; {gradable.cases} patients with every photograph gradable, "
+                        f"{gradable.left_out} with one not" if gradable else ""))
+    point = report.points[0]
+    for level in report.main.levels:
+        rates = level.rates[point.name]
+        sens, spec = rates["sensitivity"], rates["specificity"]
+        lines.append(f"- {report.main.name}, {level.level}s: {level.referable} referable, "
+                     f"{level.cases - level.referable} not (reference grade ≥ 2); at the "
+                     f"{point.name}: {sens.count} true positives, {sens.total - sens.count} "
+                     f"false negatives, {spec.total - spec.count} false positives, "
+                     f"{spec.count} true negatives")
+    return lines
+
+
+def _grading_line(report: ScreeningReport) -> str:
+    cells = ", ".join(f"grade {grade} {proportion_cell(share)}"
+                      for grade, share in report.recalls.items())
+    return f"Recall per grade %, {report.main.name} (k/n) [95 %]: {cells}."
+
+
+def _programme_lines(report: ScreeningReport) -> list[str]:
+    """PPV and NPV at the programme's prevalence, or how to ask for them."""
+    prevalence = report.programme_prevalence
+    if prevalence is None:
+        return ["PPV and NPV above hold at this test set's prevalence; "
+                "`programme_prevalence=0.07` (say) gives them at a programme's as well."]
+    lines = [f"At a programme prevalence of {100 * prevalence:.1f} % (`programme_prevalence`), "
+             f"{report.main.name}:", ""]
+    for level in report.main.levels:
+        for point in report.points_of(level):
+            values = programme_values(level.rates[point.name], prevalence)
+            cells = "; ".join(f"{name.upper()} {_percent(v)} [{_percent(lo)}, {_percent(hi)}]"
+                              for name, (v, lo, hi) in values.items())
+            lines.append(f"- {level.level}, {point.name}: {cells}")
+    return lines
+
+
+def _sample_size_line(report: ScreeningReport) -> str:
+    """How many referable patients the reported sensitivity's precision rests on, and would
+    need for ± SAMPLE_SIZE_HALF_WIDTH."""
+    level = report.main.level("patient") or report.main.levels[0]
+    point = report.points_of(level)[0]
+    sens = level.rates[point.name]["sensitivity"]
+    if not sens.total:
+        return "Sample size: no referable case in the test set: no sensitivity to size."
+    low, high = sens.interval
+    cases = "patients" if level.level == "patient" else "photographs (one per patient)"
+    return (f"Sample size: the {point.name}'s sensitivity, {_percent(sens.value)} % over "
+            f"{sens.total} referable {cases}, is known to ±{50 * (high - low):.1f} points; "
+            f"±{100 * SAMPLE_SIZE_HALF_WIDTH:.0f} points would need "
+            f"{patients_needed(sens.value)} referable patients.")
 
 
 def _count_lines(report: ScreeningReport) -> list[str]:
@@ -456,6 +588,7 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
     """The report as a Markdown section: counts and prevalence, the operating points, the rates
     of each population per image and per patient, calibration."""
     lines = [f"## {title} (test set, grade ≥ 2)", "", *_count_lines(report), "",
+             "Flow of the test photographs:", "", *_flow_lines(report), "",
              "Operating points, chosen on the validation split and applied unchanged to test:",
              "", *_point_lines(report)]
     header = ["photographs", "level", "operating point",
@@ -467,5 +600,7 @@ def screening_markdown(report: ScreeningReport, title: str = "Referable DR scree
             for name, rates in level.rates.items():
                 lines.append(f"| {population.name} | {where} | {name} | "
                              + " | ".join(proportion_cell(rates[rate]) for rate in RATES) + " |")
-    lines += ["", calibration_sentence(report.calibration), "", SCREENING_LEGEND]
+    lines += ["", *_programme_lines(report), "", _sample_size_line(report), "",
+              _grading_line(report), "", calibration_sentence(report.calibration), "",
+              SCREENING_LEGEND]
     return "\n".join(lines)

@@ -93,7 +93,8 @@ def external_screening(test, cfg: DictConfig, run: TrainedRun) -> ScreeningRepor
                            "the trained run's own, chosen on its validation split") \
         if run.threshold_chosen else AT_PREDICTED_GRADE
     return screening_report(test, None, cfg.referable_sensitivity_target,
-                            cfg.referable_specificity_target, points=[point])
+                            cfg.referable_specificity_target, points=[point],
+                            programme_prevalence=cfg.get("programme_prevalence"))
 
 
 def external_metrics(test, cfg: DictConfig, run: TrainedRun,

@@ -208,9 +208,11 @@ def _missing(pool: CrossValidation) -> str:
     return ", ".join(str(k) for k in sorted(set(range(pool.folds)) - set(pool.found)))
 
 
-def ensemble_screening(pool: CrossValidation, target: float, specificity_target: float) -> str:
+def ensemble_screening(pool: CrossValidation, target: float, specificity_target: float,
+                       programme_prevalence: float | None = None) -> str:
     """The fold ensemble's screening report (operating points chosen out of fold)."""
-    report = screening_report(pool.ensemble, pool.choosing, target, specificity_target)
+    report = screening_report(pool.ensemble, pool.choosing, target, specificity_target,
+                              programme_prevalence=programme_prevalence)
     return screening_markdown(report, f"Fold ensemble of {pool.label}: referable DR")
 
 

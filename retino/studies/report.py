@@ -368,7 +368,14 @@ def run_screening(run: RunRecord) -> ScreeningReport:
     """The run's screening report from its predictions files, with its own targets."""
     return screening_report(run.test, run.val,
                             float(run.params.get("referable_sensitivity_target", 0.9)),
-                            float(run.params.get("referable_specificity_target", 0.9)))
+                            float(run.params.get("referable_specificity_target", 0.9)),
+                            programme_prevalence=programme_prevalence(run.params))
+
+
+def programme_prevalence(params: dict[str, str]) -> float | None:
+    """A run's programme_prevalence as logged (None: unset, or a run from before the key)."""
+    value = params.get("programme_prevalence")
+    return None if value in (None, "None", "") else float(value)
 
 
 def _screening_cells(report: ScreeningReport, level: LevelReport) -> list[str]:
@@ -485,7 +492,8 @@ def cross_validation_section(configs: list[Configuration],
             log.warning("Folds of %s not pooled: %s.", config.label, err)
             continue
         rows.append(cross_validation_row(pool))
-        reports.append(ensemble_screening(pool, target, specificity))
+        reports.append(ensemble_screening(pool, target, specificity,
+                                          programme_prevalence(params)))
         files += write_pool_files(pool, folder)
     if not rows:
         return "", []

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -33,6 +34,7 @@ from retino.core.names import (
     CONFUSION_CSV,
     CONFUSION_FIGURE,
     COST_MACHINE_TAG,
+    DECISION_CURVE_FIGURE,
     HISTORY_FILE,
     PAGE_FILE,
     ROC_FIGURE,
@@ -42,6 +44,7 @@ from retino.core.names import (
     predictions_file,
 )
 from retino.core.pages import html_page
+from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS
 from retino.data.loaders import (
     cache_params,
     class_weights,
@@ -58,16 +61,22 @@ from retino.evaluation.plots import (
     plot_calibration,
     plot_class_activation_maps,
     plot_confusion_matrix,
+    plot_decision_curve,
     plot_referable_roc,
 )
 from retino.evaluation.predictions import (
+    gradable_rows,
     headline_metrics,
     honouring_quality,
     is_regression_frame,
     majority_baseline,
     with_cut_points,
 )
-from retino.evaluation.screening import screening_markdown, screening_report
+from retino.evaluation.screening import (
+    CALIBRATION_BINS,
+    screening_markdown,
+    screening_report,
+)
 from retino.models import (
     HEADS,
     MODEL_BUILDERS,
@@ -242,18 +251,16 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     test = frames["test"]
     result.confusion = confusion_matrix(test["grade"], test["predicted"])
     screening = screening_report(test, frames.get("val"), cfg.referable_sensitivity_target,
-                                 cfg.referable_specificity_target)
+                                 cfg.referable_specificity_target,
+                                 programme_prevalence=cfg.programme_prevalence)
     result.screening = screening_markdown(screening)
-    curves = {split: (frame["grade"] >= REFERABLE_GRADE, referable_scores(frame))
-              for split, frame in frames.items()}
     thresholds = {point.name: point.threshold for point in screening.points
                   if not np.isnan(point.threshold)}
-    files += [plot_referable_roc(curves, out_dir / ROC_FIGURE, f"{run_name(cfg)}: referable DR",
-                                 thresholds),
+    files += [plot_referable_roc(_curves(frames, ALL_PHOTOGRAPHS), out_dir / ROC_FIGURE,
+                                 f"{run_name(cfg)}: referable DR", thresholds),
               atomic_write_text(out_dir / SCREENING_FILE, result.screening)]
     if not is_regression_frame(test):  # a regression head's output is not a probability
-        files.append(plot_calibration(curves, out_dir / CALIBRATION_FIGURE,
-                                      f"{run_name(cfg)}: calibration of P(referable)"))
+        files += _probability_figures(frames, out_dir, run_name(cfg))
     metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
     if cuts is not None:
@@ -349,6 +356,29 @@ def record_cost(cfg: DictConfig, model: nn.Module, result: FitResult, tracker: T
     log.info("Cost: %.1fM parameters, %.1f MB, %.2f GFLOPs per image, %.1f ms per image on the "
              "CPU at batch 1 (%s)", cost.params / 1e6, cost.weights_mb, cost.gflops_per_image,
              cost.cpu_ms_per_image_b1, cost.machine)
+
+
+def _curves(frames: dict[str, pd.DataFrame],
+            photographs: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split, (referable, referable score) of the photographs named (screening_names), the
+    label saying which."""
+    if photographs == GRADABLE_PHOTOGRAPHS:
+        frames = {split: gradable_rows(frame) for split, frame in frames.items()}
+    return {f"{split} ({photographs})": (frame["grade"].to_numpy() >= REFERABLE_GRADE,
+                                         referable_scores(frame))
+            for split, frame in frames.items()}
+
+
+def _probability_figures(frames: dict[str, pd.DataFrame], out_dir: Path,
+                         name: str) -> list[Path]:
+    """The reliability diagram (the same ten bins and photographs as the report's ECE) and
+    the decision curve, of the gradable test photographs (and validation's, beside)."""
+    curves = _curves(frames, GRADABLE_PHOTOGRAPHS)
+    referable, probability = curves[f"test ({GRADABLE_PHOTOGRAPHS})"]
+    return [plot_calibration(curves, out_dir / CALIBRATION_FIGURE,
+                             f"{name}: calibration of P(referable)", bins=CALIBRATION_BINS),
+            plot_decision_curve(referable, probability, out_dir / DECISION_CURVE_FIGURE,
+                                f"{name}: test, {GRADABLE_PHOTOGRAPHS}")]
 
 
 def run_page_markdown(cfg: DictConfig, result: FitResult) -> str:
