@@ -144,6 +144,12 @@ def test_a_finished_run_carries_its_screening_report_page_and_calibration(traine
     assert {"test_patient_referable_auc_selected", "test_referable_brier_selected",
             "test_referable_ppv_at_target_selected",
             "test_patient_referable_sensitivity_at_target_selected"} <= set(metrics)
+    # The headline sensitivity (results.md's column) is the page's "all photographs" row
+    row = next(line for line in screening.splitlines()
+               if line.startswith(f"| {ALL_PHOTOGRAPHS} | image | sensitivity target |"))
+    shown = float(row.split("|")[4].split()[0])
+    assert shown == pytest.approx(100 * metrics["test_referable_sensitivity_at_target_selected"],
+                                  abs=0.05)
 
 
 def test_patients_known_from_a_cache_reach_the_predictions_and_the_per_patient_rows(tmp_path):

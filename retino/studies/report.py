@@ -227,13 +227,16 @@ def _mark_argmax(cells: list[str], finals: list[dict[str, float]]) -> list[str]:
 LEGEND = """\
 The test set is scored at the epoch chosen on the validation split (`selection_metric`); the
 lab's column chose its epoch by looking at the test set and is optimistic. A single run shows
-95 % bootstrap intervals over test patients (both eyes together) as `value [low, high]`; a
-configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`: the std of
-its seeds (the noise of training) and a 95 % bootstrap interval of the mean that resamples test
-patients and seeds together, so it keeps the test set's sampling error (more seeds never make it
-narrower than the test set allows). Resamples in which a metric is undefined (no referable
-patient drawn, one grade everywhere) are left out and counted in the cell; an AUC with fewer
-than 10 referable patients in the test set gets no interval, and the cell says so. Accuracy
+95 % intervals as `value [low, high]`, a patient's eyes counted together: accuracy's and the
+AUC's are score intervals (Wilson's with the design effect; the AUC's from DeLong's variance
+clustered by patient), which never collapse at 100 %; kappa's a bootstrap over test patients,
+its resamples where kappa is undefined (one grade everywhere) left out and counted in the cell.
+A configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`: the std of
+its seeds (the noise of training) and a 95 % interval of the mean that adds the seeds' spread to
+the test set's sampling error (more seeds never make it narrower than the test set allows). An
+AUC with fewer than 2 referable patients has no interval, and the cell says so. The
+sensitivity and specificity columns count all photographs (see the screening section for the
+gradable ones, and those not gradable counted as "refer"). Accuracy
 means little beside the majority-grade baseline: predicting grade 0 for every image scores it.
 The last columns are what the model costs on a device (median over seeds): parameters, the
 saved weights, FLOPs per image (convolutions and matrix products, a multiply-add counted as 2)
