@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from retino.core.errors import RetinoError
 from retino.studies.reproduction import reproduce
 
 
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if args else 2
-    return reproduce(args[0], args[1:])
+    try:
+        return reproduce(args[0], args[1:])
+    except RetinoError as err:
+        logging.getLogger("retino.reproduce").error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":

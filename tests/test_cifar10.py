@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import pickle
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,29 @@ def test_reads_the_pickled_format_and_checks_it(tmp_path):
     (tmp_path / FOLDER / "test_batch").write_bytes(pickle.dumps(batch))
     with pytest.raises(DataError, match=r"expected \(N, 3072\)"):
         read_cifar10(tmp_path, download=False)
+
+
+class _Payload:
+    """What a crafted pickle carries: unpickling it calls a function of the writer's choice
+    (here one that leaves a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_batch_runs_no_code_and_is_named(tmp_path):
+    """The probe's crafted data_batch_1 ran its payload on every read, and the run exited 0."""
+    write_cifar10(tmp_path)
+    marker = tmp_path / "payload-ran"
+    crafted = {b"data": np.zeros((8, 3072), np.uint8), b"labels": [0] * 8,
+               b"filenames": _Payload(marker)}
+    (tmp_path / FOLDER / "data_batch_1").write_bytes(pickle.dumps(crafted, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1 is not plain data: its pickle calls "):
+        read_cifar10(tmp_path, download=False)
+    assert not marker.exists()
 
 
 def test_missing_folder_without_download_names_it(tmp_path):

@@ -32,7 +32,12 @@ import cv2
 from tqdm import tqdm
 
 from retino.core.errors import DataError
-from retino.core.files import atomic_write_bytes, atomic_write_text, csv_text
+from retino.core.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    clear_interrupted_writes,
+    csv_text,
+)
 from retino.core.locks import try_lock
 from retino.data.layout import (
     IMAGE_SUFFIX,
@@ -306,12 +311,6 @@ def _check_same_cache(out: Path, new: dict, force: bool) -> None:
                         f"train and test sets under the runs that used it. {fix}")
 
 
-def _clear_leftovers(images: Path) -> None:
-    """Temporary files of an interrupted run: never complete, always safe to delete."""
-    for leftover in images.glob(".*.tmp-*"):
-        leftover.unlink(missing_ok=True)
-
-
 @contextmanager
 def _sole_writer(out: Path) -> Iterator[None]:
     """One preparation at a time per cache folder: two at once would interleave their CSVs."""
@@ -350,7 +349,7 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
     with _sole_writer(out):
         _check_same_cache(out, manifest, force)
         (out / "images").mkdir(parents=True, exist_ok=True)
-        _clear_leftovers(out / "images")
+        clear_interrupted_writes(out / "images")  # a killed run's
         notes = {} if force else _previous_notes(out)
         # Images already there have verdicts in report.csv only if the run that made them
         # assessed them; otherwise they are assessed now (their files are kept).

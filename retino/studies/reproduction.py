@@ -13,12 +13,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from retino import PROJECT_ROOT
 from retino.config.params import flatten_config
+from retino.config.schema import Config
+from retino.core.errors import ConfigError
 from retino.core.names import CODE_VERSION_TAG, CONFIG_FILE, REPRODUCES_ENV, STUDY_TAG
 from retino.jobs.identity import code_version
 
@@ -44,9 +47,28 @@ def _override_value(value: object) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def schema_config(config_yaml: Path) -> DictConfig:
+    """A logged config, when every one of its top-level keys is the schema's: a run folder's
+    config.yaml is a file anyone may have written, and a `hydra:` key (its callbacks, its
+    launcher) or a key the schema lacks would reach Hydra as code to run. ConfigError naming
+    the keys refused otherwise."""
+    config = OmegaConf.load(config_yaml)
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"{config_yaml} is not a run's config (a mapping of its keys).")
+    allowed = {field.name for field in fields(Config)}
+    refused = sorted(str(key) for key in config if key not in allowed)
+    if refused:
+        raise ConfigError(f"{config_yaml} holds key(s) that are not retino's config: "
+                          f"{', '.join(refused)}. A reproduction takes the schema's keys only "
+                          "(`python run.py --help` lists them); remove the others from the "
+                          "file, or re-run by hand with the overrides you mean.")
+    return config
+
+
 def overrides_from_config(config_yaml: Path) -> list[str]:
-    """One `key=value` per leaf of a logged config; every leaf set, nothing left to defaults."""
-    flat = flatten_config(OmegaConf.load(config_yaml))
+    """One `key=value` per leaf of a logged config (schema_config); every leaf set, nothing
+    left to defaults."""
+    flat = flatten_config(schema_config(config_yaml))
     return [f"{key}={_override_value(value)}" for key, value in sorted(flat.items())]
 
 
@@ -84,7 +106,7 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
                         run_id, status)
             continue
         warn_if_code_changed(run_tags(run_id).get(CODE_VERSION_TAG), f"run {run_id}")
-        config = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
+        config = schema_config(download_artifact(run_id, CONFIG_FILE))
         text = "# @package _global_\n" + OmegaConf.to_yaml(config)  # every leaf, at the root
         (folder / REPRODUCE_GROUP / f"{OPTION_PREFIX}{run_id}.yaml").write_text(text)
         names.append(f"{OPTION_PREFIX}{run_id}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from retino.core.errors import DataError
 from retino.core.files import atomic_write_text
 from retino.core.locks import exclusive
 from retino.core.names import CIFAR10_RUN_TAG
+from retino.core.pickles import load_data_pickle
 from retino.data.dataset import normalize_images
 from retino.models import build_model
 from retino.training.checkpoint import atomic_torch_save, cpu_state_dict
@@ -53,8 +53,9 @@ RunFactory = Callable[[str, dict[str, Any]], AbstractContextManager]
 
 def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 3, 32, 32) uint8, labels (N,) int64) of one pickled CIFAR-10 batch."""
-    with path.open("rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # the format is a Python 2 pickle
+    batch = load_data_pickle(path, encoding="bytes")  # a Python 2 pickle, read as plain data
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR-10 batch (a dict of data and labels).")
     data, labels = batch.get(b"data"), batch.get(b"labels")
     if data is None or labels is None:
         raise DataError(f"{path} is not a CIFAR-10 batch (no data/labels entries).")

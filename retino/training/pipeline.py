@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from retino.config.naming import run_name
 from retino.core.errors import ConfigError
-from retino.core.files import atomic_write_text, csv_text
+from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
     ACCURACY_FIGURE,
@@ -419,6 +419,8 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     tracker = tracker or NullTracker()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cleared := clear_interrupted_writes(out_dir):  # a killed save's, up to 60 MB each
+        log.info("Removed %d unfinished file(s) of an interrupted save in %s.", cleared, out_dir)
     seed_everything(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
     settings = resolve_step_settings(cfg.precision, cfg.channels_last, cfg.grad_clip, device,

@@ -1,0 +1,48 @@
+"""Pickles read from data files, without running code from them.
+
+`pickle.load` calls whatever a file names: a crafted CIFAR-10 batch ran a payload on every read.
+The data retino reads as pickles (CIFAR-10's batches, in torchvision's on-disk format) hold only
+dicts, lists, bytes, numbers and numpy arrays, so the unpickler here finds those few classes and
+refuses every other by name. (Weights are read with torch.load(weights_only=True), which applies
+the same rule to tensors.)
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from retino.core.errors import DataError
+
+# (module, name) of what a numpy array's pickle calls to rebuild itself, and nothing else
+ALLOWED = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+})
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: Path, **options: Any) -> None:
+        super().__init__(file, **options)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED:
+            raise DataError(f"{self._path} is not plain data: its pickle calls {module}.{name}, "
+                            "which retino never runs from a data file. Replace the file with "
+                            "a copy from the dataset's source.")
+        return super().find_class(module, name)
+
+
+def load_data_pickle(path: Path, encoding: str = "ASCII") -> Any:
+    """The object pickled in path, when it is plain data (dicts, lists, bytes, numbers, numpy
+    arrays); DataError naming the file otherwise, or when it is not a pickle at all."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return _DataUnpickler(f, path, encoding=encoding).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise DataError(f"{path} is not a readable pickle ({err}).") from err
