@@ -1,6 +1,7 @@
 """The trained run as an MLflow model: loaded with mlflow.pyfunc and served over HTTP by
 `mlflow models serve`, it grades raw photographs as retino.predict does."""
 
+import io
 import json
 import os
 import socket
@@ -35,8 +36,8 @@ def test_pyfunc_model_grades_like_retino_predict(trained_run, monkeypatch, tmp_p
                            + ["not base64!"]})
     answers = model.predict(inputs)
     expected = grade(load_trained_run(run_id), photos, torch_cpu())
-    np.testing.assert_allclose(answers[PROBABILITY_COLUMNS][:4], expected[PROBABILITY_COLUMNS],
-                               atol=1e-6)
+    np.testing.assert_allclose(answers[PROBABILITY_COLUMNS][:4].astype(float),
+                               expected[PROBABILITY_COLUMNS], atol=1e-6)
     assert answers["predicted"][:4].tolist() == expected["predicted"].tolist()
     assert answers["referable"][:4].tolist() == expected["referable"].tolist()
     assert answers["gradable"][:4].tolist() == [True] * 4
@@ -45,6 +46,19 @@ def test_pyfunc_model_grades_like_retino_predict(trained_run, monkeypatch, tmp_p
     assert answers["error"][5] and pd.isna(answers["predicted"][5])  # listed, not fatal
     signature = model.metadata.get_input_schema().input_names()
     assert signature == ["image"]
+    # What mlflow models serve sends back parses as strict JSON (a bare NaN does not), and an
+    # error names the request's row, not the server's temp folder
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    sent = io.StringIO()
+    predictions_to_json(answers, sent)
+    rows = json.loads(sent.getvalue(), parse_constant=_refuse)["predictions"]
+    assert rows[4]["predicted"] is None and rows[5]["p_referable"] is None
+    assert rows[5]["error"] and all("retino-serve-" not in row["error"] for row in rows)
+
+
+def _refuse(constant):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def torch_cpu():

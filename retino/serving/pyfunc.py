@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -87,10 +88,13 @@ class FundusGrader(PythonModel):
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
         with tempfile.TemporaryDirectory(prefix="retino-serve-") as folder:
-            paths = [_as_file(cell, Path(folder) / f"{k:06d}")
+            paths = [_as_file(cell, Path(folder) / f"row{k}")
                      for k, cell in enumerate(model_input["image"])]
             frame = grade(self.run, paths, self.device, engine=self.engine)
-        return frame.drop(columns="image")
+            # an error names the request's row, not where this server keeps its files
+            frame["error"] = frame["error"].str.replace(f"{folder}{os.sep}", "request ",
+                                                         regex=False)
+        return strict_json_frame(frame.drop(columns="image"))
 
 
 class FoldEnsembleGrader(FundusGrader):
@@ -107,6 +111,13 @@ class FoldEnsembleGrader(FundusGrader):
         self.engine = ensemble_engine([replace(self.run, source=str(member), weights=path)
                                        for member, path in zip(members, weights, strict=True)],
                                       self.device)
+
+
+def strict_json_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every missing value None: MLflow's server writes a float nan as a bare
+    `NaN`, which strict JSON parsers (a browser's JSON.parse) refuse, losing the whole
+    response; None is written `null`."""
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _as_file(cell: object, path: Path) -> Path:
