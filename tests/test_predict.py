@@ -126,3 +126,41 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
     graded = grade(load_trained_run(str(copy)), photos, torch.device("cpu"))
     np.testing.assert_allclose(graded[PROBABILITY_COLUMNS].to_numpy(float),
                                evaluated[PROBABILITY_COLUMNS].to_numpy(), atol=1e-5)
+
+
+def test_bad_arguments_are_refused_before_any_grading(tmp_path, capsys):
+    """--batch-size 0 and --workers abc gave tracebacks; a missing --out folder failed after
+    every photograph was graded."""
+    import pytest
+
+    for option, value in (("--batch-size", "0"), ("--workers", "abc"), ("--workers", "-1")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["some-run", str(tmp_path), option, value])
+        assert stopped.value.code == 2
+        assert f"argument {option}" in capsys.readouterr().err
+    missing = tmp_path / "no" / "such" / "folder" / "p.csv"
+    assert main(["0123456789abcdef", str(tmp_path), "--out", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert f"--out: the folder {missing.parent} does not exist" in error
+
+
+def test_one_photograph_subfolders_and_predicts_own_outputs(trained_run, tmp_path):
+    """A single .jpeg as IMAGES was read as a CSV (UnicodeDecodeError); two photographs of one
+    name in two subfolders shared one overlay; the CSV and overlays written inside IMAGES were
+    graded on the next run."""
+    run_dir, _, _, source, _ = trained_run
+    name = read_predictions(run_dir / "predictions_test.csv")["image"][0]
+    photograph = source / "train" / f"{name}.jpeg"
+    clinic = tmp_path / "clinic"
+    for eye in ("north", "south"):
+        (clinic / eye).mkdir(parents=True)
+        shutil.copy(photograph, clinic / eye / "same.jpeg")
+    single = tmp_path / "one.csv"
+    assert main([str(run_dir), str(photograph), "--out", str(single)]) == 0
+    assert pd.read_csv(single)["image"].tolist() == [str(photograph)]
+    out, cams = clinic / "predictions.csv", clinic / "cams"
+    for _ in range(2):  # the second run finds the first one's outputs inside IMAGES
+        assert main([str(run_dir), str(clinic), "--out", str(out), "--cam", str(cams)]) == 0
+        assert len(pd.read_csv(out)) == 2
+    assert sorted(p.name for p in cams.iterdir()) == ["north__same_cam.png",
+                                                      "south__same_cam.png"]

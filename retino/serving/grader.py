@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -205,16 +206,34 @@ def trained_model(run: TrainedRun, device: torch.device) -> GradingNetwork:
     return model.to(device).eval()
 
 
-def list_images(source: Path) -> list[Path]:
-    """Every file under a folder (hidden ones aside), or the paths a CSV lists."""
+LIST_SUFFIXES = (".csv", ".txt")  # IMAGES names a list of paths; any other file is a photograph
+
+
+def _outside(path: Path, excluded: Sequence[Path]) -> bool:
+    """Whether path is none of the excluded files and under none of the excluded folders."""
+    resolved = path.resolve()
+    return not any(resolved == e or e in resolved.parents for e in excluded)
+
+
+def list_images(source: Path, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Every file under a folder (hidden ones, and the excluded files and folders, aside: what
+    predict writes itself is never graded), a single photograph, or the paths a CSV lists."""
+    excluded = [Path(e).resolve() for e in exclude]
     if source.is_dir():
         return sorted(p for p in source.rglob("*")
-                      if p.is_file() and not any(part.startswith(".") for part in
-                                                 p.relative_to(source).parts))
+                      if p.is_file() and _outside(p, excluded)
+                      and not any(part.startswith(".") for part in p.relative_to(source).parts))
     if not source.is_file():
-        raise DataError(f"{source} is neither a folder of photographs nor a CSV of paths.")
-    with source.open(newline="") as f:
-        rows = [row for row in csv.reader(f) if row and row[0].strip()]
+        raise DataError(f"{source} is neither a folder of photographs, a photograph, nor a CSV "
+                        "of paths.")
+    if source.suffix.lower() not in LIST_SUFFIXES:
+        return [source]
+    try:
+        with source.open(newline="") as f:
+            rows = [row for row in csv.reader(f) if row and row[0].strip()]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{source} is not a text list of paths ({err.reason}); name a folder "
+                        "or a photograph instead.") from err
     header = [cell.strip().lower() for cell in rows[0]] if rows else []
     column = next((header.index(name) for name in ("path", "image") if name in header), None)
     cells = [row[column or 0].strip() for row in rows[1:]] if column is not None else \
@@ -294,12 +313,20 @@ def _collate(batch: list[tuple]) -> tuple:
             [(i, quality) for _, i, _, quality in batch if quality is not None])
 
 
+def cam_name(path: Path, root: Path) -> str:
+    """An overlay's file name: the photograph's path under the graded folder, folders joined
+    by "__", so that same-named photographs of two subfolders keep one overlay each."""
+    relative = path.resolve().relative_to(root) if root in path.resolve().parents else \
+        Path(path.name)
+    return "__".join(relative.with_suffix("").parts) + "_cam.png"
+
+
 def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
-                paths: list[Path]) -> None:
+                paths: list[Path], root: Path) -> None:
     cam_dir.mkdir(parents=True, exist_ok=True)
     rgb = images.permute(0, 2, 3, 1).cpu().numpy()
     for k, path in enumerate(paths):
-        cv2.imwrite(str(cam_dir / f"{path.stem}_cam.png"), overlay(rgb[k], maps[k]))
+        cv2.imwrite(str(cam_dir / cam_name(path, root)), overlay(rgb[k], maps[k]))
 
 
 # What answers a batch of photographs as the model takes them, uint8 (B, 3, S, S): (B, 5) grade
@@ -348,6 +375,7 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
                         collate_fn=_collate)
     probs = np.full((len(paths), 1 if run.regression else NUM_GRADES), np.nan)
     errors = [""] * len(paths)
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else Path()
     qualities: list[Quality | None] = [None] * len(paths)
     batches = tqdm(loader, desc="grading", disable=not sys.stderr.isatty())
     for images, positions, failed, assessed in batches:
@@ -362,7 +390,7 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
             continue
         with torch.inference_mode(False), torch.no_grad():
             maps, _ = class_activation_maps(model, normalize_images(images.to(device)))
-        _write_cams(cam_dir, images, maps, [paths[i] for i in positions])
+        _write_cams(cam_dir, images, maps, [paths[i] for i in positions], root)
     return answers_frame(paths, probs, errors, run.threshold, qualities, run.cuts)
 
 
