@@ -175,9 +175,10 @@ def test_each_fold_is_a_run_of_its_own_identity():
     assert config_hash(compose_config(["data.folds=3", "data.fold=1"])) == hashes[3, 1]
 
 
-def spread_fold_runs(folds: int = 5, seed: int = 0) -> list[RunRecord]:
+def spread_fold_runs(folds: int = 5, seed: int = 0, two_eyes: bool = False) -> list[RunRecord]:
     """Fold runs whose models share the ranking's signal but each add their own noise: the
-    ensemble's mean scores are less spread than any one model's."""
+    ensemble's mean scores are less spread than any one model's (two_eyes: image 2k and 2k+1
+    are one patient's)."""
     rng = np.random.default_rng(seed)
 
     def answers(signal: np.ndarray) -> np.ndarray:
@@ -185,14 +186,20 @@ def spread_fold_runs(folds: int = 5, seed: int = 0) -> list[RunRecord]:
         p_referable = 1 / (1 + np.exp(-logit))
         return np.stack([1 - p_referable, np.zeros_like(p_referable), p_referable,
                          np.zeros_like(p_referable), np.zeros_like(p_referable)], axis=1)
+
+    def named(images: list[str], grades: list[int], probs: np.ndarray) -> pd.DataFrame:
+        data = frame(images, grades, probs)
+        if two_eyes:
+            data["patient"] = [name[:2] + str(int(name[2:]) // 2) for name in images]
+        return data
     truth_train, truth_test = rng.normal(size=1500), rng.normal(size=3000)
     grades_train, grades_test = np.where(truth_train > 0.8, 2, 0), np.where(truth_test > 0.8, 2, 0)
     runs = []
     for fold in range(folds):
-        mine = np.arange(1500)[np.arange(1500) % folds == fold]
-        val = frame([f"tr{i}" for i in mine], grades_train[mine].tolist(),
+        mine = np.arange(1500)[(np.arange(1500) // 2) % folds == fold]  # patients whole
+        val = named([f"tr{i}" for i in mine], grades_train[mine].tolist(),
                     answers(2 * truth_train[mine]))
-        tested = frame([f"te{i}" for i in range(3000)], grades_test.tolist(),
+        tested = named([f"te{i}" for i in range(3000)], grades_test.tolist(),
                        answers(2 * truth_test))
         params = {"model.name": "resnet18", "data.folds": str(folds), "data.fold": str(fold),
                   "seed": "0", "selection_metric": "val_qwk", "bootstrap_rounds": "0"}
@@ -201,21 +208,47 @@ def spread_fold_runs(folds: int = 5, seed: int = 0) -> list[RunRecord]:
     return runs
 
 
+def ensemble_sensitivities(seed: int) -> tuple[float, float]:
+    """(the fold ensemble's test sensitivity at its point, at the single models' point)."""
+    from retino.evaluation.metrics import threshold_for_sensitivity
+
+    runs = spread_fold_runs(seed=seed)
+    [config] = cross_validated(configurations(runs, run_labels(runs)))
+    pool = pool_folds(config, 0.9, rounds=0)
+    referable = pool.ensemble["grade"].to_numpy() >= 2
+    single_threshold = threshold_for_sensitivity(pool.out_of_fold["grade"],
+                                                 pool.out_of_fold["p_referable"], 0.9)
+    naive = (pool.ensemble["p_referable"].to_numpy()[referable] >= single_threshold).mean()
+    return pool.metrics["test_referable_sensitivity_at_target_selected"], naive
+
+
 def test_a_fold_ensembles_operating_point_holds_for_the_ensemble():
     """The threshold chosen on single models' out-of-fold scores, applied to the mean of five
     models (less spread), gave a test sensitivity far above its 0.9 target (the defect: 0.96 in
-    the review); carried to the ensemble's scale, the ensemble meets its target."""
-    from retino.evaluation.metrics import threshold_for_sensitivity
+    the review); carried to the ensemble's scale, the ensemble meets its target on average
+    (one set's choice varies by a few points, as any validation set's does)."""
+    ours, naive = zip(*(ensemble_sensitivities(seed) for seed in range(4)), strict=True)
+    assert np.mean(naive) > 0.95
+    assert abs(np.mean(ours) - 0.9) < 0.03
 
-    runs = spread_fold_runs()
+
+def test_a_fold_ensembles_patient_point_is_chosen_within_one_simulated_ensemble():
+    """The simulated ensembles repeat each out-of-fold image: taking a patient's worse eye over
+    all of them chose the highest of fifty draws, and the ensemble's per-patient sensitivity
+    fell to 0.42 against its 0.9 target."""
+    runs = spread_fold_runs(two_eyes=True)
     [config] = cross_validated(configurations(runs, run_labels(runs)))
     pool = pool_folds(config, 0.9, rounds=0)
-    ensemble = pool.ensemble
-    referable = ensemble["grade"].to_numpy() >= 2
-    single_threshold = threshold_for_sensitivity(pool.out_of_fold["grade"],
-                                                 pool.out_of_fold["p_referable"], 0.9)
-    naive = (ensemble["p_referable"].to_numpy()[referable] >= single_threshold).mean()
-    assert naive > 0.95  # what choosing on the single models' scale gives the ensemble
-    sensitivity = pool.metrics["test_referable_sensitivity_at_target_selected"]
-    assert abs(sensitivity - 0.9) < 0.03
-    assert pool.metrics["test_referable_threshold_selected"] != pytest.approx(single_threshold)
+    from retino.evaluation.screening import screening_report
+
+    report = screening_report(pool.ensemble, pool.choosing, 0.9, 0.9)
+    sensitivity = report.by_patient.rates["sensitivity target"]["sensitivity"].value
+    assert sensitivity > 0.8
+    assert pool.choosing["patient"].nunique() == pool.choosing["image"].nunique() / 2
+
+
+def test_one_fold_model_is_its_own_ensemble():
+    from retino.evaluation.predictions import on_ensemble_scale
+
+    [run] = spread_fold_runs(folds=1)
+    assert on_ensemble_scale(run.val, [run.test]) is run.val

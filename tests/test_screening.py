@@ -118,7 +118,7 @@ def test_two_operating_points_are_chosen_on_validation_and_applied_to_test():
     assert "patient (worse eye) | specificity target" in text
 
 
-def test_a_set_without_patient_identities_resamples_images_and_says_so():
+def test_a_set_without_patient_identities_has_no_patient_rows_and_says_so():
     test = frame([(f"img{i}", i % 3 + 1, (i % 3) / 2) for i in range(12)])
     report = screening_report(test, None, 0.9, 0.9)
     assert report.by_patient is None
@@ -291,23 +291,53 @@ def test_the_patient_rows_use_an_operating_point_chosen_on_validation_patients()
     """The worse eye's score is the higher of two: a patient is flagged more often than an
     image at one threshold, and the image threshold's validation specificity over patients
     falls short of its target. Chosen on the validation patients, it holds there."""
-    r = np.random.default_rng(3)
-    grades = r.choice([0, 0, 0, 0, 2], 400)
-    scores = np.clip(np.where(grades >= 2, 0.6, 0.35) + r.normal(0, 0.15, 400), 0, 1)
-    val = frame([(f"{i // 2}_{('left', 'right')[i % 2]}", g, p)
-                 for i, (g, p) in enumerate(zip(grades, scores, strict=True))])
-    report = screening_report(val, val, 0.9, 0.9)
-    image_point = report.points[1]
-    patient_point = report.patient_points[1]
+    def sample(seed):
+        r = np.random.default_rng(seed)
+        grades = r.choice([0, 0, 0, 0, 2], 400)
+        scores = np.clip(np.where(grades >= 2, 0.6, 0.35) + r.normal(0, 0.15, 400), 0, 1)
+        return frame([(f"{i // 2}_{('left', 'right')[i % 2]}", g, p)
+                      for i, (g, p) in enumerate(zip(grades, scores, strict=True))])
+    val, test = sample(3), sample(4)
+    report = screening_report(test, val, 0.9, 0.9)
+    image_point, patient_point = report.points[1], report.patient_points[1]
     assert patient_point.name == image_point.name == "specificity target"
-    assert patient_point.threshold > image_point.threshold
     patients = worse_eye(val)
-    healthy = patients["grade"] < 2
-    image_spec = (patients.loc[healthy, "p_referable"] < image_point.threshold).mean()
-    assert image_spec < 0.9  # the defect: the per-image threshold on patients
-    specificity = report.by_patient.rates["specificity target"]["specificity"]
-    assert specificity.value >= 0.9  # on the very patients it was chosen on
+    healthy = patients.loc[patients["grade"] < 2, "p_referable"]
+    assert (healthy < image_point.threshold).mean() < 0.9  # the defect, on validation patients
+    assert (healthy < patient_point.threshold).mean() >= 0.9  # its own target, where chosen
     assert "over validation patients" in screening_markdown(report)
+
+
+def test_a_validation_patient_with_an_eye_not_gradable_chooses_no_patient_point():
+    """Validation's only referable eye belongs to a patient whose other photograph is not
+    gradable: the images choose a sensitivity target, the patients cannot, and the page says
+    what it has (it raised KeyError when the flow looked up the image point's name)."""
+    val = frame([("1_left", 3, 0.9), ("1_right", 0, 0.1), ("2_left", 0, 0.2),
+                 ("2_right", 0, 0.3), ("3_left", 0, 0.1), ("3_right", 0, 0.2)])
+    val["gradable"] = [True, False, True, True, True, True]
+    test = frame([("7_left", 2, 0.8), ("7_right", 0, 0.2), ("8_left", 0, 0.1),
+                  ("8_right", 0, 0.4)])
+    test["gradable"] = True
+    report = screening_report(test, val, 0.9, 0.9)
+    assert [p.name for p in report.points] == ["sensitivity target", "specificity target"]
+    assert [p.name for p in report.patient_points] == ["specificity target"]
+    text = screening_markdown(report)
+    assert "at the specificity target:" in text and "at the sensitivity target:" in text
+
+
+def test_one_more_miss_never_narrows_the_interval():
+    """Two eyes of 100 referable patients, misses in different patients: the design effect
+    is taken at its worst when no patient decides it and at its estimate from five; a cliff
+    between the two gave 5 misses a higher lower bound than 4."""
+    from retino.evaluation.intervals import proportion_interval
+
+    patients = np.repeat(np.arange(100), 2)
+    lows = []
+    for misses in range(10):
+        found = np.ones(200, bool)
+        found[np.arange(misses) * 2] = False
+        lows.append(proportion_interval(found, patients)[0])
+    assert all(later < earlier for earlier, later in zip(lows, lows[1:], strict=False))
 
 
 def test_a_threshold_above_a_kept_score_is_printed_as_strictly_above_it():

@@ -28,6 +28,14 @@ _SUFFIX = {ALL_PHOTOGRAPHS: "", GRADABLE_PHOTOGRAPHS: "", UNGRADABLE_REFERRED: "
 LEVELS = ("image", "patient")
 
 
+def population_key(measure: str, population: str = ALL_PHOTOGRAPHS, split: str = "test") -> str:
+    """The metric key of a measure of these photographs that is not a rate at a point
+    (calibration: referable_brier, grade_ece, ...)."""
+    if population not in _PREFIX:
+        raise ValueError(f"no screening population {population!r}")
+    return f"{split}_{_PREFIX[population]}{measure}{_SUFFIX[population]}_selected"
+
+
 def screening_key(measure: str, population: str = ALL_PHOTOGRAPHS, level: str = "image",
                   point: str = "", bound: str = "", split: str = "test") -> str:
     """The metric key of a screening number at the selected epoch: `measure` a rate

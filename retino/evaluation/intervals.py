@@ -98,18 +98,23 @@ def _cluster_sizes(values: np.ndarray, clusters: Sequence | None) -> tuple[np.nd
 def design_effect(hits: np.ndarray, clusters: Sequence | None) -> float:
     """How many times the variance of a share is that of independent cases, because a
     patient's eyes tend to agree: the cluster-robust variance over the binomial one, at least
-    1. With fewer than MIN_DECIDING_PATIENTS patients holding the rarer outcome (at 0 % or
-    100 % none do) it cannot be estimated, and is taken at its worst, eyes that always agree:
-    the case-weighted mean number of cases per patient."""
+    1. The patients holding the rarer outcome decide it: with none (0 % or 100 %) it cannot be
+    estimated and is taken at its worst, eyes that always agree (the case-weighted mean number
+    of cases per patient); with fewer than MIN_DECIDING_PATIENTS it is drawn from that worst
+    towards the estimate in step with their number (a cliff at 5 made one more miss give a
+    narrower interval)."""
     hits = np.asarray(hits, bool)
     sizes, counts = _cluster_sizes(hits, clusters)
+    worst = float((sizes ** 2).sum() / sizes.sum())
     share = hits.mean()
     deciding = min(np.count_nonzero(counts > 0), np.count_nonzero(counts < sizes))
-    if deciding < MIN_DECIDING_PATIENTS:
-        return float((sizes ** 2).sum() / sizes.sum())
     patients = len(sizes)
+    if deciding == 0 or patients < 2:  # nothing to estimate the patients' agreement from
+        return worst
     robust = patients / (patients - 1) * ((counts - sizes * share) ** 2).sum() / len(hits) ** 2
-    return float(max(1.0, robust / (share * (1 - share) / len(hits))))
+    estimated = max(1.0, robust / (share * (1 - share) / len(hits)))
+    weight = max(0.0, 1 - deciding / MIN_DECIDING_PATIENTS)  # 1 with none deciding, 0 from 5
+    return max(estimated, weight * worst + (1 - weight) * estimated)
 
 
 def effective_cases(hits: Sequence[bool], clusters: Sequence | None = None) -> float:

@@ -116,7 +116,9 @@ def out_of_fold_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return _with_answers(first, answers.to_numpy(float))
 
 
-ENSEMBLE_DRAWS = 50  # simulated ensembles per out-of-fold image: a threshold's tail is thin
+# Simulated ensembles per out-of-fold image, a threshold's tail being thin: 50, fewer for a
+# large set (about ENSEMBLE_ROWS rows in all: a regression head's cut points are fitted on them)
+ENSEMBLE_DRAWS, ENSEMBLE_ROWS = 50, 50_000
 
 
 def _to_scale(scores: np.ndarray, probability: bool) -> np.ndarray:
@@ -130,24 +132,28 @@ def _to_scale(scores: np.ndarray, probability: bool) -> np.ndarray:
 
 def on_ensemble_scale(frame: pd.DataFrame, singles: Sequence[pd.DataFrame],
                       models_per_answer: int = 1) -> pd.DataFrame:
-    """Out-of-fold answers as the mean of K models would have given them, ENSEMBLE_DRAWS times
-    over (rows repeated): a threshold chosen on one model's out-of-fold scores flags the mean of
-    K models differently, because each model adds errors of its own that the mean averages
-    away (at a 0.9 sensitivity target the ensemble gave 0.96-0.98). A model's error is taken as
-    additive on the logit of P(referable) (a regression output: itself) and of one size, read
-    off the test images where every model answered (the spread of their scores per image; no
-    label read). Each class's out-of-fold scores, less that error (drawn in towards the class's
-    mean), are what the models share; K errors are drawn about them and the K answers averaged
-    as the ensemble averages them. `singles`: the K models' aligned test frames;
+    """Out-of-fold answers as the mean of K models would have given them, up to ENSEMBLE_DRAWS
+    times over (rows repeated, each draw's images and patients named apart). A threshold
+    chosen on one model's out-of-fold scores flags the mean of K models differently, because
+    each model adds errors of its own that the mean averages away (at a 0.9 sensitivity target
+    the ensemble gave 0.96-0.98). A model's error is taken as additive on the logit of
+    P(referable) (a regression output: itself) and of one size, read off the test images where
+    every model answered (the spread of their scores per image; no label read). Each class's
+    out-of-fold scores, less that error (drawn in towards the class's mean), are what the
+    models share; K errors are drawn about them and the K answers averaged as the ensemble
+    averages them. `singles`: the K models' aligned test frames (one: the frame unchanged);
     `models_per_answer`: how many models each out-of-fold answer already averages (seeds)."""
     column = referable_column(frame)
     probability = column == REFERABLE_PROBABILITY_COLUMN
     models = len(singles)
+    if models < 2:  # one model: it is the ensemble
+        return frame
     spread = np.stack([_to_scale(single[column].to_numpy(float), probability)
                        for single in singles]).var(axis=0, ddof=1).mean()
     score = _to_scale(frame[column].to_numpy(float), probability)
     rng = np.random.default_rng(0)
-    draws = np.empty((ENSEMBLE_DRAWS, len(frame)))
+    rounds = int(np.clip(ENSEMBLE_ROWS // max(len(frame), 1), 1, ENSEMBLE_DRAWS))
+    draws = np.empty((rounds, len(frame)))
     for members in (frame["grade"].to_numpy() >= REFERABLE_GRADE,
                     frame["grade"].to_numpy() < REFERABLE_GRADE):
         values = score[members]
@@ -156,11 +162,15 @@ def on_ensemble_scale(frame: pd.DataFrame, singles: Sequence[pd.DataFrame],
         own = spread / models_per_answer  # error variance left in an out-of-fold answer
         keep = np.sqrt(max(values.var() - own, 0.0) / values.var()) if values.var() > 0 else 1.0
         shared = values.mean() + keep * (values - values.mean())
-        answers = shared + rng.normal(0, np.sqrt(spread), (ENSEMBLE_DRAWS, models, len(values)))
+        answers = shared + rng.normal(0, np.sqrt(spread), (rounds, models, len(values)))
         if probability:
             answers = 1 / (1 + np.exp(-answers))
         draws[:, members] = answers.mean(axis=1)
-    repeated = pd.concat([frame] * ENSEMBLE_DRAWS, ignore_index=True)
+    # Each draw's patients are its own: a patient's worse eye is taken within one draw, never
+    # the highest of fifty
+    repeated = pd.concat([frame.assign(image=frame["image"] + f"#{k}",
+                                       patient=frame["patient"].astype(str) + f"#{k}")
+                          for k in range(rounds)], ignore_index=True)
     return repeated.assign(**{column: draws.reshape(-1)})
 
 

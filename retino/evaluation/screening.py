@@ -35,6 +35,7 @@ from retino.core.screening_names import (
     GRADABLE_PHOTOGRAPHS,
     UNGRADABLE_REFERRED,
     imageability_key,
+    population_key,
     screening_key,
 )
 from retino.evaluation.intervals import auc_interval, proportion_interval, wilson_bounds
@@ -208,7 +209,7 @@ def calibration_slope_intercept(outcome: np.ndarray,
     if outcome.all() or not outcome.any():
         return np.nan, np.nan
     clipped = np.clip(np.asarray(probability, float), 1e-6, 1 - 1e-6)
-    fit = LogisticRegression(penalty=None).fit(np.log(clipped / (1 - clipped))[:, None], outcome)
+    fit = LogisticRegression(C=np.inf).fit(np.log(clipped / (1 - clipped))[:, None], outcome)
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
@@ -285,7 +286,8 @@ class Population:
 
     name: str  # ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS, UNGRADABLE_REFERRED
     levels: list[LevelReport]
-    has_score: bool = True  # False where "refer" is not a score: no AUC
+    has_score: bool = True  # False where "refer" is not a score: no AUC, no calibration
+    calibration: Calibration | None = None  # of its photographs' P(referable)
 
     def level(self, level: str) -> LevelReport | None:
         return next((report for report in self.levels if report.level == level), None)
@@ -334,15 +336,27 @@ class ScreeningReport:
             metrics |= {imageability_key(split=split): self.imageability.value,
                         imageability_key("low", split): self.imageability.interval[0],
                         imageability_key("high", split): self.imageability.interval[1]}
-        for point in self.points:
-            if point.suffix == "at_spec_target":
-                metrics[f"{split}_referable_threshold_spec_target_selected"] = point.threshold
-        c = self.calibration
-        if c is None:
-            return metrics
-        return metrics | {f"{split}_{name}_selected": value for name, value in (
-            ("referable_brier", c.referable_brier), ("referable_ece", c.referable_ece),
-            ("grade_brier", c.grade_brier), ("grade_ece", c.grade_ece))}
+        for level, points in (("", self.points), ("patient_", self.patient_points)):
+            for point in points:  # (the image sensitivity target's is a headline key already)
+                if level or point.suffix == "at_spec_target":
+                    at = "_spec_target" if point.suffix == "at_spec_target" else ""
+                    metrics[f"{split}_{level}referable_threshold{at}_selected"] = point.threshold
+        for population in self.populations:
+            metrics |= _calibration_metrics(population, split)
+        return metrics
+
+
+def _calibration_metrics(population: Population, split: str) -> dict[str, float]:
+    """A population's calibration as metrics (population_key: the gradable photographs' keys
+    say so)."""
+    c = population.calibration
+    if c is None:
+        return {}
+    return {population_key(name, population.name, split): value for name, value in (
+        ("referable_brier", c.referable_brier), ("referable_ece", c.referable_ece),
+        ("referable_calibration_slope", c.slope),
+        ("referable_calibration_intercept", c.intercept),
+        ("grade_brier", c.grade_brier), ("grade_ece", c.grade_ece))}
 
 
 def _level_metrics(population: Population, level: LevelReport, points: list[OperatingPoint],
@@ -399,12 +413,13 @@ def _population(name: str, images: pd.DataFrame, patients: pd.DataFrame | None,
     refer = name == UNGRADABLE_REFERRED
     levels = [level_report(images, "image",
                            [p.referring_ungradable() for p in points] if refer else points)]
+    calibrated = None if refer else calibration(images)
     if patients is not None:
         levels.append(level_report(
             patients, "patient",
             [p.referring_ungradable() for p in per_patient] if refer else per_patient))
         levels[-1].left_out = left_out
-    return Population(name, levels, has_score=not refer)
+    return Population(name, levels, has_score=not refer, calibration=calibrated)
 
 
 def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_target: float,
@@ -415,7 +430,9 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
     evaluation applies the trained run's own to both). Where the photographs' quality was
     assessed (a `gradable` column), three populations (screening_names): the gradable
     photographs, all photographs, and all with those not gradable counted as "refer"."""
-    per_patient = points or patient_points(val, sensitivity_target, specificity_target)
+    per_patient = patient_points(val, sensitivity_target, specificity_target) if points is None \
+        else [replace(point, chosen=f"{point.chosen}; the per-image threshold, applied to "
+                      "patients") if not np.isnan(point.threshold) else point for point in points]
     points = points or operating_points(gradable_rows(val), sensitivity_target,
                                         specificity_target)
     patients = by_patient(test)
@@ -427,7 +444,7 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
                                    per_patient, left_out), populations[0],
                        _population(UNGRADABLE_REFERRED, test, patients, points, per_patient)]
     gradable = gradable_rows(test)
-    return ScreeningReport(points, per_patient, populations, calibration(gradable),
+    return ScreeningReport(points, per_patient, populations, populations[0].calibration,
                            imageability(test), grade_recalls(gradable), programme_prevalence)
 
 
@@ -455,7 +472,8 @@ def auc_cell(report: LevelReport) -> str:
 SCREENING_LEGEND = """\
 Each rate is `value % (count/total) [95 % interval]`. Intervals count a patient's eyes together:
 a rate's is Wilson's score interval over its cases divided by their design effect (how far a
-patient's eyes agree; taken at its worst where fewer than 5 patients hold the rarer outcome), an
+patient's eyes agree; at its worst where no patient holds the rarer outcome, at its estimate
+from 5 patients, and in between in step), an
 AUC's the same score form over its effective number of cases from DeLong's variance clustered by
 patient (Obuchowski), never below a quarter of Hanley & McNeil's. Neither collapses at 0 % or
 100 %. Of which photographs: "all photographs" scores every photograph as if it were gradable;
@@ -493,8 +511,8 @@ def _flow_lines(report: ScreeningReport) -> list[str]:
                      f"{listed - report.imageability.count} not gradable"
                      + (f"; {gradable.cases} patients with every photograph gradable, "
                         f"{gradable.left_out} with one not" if gradable else ""))
-    point = report.points[0]
     for level in report.main.levels:
+        point = report.points_of(level)[0]  # the patients' points may differ from the images'
         rates = level.rates[point.name]
         sens, spec = rates["sensitivity"], rates["specificity"]
         lines.append(f"- {report.main.name}, {level.level}s: {level.referable} referable, "

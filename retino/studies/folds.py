@@ -50,9 +50,10 @@ CROSS_VALIDATION_LEGEND = """\
 Each cross-validated configuration pools its folds: the selection metric of each fold's run on
 its own validation fold (mean ± std over folds); the out-of-fold metrics, every training image
 scored once by the fold model that did not train on it; and the fold ensemble, the mean answers
-of the fold models on the test set, with 95 % bootstrap intervals over test patients, at the
-operating point chosen on the out-of-fold predictions (the ensemble's validation set; never the
-test set). The single models' test accuracy shows what the ensemble adds.
+of the fold models on the test set, with 95 % intervals that count a patient's eyes together,
+at the operating point chosen on the out-of-fold predictions carried to the ensemble's scale
+(its validation set; never the test set's labels). The single models' test accuracy shows what
+the ensemble adds.
 """
 
 

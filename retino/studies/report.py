@@ -127,7 +127,7 @@ def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
     return [np.nan if value is None else scale * value for value, scale in cells]
 
 
-# Columns with a 95 % bootstrap interval (resampled patients), and the metric behind each.
+# Columns with a 95 % interval (a patient's eyes counted together), and the metric behind each.
 _INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAIN),
               COLUMNS[2]: ("test_referable_auc", _PLAIN)}
 _RANGES = {COLUMNS[0]: (0, 100), COLUMNS[1]: (-1, 1), COLUMNS[2]: (0, 1)}
@@ -159,7 +159,7 @@ def _cell(column: str, value: float) -> str:
 def _over_seeds(column: str, values: np.ndarray,
                 pooled: dict[str, tuple[float, float]] | None) -> str:
     """'mean ± std [low, high]': the seeds' spread as ± std, and where the column has intervals,
-    the bootstrap interval of the mean over test patients and seeds (pooled_intervals); without
+    the interval of the mean over test patients and seeds (pooled_intervals); without
     predictions files (runs logged before them), the t interval over seeds, kept inside the
     values the metric can take."""
     mean, std, low, high = seed_interval(values)
@@ -176,7 +176,7 @@ def _over_seeds(column: str, values: np.ndarray,
 
 
 def _pooled(members: list[RunRecord]) -> dict[str, tuple[float, float]] | None:
-    """The seeds' pooled bootstrap intervals, or None when they cannot be computed (runs without
+    """The seeds' pooled intervals, or None when they cannot be computed (runs without
     predictions files or bootstrap rounds, or seeds tested on different images)."""
     rounds = max(int(run.params.get("bootstrap_rounds", 0)) for run in members)
     if rounds == 0 or any(run.test is None for run in members):
@@ -189,7 +189,7 @@ def _pooled(members: list[RunRecord]) -> dict[str, tuple[float, float]] | None:
 
 
 def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
-    """Rows of the lab's table, one per configuration: a single run with its bootstrap intervals;
+    """Rows of the lab's table, one per configuration: a single run with its intervals;
     runs that differ only in seed as mean ± std with the interval over seeds."""
     finished = [run for run in runs if run.status == "FINISHED"]
     labels = run_labels(finished)
