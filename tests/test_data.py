@@ -86,6 +86,7 @@ def test_the_model_sees_what_the_float_pipeline_gave_within_rounding(tmp_path, a
 
 
 @pytest.mark.parametrize("damage, message", [
+    ("conflicting", r"lists 1 image\(s\) twice with different grades: 1_left_train"),
     ("missing", "2 of 6 train images are missing"),
     ("bad_label", r"2 label\(s\) outside the grades 0-4"),
     ("short_labels", "lists 6 images but train_label.csv has 5 labels"),
@@ -101,6 +102,9 @@ def test_index_problems_are_clear_errors(tmp_path, damage, message):
         labels.write_text("0\n1\n7\n2\n-1\n3\n")
     elif damage == "short_labels":
         labels.write_text("0\n1\n2\n3\n4\n")
+    elif damage == "conflicting":  # one image listed twice, graded 1 and 3 (prepare refuses it)
+        names = [f"{i}_{'left' if i % 2 else 'right'}_train" for i in range(6)]
+        write_split_csvs(root, "train", [*names, "1_left_train"], [0, 1, 2, 3, 4, 0, 3])
     else:
         write_split_csvs(root, "train", [], [])
     with pytest.raises(DataError, match=message):
@@ -112,6 +116,29 @@ def test_missing_files_error_names_the_first_ones(tmp_path):
     (root / "images" / "4_right_train.jpeg").unlink()
     with pytest.raises(DataError, match="4_right_train.jpeg"):
         read_split_index(root, root / "images", "train")
+
+
+def test_empty_tiny_and_truncated_photographs_stop_training_before_its_first_epoch(tmp_path):
+    """A folder no prepare checked: OpenCV's raw assertion stopped training mid-epoch (exit 1,
+    no file named). Now every bad photograph is named, with its reason, before any work."""
+    from retino.training.pipeline import train_and_evaluate
+    from tests.conftest import TINY, compose_config
+
+    root = make_kaggle_folder(tmp_path / "dr", n_train=8)
+    images = root / "images"
+    (images / "0_right_train.jpeg").write_bytes(b"")
+    cv2.imwrite(str(images / "1_left_train.jpeg"), np.zeros((1, 1, 3), np.uint8))
+    whole = (images / "2_right_train.jpeg").read_bytes()
+    (images / "3_left_test.jpeg").write_bytes(whole[:-40])  # its end cut off
+    cfg = compose_config([*TINY, "data=kaggle", f"data.root={root}"])
+    with pytest.raises(DataError) as refused:
+        train_and_evaluate(cfg, tmp_path / "run")
+    message = str(refused.value)
+    assert "3 photograph(s) cannot be trained on" in message
+    assert "0_right_train.jpeg: empty file (0 bytes)" in message
+    assert "1_left_train.jpeg: too small to be a photograph: 1x1 px" in message
+    assert "3_left_test.jpeg: truncated JPEG" in message
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_undecodable_image_error_names_the_file(tmp_path):

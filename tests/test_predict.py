@@ -8,6 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 
 from retino.core.grades import PROBABILITY_COLUMNS
 from retino.evaluation.predictions import read_predictions
@@ -131,7 +132,6 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
 def test_bad_arguments_are_refused_before_any_grading(tmp_path, capsys):
     """--batch-size 0 and --workers abc gave tracebacks; a missing --out folder failed after
     every photograph was graded."""
-    import pytest
 
     for option, value in (("--batch-size", "0"), ("--workers", "abc"), ("--workers", "-1")):
         with pytest.raises(SystemExit) as stopped:
@@ -164,3 +164,60 @@ def test_one_photograph_subfolders_and_predicts_own_outputs(trained_run, tmp_pat
         assert len(pd.read_csv(out)) == 2
     assert sorted(p.name for p in cams.iterdir()) == ["north__same_cam.png",
                                                       "south__same_cam.png"]
+
+
+def giant_png(path, side):
+    """A side x side black RGB PNG, written row by row (never held whole): 1 MB on disk at
+    20000 px, 1.2 GB decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    packer = zlib.compressobj(1)
+    row = bytes(1 + 3 * side)  # a filter byte and the row's pixels
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n"
+                + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)))
+        for _ in range(side):
+            if data := packer.compress(row):
+                f.write(chunk(b"IDAT", data))
+        f.write(chunk(b"IDAT", packer.flush()) + chunk(b"IEND", b""))
+
+
+PEAK_MEMORY = """
+import resource, sys
+from retino.predict import main
+main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_a_20000_pixel_photograph_is_refused_from_its_header_not_decoded(trained_run, tmp_path):
+    """A 1 MB PNG of 20000 x 20000 px took predict from 0.96 to 3.2 GB. Its size is read from
+    the header and it is refused by name; the process's peak memory is that of grading one
+    ordinary photograph."""
+    import subprocess
+    import sys
+
+    from retino import PROJECT_ROOT
+
+    run_dir, _, _, source, _ = trained_run
+
+    def peak_mb(folder):
+        proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(run_dir), str(folder),
+                               "--out", str(folder / "p.csv"), "--workers", "0"],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split()[-1]), pd.read_csv(folder / "p.csv", keep_default_na=False)
+    ordinary, giant = tmp_path / "ordinary", tmp_path / "giant"
+    ordinary.mkdir(), giant.mkdir()
+    name = read_predictions(run_dir / "predictions_test.csv")["image"][0]
+    shutil.copy(source / "train" / f"{name}.jpeg", ordinary)
+    giant_png(giant / "giant.png", 20000)
+    baseline, _ = peak_mb(ordinary)
+    peak, frame = peak_mb(giant)
+    assert frame["error"][0] == "too large: 400 megapixels, above max_megapixels=50"
+    assert peak < baseline + 150, (peak, baseline)

@@ -191,4 +191,7 @@ class Config:
     # The share of referable DR among the people a screening programme sees (e.g. 0.07): the
     # screening report adds PPV and NPV at it beside the test set's own (null: the test set's).
     programme_prevalence: Optional[float] = None
+    # The largest photograph decoded, in megapixels (read from its header first): training from
+    # a folder of photographs, predict and the served model refuse larger ones by name.
+    max_megapixels: float = 50.0
     bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

@@ -200,6 +200,8 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
            f"referable_sensitivity_target={cfg.referable_sensitivity_target} must be in (0, 1].")
     _check(problems, 0 < cfg.referable_specificity_target <= 1,
            f"referable_specificity_target={cfg.referable_specificity_target} must be in (0, 1].")
+    _check(problems, cfg.get("max_megapixels", 50.0) > 0,
+           f"max_megapixels={cfg.get('max_megapixels')} must be above 0 (e.g. 50).")
     prevalence = cfg.get("programme_prevalence")
     _check(problems, prevalence is None or 0 < prevalence < 1,
            f"programme_prevalence={prevalence} must be a share in (0, 1), e.g. 0.07, or null.")

@@ -10,7 +10,7 @@ channels-last layout the GPU step uses (bench/loader_speed.py measures the diffe
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from retino.core.errors import DataError
 from retino.data.device_augment import augment_on_device, draw_device_params
 from retino.data.device_decode import CROP_RATIO
 from retino.data.layout import SplitIndex
-from retino.data.preprocess import decode_rgb
+from retino.data.preprocess import MAX_MEGAPIXELS, BadImage, decode_rgb, inspect_image
 
 # ImageNet statistics (RGB): pretrained weights expect inputs normalised this way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,6 +36,39 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DataError(f"Cannot decode image {path}: the file is corrupt, truncated or not an "
                         "image. Replace it or remove it from the split's CSV files.")
     return image
+
+
+def photograph_problems(paths: Sequence[Path],
+                        max_megapixels: float = MAX_MEGAPIXELS) -> list[tuple[Path, str]]:
+    """(path, reason) of each photograph that cannot be trained on, from its header alone
+    (nothing decoded): empty, not an image, a truncated JPEG, too small, or above the pixel
+    limit."""
+    problems = []
+    for path in paths:
+        try:
+            inspect_image(Path(path), max_megapixels)
+        except BadImage as err:
+            problems.append((Path(path), str(err)))
+    return problems
+
+
+SHOWN_PROBLEMS = 10  # bad photographs named in one error; the rest counted
+
+
+def check_photographs(index: dict[str, SplitIndex], max_megapixels: float) -> None:
+    """DataError before the first epoch naming every photograph of a folder that cannot be
+    trained on (a prepared cache, whose photographs prepare checked, needs no such look);
+    what training from such a folder met mid-epoch was OpenCV's raw assertion."""
+    problems = [problem for split in index.values()
+                for problem in photograph_problems(split.paths, max_megapixels)]
+    if not problems:
+        return
+    shown = "".join(f"\n  - {path}: {reason}" for path, reason in problems[:SHOWN_PROBLEMS])
+    more = len(problems) - SHOWN_PROBLEMS
+    raise DataError(f"{len(problems)} photograph(s) cannot be trained on:{shown}"
+                    + (f"\n  ... and {more} more" if more > 0 else "")
+                    + "\nRemove them from the split's CSV files, or prepare the folder with "
+                    "python -m retino.data.prepare, which skips them and reports each.")
 
 
 class RetinopathyLoader(Dataset):

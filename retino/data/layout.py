@@ -162,6 +162,21 @@ def _check_files_exist(paths: list[Path], image_dir: Path, split: str) -> None:
                         f"<name>{IMAGE_SUFFIX}.")
 
 
+def _check_no_conflicting_duplicates(names: list[str], grades: list[int], img_csv: Path) -> None:
+    """DataError when one image is listed twice with different grades (prepare refuses it too):
+    a model trained on it learns both, and a report counts it twice."""
+    seen: dict[str, int] = {}
+    conflicts = []
+    for name, grade in zip(names, grades, strict=True):
+        if seen.setdefault(name, grade) != grade and name not in conflicts:
+            conflicts.append(name)
+    if conflicts:
+        shown = ", ".join(f"{name} ({seen[name]} and another)" for name in
+                          conflicts[:_SHOW_AT_MOST])
+        raise DataError(f"{img_csv} lists {len(conflicts)} image(s) twice with different grades: "
+                        f"{shown}. Keep one line per image with its agreed grade.")
+
+
 def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
     """Read and validate one split; any problem raises DataError naming the file and the fix."""
     img_csv, label_csv = csv_paths(root, split)
@@ -176,6 +191,7 @@ def read_split_index(root: Path, image_dir: Path, split: str) -> SplitIndex:
         raise DataError(f"{img_csv}: line(s) {blank[:_SHOW_AT_MOST]} are blank; every line must "
                         "name one image (a blank line would shift every label after it).")
     grades = _parse_grades(labels, label_csv)
+    _check_no_conflicting_duplicates(names, grades, img_csv)
     paths = [Path(image_dir) / f"{name}{IMAGE_SUFFIX}" for name in names]
     _check_files_exist(paths, Path(image_dir), split)
     known, marks = read_patients(root), read_quality_marks(root)

@@ -9,6 +9,7 @@ Methods (all return an (N, N, 3) uint8 BGR image):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from retino.config.schema import Config
 from retino.data.quality import field_of_view
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling); largest factor first.
@@ -27,21 +29,43 @@ _NOTE_MODES = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "RGBA", "
 
 
 JPEG_QUALITY = 95  # of the prepared cache's files
+# The largest photograph retino decodes (Kaggle's largest is 18 megapixels): its size is read
+# from the file's header first, so a 20000 x 20000 PNG (1.5 MB on disk, 1.2 GB decoded) is
+# refused by name instead of taking the machine's memory. The config key's default.
+MAX_MEGAPIXELS = Config.max_megapixels
+MIN_SIDE = 8  # px: smaller is no photograph (a 1 x 1 pixel file)
 
 
 class BadImage(Exception):
     """This file cannot be prepared; the message is the reason shown in the report."""
 
 
-def inspect_image(path: Path) -> tuple[int, int, str | None]:
-    """(width, height, note) from the file header; note names an unusual pixel format."""
+def check_dimensions(width: int, height: int, max_megapixels: float = MAX_MEGAPIXELS) -> None:
+    """BadImage for a photograph too small to be one, or larger than retino decodes."""
+    if min(width, height) < MIN_SIDE:
+        raise BadImage(f"too small to be a photograph: {width}x{height} px")
+    if width * height > max_megapixels * 1e6:
+        raise BadImage(f"too large: {width}x{height} px is {width * height / 1e6:.0f} "
+                       f"megapixels, above max_megapixels={max_megapixels:g} (raise it to "
+                       "decode it, with the memory that takes: 3 bytes a pixel)")
+
+
+def inspect_image(path: Path,
+                  max_megapixels: float = MAX_MEGAPIXELS) -> tuple[int, int, str | None]:
+    """(width, height, note) from the file header, before any decoding; note names an unusual
+    pixel format. BadImage for an empty, unreadable, truncated, tiny or too large file."""
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
             width, height, mode, fmt = *image.size, image.mode, image.format
+    except Image.DecompressionBombError as err:  # Pillow's own limit, far above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        raise BadImage(f"too large: {size}, above max_megapixels={max_megapixels:g}") from err
     except (UnidentifiedImageError, OSError) as err:
         raise BadImage(f"not an image ({err.__class__.__name__})") from err
+    check_dimensions(width, height, max_megapixels)
     if fmt == "JPEG" and not _jpeg_is_complete(path):
         raise BadImage("truncated JPEG (no end-of-image marker)")
     kind = "16-bit" if fmt == "PNG" and _png_bit_depth(path) == 16 else _NOTE_MODES.get(mode)
@@ -68,8 +92,14 @@ def _jpeg_is_complete(path: Path) -> bool:
 
 
 def decode_rgb(encoded: np.ndarray) -> np.ndarray | None:
-    """An encoded image's bytes decoded to (H, W, 3) uint8 RGB; None when they cannot be."""
-    image = cv2.imdecode(encoded, _DECODE_RGB or cv2.IMREAD_COLOR)
+    """An encoded image's bytes decoded to (H, W, 3) uint8 RGB; None when they cannot be (an
+    empty file made OpenCV raise its own assertion, naming no file)."""
+    if encoded.size == 0:
+        return None
+    try:
+        image = cv2.imdecode(encoded, _DECODE_RGB or cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
     if image is None or _DECODE_RGB:
         return image
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # OpenCV before 4.10 decodes BGR only
@@ -178,10 +208,11 @@ def as_cached(image: np.ndarray) -> np.ndarray:
     return decode_rgb(np.frombuffer(encode_jpeg(image), np.uint8))
 
 
-def decode_photograph(src: Path, size: int, method: str) -> tuple[np.ndarray, str | None]:
+def decode_photograph(src: Path, size: int, method: str,
+                      max_megapixels: float = MAX_MEGAPIXELS) -> tuple[np.ndarray, str | None]:
     """The photograph (BGR) decoded at the smallest scale that still prepares it, and a note on
     any conversion; BadImage when it cannot be prepared."""
-    width, height, note = inspect_image(src)
+    width, height, note = inspect_image(src, max_megapixels)
     if min(width, height) < size:
         raise BadImage(f"smaller than the target: {width}x{height} < {size} px")
     # The retina methods keep the disc, often ~80% of the shorter side: decode with room for it.

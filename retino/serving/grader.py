@@ -37,7 +37,14 @@ from retino.core.grades import (
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
 from retino.data.layout import read_manifest
-from retino.data.preprocess import METHOD_VERSIONS, METHODS, as_cached, decode_photograph
+from retino.data.preprocess import (
+    MAX_MEGAPIXELS,
+    METHOD_VERSIONS,
+    METHODS,
+    as_cached,
+    decode_photograph,
+    inspect_image,
+)
 from retino.data.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.cut_points import ROUNDING, fit_cut_points, grades_from_outputs
@@ -270,8 +277,10 @@ class Photographs(Dataset):
     "", quality) for a photograph judged not gradable (quality: None when not assessed)."""
 
     def __init__(self, paths: list[Path], preprocessing: Preprocessing | None, size: int,
-                 quality: QualityConfig | None = None) -> None:
+                 quality: QualityConfig | None = None,
+                 max_megapixels: float = MAX_MEGAPIXELS) -> None:
         self.paths, self.preprocessing, self.quality = paths, preprocessing, quality
+        self.max_megapixels = max_megapixels
         self.transform = build_transform(size, train=False)
 
     def __len__(self) -> int:
@@ -291,11 +300,12 @@ class Photographs(Dataset):
         if not path.is_file():
             raise DataError("file not found")
         if self.preprocessing is None:
+            inspect_image(path, self.max_megapixels)  # from its header: before any decoding
             rgb = read_rgb(path)
             quality = assess(rgb, self.quality) if self.quality else None
             return (None if quality and not quality.gradable else rgb), quality
         method, size = self.preprocessing.method, self.preprocessing.size
-        photograph, _ = decode_photograph(path, size, method)
+        photograph, _ = decode_photograph(path, size, method, self.max_megapixels)
         quality = assess(photograph, self.quality, bgr=True) if self.quality else None
         if quality and not quality.gradable:
             return None, quality
@@ -370,7 +380,8 @@ def grade(run: TrainedRun, paths: list[Path], device: torch.device, batch_size: 
     model = trained_model(run, device) if engine is None else None
     engine = engine or pytorch_engine(model, run, device)
     photographs = Photographs(paths, run.preprocessing, run.cfg.resolution.size,
-                              quality_settings(run.cfg))
+                              quality_settings(run.cfg),
+                              run.cfg.get("max_megapixels", MAX_MEGAPIXELS))
     loader = DataLoader(photographs, batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate)
     probs = np.full((len(paths), 1 if run.regression else NUM_GRADES), np.nan)

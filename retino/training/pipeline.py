@@ -45,6 +45,7 @@ from retino.core.names import (
 )
 from retino.core.pages import html_page
 from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS
+from retino.data.dataset import check_photographs
 from retino.data.loaders import (
     cache_params,
     class_weights,
@@ -427,9 +428,13 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                                      cfg.compile)
     # The dataset is checked before any weights are fetched or pretrained, and before training.
     location = locate_dataset(cfg.data)
-    index = with_validation(read_index_at(location), cfg.data.val_fraction, cfg.data.val_seed,
+    listed = read_index_at(location)
+    cache = cache_params(location.root)  # which prepared cache this run read
+    if not cache and cfg.data.name != "demo":  # a folder of photographs no prepare checked
+        check_photographs(listed, cfg.max_megapixels)
+    index = with_validation(listed, cfg.data.val_fraction, cfg.data.val_seed,
                             cfg.data.get("folds"), cfg.data.get("fold", 0))
-    tracker.log_params(cache_params(location.root))  # which prepared cache this run read
+    tracker.log_params(cache)
     record_shared_patients(shared_patients(index), tracker)
     resuming = resume and (out_dir / CHECKPOINT_FILE).is_file()
     model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
