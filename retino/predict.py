@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from retino.core.errors import ConfigError, DataError
+from retino.core.errors import ConfigError, DataError, RetinoError
 from retino.core.files import atomic_write_text
 from retino.data.loaders import resolve_num_workers
 from retino.serving.grader import Engine, TrainedRun, grade, list_images, load_trained_run
@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = resolve_device(args.device)
     loaders = resolve_num_workers(args.workers, feeds_gpu=device.type == "cuda")
-    frame = grade(run, paths, device, args.batch_size, loaders, args.cam, engine)
+    try:
+        frame = grade(run, paths, device, args.batch_size, loaders, args.cam, engine)
+    except RetinoError as err:  # its weights unreadable: one line, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     atomic_write_text(args.out, frame.to_csv(index=False))
     skipped = frame[frame["error"] != ""]
     ungradable = frame[frame["gradable"].eq(False)]

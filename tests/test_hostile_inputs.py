@@ -22,3 +22,62 @@ def test_a_run_folders_config_yaml_cannot_hand_hydra_a_callback(tmp_path, caplog
     assert reproduce_main([str(folder)]) == 2
     assert "not retino's config: extra_key, hydra" in caplog.text
     assert not marker.exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))
+
+
+def test_a_corrupt_checkpoint_is_set_aside_and_the_run_trains_anew(tmp_path, caplog):
+    """A corrupt last.pt blocked the run for good: torch's error named no file, and every
+    re-run tried the same file until resume=false."""
+    from retino.core.names import CHECKPOINT_SET_ASIDE_TAG
+    from retino.training.pipeline import train_and_evaluate
+    from retino.training.tracker import NullTracker
+    from tests.conftest import TINY
+
+    class Tags(NullTracker):
+        def __init__(self):
+            self.tags = {}
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    tracker = Tags()
+    cfg = compose_config([*TINY, f"data.root={tmp_path / 'demo'}"])
+    result = train_and_evaluate(cfg, run, tracker, resume=True)
+    assert len(result.history) == cfg.epochs  # trained anew, to the end
+    assert (run / "last.pt.corrupt").read_bytes() == b"PK\x03\x04 half a checkpoint"
+    assert "last.pt cannot be read" in tracker.tags[CHECKPOINT_SET_ASIDE_TAG]
+    assert "set aside as last.pt.corrupt" in caplog.text
+
+
+def test_weights_that_would_run_code_are_refused_in_one_line(trained_run, tmp_path, capsys):
+    """weights_only blocked them, but predict ended in a raw UnpicklingError traceback whose
+    text suggested weights_only=False."""
+    import pickle
+    import shutil
+
+    from retino.predict import main as predict_main
+
+    run = shutil.copytree(trained_run[0], tmp_path / "run")
+    marker = tmp_path / "payload-ran"
+    (run / "model_state.pt").write_bytes(pickle.dumps({"fc.weight": _Payload(marker)}))
+    photographs = tmp_path / "photographs"
+    photographs.mkdir()
+    source = trained_run[3] / "train"
+    shutil.copy(next(source.glob("*.jpeg")), photographs)
+    assert predict_main([str(run), str(photographs), "--out", str(tmp_path / "p.csv")]) == 2
+    error = capsys.readouterr().err
+    assert "model_state.pt holds objects other than tensors" in error
+    assert "Traceback" not in error and "weights_only=False" not in error
+    assert not marker.exists()

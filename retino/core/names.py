@@ -49,6 +49,7 @@ STUDY_TAG = "study"  # a study's parent run: its name
 COMMAND_TAG = "command"  # a study's parent run: the command line
 SWEPT_TAG = "swept"  # a study's parent run: its swept axes
 ERROR_TAG = "error"  # why a run failed or was killed
+CHECKPOINT_SET_ASIDE_TAG = "checkpoint_set_aside"  # why its last.pt could not be resumed from
 SUPERSEDED_TAG = "superseded_by"  # an attempt a later run of the same job replaced
 PURPOSE_TAG = "purpose"
 PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run

@@ -12,6 +12,7 @@ there without any network access. Nothing is downloaded for them: the error says
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 import socket
 import urllib.request
@@ -128,8 +129,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return safetensors.torch.load_file(path, device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
-        raise WeightsUnavailableError(f"{path} could not be read as a state dict: {err}") from err
+    except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: never
+        raise WeightsUnavailableError(f"{path} holds objects other than tensors, which retino "
+                                      "never unpickles (a file that is not weights, or made to "
+                                      "run code): replace it with the run's own.") from err
+    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WeightsUnavailableError(f"{path} could not be read as a state dict (it is "
+                                      f"corrupt or truncated: {first[:200]}).") from err
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"{path} does not hold a state dict.")
     return state

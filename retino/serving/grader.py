@@ -55,6 +55,7 @@ from retino.evaluation.metrics import (
 )
 from retino.evaluation.predictions import gradable_rows, is_regression_frame, read_predictions
 from retino.models import GradingNetwork, build_network
+from retino.models.pretrained import read_state_dict
 from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def load_trained_run(source: str) -> TrainedRun:
 def trained_model(run: TrainedRun, device: torch.device) -> GradingNetwork:
     model = build_network(run.cfg.model.name, head_name(run.cfg),
                           OmegaConf.select(run.cfg, "model.arch"))
-    model.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_state_dict(Path(run.weights)))
     return model.to(device).eval()
 
 

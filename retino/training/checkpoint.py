@@ -4,6 +4,9 @@ continues from exactly."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,10 +55,41 @@ class Checkpoint(NamedTuple):
     ema: dict | None = None  # the moving average of the weights (ema_decay), when kept
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+class UnreadableCheckpoint(Exception):
+    """A checkpoint file that cannot be read (corrupt, or holding what weights_only refuses);
+    the message says why."""
+
+
+SET_ASIDE_SUFFIX = ".corrupt"  # last.pt.corrupt: an unreadable checkpoint, kept for a look
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents, read without running code from it; UnreadableCheckpoint
+    naming the file and the reason when it cannot be (torch's own error named no file and
+    suggested weights_only=False, which would run whatever the file holds)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
+            zipfile.BadZipFile) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnreadableCheckpoint(f"{path} cannot be read ({type(err).__name__}: "
+                                   f"{reason[:200]})") from err
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise UnreadableCheckpoint(f"{path} is not a retino checkpoint (no model and epoch).")
+    return state
+
+
+def set_aside(path: Path) -> Path:
+    """The unreadable checkpoint renamed beside itself (last.pt.corrupt), never deleted."""
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    os.replace(path, target)
+    return target
+
+
+def load_checkpoint(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> Checkpoint:
-    """Restore model, optimizer and schedule in place; the rest is returned."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Restore model, optimizer and schedule in place from a read checkpoint
+    (read_checkpoint); the rest is returned."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -30,6 +30,7 @@ from retino.core.names import (
     CALIBRATION_FIGURE,
     CAM_FIGURE,
     CHECKPOINT_FILE,
+    CHECKPOINT_SET_ASIDE_TAG,
     CONFIG_FILE,
     CONFUSION_CSV,
     CONFUSION_FIGURE,
@@ -98,9 +99,12 @@ from retino.models.pretrained import (
 from retino.models.timm_backbones import timm_architectures
 from retino.training.checkpoint import (
     Checkpoint,
+    UnreadableCheckpoint,
     atomic_torch_save,
     cpu_state_dict,
     load_checkpoint,
+    read_checkpoint,
+    set_aside,
 )
 from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.devices import resolve_device
@@ -274,12 +278,27 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     return metrics, files
 
 
-def resume_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+def readable_checkpoint(path: Path, tracker: Tracker) -> dict | None:
+    """The checkpoint to resume from, or None (train anew) when there is none or it cannot be
+    read: then it is set aside as last.pt.corrupt, and the log and the run's
+    `checkpoint_set_aside` tag say why (a corrupt last.pt used to stop every re-run)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_checkpoint(path)
+    except UnreadableCheckpoint as err:
+        kept = set_aside(path)
+        log.warning("%s. It is set aside as %s and the run trains anew.", err, kept.name)
+        tracker.set_tags({CHECKPOINT_SET_ASIDE_TAG: f"{err}; kept as {kept.name}"})
+        return None
+
+
+def resume_from(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                 tracker: Tracker) -> Checkpoint:
     """Restore the checkpoint; epochs it holds that never reached MLflow (a kill between the
     checkpoint and the logging) are logged now, so the run's series has no gap."""
-    checkpoint = load_checkpoint(path, model, optimizer, scheduler)
-    log.info("Resuming from %s after epoch %d", path, checkpoint.epoch)
+    checkpoint = load_checkpoint(state, model, optimizer, scheduler)
+    log.info("Resuming after epoch %d", checkpoint.epoch)
     logged = tracker.logged_steps("test_acc")
     for row in checkpoint.history:
         if row["epoch"] not in logged:
@@ -436,14 +455,15 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                             cfg.data.get("folds"), cfg.data.get("fold", 0))
     tracker.log_params(cache)
     record_shared_patients(shared_patients(index), tracker)
-    resuming = resume and (out_dir / CHECKPOINT_FILE).is_file()
+    state = readable_checkpoint(out_dir / CHECKPOINT_FILE, tracker) if resume else None
+    resuming = state is not None
     model = starting_model(cfg, device, settings, run_factory, tracker, resuming)
     train_loader, test_loader, val_loader = data_loaders(cfg, index, device, jobs_at_once)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     start = Checkpoint(0, [], {})
     if resuming:
-        start = resume_from(out_dir / CHECKPOINT_FILE, model, optimizer, scheduler, tracker)
+        start = resume_from(state, model, optimizer, scheduler, tracker)
     ema = weight_average(cfg, model, start)
     result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
                  optimizer, scheduler, cfg.epochs, device, out_dir,
