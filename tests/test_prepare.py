@@ -414,3 +414,15 @@ def test_a_cache_of_an_older_graham_is_not_finished_by_the_new_one(tmp_path):
     (cache / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="version 1 of graham"):
         prepare_cache(source, tmp_path / "cache", "graham", SIZE, workers=1)
+
+
+def test_a_symlink_loop_among_the_photographs_is_reported_not_a_crash(tmp_path, capsys):
+    """A symlink loop in the image folder ended prepare with a RuntimeError (exit 1, read as
+    "some skipped"); it is now a photograph it ignores, and says why."""
+    source = make_kaggle_source(tmp_path / "kaggle", patients=6)
+    (source / "train" / "a.jpeg").symlink_to(source / "train" / "b.jpeg")
+    (source / "train" / "b.jpeg").symlink_to(source / "train" / "a.jpeg")
+    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--workers", "1"]) == 0
+    report = read_report(cache_dir(tmp_path / "cache", "center_crop", SIZE))
+    assert report["a"] == ("ignored", "a symbolic link loop, or a link to nothing") == report["b"]

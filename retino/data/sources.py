@@ -195,15 +195,31 @@ def _drop_repeats(splits: dict[str, list[tuple[str, int]]], rejected: list) -> d
     return kept
 
 
+def _resolved(path: Path) -> Path | None:
+    """The file a path leads to; None for a symbolic link loop (Path.resolve raised)."""
+    try:
+        return path.resolve(strict=True)
+    except (RuntimeError, OSError):
+        return None
+
+
 def unlabelled_images(source: Source) -> list[tuple[str, str]]:
-    """Images in the source's folders that no usable row names: reported as ignored."""
-    listed = {path.resolve() for path in source.files.values()}
+    """Images in the source's folders that no usable row names, and symbolic link loops:
+    reported as ignored (a loop used to end prepare with a RuntimeError)."""
+    listed = {_resolved(path) for path in source.files.values()} - {None}
     rejected = {name for _, name, _ in source.rejected}
     suffixes = {IMAGE_SUFFIX} if source.format in ("kaggle", "lab") else IMAGE_SUFFIXES
-    return [(path.stem, "no label row for this image")
-            for folder in source.image_dirs for path in sorted(folder.iterdir())
-            if path.suffix.lower() in suffixes and path.resolve() not in listed
-            and path.stem not in rejected]
+    ignored = []
+    for folder in source.image_dirs:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in suffixes or path.stem in rejected:
+                continue
+            target = _resolved(path)
+            if target is None and path.is_symlink():
+                ignored.append((path.stem, "a symbolic link loop, or a link to nothing"))
+            elif target is not None and target not in listed:
+                ignored.append((path.stem, "no label row for this image"))
+    return ignored
 
 
 def default_image_dir(source: Path) -> Path:
