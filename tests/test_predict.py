@@ -221,3 +221,25 @@ def test_a_20000_pixel_photograph_is_refused_from_its_header_not_decoded(trained
     peak, frame = peak_mb(giant)
     assert frame["error"][0] == "too large: 400 megapixels, above max_megapixels=50"
     assert peak < baseline + 150, (peak, baseline)
+
+
+def test_predict_by_run_id_leaves_no_downloads_behind(trained_run, tmp_path):
+    """Each predict by run id left three temp folders, one with a copy of the weights."""
+    import os
+    import subprocess
+    import sys
+
+    from retino import PROJECT_ROOT
+
+    _, run_id, uri, source, _ = trained_run
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    photographs = tmp_path / "photographs"
+    photographs.mkdir()
+    shutil.copy(next((source / "train").glob("*.jpeg")), photographs)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TMPDIR": str(scratch)}
+    proc = subprocess.run([sys.executable, "-m", "retino.predict", run_id, str(photographs),
+                           "--out", str(tmp_path / "p.csv")], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in scratch.iterdir()] == []

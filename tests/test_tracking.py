@@ -63,6 +63,39 @@ def test_run_ends_finished_failed_or_killed_never_running():
     assert runs["stopped"].info.status == "KILLED"
 
 
+def test_a_run_that_recovers_keeps_no_error_of_its_failed_attempt():
+    """A FAILED run resumed to FINISHED kept its `error` tag and error.txt."""
+    with pytest.raises(DataError):
+        with mlflow_run("exp", "flaky", {}, {}) as tracker:
+            raise DataError("the disk went away")
+    run_id = tracker.run_id
+    client = MlflowClient()
+    assert "error.txt" in {item.path for item in client.list_artifacts(run_id)}
+    with mlflow_run("exp", "flaky", {}, {}, resume_run_id=run_id):
+        pass
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    assert "error.txt" not in {item.path for item in client.list_artifacts(run_id)}
+
+
+def test_lock_files_are_group_writable_whatever_the_umask(tmp_path):
+    """At 0644 a second user of a shared RETINO_LOCK_DIR got PermissionError."""
+    import os
+    import stat
+
+    from retino.core.locks import exclusive, try_lock
+
+    old = os.umask(0o022)
+    try:
+        with exclusive(tmp_path / "decide.lock"):
+            pass
+        try_lock(tmp_path / "job.lock").close()
+    finally:
+        os.umask(old)
+    for name in ("decide.lock", "job.lock"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o664, name
+
+
 def test_worker_error_is_reduced_to_its_original_message():
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
                         "Original Traceback (most recent call last):\n  File \"x.py\"\n"

@@ -30,10 +30,24 @@ class RunBusyError(RetinoError):
     """Another live process trains this run."""
 
 
+LOCK_MODE = 0o664  # group-writable: users of one group share a RETINO_LOCK_DIR
+
+
+def _open_lock(path: Path) -> IO:
+    """The lock file, opened for appending, created group-writable whatever the umask (at 0644
+    a second user sharing the lock folder got PermissionError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, LOCK_MODE)
+    try:
+        os.fchmod(handle, LOCK_MODE)
+    except PermissionError:  # another user's lock file: its owner set its mode
+        pass
+    return os.fdopen(handle, "a+")
+
+
 def try_lock(path: Path) -> IO | None:
     """The open, exclusively locked file, or None when another holder has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    handle = _open_lock(path)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -45,8 +59,7 @@ def try_lock(path: Path) -> IO | None:
 @contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """Hold the lock at path while the block runs, waiting for other holders first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with _open_lock(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # closing the file releases it
         yield
 

@@ -8,8 +8,10 @@ that talks to MLflow runs; serving and studies import mlflow only for models and
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import shutil
 import tempfile
 import time
 import traceback
@@ -20,6 +22,7 @@ from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from retino.core.errors import user_message
 from retino.core.names import ERROR_FILE, ERROR_TAG
@@ -161,7 +164,21 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         finally:
             _end(tracker, monitor, status)
         raise
+    if resume_run_id:
+        _clear_recovered_failure(tracker)
     _end(tracker, monitor, "FINISHED")
+
+
+def _clear_recovered_failure(tracker: MlflowTracker) -> None:
+    """A resumed run that finishes keeps no error of the attempt it recovered from: its
+    `error` tag and error.txt said FAILED beside a FINISHED status."""
+    run = tracker.client.get_run(tracker.run_id)
+    if ERROR_TAG in run.data.tags:
+        tracker.client.delete_tag(tracker.run_id, ERROR_TAG)
+    if any(item.path == ERROR_FILE for item in tracker.client.list_artifacts(tracker.run_id)):
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts(ERROR_FILE)
+        log.info("Run %s recovered: the error of its earlier attempt is cleared.",
+                 tracker.run_id)
 
 
 SYSTEM_METRICS_INTERVAL_S = 10  # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
@@ -193,9 +210,12 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 
 def download_artifact(run_id: str, path: str) -> Path:
-    """One artifact of a run, downloaded to a temporary folder."""
+    """One artifact of a run, downloaded to a temporary folder that is removed when the
+    process exits (each predict by run id left three, one with a copy of the weights)."""
     client = mlflow_client()
-    return Path(client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="retino-")))
+    folder = tempfile.mkdtemp(prefix="retino-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(client.download_artifacts(run_id, path, folder))
 
 
 def log_folder(run_id: str, folder: Path, artifact_path: str) -> str:
