@@ -152,11 +152,12 @@ def test_failing_run_ends_failed_with_its_error(tmp_path):
     root = make_kaggle_folder(tmp_path / "dr")
     (root / "images" / "1_left_train.jpeg").write_bytes(b"truncated")
     proc = run_cli(["data=kaggle", f"data.root={root}", "resolution=64px", "epochs=1",
-                    "batch_size=2", "data.num_workers=2",  # the error is raised in a worker
+                    "batch_size=2", "data.num_workers=2",
                     "data.val_fraction=0"], tmp_path)  # 6 images: too few to split
     output = proc.stdout + proc.stderr  # Hydra logs to stdout
-    assert proc.returncode == 2
-    assert "Cannot decode image" in output and "1_left_train.jpeg" in output
+    assert proc.returncode == 2  # looked over before the first epoch: named with its reason
+    assert "1 photograph(s) cannot be trained on" in output
+    assert "1_left_train.jpeg: not an image" in output
     assert "Traceback" not in output
     _, runs = experiment_runs()
     assert [r.info.status for r in runs] == ["FAILED"]

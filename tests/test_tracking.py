@@ -143,3 +143,52 @@ def test_a_dataset_another_job_logged_at_the_same_moment_is_linked_not_an_error(
     tracker.log_dataset(DataIdentity("abc123", tmp_path, {"train": 2, "test": 1}, {}))
     run = MlflowClient().get_run(tracker.run_id)
     assert len(calls) == 2 and run.inputs.dataset_inputs[0].dataset.digest == "abc123"
+
+
+@pytest.mark.slow
+def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, caplog):
+    """The server is killed after epoch 1 and back after epoch 2: training never stops (a
+    call used to retry for 4 minutes, and the job ended FAILED), and the run finishes with
+    every epoch logged once."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_run_cli import api, free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(port), "--workers", "1", "--backend-store-uri",
+               f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+               str(tmp_path / "artifacts")]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def serve():
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        api(url, "/health")  # waits until it answers
+        return server
+
+    def stop(server):
+        os.killpg(server.pid, 9)
+        server.wait(timeout=30)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("RETINO_TRACKING_PATIENCE_S", "120")
+    server = serve()
+    try:
+        with mlflow_run("exp", "outage", {"lr": 0.1}, {}) as tracker:
+            tracker.log_metrics({"test_acc": 0.5}, step=1)
+            stop(server)
+            tracker.log_metrics({"test_acc": 0.6}, step=2)  # the server is away: it waits
+            assert tracker.pending and "does not answer" in caplog.text
+            server = serve()
+            tracker.log_metrics({"test_acc": 0.7}, step=3)
+        run_id = tracker.run_id
+        client = MlflowClient(url)
+        history = client.get_metric_history(run_id, "test_acc")
+        assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.6), (3, 0.7)]
+        assert client.get_run(run_id).info.status == "FINISHED"
+    finally:
+        stop(server)

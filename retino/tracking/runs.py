@@ -11,11 +11,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,38 @@ log = logging.getLogger(__name__)
 _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _MAX_TAG_CHARS = 5000
 
+# A tracking server that does not answer: MLflow's own retries (7, doubling: about 4 minutes a
+# call) stalled training for 9 minutes and more; here a call gives up within about 30 s, the
+# epochs' metrics wait in memory (and in last.pt's history) while training goes on, and what the
+# run must send at its end is retried for TRACKING_PATIENCE_S.
+MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+PATIENCE_ENV = "RETINO_TRACKING_PATIENCE_S"
+TRACKING_PATIENCE_S = 900.0
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether err says the tracking server did not answer (refused, timed out, 5xx), not
+    that it refused what was sent (that is raised at once)."""
+    if isinstance(err, OSError):  # requests' ConnectionError and Timeout are OSErrors
+        return True
+    return isinstance(err, MlflowException) and "API request to" in str(err)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
 
 class MlflowTracker:
     """One MLflow run, driven through MlflowClient (no global active-run state)."""
 
     def __init__(self, experiment: str, tracking_uri: str | None = None) -> None:
+        for key, value in MLFLOW_RETRIES.items():  # a user's own settings win
+            os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.client = mlflow_client(self.tracking_uri)
+        self.pending: list[Metric] = []  # metrics the server has not taken yet
         self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
 
@@ -77,16 +103,51 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Send the metrics, and any the server missed; when it cannot be reached they wait,
+        and training goes on (flush_metrics)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.flush_metrics()
+
+    def flush_metrics(self) -> bool:
+        """Send the waiting metrics, oldest first; False (they keep waiting) when the server
+        cannot be reached."""
+        while self.pending:
+            try:
+                self.client.log_batch(self.run_id, metrics=self.pending[:_BATCH])
+            except Exception as err:
+                if not unreachable(err):
+                    raise
+                log.warning("The tracking server %s does not answer (%s): training goes on, "
+                            "and %d metric values wait to be sent.", self.tracking_uri,
+                            _first_line(err), len(self.pending))
+                return False
+            del self.pending[:_BATCH]
+        return True
+
+    def patiently(self, call: Callable[[], Any], what: str) -> Any:
+        """call(), retried while the server does not answer, for up to TRACKING_PATIENCE_S
+        (RETINO_TRACKING_PATIENCE_S); then the last error is raised."""
+        deadline = time.monotonic() + float(os.environ.get(PATIENCE_ENV, TRACKING_PATIENCE_S))
+        while True:
+            try:
+                return call()
+            except Exception as err:
+                if not unreachable(err) or time.monotonic() > deadline:
+                    raise
+                log.warning("The tracking server does not answer (%s): %s waits and tries "
+                            "again.", _first_line(err), what)
+                time.sleep(5)
 
     def log_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+        self.patiently(lambda: self.client.log_artifact(self.run_id, str(path)),
+                       f"logging {path.name}")
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         """Every file under folder, at artifact_path in the run (an MLflow model's folder)."""
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        self.patiently(lambda: self.client.log_artifacts(self.run_id, str(folder),
+                                                         artifact_path),
+                       f"logging {artifact_path}")
 
     def logged_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
@@ -101,7 +162,8 @@ class MlflowTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            items = [RunTag(k, str(v)) for k, v in tags.items()]
+            self.patiently(lambda: self.client.log_batch(self.run_id, tags=items), "a tag")
 
     def log_dataset(self, data: DataIdentity) -> None:
         """The data as an MLflow dataset input: its digest and split sizes show in `mlflow ui`."""
@@ -123,9 +185,17 @@ class MlflowTracker:
                 time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        """Send what waits, then end the run (both retried while the server is away)."""
+        self.patiently(lambda: self.flush_metrics() or _raise_unsent(len(self.pending)),
+                       "sending the waiting metrics")
+        self.patiently(lambda: self.client.set_terminated(self.run_id, status),
+                       "ending the run")
         log.info("MLflow run %s %s. In mlflow ui: %s", self.run_id, status,
                  ui_pages(self.tracking_uri, self.experiment_id, self.run_id))
+
+
+def _raise_unsent(count: int) -> None:
+    raise ConnectionError(f"{count} metric values could not be sent yet")
 
 
 def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:

@@ -298,7 +298,7 @@ def resume_from(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
     """Restore the checkpoint; epochs it holds that never reached MLflow (a kill between the
     checkpoint and the logging) are logged now, so the run's series has no gap."""
     checkpoint = load_checkpoint(state, model, optimizer, scheduler)
-    log.info("Resuming after epoch %d", checkpoint.epoch)
+    log.info("Resuming from %s after epoch %d", CHECKPOINT_FILE, checkpoint.epoch)
     logged = tracker.logged_steps("test_acc")
     for row in checkpoint.history:
         if row["epoch"] not in logged:
