@@ -28,3 +28,43 @@ def test_writes_a_kill_interrupted_are_cleared_and_nothing_else(tmp_path):
     atomic_write_text(run / "kept.txt", "kept")
     assert clear_interrupted_writes(run) == 1
     assert sorted(p.name for p in run.iterdir()) == [".hidden-but-ours", "kept.txt"]
+
+
+def test_a_full_disk_names_the_file_and_the_space_left(tmp_path):
+    """torch.save on a full disk said "basic_ios::clear: iostream error": no path, no word of
+    space; the temp file of the failed save is removed."""
+    import errno
+
+    import pytest
+
+    from retino.core.files import DiskFullError, atomic_write
+
+    def full(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(DiskFullError, match=r"No space left to write .*last\.pt: [\d.]+ MB free"):
+        atomic_write(tmp_path / "last.pt", full)
+    assert not any(p.name.startswith(".last.pt") for p in tmp_path.iterdir())
+
+
+def test_a_save_on_a_small_full_filesystem_says_so(tmp_path):
+    """A real full disk: a 1 MB tmpfs where this machine lets the tests mount one."""
+    import subprocess
+
+    import pytest
+    import torch
+
+    from retino.core.files import DiskFullError
+    from retino.training.checkpoint import atomic_torch_save
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode:
+        pytest.skip("this machine does not let the tests mount a small tmpfs")
+    try:
+        with pytest.raises(DiskFullError, match="No space left to write"):
+            atomic_torch_save(mount / "last.pt", {"w": torch.zeros(1_000_000)})
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

@@ -6,8 +6,10 @@ A kill at any moment leaves either the old file or the new one, never a truncate
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +28,35 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save says only "iostream error"
+        if disk_full(err, path.parent):
+            raise DiskFullError(f"No space left to write {path}: "
+                                f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free on "
+                                "its disk. Free some space (old runs under outputs/ and "
+                                "multirun/, the pytest temp folder) and run again: it resumes."
+                                ) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+class DiskFullError(OSError):
+    """A write ran out of disk space; the message names the file and the space left."""
+
+
+FULL_BELOW_BYTES = 1_000_000  # free space below which a failed write is taken as a full disk
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC, or too little left to tell
+    another cause (torch.save reports a full disk as a RuntimeError without errno)."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 def clear_interrupted_writes(folder: Path) -> int:

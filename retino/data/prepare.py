@@ -56,6 +56,7 @@ from retino.data.preprocess import (
     BadImage,
     decode_photograph,
     encode_jpeg,
+    jpeg_is_complete,
 )
 from retino.data.quality import assess
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
@@ -127,6 +128,12 @@ def _assessed_existing(job: ImageTask, size: int, method: str, quality: str) -> 
     return _judged(job, "existing", "", _not_gradable(photograph, quality), quality)
 
 
+def _intact(cached: Path) -> bool:
+    """Whether a cached image can be kept: there, not empty, and a whole JPEG (a re-run used to
+    keep a corrupt one for ever; one read of its end tells)."""
+    return cached.is_file() and cached.stat().st_size > 0 and jpeg_is_complete(cached)
+
+
 def prepare_one(job: ImageTask, size: int, method: str, force: bool,
                 quality: str = "keep", assess_existing: bool = False) -> Outcome:
     """Prepare one image, its quality assessed on the decoded photograph (quality: keep marks
@@ -134,7 +141,7 @@ def prepare_one(job: ImageTask, size: int, method: str, force: bool,
     becomes an Outcome, never an exception. A file that cannot be decoded is a bad file
     (skipped), not a photograph that is not gradable. assess_existing: images already there
     were prepared without a verdict, and get one now."""
-    if not force and job.dst.is_file() and job.dst.stat().st_size > 0:
+    if not force and _intact(job.dst):
         if assess_existing and quality != "off":
             return _assessed_existing(job, size, method, quality)
         return Outcome(job, "existing")

@@ -66,7 +66,7 @@ def inspect_image(path: Path,
     except (UnidentifiedImageError, OSError) as err:
         raise BadImage(f"not an image ({err.__class__.__name__})") from err
     check_dimensions(width, height, max_megapixels)
-    if fmt == "JPEG" and not _jpeg_is_complete(path):
+    if fmt == "JPEG" and not jpeg_is_complete(path):
         raise BadImage("truncated JPEG (no end-of-image marker)")
     kind = "16-bit" if fmt == "PNG" and _png_bit_depth(path) == 16 else _NOTE_MODES.get(mode)
     if kind:
@@ -82,7 +82,7 @@ def _png_bit_depth(path: Path) -> int:
     return header[24] if len(header) == 25 else 8
 
 
-def _jpeg_is_complete(path: Path) -> bool:
+def jpeg_is_complete(path: Path) -> bool:
     """A complete JPEG has its EOI marker FF D9 near the end; some cameras append a trailer
     after it, so the last 64 KB are searched (entropy-coded data never contains FF D9)."""
     size = path.stat().st_size
