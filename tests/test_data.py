@@ -141,6 +141,21 @@ def test_empty_tiny_and_truncated_photographs_stop_training_before_its_first_epo
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_a_jpeg_with_a_long_trailer_is_whole(tmp_path):
+    """A phone's "motion photo" appends more than 64 KB after the image: the end marker is
+    found by reading on, and the photograph is not called truncated."""
+    from retino.data.dataset import photograph_problems
+
+    root = make_kaggle_folder(tmp_path / "dr")
+    photograph = root / "images" / "0_right_train.jpeg"
+    whole = photograph.read_bytes()
+    photograph.write_bytes(whole + bytes(70_000))
+    cut = root / "images" / "1_left_train.jpeg"
+    cut.write_bytes(whole[:-40])
+    assert photograph_problems([photograph, cut]) == [(cut, "truncated JPEG (no end-of-image "
+                                                             "marker)")]
+
+
 def test_undecodable_image_error_names_the_file(tmp_path):
     root = make_kaggle_folder(tmp_path / "dr")
     broken = root / "images" / "2_right_train.jpeg"

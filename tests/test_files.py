@@ -68,3 +68,16 @@ def test_a_save_on_a_small_full_filesystem_says_so(tmp_path):
             atomic_torch_save(mount / "last.pt", {"w": torch.zeros(1_000_000)})
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_written_file_gets_a_plain_files_mode_not_the_temp_files(tmp_path):
+    """mkstemp makes its file 0600: every report, CSV and checkpoint became unreadable to the
+    group that shares the folder."""
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        atomic_write_text(tmp_path / "results.md", "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.md").stat().st_mode) == 0o664

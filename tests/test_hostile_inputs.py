@@ -20,8 +20,24 @@ def test_a_run_folders_config_yaml_cannot_hand_hydra_a_callback(tmp_path, caplog
     folder.mkdir()
     OmegaConf.save(OmegaConf.create(config), folder / "config.yaml")
     assert reproduce_main([str(folder)]) == 2
-    assert "not retino's config: extra_key, hydra" in caplog.text
+    assert "extra_key, hydra" in caplog.text
     assert not marker.exists()
+
+
+def test_a_run_folders_config_yaml_cannot_read_this_machines_secrets(tmp_path, monkeypatch,
+                                                                    caplog):
+    """${oc.env:...} was resolved in the reproducing process: the secret became an override,
+    and then a param on the shared tracking server."""
+    from retino.reproduce import main as reproduce_main
+
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    config = OmegaConf.to_container(compose_config(["+preset=smoke"]), resolve=True)
+    config["model"]["name"] = "${oc.env:SECRET_TOKEN}"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    OmegaConf.save(OmegaConf.create(config), folder / "config.yaml")
+    assert reproduce_main([str(folder)]) == 2
+    assert "model.name" in caplog.text and "hunter2" not in caplog.text
 
 
 class _Payload:
@@ -57,6 +73,10 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_trains_anew(tmp_path, cap
     result = train_and_evaluate(cfg, run, tracker, resume=True)
     assert len(result.history) == cfg.epochs  # trained anew, to the end
     assert (run / "last.pt.corrupt").read_bytes() == b"PK\x03\x04 half a checkpoint"
+    from retino.training.checkpoint import set_aside
+
+    (run / "last.pt").write_bytes(b"another bad one")  # an earlier one is never overwritten
+    assert set_aside(run / "last.pt").name == "last.pt.corrupt.1"
     assert "last.pt cannot be read" in tracker.tags[CHECKPOINT_SET_ASIDE_TAG]
     assert "set aside as last.pt.corrupt" in caplog.text
 

@@ -78,6 +78,61 @@ def test_a_run_that_recovers_keeps_no_error_of_its_failed_attempt():
     assert "error.txt" not in {item.path for item in client.list_artifacts(run_id)}
 
 
+def test_a_run_that_cannot_clear_its_old_error_still_ends_finished(monkeypatch):
+    """Clearing failed (the server away, a store that cannot delete): the trained run was left
+    RUNNING."""
+    with pytest.raises(DataError):
+        with mlflow_run("exp", "stubborn", {}, {}) as tracker:
+            raise DataError("once")
+    client = MlflowClient()
+
+    def cannot(*args, **kwargs):
+        raise NotImplementedError("this store deletes nothing")
+    monkeypatch.setattr("retino.tracking.runs.get_artifact_repository",
+                        lambda uri: type("Repo", (), {"delete_artifacts": cannot})())
+    with mlflow_run("exp", "stubborn", {}, {}, resume_run_id=tracker.run_id):
+        pass
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_only_a_server_that_does_not_answer_is_waited_for():
+    """A refused request (a wrong password, 401) or a missing file was taken for an outage:
+    the metrics waited and the run's end was retried for half an hour."""
+    from mlflow.exceptions import MlflowException
+
+    from retino.tracking.runs import unreachable
+
+    assert unreachable(MlflowException("API request to http://h/api failed with exception "
+                                       "HTTPConnectionPool(...): Max retries exceeded"))
+    assert unreachable(MlflowException("API request to endpoint /api failed with error code "
+                                       "503 != 200. Response body: ''"))
+    assert unreachable(ConnectionRefusedError())
+    assert not unreachable(MlflowException("API request to endpoint /api failed with error "
+                                           "code 401 != 200. Response body: 'unauthorized'"))
+    assert not unreachable(FileNotFoundError("model_state.pt"))
+    assert not unreachable(MlflowException("INVALID_PARAMETER_VALUE: bad metric"))
+
+
+def test_a_failing_run_ends_at_once_and_raises_its_own_error_when_the_server_is_away(
+        monkeypatch):
+    """Its error tag, traceback and end each waited up to 15 minutes for an absent server,
+    and the tracking error replaced the run's own."""
+    import time
+
+    from retino.tracking import runs
+
+    with pytest.raises(DataError, match="the real cause"):
+        with mlflow_run("exp", "doomed", {}, {}) as tracker:
+            def away(*args, **kwargs):
+                raise ConnectionRefusedError("the server is away")
+            monkeypatch.setattr(tracker.client, "set_tag", away)
+            monkeypatch.setattr(tracker.client, "set_terminated", away)
+            monkeypatch.setenv(runs.PATIENCE_ENV, "600")
+            started = time.monotonic()
+            raise DataError("the real cause")
+    assert time.monotonic() - started < 5
+
+
 def test_lock_files_are_group_writable_whatever_the_umask(tmp_path):
     """At 0644 a second user of a shared RETINO_LOCK_DIR got PermissionError."""
     import os

@@ -23,6 +23,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     never written through."""
     path = Path(path)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
+    os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes it 0600: a plain file's mode instead
     os.close(handle)
     tmp = Path(name)
     try:
@@ -39,6 +40,13 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class DiskFullError(OSError):

@@ -44,5 +44,8 @@ def load_data_pickle(path: Path, encoding: str = "ASCII") -> Any:
     try:
         with path.open("rb") as f:
             return _DataUnpickler(f, path, encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise DataError(f"{path} is not a readable pickle ({err}).") from err
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a crafted file provokes, named as such
+        raise DataError(f"{path} is not a readable pickle ({type(err).__name__}: "
+                        f"{str(err)[:200]}).") from err

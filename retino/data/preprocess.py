@@ -83,12 +83,17 @@ def _png_bit_depth(path: Path) -> int:
 
 
 def jpeg_is_complete(path: Path) -> bool:
-    """A complete JPEG has its EOI marker FF D9 near the end; some cameras append a trailer
-    after it, so the last 64 KB are searched (entropy-coded data never contains FF D9)."""
+    """A complete JPEG has its EOI marker FF D9 after its image data (entropy-coded data never
+    contains FF D9). Most end with it, or hold it in their last 64 KB (a camera's trailer); a
+    longer trailer (a phone's "motion photo") is found by reading the whole file, which only
+    such files pay for."""
     size = path.stat().st_size
     with path.open("rb") as f:
         f.seek(max(2, size - 65536, size // 2))
-        return b"\xff\xd9" in f.read()
+        if b"\xff\xd9" in f.read():
+            return True
+        data = path.read_bytes()
+    return data.find(b"\xff\xd9", data.find(b"\xff\xda")) != -1  # after the image data
 
 
 def decode_rgb(encoded: np.ndarray) -> np.ndarray | None:

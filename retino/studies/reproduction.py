@@ -57,11 +57,16 @@ def schema_config(config_yaml: Path) -> DictConfig:
         raise ConfigError(f"{config_yaml} is not a run's config (a mapping of its keys).")
     allowed = {field.name for field in fields(Config)}
     refused = sorted(str(key) for key in config if key not in allowed)
+    # ${...} would be resolved here, in this process: ${oc.env:SECRET} would become a param
+    unresolved = flatten_config(OmegaConf.to_container(config, resolve=False))
+    refused += sorted(key for key, value in unresolved.items()
+                      if isinstance(value, str) and "${" in value)
     if refused:
-        raise ConfigError(f"{config_yaml} holds key(s) that are not retino's config: "
-                          f"{', '.join(refused)}. A reproduction takes the schema's keys only "
-                          "(`python run.py --help` lists them); remove the others from the "
-                          "file, or re-run by hand with the overrides you mean.")
+        raise ConfigError(f"{config_yaml} holds key(s) that are not retino's config, or values "
+                          f"to be resolved (${{...}}): {', '.join(refused)}. A reproduction "
+                          "takes the schema's keys and plain values only (`python run.py "
+                          "--help` lists them); remove the others from the file, or re-run by "
+                          "hand with the overrides you mean.")
     return config
 
 

@@ -12,6 +12,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -53,11 +55,19 @@ TRACKING_PATIENCE_S = 900.0
 
 
 def unreachable(err: BaseException) -> bool:
-    """Whether err says the tracking server did not answer (refused, timed out, 5xx), not
-    that it refused what was sent (that is raised at once)."""
-    if isinstance(err, OSError):  # requests' ConnectionError and Timeout are OSErrors
+    """Whether err says the tracking server did not answer: no connection, a timeout, or a
+    5xx / 429 answer. A request it refused (401, 403, 400), a file missing, a full disk: raised
+    at once, never waited on."""
+    if isinstance(err, (ConnectionError, TimeoutError, requests.ConnectionError,
+                        requests.Timeout)):
         return True
-    return isinstance(err, MlflowException) and "API request to" in str(err)
+    if not isinstance(err, MlflowException):
+        return False
+    text = str(err)
+    if "failed with exception" in text:  # MLflow's words for a request that got no answer
+        return True
+    status = re.search(r"error code (\d{3})", text)
+    return bool(status) and (int(status.group(1)) >= 500 or status.group(1) == "429")
 
 
 def _first_line(err: BaseException) -> str:
@@ -185,7 +195,12 @@ class MlflowTracker:
                 time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED") -> None:
-        """Send what waits, then end the run (both retried while the server is away)."""
+        """Send what waits, then end the run: retried while the server is away for a run that
+        finished; once for one that failed or was stopped (a Ctrl-C must not wait minutes)."""
+        if status != "FINISHED":
+            self.flush_metrics()
+            self.client.set_terminated(self.run_id, status)
+            return
         self.patiently(lambda: self.flush_metrics() or _raise_unsent(len(self.pending)),
                        "sending the waiting metrics")
         self.patiently(lambda: self.client.set_terminated(self.run_id, status),
@@ -199,9 +214,10 @@ def _raise_unsent(count: int) -> None:
 
 
 def _record_failure(tracker: MlflowTracker, err: BaseException) -> None:
-    """Keep the error with the run: a short tag for the UI, the traceback as an artifact."""
+    """Keep the error with the run: a short tag for the UI, the traceback as an artifact (one
+    attempt each: a failing run does not wait for an absent server)."""
     message = f"{type(err).__name__}: {user_message(err)}"
-    tracker.set_tags({ERROR_TAG: message[:_MAX_TAG_CHARS]})
+    tracker.client.set_tag(tracker.run_id, ERROR_TAG, message[:_MAX_TAG_CHARS])
     text = "".join(traceback.format_exception(err))
     tracker.client.log_text(tracker.run_id, text, ERROR_FILE)
 
@@ -231,11 +247,18 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
         try:
             _record_failure(tracker, err)
-        finally:
             _end(tracker, monitor, status)
+        except Exception as lost:  # noqa: BLE001 - the run's own error is the one to raise
+            log.warning("Run %s could not be marked %s on the tracking server (%s); running "
+                        "the command again resumes it.", tracker.run_id, status,
+                        _first_line(lost))
         raise
-    if resume_run_id:
-        _clear_recovered_failure(tracker)
+    try:
+        if resume_run_id:
+            _clear_recovered_failure(tracker)
+    except Exception as err:  # noqa: BLE001 - the run trained: it must still end FINISHED
+        log.warning("Run %s: the error of its earlier attempt could not be cleared (%s).",
+                    tracker.run_id, _first_line(err))
     _end(tracker, monitor, "FINISHED")
 
 

@@ -69,8 +69,8 @@ def read_checkpoint(path: Path) -> dict:
     suggested weights_only=False, which would run whatever the file holds)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-            zipfile.BadZipFile) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
+            zipfile.BadZipFile) as err:  # an OSError (no access, a lost mount) is raised
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnreadableCheckpoint(f"{path} cannot be read ({type(err).__name__}: "
                                    f"{reason[:200]})") from err
@@ -80,8 +80,13 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def set_aside(path: Path) -> Path:
-    """The unreadable checkpoint renamed beside itself (last.pt.corrupt), never deleted."""
+    """The unreadable checkpoint renamed beside itself (last.pt.corrupt, then .corrupt.1, ...),
+    never deleted nor over an earlier one."""
     target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    count = 0
+    while target.exists():
+        count += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{count}")
     os.replace(path, target)
     return target
 
