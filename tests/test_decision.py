@@ -27,8 +27,10 @@ def store_run(tmp_path, status, code="same", data="same", checkpoint=True):
         client.create_experiment("retino"))
     folder = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     folder.mkdir()
-    if checkpoint:
-        (folder / "last.pt").write_bytes(b"checkpoint")
+    if checkpoint:  # a readable one: an unreadable one is set aside (test_hostile_inputs)
+        import torch
+
+        torch.save({"model": {}, "epoch": 1}, folder / "last.pt")
     run = client.create_run(experiment.experiment_id, tags={
         "config_hash": JOB.config_hash, "code_version": CODE[code], "data_digest": DATA[data],
         "output_dir": str(folder)})

@@ -101,3 +101,28 @@ def test_weights_that_would_run_code_are_refused_in_one_line(trained_run, tmp_pa
     assert "model_state.pt holds objects other than tensors" in error
     assert "Traceback" not in error and "weights_only=False" not in error
     assert not marker.exists()
+
+
+def test_an_interrupted_run_whose_checkpoint_is_unreadable_is_not_resumed(tmp_path):
+    """Training anew inside the old MLflow run logged its epochs twice; the job now decides
+    on a new run, the file kept as last.pt.corrupt and the old run tagged why."""
+    from mlflow.tracking import MlflowClient
+
+    from retino.core.names import CHECKPOINT_SET_ASIDE_TAG, CONFIG_HASH_TAG, OUTPUT_DIR_TAG
+    from retino.jobs.decision import NEW, JobIdentity, decide
+    from retino.jobs.lifecycle import earlier_runs
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "last.pt").write_bytes(b"not a checkpoint")
+    client = MlflowClient()
+    experiment = client.create_experiment("exp")
+    run = client.create_run(experiment, tags={CONFIG_HASH_TAG: "h1",
+                                              OUTPUT_DIR_TAG: str(folder)})
+    client.set_terminated(run.info.run_id, "KILLED")
+    [earlier] = earlier_runs("exp", "h1")
+    assert not earlier.has_checkpoint and (folder / "last.pt.corrupt").is_file()
+    assert "cannot be read" in client.get_run(run.info.run_id).data.tags[
+        CHECKPOINT_SET_ASIDE_TAG]
+    decision = decide(JobIdentity("h1", "", ""), [earlier], resume=True, in_sweep=False)
+    assert decision.action == NEW

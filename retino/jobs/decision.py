@@ -7,7 +7,7 @@ reads the store and the lock files), so the whole table is unit-tested.
 | any RUNNING with its process alive           | busy: stop          | busy: stop           |
 | a FINISHED one, in a sweep                   | skip: reuse it      | (rows below)         |
 | the newest is FAILED, KILLED or RUNNING with | resume it           | new                  |
-| a dead process, and has a last.pt            |                     |                      |
+| a dead process, and has a readable last.pt   |                     |                      |
 | otherwise (FINISHED outside a sweep, none)   | new                 | new                  |
 
 resume=false always starts a new run (it shares no folder and no MLflow run with any other).

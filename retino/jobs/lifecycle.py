@@ -25,6 +25,7 @@ from retino.core.keys import GPU_PARAM
 from retino.core.locks import JobLock, RunBusyError, exclusive, lock_holder
 from retino.core.names import (
     CHECKPOINT_FILE,
+    CHECKPOINT_SET_ASIDE_TAG,
     CODE_VERSION_TAG,
     CONFIG_HASH_TAG,
     CONFIG_NAME_TAG,
@@ -127,11 +128,31 @@ def earlier_runs(experiment: str, job_hash: str) -> list[EarlierRun]:
     for stored in previous_runs(experiment, job_hash):
         folder = Path(stored.tags[OUTPUT_DIR_TAG]) if stored.tags.get(OUTPUT_DIR_TAG) else None
         live = lock_holder(folder) if folder and stored.status == "RUNNING" else None
+        resumable = bool(folder and (folder / CHECKPOINT_FILE).is_file())
+        if resumable and live is None and stored.status != "FINISHED":
+            resumable = _checkpoint_readable(stored.run_id, folder / CHECKPOINT_FILE)
         runs.append(EarlierRun(stored.run_id, stored.status, stored.tags.get(CODE_VERSION_TAG, ""),
                                stored.tags.get(DATA_DIGEST_TAG, ""), str(folder or ""),
-                               bool(folder and (folder / CHECKPOINT_FILE).is_file()), live,
-                               stored.objective, stored.tags))
+                               resumable, live, stored.objective, stored.tags))
     return runs
+
+
+def _checkpoint_readable(run_id: str, path: Path) -> bool:
+    """Whether an interrupted run's last.pt can be resumed from. One that cannot (corrupt, or
+    holding what weights_only refuses) is set aside as last.pt.corrupt and the old run tagged
+    why: the job then starts a new MLflow run, instead of training anew inside the old one
+    (whose epochs would be logged twice) or failing on the same file at every re-run."""
+    from retino.tracking.runs import set_run_tags
+    from retino.training.checkpoint import UnreadableCheckpoint, read_checkpoint, set_aside
+
+    try:
+        read_checkpoint(path)
+        return True
+    except UnreadableCheckpoint as err:
+        kept = set_aside(path)
+        log.warning("%s. It is set aside as %s; this job starts a new run.", err, kept.name)
+        set_run_tags(run_id, {CHECKPOINT_SET_ASIDE_TAG: f"{err}; kept as {kept.name}"})
+        return False
 
 
 def decision_lock(experiment: str, job_hash: str) -> Path:
