@@ -243,3 +243,18 @@ def test_predict_by_run_id_leaves_no_downloads_behind(trained_run, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [p.name for p in scratch.iterdir()] == []
+
+
+def test_an_empty_file_and_a_one_pixel_image_are_listed_with_their_reasons(trained_run,
+                                                                          tmp_path):
+    """OpenCV's assertion text was the reason given for both."""
+    run_dir = trained_run[0]
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    (folder / "empty.jpeg").write_bytes(b"")
+    cv2.imwrite(str(folder / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    out = tmp_path / "p.csv"
+    assert main([str(run_dir), str(folder), "--out", str(out)]) == 3
+    errors = pd.read_csv(out, keep_default_na=False).set_index("image")["error"]
+    assert errors[str(folder / "empty.jpeg")] == "empty file (0 bytes)"
+    assert errors[str(folder / "dot.png")] == "too small to be a photograph: 1x1 px"
