@@ -17,6 +17,12 @@ class WeightsUnavailableError(RetinoError):
     """Pretrained weights are neither cached, nor given as a file, nor downloadable."""
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """An error's first line (its type's name when it says nothing), at most `limit` characters:
+    for a log line or a message, where a library's own text runs to paragraphs."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 def user_message(err: BaseException) -> str:
     """The message a user should read.
 

@@ -220,8 +220,8 @@ def _kappa_interval(frames: Sequence[pd.DataFrame], prefix: str, rounds: int, se
     is undefined (one grade everywhere) left out and counted."""
     runs = [answers(frame) for frame in frames]
     pick = np.random.default_rng([seed, 1])  # the seeds' draws, apart from the patients'
-    values = np.array([mean_statistics([runs[i] for i in pick.integers(0, len(runs), len(runs))]
-                                       if len(runs) > 1 else runs, rows, ("qwk",))["qwk"]
+    values = np.array([mean_statistics([runs[i] for i in pick.integers(0, len(runs), len(runs))],
+                                       rows, ("qwk",))["qwk"]
                        for rows in resampled_rows(frames[0], rounds, seed)], float)
     low, high = percentile_interval(values, level)
     return {f"{prefix}qwk_ci_low": low, f"{prefix}qwk_ci_high": high,

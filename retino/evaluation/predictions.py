@@ -154,12 +154,12 @@ def on_ensemble_scale(frame: pd.DataFrame, singles: Sequence[pd.DataFrame],
     rng = np.random.default_rng(0)
     rounds = int(np.clip(ENSEMBLE_ROWS // max(len(frame), 1), 1, ENSEMBLE_DRAWS))
     draws = np.empty((rounds, len(frame)))
+    own = spread / models_per_answer  # error variance left in an out-of-fold answer
     for members in (frame["grade"].to_numpy() >= REFERABLE_GRADE,
                     frame["grade"].to_numpy() < REFERABLE_GRADE):
         values = score[members]
         if not len(values):
             continue
-        own = spread / models_per_answer  # error variance left in an out-of-fold answer
         keep = np.sqrt(max(values.var() - own, 0.0) / values.var()) if values.var() > 0 else 1.0
         shared = values.mean() + keep * (values - values.mean())
         answers = shared + rng.normal(0, np.sqrt(spread), (rounds, models, len(values)))

@@ -300,7 +300,6 @@ class ScreeningReport:
     points: list[OperatingPoint]  # of the image rows
     patient_points: list[OperatingPoint]  # of the patient rows
     populations: list[Population]  # gradable, all, not gradable = refer; all alone unassessed
-    calibration: Calibration | None  # None: a regression head, which gives no probabilities
     imageability: Proportion | None = None  # gradable photographs; None: not assessed
     recalls: dict[int, Proportion] = field(default_factory=dict)  # per grade, gradable ones
     programme_prevalence: float | None = None  # PPV and NPV are also given at it
@@ -312,6 +311,11 @@ class ScreeningReport:
     def main(self) -> Population:
         """The photographs the model grades: the gradable ones where quality was assessed."""
         return self.population(GRADABLE_PHOTOGRAPHS) or self.populations[0]
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The main photographs' (None: a regression head, which gives no probabilities)."""
+        return self.main.calibration
 
     @property
     def by_image(self) -> LevelReport:
@@ -391,6 +395,12 @@ def imageability(frame: pd.DataFrame) -> Proportion | None:
     return proportion(frame["gradable"].to_numpy(bool), frame["patient"].to_numpy())
 
 
+def fully_gradable(patients: pd.DataFrame) -> pd.DataFrame:
+    """The patients all of whose photographs are gradable (all of them where quality was not
+    assessed)."""
+    return patients[patients["gradable"].to_numpy(bool)] if "gradable" in patients else patients
+
+
 def patient_points(val: pd.DataFrame | None, sensitivity_target: float,
                    specificity_target: float) -> list[OperatingPoint]:
     """The operating points of the per-patient rows, chosen on the validation split's patients
@@ -399,11 +409,10 @@ def patient_points(val: pd.DataFrame | None, sensitivity_target: float,
     patients = by_patient(val) if val is not None else None
     if patients is None:
         return operating_points(gradable_rows(val), sensitivity_target, specificity_target)
-    if "gradable" in patients:
-        patients = patients[patients["gradable"].to_numpy(bool)]
     return [replace(point, chosen=f"{point.chosen} over validation patients")
             if not np.isnan(point.threshold) else point
-            for point in operating_points(patients, sensitivity_target, specificity_target)]
+            for point in operating_points(fully_gradable(patients), sensitivity_target,
+                                          specificity_target)]
 
 
 def _population(name: str, images: pd.DataFrame, patients: pd.DataFrame | None,
@@ -411,13 +420,13 @@ def _population(name: str, images: pd.DataFrame, patients: pd.DataFrame | None,
                 left_out: int = 0) -> Population:
     """A population's image rows and, with patient identities, its patient rows."""
     refer = name == UNGRADABLE_REFERRED
-    levels = [level_report(images, "image",
-                           [p.referring_ungradable() for p in points] if refer else points)]
+
+    def counted(chosen: list[OperatingPoint]) -> list[OperatingPoint]:
+        return [point.referring_ungradable() for point in chosen] if refer else chosen
+    levels = [level_report(images, "image", counted(points))]
     calibrated = None if refer else calibration(images)
     if patients is not None:
-        levels.append(level_report(
-            patients, "patient",
-            [p.referring_ungradable() for p in per_patient] if refer else per_patient))
+        levels.append(level_report(patients, "patient", counted(per_patient)))
         levels[-1].left_out = left_out
     return Population(name, levels, has_score=not refer, calibration=calibrated)
 
@@ -438,14 +447,14 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
     patients = by_patient(test)
     populations = [_population(ALL_PHOTOGRAPHS, test, patients, points, per_patient)]
     if "gradable" in test:
-        complete = None if patients is None else patients[patients["gradable"].to_numpy(bool)]
+        complete = None if patients is None else fully_gradable(patients)
         left_out = 0 if patients is None else len(patients) - len(complete)
         populations = [_population(GRADABLE_PHOTOGRAPHS, gradable_rows(test), complete, points,
                                    per_patient, left_out), populations[0],
                        _population(UNGRADABLE_REFERRED, test, patients, points, per_patient)]
     gradable = gradable_rows(test)
-    return ScreeningReport(points, per_patient, populations, populations[0].calibration,
-                           imageability(test), grade_recalls(gradable), programme_prevalence)
+    return ScreeningReport(points, per_patient, populations, imageability(test),
+                           grade_recalls(gradable), programme_prevalence)
 
 
 def _percent(value: float) -> str:

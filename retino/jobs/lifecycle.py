@@ -143,16 +143,13 @@ def _checkpoint_readable(run_id: str, path: Path) -> bool:
     why: the job then starts a new MLflow run, instead of training anew inside the old one
     (whose epochs would be logged twice) or failing on the same file at every re-run."""
     from retino.tracking.runs import set_run_tags
-    from retino.training.checkpoint import UnreadableCheckpoint, read_checkpoint, set_aside
+    from retino.training.checkpoint import read_or_set_aside
 
-    try:
-        read_checkpoint(path)
-        return True
-    except UnreadableCheckpoint as err:
-        kept = set_aside(path)
-        log.warning("%s. It is set aside as %s; this job starts a new run.", err, kept.name)
-        set_run_tags(run_id, {CHECKPOINT_SET_ASIDE_TAG: f"{err}; kept as {kept.name}"})
-        return False
+    _, why = read_or_set_aside(path)
+    if why:
+        log.warning("%s: this job starts a new run.", why)
+        set_run_tags(run_id, {CHECKPOINT_SET_ASIDE_TAG: why})
+    return why is None
 
 
 def decision_lock(experiment: str, job_hash: str) -> Path:

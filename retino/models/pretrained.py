@@ -27,7 +27,7 @@ from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
 from timm.models import get_pretrained_cfg
 
-from retino.core.errors import ConfigError, WeightsUnavailableError
+from retino.core.errors import ConfigError, WeightsUnavailableError, first_line
 from retino.models.network import HEAD, GradingNetwork
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                                       "never unpickles (a file that is not weights, or made to "
                                       "run code): replace it with the run's own.") from err
     except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WeightsUnavailableError(f"{path} could not be read as a state dict (it is "
-                                      f"corrupt or truncated: {first[:200]}).") from err
+                                      f"corrupt or truncated: {first_line(err, 200)}).") from err
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"{path} does not hold a state dict.")
     return state

@@ -27,7 +27,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from retino.core.errors import user_message
+from retino.core.errors import first_line, user_message
 from retino.core.names import ERROR_FILE, ERROR_TAG
 from retino.data.digest import DataIdentity
 from retino.tracking.store import (
@@ -68,10 +68,6 @@ def unreachable(err: BaseException) -> bool:
         return True
     status = re.search(r"error code (\d{3})", text)
     return bool(status) and (int(status.group(1)) >= 500 or status.group(1) == "429")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 class MlflowTracker:
@@ -130,7 +126,7 @@ class MlflowTracker:
                     raise
                 log.warning("The tracking server %s does not answer (%s): training goes on, "
                             "and %d metric values wait to be sent.", self.tracking_uri,
-                            _first_line(err), len(self.pending))
+                            first_line(err), len(self.pending))
                 return False
             del self.pending[:_BATCH]
         return True
@@ -146,7 +142,7 @@ class MlflowTracker:
                 if not unreachable(err) or time.monotonic() > deadline:
                     raise
                 log.warning("The tracking server does not answer (%s): %s waits and tries "
-                            "again.", _first_line(err), what)
+                            "again.", first_line(err), what)
                 time.sleep(5)
 
     def log_artifact(self, path: Path) -> None:
@@ -251,14 +247,14 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
         except Exception as lost:  # noqa: BLE001 - the run's own error is the one to raise
             log.warning("Run %s could not be marked %s on the tracking server (%s); running "
                         "the command again resumes it.", tracker.run_id, status,
-                        _first_line(lost))
+                        first_line(lost))
         raise
     try:
         if resume_run_id:
             _clear_recovered_failure(tracker)
     except Exception as err:  # noqa: BLE001 - the run trained: it must still end FINISHED
         log.warning("Run %s: the error of its earlier attempt could not be cleared (%s).",
-                    tracker.run_id, _first_line(err))
+                    tracker.run_id, first_line(err))
     _end(tracker, monitor, "FINISHED")
 
 

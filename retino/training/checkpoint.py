@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from retino.core.errors import first_line
 from retino.core.files import atomic_write
 from retino.training.selection import Selection
 
@@ -71,9 +72,8 @@ def read_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
             zipfile.BadZipFile) as err:  # an OSError (no access, a lost mount) is raised
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnreadableCheckpoint(f"{path} cannot be read ({type(err).__name__}: "
-                                   f"{reason[:200]})") from err
+                                   f"{first_line(err, 200)})") from err
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise UnreadableCheckpoint(f"{path} is not a retino checkpoint (no model and epoch).")
     return state
@@ -89,6 +89,15 @@ def set_aside(path: Path) -> Path:
         target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{count}")
     os.replace(path, target)
     return target
+
+
+def read_or_set_aside(path: Path) -> tuple[dict | None, str | None]:
+    """(the checkpoint's contents, None); or, for one that cannot be read, (None, why), the
+    file set aside (set_aside) for the caller to log and tag."""
+    try:
+        return read_checkpoint(path), None
+    except UnreadableCheckpoint as err:
+        return None, f"{err}; set aside as {set_aside(path).name}"
 
 
 def load_checkpoint(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -99,12 +99,10 @@ from retino.models.pretrained import (
 from retino.models.timm_backbones import timm_architectures
 from retino.training.checkpoint import (
     Checkpoint,
-    UnreadableCheckpoint,
     atomic_torch_save,
     cpu_state_dict,
     load_checkpoint,
-    read_checkpoint,
-    set_aside,
+    read_or_set_aside,
 )
 from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.devices import resolve_device
@@ -284,13 +282,11 @@ def readable_checkpoint(path: Path, tracker: Tracker) -> dict | None:
     `checkpoint_set_aside` tag say why (a corrupt last.pt used to stop every re-run)."""
     if not path.is_file():
         return None
-    try:
-        return read_checkpoint(path)
-    except UnreadableCheckpoint as err:
-        kept = set_aside(path)
-        log.warning("%s. It is set aside as %s and the run trains anew.", err, kept.name)
-        tracker.set_tags({CHECKPOINT_SET_ASIDE_TAG: f"{err}; kept as {kept.name}"})
-        return None
+    state, why = read_or_set_aside(path)
+    if why:
+        log.warning("%s: the run trains anew.", why)
+        tracker.set_tags({CHECKPOINT_SET_ASIDE_TAG: why})
+    return state
 
 
 def resume_from(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
