@@ -3,6 +3,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -139,6 +140,30 @@ def test_empty_tiny_and_truncated_photographs_stop_training_before_its_first_epo
     assert "1_left_train.jpeg: too small to be a photograph: 1x1 px" in message
     assert "3_left_test.jpeg: truncated JPEG" in message
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_bad_photographs_skip_trains_without_them_and_lists_each(tmp_path):
+    """bad_photographs=skip: the run trains on the rest and says what it left out, in its log,
+    in skipped_photographs.csv and as a count on the run."""
+    from retino.core.names import SKIPPED_PHOTOGRAPHS_FILE
+    from retino.training.pipeline import train_and_evaluate
+    from tests.conftest import TINY, compose_config
+
+    root = make_kaggle_folder(tmp_path / "dr", n_train=10)
+    images = root / "images"
+    (images / "0_right_train.jpeg").write_bytes(b"")
+    (images / "3_left_test.jpeg").write_bytes((images / "2_right_train.jpeg").read_bytes()[:-40])
+    cfg = compose_config([*TINY, "data=kaggle", f"data.root={root}", "bad_photographs=skip",
+                          "data.val_fraction=0"])
+    result = train_and_evaluate(cfg, tmp_path / "run")
+    skipped = pd.read_csv(tmp_path / "run" / SKIPPED_PHOTOGRAPHS_FILE)
+    assert sorted(Path(p).name for p in skipped["path"]) == ["0_right_train.jpeg",
+                                                             "3_left_test.jpeg"]
+    assert set(skipped["reason"]) == {"empty file (0 bytes)",
+                                      "truncated JPEG (no end-of-image marker)"}
+    predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
+    assert "3_left_test" not in set(predictions["image"]) and len(predictions) > 0
+    assert result.history  # it trained
 
 
 def test_a_jpeg_with_a_long_trailer_is_whole(tmp_path):

@@ -1,5 +1,6 @@
 """The trained run as an MLflow model: loaded with mlflow.pyfunc and served over HTTP by
-`mlflow models serve`, it grades raw photographs as retino.predict does."""
+`python -m retino.serve` (MLflow's scoring app with a bound on each request's body), it grades
+raw photographs as retino.predict does."""
 
 import io
 import json
@@ -7,7 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -19,6 +22,7 @@ import pytest
 from retino.core.grades import PROBABILITY_COLUMNS
 from retino.serving.grader import grade, load_trained_run
 from retino.serving.pyfunc import encode_image
+from retino.serving.server import BodyLimit
 
 
 def raw_photographs(source, count=4):
@@ -74,25 +78,21 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_the_same_grades(trained_run, tmp_path, monkeypatch):
+def test_served_model_answers_with_the_same_grades_and_refuses_a_large_body(
+        trained_run, tmp_path, monkeypatch):
     _, run_id, uri, source, _ = trained_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     photos = raw_photographs(source, 3)
     port = free_port()
-    env = dict(os.environ)
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "retino.serve", f"runs:/{run_id}/model", "--port", str(port),
+         "--max-request-mb", "1"],
+        env=dict(os.environ), stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
-        body = json.dumps({"dataframe_split": {"columns": ["image"],
-                                               "data": [[encode_image(p)] for p in photos]}})
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answers = pd.DataFrame(json.load(response)["predictions"])
+        answers = pd.DataFrame(post_json(port, [encode_image(p) for p in photos])["predictions"])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post_json(port, ["A" * 1_100_000])  # 1.1 MB of base64: above the 1 MB limit
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -100,16 +100,78 @@ def test_mlflow_models_serve_answers_with_the_same_grades(trained_run, tmp_path,
     assert answers["predicted"].tolist() == expected["predicted"].tolist()
     np.testing.assert_allclose(answers[PROBABILITY_COLUMNS], expected[PROBABILITY_COLUMNS],
                                atol=1e-6)
+    assert refused.value.code == 413
+    assert "--max-request-mb" in json.load(refused.value)["message"]
+
+
+def post_json(port, cells):
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def test_body_limit_refuses_declared_and_chunked_bodies_before_the_app_reads_them():
+    """BodyLimit in front of an app over real uvicorn: a body above the limit, declared or sent
+    in chunks without a length, is answered 413 and never reaches the app; a smaller one does,
+    whole."""
+    import uvicorn
+
+    seen = []
+
+    async def echo(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        seen.append(len(message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": message["body"][:10]})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(BodyLimit(echo, 1000), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        assert http_post(port, b"x" * 1000) == (200, b"x" * 10)
+        status, body = http_post(port, b"x" * 1001)
+        assert status == 413 and b"above the server's limit of 0.001 MB" in body
+        status, body = http_post(port, [b"x" * 600, b"x" * 600])  # chunked, no length
+        assert status == 413 and b"--max-request-mb" in body
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert seen == [1000]
+
+
+def http_post(port, body):
+    """(status, body) of a POST; body a list of chunks is sent chunked, without a length."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        if isinstance(body, list):
+            connection.request("POST", "/", body=iter(body), encode_chunked=True,
+                               headers={"Transfer-Encoding": "chunked"})
+        else:
+            connection.request("POST", "/", body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def wait_until_up(url, process, log, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {log.read_text()[-3000:]}")
+            raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.5)
-    raise AssertionError(f"mlflow models serve did not start: {log.read_text()[-3000:]}")
+    raise AssertionError(f"the server did not start: {log.read_text()[-3000:]}")

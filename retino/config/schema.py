@@ -17,6 +17,7 @@ SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", 
 DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
+BAD_PHOTOGRAPH_MODES = ("refuse", "skip")  # bad_photographs: what training does with them
 TTA_MODES = ("none", "flips")  # tta: test-time augmentation
 REGRESSION_LOSSES = ("mse", "smooth_l1")  # head.loss of head=regression
 QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
@@ -194,4 +195,8 @@ class Config:
     # The largest photograph decoded, in megapixels (read from its header first): training from
     # a folder of photographs, predict and the served model refuse larger ones by name.
     max_megapixels: float = 50.0
+    # Photographs of a folder no prepare checked that cannot be read (empty, truncated, not an
+    # image, too small or too large): refuse (stop before training, naming each) or skip (train
+    # without them, listed in the run's skipped_photographs.csv and counted).
+    bad_photographs: str = "refuse"
     bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

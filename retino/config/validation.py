@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from retino.config.schema import (
+    BAD_PHOTOGRAPH_MODES,
     DATASETS,
     DECODERS,
     DEVICES,
@@ -186,6 +187,8 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check(problems, cfg.grad_clip >= 0, f"grad_clip={cfg.grad_clip} must be 0 (off) or more.")
     _check_choice(problems, "selection_metric", cfg.selection_metric, SELECTION_METRICS)
     _check_choice(problems, "tta", cfg.get("tta", "none"), TTA_MODES)
+    _check_choice(problems, "bad_photographs", cfg.get("bad_photographs", "refuse"),
+                  BAD_PHOTOGRAPH_MODES)
     _check_head(cfg.head, problems)
     decay = cfg.get("ema_decay")
     _check(problems, decay is None or 0 < decay < 1,

@@ -59,6 +59,8 @@ ROLES: dict[str, KeyRole] = {
         "the operating point's target sensitivity: how results are reported", axis=False),
     "referable_specificity_target": KeyRole(
         "the second operating point's target specificity: how results are reported", axis=False),
+    "bad_photographs": KeyRole("refuse stops a run at a photograph it cannot read; skip trains "
+                               "without it, so what is learned may differ", axis=False),
     "max_megapixels": _runs("the largest photograph decoded: larger ones are refused by name",
                             evaluation=True),
     "programme_prevalence": _runs("the prevalence the screening report's PPV and NPV are "

@@ -22,6 +22,7 @@ DECISION_CURVE_FIGURE = "decision_curve.png"  # net benefit of referring at each
 SCREENING_FILE = "screening.md"  # a run's screening report (retino/evaluation/screening.py)
 PAGE_FILE = "report.html"  # a run's or a study's one-page report, figures inline
 ERROR_FILE = "error.txt"  # a failed run's traceback
+SKIPPED_PHOTOGRAPHS_FILE = "skipped_photographs.csv"  # bad_photographs=skip: path, reason
 MODEL_DIR = "model"  # the MLflow model: runs:/<id>/model
 ENSEMBLE_MODEL_DIR = "ensemble_model"  # a study's registered fold ensemble, on its parent run
 GRADER_FILE = "grader.yaml"  # preprocessing and operating point, inside the MLflow model
@@ -54,6 +55,7 @@ SUPERSEDED_TAG = "superseded_by"  # an attempt a later run of the same job repla
 PURPOSE_TAG = "purpose"
 PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run
 COST_MACHINE_TAG = "cost_machine"  # the CPU, threads and torch its cost_* latencies were timed on
+SKIPPED_PHOTOGRAPHS_PARAM = "data.skipped_photographs"  # how many bad_photographs=skip left out
 SHARED_PATIENTS_TAG = "shared_patients"  # test patients with an eye in training or validation
 CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too

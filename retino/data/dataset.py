@@ -52,23 +52,47 @@ def photograph_problems(paths: Sequence[Path],
     return problems
 
 
-SHOWN_PROBLEMS = 10  # bad photographs named in one error; the rest counted
+SHOWN_PROBLEMS = 10  # bad photographs named in one message; the rest counted
 
 
-def check_photographs(index: dict[str, SplitIndex], max_megapixels: float) -> None:
+def refuse_photographs(problems: Sequence[tuple[Path, str]]) -> None:
     """DataError before the first epoch naming every photograph of a folder that cannot be
-    trained on (a prepared cache, whose photographs prepare checked, needs no such look);
-    what training from such a folder met mid-epoch was OpenCV's raw assertion."""
-    problems = [problem for split in index.values()
-                for problem in photograph_problems(split.paths, max_megapixels)]
-    if not problems:
-        return
+    trained on (what training met mid-epoch was OpenCV's raw assertion); none: nothing."""
+    if problems:
+        raise DataError(f"{len(problems)} photograph(s) cannot be trained on:"
+                        f"{listed_problems(problems)}\nRemove them from the split's CSV files, "
+                        "train without them (bad_photographs=skip), or prepare the folder with "
+                        "python -m retino.data.prepare, which skips them and reports each.")
+
+
+def listed_problems(problems: Sequence[tuple[Path, str]]) -> str:
+    """The first SHOWN_PROBLEMS as indented lines with their reasons, the rest counted."""
     shown = "".join(f"\n  - {path}: {reason}" for path, reason in problems[:SHOWN_PROBLEMS])
     more = len(problems) - SHOWN_PROBLEMS
-    raise DataError(f"{len(problems)} photograph(s) cannot be trained on:{shown}"
-                    + (f"\n  ... and {more} more" if more > 0 else "")
-                    + "\nRemove them from the split's CSV files, or prepare the folder with "
-                    "python -m retino.data.prepare, which skips them and reports each.")
+    return shown + (f"\n  ... and {more} more" if more > 0 else "")
+
+
+def index_problems(index: dict[str, SplitIndex],
+                   max_megapixels: float) -> list[tuple[Path, str]]:
+    """(path, reason) of every photograph of every split that cannot be trained on."""
+    return [problem for split in index.values()
+            for problem in photograph_problems(split.paths, max_megapixels)]
+
+
+def without_photographs(index: dict[str, SplitIndex],
+                        left_out: Sequence[Path]) -> dict[str, SplitIndex]:
+    """The index with the photographs left_out removed from every split (their grades,
+    patients and quality verdicts with them)."""
+    gone = {Path(path) for path in left_out}
+    return {name: _kept(split, [k for k, path in enumerate(split.paths) if path not in gone])
+            for name, split in index.items()}
+
+
+def _kept(split: SplitIndex, rows: list[int]) -> SplitIndex:
+    verdicts = split.not_gradable
+    return SplitIndex(split.split, [split.paths[k] for k in rows], [split.grades[k] for k in rows],
+                      [split.patients[k] for k in rows],
+                      None if verdicts is None else [verdicts[k] for k in rows])
 
 
 class RetinopathyLoader(Dataset):

@@ -41,12 +41,20 @@ from retino.core.names import (
     ROC_FIGURE,
     SCREENING_FILE,
     SHARED_PATIENTS_TAG,
+    SKIPPED_PHOTOGRAPHS_FILE,
+    SKIPPED_PHOTOGRAPHS_PARAM,
     WEIGHTS_FILE,
     predictions_file,
 )
 from retino.core.pages import html_page
 from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS
-from retino.data.dataset import check_photographs
+from retino.data.dataset import (
+    index_problems,
+    listed_problems,
+    refuse_photographs,
+    without_photographs,
+)
+from retino.data.layout import SplitIndex
 from retino.data.loaders import (
     cache_params,
     class_weights,
@@ -325,6 +333,24 @@ def record_shared_patients(count: int, tracker: Tracker) -> None:
                     count)
 
 
+def screened_photographs(listed: dict[str, SplitIndex], cfg: DictConfig, out_dir: Path,
+                         tracker: Tracker) -> dict[str, SplitIndex]:
+    """A folder's photographs that no prepare checked, each read from its header: any that
+    cannot be trained on stops the run naming them all (bad_photographs=refuse), or is left out
+    and listed, counted on the run and in skipped_photographs.csv (skip)."""
+    problems = index_problems(listed, cfg.max_megapixels)
+    if cfg.bad_photographs == "refuse" or not problems:
+        refuse_photographs(problems)
+        return listed
+    log.warning("Training without %d photograph(s) that cannot be read (bad_photographs=skip):%s",
+                len(problems), listed_problems(problems))
+    table = out_dir / SKIPPED_PHOTOGRAPHS_FILE
+    pd.DataFrame(problems, columns=["path", "reason"]).to_csv(table, index=False)
+    tracker.log_params({SKIPPED_PHOTOGRAPHS_PARAM: len(problems)})
+    tracker.log_artifact(table)
+    return without_photographs(listed, [path for path, _ in problems])
+
+
 def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
                    run_factory: RunFactory, tracker: Tracker, resuming: bool) -> GradingNetwork:
     """The network to train, on its device (before the optimizer exists, so a resumed optimizer
@@ -446,7 +472,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     listed = read_index_at(location)
     cache = cache_params(location.root)  # which prepared cache this run read
     if not cache and cfg.data.name != "demo":  # a folder of photographs no prepare checked
-        check_photographs(listed, cfg.max_megapixels)
+        listed = screened_photographs(listed, cfg, out_dir, tracker)
     index = with_validation(listed, cfg.data.val_fraction, cfg.data.val_seed,
                             cfg.data.get("folds"), cfg.data.get("fold", 0))
     tracker.log_params(cache)

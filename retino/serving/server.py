@@ -1,0 +1,107 @@
+"""The served model over HTTP with a bound on each request's body.
+
+MLflow's scoring app (what `mlflow models serve` runs) reads a whole request body into memory
+before anything looks at it, with no limit: one client can send gigabytes. Here the same app is
+wrapped by BodyLimit, which refuses a body above the limit with 413 before reading it (a declared
+Content-Length) or as soon as the bytes read pass it (a chunked body), so a request costs at most
+the limit; each photograph in it is then bounded by max_megapixels before it is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_REQUEST_MB = 50.0  # about 30 full-size fundus JPEGs in base64 per request
+
+
+class BodyLimit:
+    """ASGI middleware: HTTP requests whose body passes max_bytes are answered 413 with a JSON
+    error naming the limit and the way to raise it; smaller ones reach the app unchanged."""
+
+    def __init__(self, app: App, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(send, declared)
+            return
+        body = await self._read_bounded(receive)
+        if body is None:
+            await self._refuse(send, None)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_bounded(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit (the rest is never read)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(self, send: Send, declared: int | None) -> None:
+        size = f"{declared / 1e6:.1f} MB" if declared is not None else "larger"
+        error = {"error_code": "REQUEST_TOO_LARGE",
+                 "message": f"the request body is {size}, above the server's limit of "
+                            f"{self.max_bytes / 1e6:g} MB: send fewer photographs per request, "
+                            "or start the server with a larger --max-request-mb"}
+        content = json.dumps(error).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(content)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, live: Receive) -> Receive:
+    """A receive that gives the app the body already read, then the connection's own messages
+    (its disconnect, when the client goes away)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await live()
+
+    return receive
+
+
+def scoring_app(model_uri: str, max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> App:
+    """MLflow's scoring app for the model at model_uri (its /invocations, /ping, /health and
+    /version, as `mlflow models serve` answers them), behind BodyLimit."""
+    from mlflow.pyfunc import scoring_server  # the web stack is imported only to serve
+
+    model = scoring_server.load_model_with_mlflow_config(model_uri)
+    return BodyLimit(scoring_server.init(model), int(max_request_mb * 1e6))
