@@ -3,10 +3,17 @@ stage that imports Hydra, so that training and data can read the config stage wi
 
 from __future__ import annotations
 
-from hydra.core.config_store import ConfigStore
+from collections.abc import Sequence
 
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from retino import PROJECT_ROOT
 from retino.config.help import help_text
 from retino.config.schema import Config
+from retino.core.errors import ConfigError
 
 
 def register_configs() -> None:
@@ -16,3 +23,15 @@ def register_configs() -> None:
     store.store(group="hydra/help", name="retino_help",  # python run.py --help
                 node={"app_name": "retino", "header": "", "footer": "",
                       "template": help_text(Config)})
+
+
+def composed(overrides: Sequence[str]) -> DictConfig:
+    """The main config with these overrides, composed by Hydra from conf/ as run.py composes
+    it (a command other than run.py that takes run.py's overrides); ConfigError naming the
+    valid choices for an unknown group option or key."""
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    except HydraException as err:
+        raise ConfigError(str(err)) from err

@@ -28,6 +28,16 @@ ENSEMBLE_MODEL_DIR = "ensemble_model"  # a study's registered fold ensemble, on 
 GRADER_FILE = "grader.yaml"  # preprocessing and operating point, inside the MLflow model
 JOB_LOCK_FILE = ".retino-job.lock"  # held by the process training into the folder
 
+# --- A data set's audit (python -m retino.audit), in <data root>/audit/ and its MLflow run -----
+AUDIT_DIR = "audit"  # beside the data it audits; the runs on that data read its summary
+AUDIT_SUMMARY_FILE = "summary.json"  # the digest audited, the counts and the shortcut floor
+AUDIT_REPORT_FILE = "audit.md"  # and audit.html: the report, figures inline
+SURVEY_FILE = "survey.csv"  # one row per photograph: properties, fingerprint, problem
+DUPLICATES_FILE = "duplicate_groups.csv"  # photographs that are one photograph, by group
+FELLOW_EYES_FILE = "fellow_eye_gaps.csv"  # patients whose eyes are graded >= 2 apart
+PROPERTIES_FIGURE = "properties_by_grade.png"
+DUPLICATES_FIGURE = "duplicate_groups.png"
+
 
 def predictions_file(split: str) -> str:
     """Per-image predictions of a split at the selected epoch: predictions_test.csv, ..._val.csv."""
@@ -36,6 +46,7 @@ def predictions_file(split: str) -> str:
 
 # --- MLflow tags ------------------------------------------------------------------------------
 PARENT_TAG = "mlflow.parentRunId"  # what mlflow ui nests a study's runs by
+NOTE_TAG = "mlflow.note.content"  # a run's description: shown first on its Overview tab
 OVERRIDES_TAG = "hydra_overrides"  # what was typed on the command line
 GIT_COMMIT_TAG = "git_commit"  # where the run started
 GIT_COMMITS_TAG = "git_commits"  # every commit it trained under (a resumed run adds one)
@@ -56,6 +67,9 @@ PURPOSE_TAG = "purpose"
 PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run
 COST_MACHINE_TAG = "cost_machine"  # the CPU, threads and torch its cost_* latencies were timed on
 SKIPPED_PHOTOGRAPHS_PARAM = "data.skipped_photographs"  # how many bad_photographs=skip left out
+AUDIT_TAG = "data_audit"  # an audit's run: the data digest it audited
+AUDIT_RUN_TAG = "audit_run"  # a run on audited data: the audit's run id
+COPIES_ACROSS_SPLITS_TAG = "copies_across_splits"  # test copies of training photographs allowed
 SHARED_PATIENTS_TAG = "shared_patients"  # test patients with an eye in training or validation
 CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too

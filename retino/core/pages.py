@@ -103,3 +103,14 @@ def html_page(title: str, markdown: str, figures: Sequence[Path] = ()) -> str:
             + "\n".join(_blocks(markdown))
             + ("\n<h2>Figures</h2>\n" + "\n".join(shown) if shown else "")
             + "\n</body></html>\n")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table (what html_page renders as a table); cells as text, '|' escaped."""
+    def cell(value: object) -> str:
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

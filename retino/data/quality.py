@@ -133,10 +133,26 @@ def rim_fit(mask: np.ndarray) -> float:
     frame (0: a disc; 1: no rim, or too little of it to fit). A fundus larger than the frame
     lights the frame's corners, but what the frame leaves of it is a disc cut by straight
     lines; a photograph of anything else, lit to the corners, is not."""
+    h, w = mask.shape
+    circle = disc_circle(mask)
+    if circle is None:
+        return 1.0
+    cx, cy, radius = circle
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (round(cx), round(cy)), round(radius), 1, thickness=-1)
+    field = mask.astype(np.uint8)
+    union = cv2.countNonZero(disc | field)
+    return 1.0 - cv2.countNonZero(disc & field) / max(union, 1)
+
+
+def disc_circle(mask: np.ndarray) -> tuple[float, float, float] | None:
+    """(centre x, centre y, radius) in pixels of the circle through the field of view's rim,
+    where the frame does not cut it; None when too little rim is free to fit one, or the
+    centre falls off the frame (no disc)."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return 1.0
+        return None
     points = max(contours, key=len)[:, 0, :].astype(np.float64)
     h, w = mask.shape
     # Where the frame, or a black band along it (a letterboxed copy), cuts the disc, the border
@@ -146,7 +162,7 @@ def rim_fit(mask: np.ndarray) -> float:
             & (points[:, 1] > top + 1) & (points[:, 1] < top + height - 2))
     x, y = points[free, 0], points[free, 1]
     if len(x) < max(24, 0.15 * min(h, w)):  # too little free rim to fit a circle to
-        return 1.0
+        return None
     # The circle through the rim: fitted, then refitted on the 80 % of points nearest to it,
     # so that a notch, a tab or a lesion at the rim does not move it.
     cx, cy, radius = _circle(x, y)
@@ -154,12 +170,8 @@ def rim_fit(mask: np.ndarray) -> float:
     near = distance <= np.quantile(distance, 0.8)
     cx, cy, radius = _circle(x[near], y[near])
     if not (0 <= cx < w and 0 <= cy < h):  # a disc centred off the frame is no field of view
-        return 1.0
-    disc = np.zeros((h, w), np.uint8)
-    cv2.circle(disc, (round(cx), round(cy)), round(radius), 1, thickness=-1)
-    field = mask.astype(np.uint8)
-    union = cv2.countNonZero(disc | field)
-    return 1.0 - cv2.countNonZero(disc & field) / max(union, 1)
+        return None
+    return cx, cy, radius
 
 
 def _circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

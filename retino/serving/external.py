@@ -9,12 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from retino import PROJECT_ROOT
-from retino.config.registration import register_configs
+from retino.config.registration import composed as composed_config
 from retino.config.schema import QualityConfig
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError
@@ -68,12 +65,7 @@ def evaluation_config(trained: DictConfig, overrides: list[str]) -> DictConfig:
                           "trained run's model. Override data, data.* and "
                           f"{', '.join(sorted(EVALUATION_KEYS))}.")
     base = [] if "data" in keys else [f"data={trained.data.name}"]
-    register_configs()
-    try:
-        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            composed = compose(config_name="config", overrides=base + list(overrides))
-    except HydraException as err:  # an unknown group option lists the valid ones
-        raise ConfigError(str(err)) from err
+    composed = composed_config(base + list(overrides))  # a typo lists the valid choices
     cfg = OmegaConf.create(OmegaConf.to_container(trained, resolve=True))
     cfg.data = composed.data
     # A run made before today's quality measures holds thresholds of older ones: judged as
