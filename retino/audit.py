@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from retino.config.registration import composed
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError, DataError
-from retino.core.names import AUDIT_DIR, AUDIT_REPORT_FILE
+from retino.core.names import AUDIT_DIR, AUDIT_REPORT_FILE, SURVEY_FILE
 from retino.data.digest import data_identity
 from retino.data.layout import SplitIndex
 from retino.data.loaders import locate_dataset, read_index_at
@@ -57,11 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def audited_splits(cfg: DictConfig) -> tuple[Path, dict[str, SplitIndex]]:
-    """(data root, its splits as a run with this config sees them: train, val, test)."""
+    """(data root, its splits as a run with this config sees them: train, val, test; as the
+    CSVs list them where the training split is too small to carve a validation split from)."""
     location = locate_dataset(cfg.data)
     listed = read_index_at(location)
-    return location.root, with_validation(listed, cfg.data.val_fraction, cfg.data.val_seed,
-                                          cfg.data.get("folds"), cfg.data.get("fold", 0))
+    try:
+        return location.root, with_validation(listed, cfg.data.val_fraction, cfg.data.val_seed,
+                                              cfg.data.get("folds"), cfg.data.get("fold", 0))
+    except DataError as err:
+        log.info("Audited as the CSVs list the splits (%s)", err)
+        return location.root, listed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rounds = cfg.bootstrap_rounds or ROUNDS
-    audit = audit_index(index, args.workers, cfg.seed, cfg.max_megapixels, rounds)
     out = args.out or root / AUDIT_DIR
+    audit = audit_index(index, root, out / SURVEY_FILE, args.workers, cfg.seed,
+                        cfg.max_megapixels, rounds)
     files = write_audit(audit, out, identity.digest, root)
     where = f"Report: {out / AUDIT_REPORT_FILE} (and .html)."
     if not args.no_mlflow:

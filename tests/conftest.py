@@ -39,6 +39,28 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Each phase's report kept on the test, for emptied_when_passed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def emptied_when_passed(request: pytest.FixtureRequest, tmp_path: Path):
+    """A passed test's temp folder is emptied as it ends (a failed one's is kept to look at):
+    the suite wrote 9.5 GB a run. The folder itself stays, so no later test gets its path."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.passed:
+        for child in tmp_path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
 @pytest.fixture(autouse=True)
 def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> None:
     """No test writes to the project's mlflow.db or reads the user's torch or Hugging Face hub

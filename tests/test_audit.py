@@ -10,13 +10,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from retino.audit import main as audit_main
-from retino.core.names import AUDIT_TAG, DUPLICATES_FILE
+from retino.core.errors import DataError
+from retino.core.names import AUDIT_TAG, COPIES_ACROSS_SPLITS_TAG, DUPLICATES_FILE
 from retino.data.audit import Listed, find_duplicates, survey
 from retino.data.demo import draw_fundus
 from retino.data.layout import write_split_csvs
+from retino.training.pipeline import train_and_evaluate
+from retino.training.tracker import NullTracker
+from tests.conftest import TINY, compose_config
 
 IDRID = Path(__file__).parent / "data" / "idrid" / "1. Original Images" / "a. Training Set"
 
@@ -122,3 +127,78 @@ def test_a_camera_that_carries_the_grade_raises_the_floor_and_is_named(tmp_path)
     metrics = run_audit(clean, tmp_path / "clean-audit", "--no-mlflow")["metrics"]
     assert metrics["shortcut_qwk_ci_low"] < 0 < metrics["shortcut_qwk_ci_high"] + 0.05
     assert metrics["duplicate_groups"] == 0
+
+
+class TagRecorder(NullTracker):
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+
+    def set_tags(self, tags):
+        self.tags |= dict(tags)
+
+
+def test_a_run_refuses_a_test_photograph_it_would_learn_from_under_another_name(tmp_path):
+    """The name check passes a copy under another name; the content check names both files,
+    and copies_across_splits=allow goes on with the count on the run."""
+    root = fundus_folder(tmp_path / "dr", {"train": [k % 5 for k in range(12)],
+                                           "test": [0, 1, 2, 3]})
+    images = root / "images"
+    original = cv2.imread(str(images / "train2_right.jpeg"))
+    cv2.imwrite(str(images / "test1_left.jpeg"), cv2.resize(original, (140, 140)),
+                [cv2.IMWRITE_JPEG_QUALITY, 70])
+    overrides = [*TINY, "data=kaggle", f"data.root={root}", "data.val_fraction=0"]
+    with pytest.raises(DataError) as refused:
+        train_and_evaluate(compose_config(overrides), tmp_path / "run")
+    assert "test photograph test1_left is train photograph train2_right" in str(refused.value)
+    assert "copies_across_splits=allow" in str(refused.value)
+    tracker = TagRecorder()
+    train_and_evaluate(compose_config([*overrides, "copies_across_splits=allow"]),
+                       tmp_path / "allowed", tracker)
+    assert tracker.tags[COPIES_ACROSS_SPLITS_TAG] == "1"
+
+
+def test_prepare_drops_copies_keeping_the_training_one_and_audits_the_cache(tmp_path):
+    """--duplicates drop leaves the training photograph of a group and lists the test copy as
+    a duplicate; the audit then runs on the cache (its file properties those of the
+    originals, not of the cache's 64 px re-encodings)."""
+    from retino.data.prepare import main as prepare_main
+
+    source = fundus_folder(tmp_path / "source", {"train": [k % 5 for k in range(12)],
+                                                 "test": [0, 1, 2, 3]})
+    images = source / "images"
+    cv2.imwrite(str(images / "test1_left.jpeg"),
+                cv2.resize(cv2.imread(str(images / "train2_right.jpeg")), (150, 150)))
+    assert prepare_main([str(source), str(tmp_path / "cache"), "--size", "64", "--workers", "1",
+                         "--duplicates", "drop"]) == 0
+    cache = tmp_path / "cache" / "center_crop-64px"
+    report = pd.read_csv(cache / "report.csv")
+    assert report.loc[report["action"] == "duplicate", ["split", "name"]].values.tolist() == [
+        ["test", "test1_left"]]
+    assert "test1_left" not in (cache / "test_img.csv").read_text()
+    summary = json.loads((cache / "audit" / "summary.json").read_text())
+    assert summary["metrics"]["photographs"] == 15 and summary["metrics"]["duplicate_groups"] == 0
+    survey_table = pd.read_csv(cache / "audit" / "survey.csv")
+    assert set(survey_table["width"]) == {160}  # the originals', not the cache's 64 px
+
+
+def test_runs_on_audited_data_link_the_audit_and_their_reports_quote_it(tmp_path, tiny_cfg):
+    """The run's page and its study's report say what a model scores on the data without the
+    retina (from the audit beside the data), and the run is tagged with the audit's run."""
+    from retino.core.names import AUDIT_RUN_TAG
+    from retino.jobs.lifecycle import JobContext, run_job
+    from retino.studies.report import write_report
+    from retino.tracking.records import read_runs
+
+    demo = [*TINY, f"data.root={tmp_path / 'demo'}", "data.train_size=40"]
+    assert audit_main([*demo, "--workers", "1"]) == 0
+    run_job(compose_config(demo), JobContext(output_dir=tmp_path / "run"))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("retino").experiment_id
+    audit, = client.search_runs([experiment], f"tags.{AUDIT_TAG} != ''")
+    trained, = client.search_runs([experiment], f"tags.{AUDIT_RUN_TAG} != ''")
+    assert trained.data.tags[AUDIT_RUN_TAG] == audit.info.run_id
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "a model that never looks at the retina" in page
+    files = write_report(read_runs([trained.info.run_id]), tmp_path / "study", "study")
+    assert f"audit run {audit.info.run_id}: a model that never looks at the retina scores" \
+        in files[0].read_text()

@@ -34,7 +34,8 @@ def test_code_version_follows_code_and_configs_not_readme_or_launcher_presets(tm
 
 def test_data_digest_follows_the_split_csvs_and_the_manifest(tmp_path):
     source = make_kaggle_source(tmp_path / "kaggle", patients=8)
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "1"]) == 0
+    assert main(["--no-audit",
+                 str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "1"]) == 0
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     first = data_identity(cache)
     assert sum(first.sizes.values()) == 16 and first.manifest["split_seed"] == 0
@@ -55,17 +56,18 @@ def test_preparing_into_a_cache_with_another_split_seed_is_refused_and_rewrites_
         tmp_path, caplog):
     source = make_kaggle_source(tmp_path / "kaggle", patients=12)
     out = tmp_path / "cache"
-    assert main([str(source), str(out), "--size", str(SIZE), "--workers", "1"]) == 0
+    assert main(["--no-audit", str(source), str(out), "--size", str(SIZE), "--workers", "1"]) == 0
     cache = cache_dir(out, "center_crop", SIZE)
     before = {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()}
     manifest = json.loads(before["manifest.json"])
     assert manifest["split_seed"] == 0 and len(manifest["split_digest"]) == 16
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "1"]) == 2
+    assert main(["--no-audit", str(source), str(out), "--size", str(SIZE), "--seed", "1"]) == 2
     assert "--force" in caplog.text and "split differently" in caplog.text
     assert {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()} == before
     # The same seed again only finishes what is missing; --force re-splits on purpose.
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "0"]) == 0
-    assert main([str(source), str(out), "--size", str(SIZE), "--seed", "1", "--force"]) == 0
+    assert main(["--no-audit", str(source), str(out), "--size", str(SIZE), "--seed", "0"]) == 0
+    assert main(["--no-audit",
+                 str(source), str(out), "--size", str(SIZE), "--seed", "1", "--force"]) == 0
     assert json.loads((cache / "manifest.json").read_text())["split_seed"] == 1
 
 

@@ -122,7 +122,8 @@ def test_prepares_kaggle_source_and_reports_every_bad_file(tmp_path):
     source = make_kaggle_source(tmp_path / "kaggle")
     expected_bad = add_bad_files(source)
     converted = add_converted_files(source)
-    status = main([str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "2"])
+    status = main(["--no-audit",
+                   str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "2"])
     assert status == 1  # something was skipped: a script can tell
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     report = read_report(cache)
@@ -251,7 +252,7 @@ def test_bom_duplicates_and_trailer_after_end_marker(tmp_path):
     (source / "trainLabels.csv").write_text("\ufeff" + labels + "0_left,4\n", encoding="utf-8")
     trailer = source / "train" / "1_left.jpeg"
     trailer.write_bytes(trailer.read_bytes() + b"camera trailer " * 20)
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+    assert main(["--no-audit", str(source), str(tmp_path / "cache"), "--size", str(SIZE),
                  "--workers", "1"]) == 1  # the repeated row is skipped
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     assert list(read_report(cache)) == ["0_left"]  # only the repeat; 1_left was prepared
@@ -260,11 +261,11 @@ def test_bom_duplicates_and_trailer_after_end_marker(tmp_path):
 
 def test_exit_status_zero_when_all_prepared_two_when_nothing_can_be(tmp_path):
     source = make_kaggle_source(tmp_path / "kaggle", patients=6)
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+    assert main(["--no-audit", str(source), str(tmp_path / "cache"), "--size", str(SIZE),
                  "--workers", "1"]) == 0
     (source / "train").rename(source / "elsewhere")
-    assert main([str(source), str(tmp_path / "c2"), "--size", str(SIZE)]) == 2
-    assert main([str(tmp_path / "empty"), str(tmp_path / "c3")]) == 2
+    assert main(["--no-audit", str(source), str(tmp_path / "c2"), "--size", str(SIZE)]) == 2
+    assert main(["--no-audit", str(tmp_path / "empty"), str(tmp_path / "c3")]) == 2
 
 
 def test_conversions_stay_in_the_report_after_a_resume(tmp_path):
@@ -422,7 +423,7 @@ def test_a_symlink_loop_among_the_photographs_is_reported_not_a_crash(tmp_path, 
     source = make_kaggle_source(tmp_path / "kaggle", patients=6)
     (source / "train" / "a.jpeg").symlink_to(source / "train" / "b.jpeg")
     (source / "train" / "b.jpeg").symlink_to(source / "train" / "a.jpeg")
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+    assert main(["--no-audit", str(source), str(tmp_path / "cache"), "--size", str(SIZE),
                  "--workers", "1"]) == 0
     report = read_report(cache_dir(tmp_path / "cache", "center_crop", SIZE))
     assert report["a"] == ("ignored", "a symbolic link loop, or a link to nothing") == report["b"]

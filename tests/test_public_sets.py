@@ -92,7 +92,8 @@ def test_aptos_is_detected_split_by_image_and_its_missing_file_reported(tmp_path
 
 def test_messidor2_excludes_ungradable_images_and_reports_them(tmp_path):
     source = make_messidor2(tmp_path / "messidor")
-    code = main([str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "1",
+    code = main(["--no-audit",
+                 str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "1",
                  "--split", "none"])
     assert code == 1  # prepared, with images left out (see report.csv)
     out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
@@ -130,7 +131,7 @@ def test_idrid_training_set_alone_gets_a_test_split_made_by_image_stratified(tmp
     to exit 2, "No usable test images"."""
     source = make_idrid(tmp_path / "idrid", n_train=20, n_test=0)
     caplog.set_level("WARNING")
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+    assert main(["--no-audit", str(source), str(tmp_path / "cache"), "--size", str(SIZE),
                  "--workers", "1"]) == 0
     out = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -154,7 +155,7 @@ def test_idrid_testing_rows_that_are_all_unusable_are_not_replaced_by_a_made_spl
               / "b. IDRiD_Disease Grading_Testing Labels.csv")
     header, *rows = labels.read_text().splitlines()
     labels.write_text("\n".join([header, *(r.replace(",", ",x", 1) for r in rows)]) + "\n")
-    assert main([str(source), str(tmp_path / "cache"), "--size", str(SIZE),
+    assert main(["--no-audit", str(source), str(tmp_path / "cache"), "--size", str(SIZE),
                  "--workers", "1"]) == 2
     assert "No usable test images" in caplog.text
     assert "no test images of its own" not in caplog.text
@@ -163,7 +164,8 @@ def test_idrid_testing_rows_that_are_all_unusable_are_not_replaced_by_a_made_spl
 def test_an_unknown_layout_names_the_known_ones(tmp_path, caplog):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "labels.csv").write_text("file,score\na,1\n")
-    assert main([str(tmp_path / "photos"), str(tmp_path / "cache"), "--workers", "1"]) == 2
+    assert main(["--no-audit",
+                 str(tmp_path / "photos"), str(tmp_path / "cache"), "--workers", "1"]) == 2
     assert "APTOS" in caplog.text and "--format" in caplog.text
 
 

@@ -35,7 +35,8 @@ def test_idrid_photographs_run_prepare_train_predict_and_evaluate(tmp_path, monk
     from retino.jobs.lifecycle import JobContext, run_job
     from retino.predict import main as predict
 
-    assert prepare([str(IDRID), str(tmp_path / "cache"), "--size", "64", "--workers", "1"]) == 0
+    assert prepare(["--no-audit",
+                    str(IDRID), str(tmp_path / "cache"), "--size", "64", "--workers", "1"]) == 0
     cache = cache_dir(tmp_path / "cache", "center_crop", 64)
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["format"] == "idrid"

@@ -18,6 +18,7 @@ DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
 BAD_PHOTOGRAPH_MODES = ("refuse", "skip")  # bad_photographs: what training does with them
+COPY_MODES = ("refuse", "allow")  # copies_across_splits
 TTA_MODES = ("none", "flips")  # tta: test-time augmentation
 REGRESSION_LOSSES = ("mse", "smooth_l1")  # head.loss of head=regression
 QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
@@ -199,4 +200,8 @@ class Config:
     # image, too small or too large): refuse (stop before training, naming each) or skip (train
     # without them, listed in the run's skipped_photographs.csv and counted).
     bad_photographs: str = "refuse"
+    # A test or validation photograph that is, under another name, a photograph the model
+    # learns from (found from its pixels): refuse (stop, naming both) or allow (go on; the
+    # count is a tag of the run).
+    copies_across_splits: str = "refuse"
     bootstrap_rounds: int = 1000  # 95% intervals of the test metrics, resampling patients (0: off)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retino.config.schema import (
     BAD_PHOTOGRAPH_MODES,
+    COPY_MODES,
     DATASETS,
     DECODERS,
     DEVICES,
@@ -189,6 +190,8 @@ def validate_config(cfg: DictConfig, registered: Mapping[str, Iterable[str]]) ->
     _check_choice(problems, "tta", cfg.get("tta", "none"), TTA_MODES)
     _check_choice(problems, "bad_photographs", cfg.get("bad_photographs", "refuse"),
                   BAD_PHOTOGRAPH_MODES)
+    _check_choice(problems, "copies_across_splits", cfg.get("copies_across_splits", "refuse"),
+                  COPY_MODES)
     _check_head(cfg.head, problems)
     decay = cfg.get("ema_decay")
     _check(problems, decay is None or 0 < decay < 1,

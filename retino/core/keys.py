@@ -61,6 +61,8 @@ ROLES: dict[str, KeyRole] = {
         "the second operating point's target specificity: how results are reported", axis=False),
     "bad_photographs": KeyRole("refuse stops a run at a photograph it cannot read; skip trains "
                                "without it, so what is learned may differ", axis=False),
+    "copies_across_splits": _runs("refuse stops a run whose held-out photographs copy training "
+                                  "ones; allow goes on, the count tagged"),
     "max_megapixels": _runs("the largest photograph decoded: larger ones are refused by name",
                             evaluation=True),
     "programme_prevalence": _runs("the prevalence the screening report's PPV and NPV are "

@@ -69,7 +69,8 @@ COST_MACHINE_TAG = "cost_machine"  # the CPU, threads and torch its cost_* laten
 SKIPPED_PHOTOGRAPHS_PARAM = "data.skipped_photographs"  # how many bad_photographs=skip left out
 AUDIT_TAG = "data_audit"  # an audit's run: the data digest it audited
 AUDIT_RUN_TAG = "audit_run"  # a run on audited data: the audit's run id
-COPIES_ACROSS_SPLITS_TAG = "copies_across_splits"  # test copies of training photographs allowed
+COPIES_ACROSS_SPLITS_TAG = "copies_across_splits"  # held-out copies of training ones, allowed
+NEAR_COPIES_TAG = "near_copies_across_splits"  # near-duplicate pairs across held-out splits
 SHARED_PATIENTS_TAG = "shared_patients"  # test patients with an eye in training or validation
 CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too

@@ -10,6 +10,7 @@ those conflicts cap any grader at, and patients whose two eyes are graded two or
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from retino.core.names import AUDIT_DIR, AUDIT_SUMMARY_FILE
 from retino.data.fingerprints import (
     BITS,
     Pair,
@@ -31,14 +33,15 @@ from retino.data.fingerprints import (
     normalised_field,
     read_view,
 )
-from retino.data.layout import SplitIndex
+from retino.data.layout import ORIGINALS_FILE, SplitIndex
 from retino.data.preprocess import MAX_MEGAPIXELS, BadImage, inspect_image
-from retino.data.properties import PROPERTIES, photograph_properties
+from retino.data.properties import FILE_PROPERTIES, PROPERTIES, photograph_properties
 
 log = logging.getLogger(__name__)
 
 IDENTITY_COLUMNS = ["split", "name", "grade", "patient"]
-SURVEY_COLUMNS = [*IDENTITY_COLUMNS, "path", *PROPERTIES, "fingerprint", "problem"]
+# path and bytes: the file surveyed (bytes: its size, which tells a later survey it is unchanged)
+SURVEY_COLUMNS = [*IDENTITY_COLUMNS, "path", "bytes", *PROPERTIES, "fingerprint", "problem"]
 FELLOW_EYE_GAP = 2  # grades apart, at least, for a patient's eyes to be flagged
 
 
@@ -59,31 +62,48 @@ def listed_photographs(index: dict[str, SplitIndex]) -> list[Listed]:
                                             strict=True)]
 
 
-def survey_row(photo: Listed, max_megapixels: float = MAX_MEGAPIXELS) -> dict:
+def survey_row(photo: Listed, max_megapixels: float = MAX_MEGAPIXELS,
+               original: dict | None = None) -> dict:
     """One photograph's row of the survey (see SURVEY_COLUMNS); a file that cannot be read has
-    its reason under problem and no properties."""
+    its reason under problem and no properties. original: the FILE_PROPERTIES of the file a
+    prepared photograph was made from, which stand for its own."""
     row = {"split": photo.split, "name": photo.path.stem, "grade": photo.grade,
-           "patient": photo.patient, "path": str(photo.path), "fingerprint": "", "problem": ""}
+           "patient": photo.patient, "path": str(photo.path), "bytes": _size(photo.path),
+           "fingerprint": "", "problem": ""}
     try:
         width, height, _ = inspect_image(photo.path, max_megapixels)
         view = read_view(photo.path, max_megapixels)
     except BadImage as err:
         return row | {"problem": str(err)}
-    row |= photograph_properties(photo.path, width, height, view)
+    row |= photograph_properties(photo.path, width, height, view) | (original or {})
     row["fingerprint"] = bits_text(fingerprint(normalised_field(view)))
     return row
 
 
-def _survey_star(args: tuple[Listed, float]) -> dict:
+def _survey_star(args: tuple[Listed, float, dict | None]) -> dict:
     return survey_row(*args)
 
 
+def read_originals(root: Path) -> dict[str, dict]:
+    """name -> the FILE_PROPERTIES of the original a prepared cache's photograph was made
+    from ({} for data that was not prepared)."""
+    path = Path(root) / ORIGINALS_FILE
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"name": str})
+    return {row["name"]: {key: float(row[key]) for key in FILE_PROPERTIES}
+            for row in table.to_dict("records")}
+
+
 def survey(photos: Sequence[Listed], workers: int = 1,
-           max_megapixels: float = MAX_MEGAPIXELS) -> pd.DataFrame:
+           max_megapixels: float = MAX_MEGAPIXELS,
+           originals: dict[str, dict] | None = None) -> pd.DataFrame:
     """The survey table of the photographs (SURVEY_COLUMNS), in their order; workers
-    processes share the decoding."""
+    processes share the decoding; originals (read_originals) stand for prepared files'
+    own file properties."""
     started = time.perf_counter()
-    tasks = [(photo, max_megapixels) for photo in photos]
+    originals = originals or {}
+    tasks = [(photo, max_megapixels, originals.get(photo.path.stem)) for photo in photos]
     if workers > 1 and len(tasks) > 64:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             rows = pool.map(_survey_star, tasks, chunksize=32)
@@ -171,23 +191,77 @@ def fellow_eye_gaps(table: pd.DataFrame, gap: int = FELLOW_EYE_GAP) -> pd.DataFr
     return pd.DataFrame(rows, columns=["patient", "grades", "names"])
 
 
-def copies_across(table: pd.DataFrame, duplicates: Duplicates,
-                  held_out: str) -> list[tuple[int, int]]:
-    """(held-out row, other row) for each photograph of split held_out whose content is also
-    in another split (one photograph: a model tested on what it learned from)."""
-    found = []
-    for pair in duplicates.pairs:
-        if not pair.same_photograph:
-            continue
-        first, second = table["split"].iloc[pair.first], table["split"].iloc[pair.second]
-        if first == second or held_out not in (first, second):
-            continue
-        found.append((pair.first, pair.second) if first == held_out
-                     else (pair.second, pair.first))
-    return found
-
-
 def near_across(table: pd.DataFrame, duplicates: Duplicates) -> int:
     """How many near-duplicate pairs (not one photograph) lie in two different splits."""
     splits = table["split"].to_numpy()
     return sum(splits[p.first] != splits[p.second] for p in duplicates.near_pairs())
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else -1
+
+
+def survey_reusing(photos: Sequence[Listed], earlier: Path, workers: int = 1,
+                   max_megapixels: float = MAX_MEGAPIXELS,
+                   originals: dict[str, dict] | None = None) -> pd.DataFrame:
+    """The survey of the photographs, taking an earlier survey's rows (an audit's
+    survey.csv) for files of the same path and size, and surveying only the others."""
+    known: dict[tuple[str, int], dict] = {}
+    if earlier.is_file():
+        kept = pd.read_csv(earlier, keep_default_na=False, dtype={"name": str, "patient": str})
+        if set(SURVEY_COLUMNS) <= set(kept.columns):  # an older audit's file is not reused
+            known = {(row["path"], int(row["bytes"])): row for row in kept.to_dict("records")
+                     if row["fingerprint"]}
+    rows: list[dict | None] = []
+    for photo in photos:
+        row = known.get((str(photo.path), _size(photo.path)))
+        rows.append(None if row is None else row | {"split": photo.split, "grade": photo.grade,
+                                                   "patient": photo.patient})
+    missing = [k for k, row in enumerate(rows) if row is None]
+    fresh = survey([photos[k] for k in missing], workers, max_megapixels, originals)
+    for k, row in zip(missing, fresh.to_dict("records"), strict=True):
+        rows[k] = row
+    return pd.DataFrame(rows, columns=SURVEY_COLUMNS)
+
+
+HELD_OUT = {"test": ("train", "val"), "val": ("train",)}  # split: the splits it must not share
+
+
+@dataclass(frozen=True)
+class SplitCopies:
+    """Photographs of a held-out split (test, or validation) whose content is in a split the
+    model learns or chooses from: (held-out split, its name, other split, its name); and how
+    many near-duplicate pairs cross such splits."""
+
+    copies: list[tuple[str, str, str, str]]
+    near: int
+
+
+def copies_between_splits(table: pd.DataFrame,
+                          max_megapixels: float = MAX_MEGAPIXELS) -> SplitCopies:
+    """What the survey of a run's splits shares across them (see HELD_OUT)."""
+    duplicates = find_duplicates(table, max_megapixels)
+    split, name = table["split"].to_numpy(), table["name"].to_numpy()
+    copies, near = [], 0
+    for pair in duplicates.pairs:
+        a, b = pair.first, pair.second
+        if split[b] in HELD_OUT and split[a] in HELD_OUT[split[b]]:
+            a, b = b, a
+        if split[a] not in HELD_OUT or split[b] not in HELD_OUT[split[a]]:
+            continue
+        if pair.same_photograph:
+            copies.append((split[a], name[a], split[b], name[b]))
+        else:
+            near += 1
+    return SplitCopies(sorted(copies), near)
+
+
+def audit_summary(root: Path, digest: str) -> dict | None:
+    """The summary of the audit beside the data (<root>/audit/summary.json), when it audited
+    this very data (its digest); None otherwise."""
+    path = Path(root) / AUDIT_DIR / AUDIT_SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("data_digest") == digest else None

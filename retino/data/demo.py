@@ -18,13 +18,21 @@ import cv2
 import numpy as np
 
 from retino.core.files import atomic_write_text, csv_text
-from retino.data.layout import IMAGE_SUFFIX, NOT_GRADABLE, REPORT, write_split_csvs
+from retino.data.layout import (
+    IMAGE_SUFFIX,
+    NOT_GRADABLE,
+    REPORT,
+    csv_paths,
+    read_lines,
+    write_split_csvs,
+)
 from retino.data.quality import assess
 
 log = logging.getLogger(__name__)
 
 # Bump when a change to the drawing code changes the images: old demo folders are then not reused.
-GENERATOR_VERSION = 3  # 2: a few test photographs no grader could read; 3: two eyes a patient
+# 2: a few test photographs no grader could read; 3: two eyes a patient; 4: two filed twice
+GENERATOR_VERSION = 4
 
 # Share of each grade 0-4 in the Kaggle DR training set (grade 0 is the majority).
 KAGGLE_GRADE_SHARES = (0.735, 0.070, 0.151, 0.025, 0.020)
@@ -185,6 +193,27 @@ def _write_split(folder: Path, split: str, n_images: int, size: int, rng) -> lis
     return names
 
 
+def plant_copies(folder: Path, rng: np.random.Generator) -> list[str]:
+    """What public sets hold and the audit finds (python -m retino.audit): a photograph filed
+    twice, here a patient's left eye saved again (resized, re-encoded) as their right eye, for
+    one patient whose eyes share a grade and one whose eyes do not (a conflicting grade). The
+    counts and names stay as they were. Returns the overwritten names."""
+    names, labels = (read_lines(path) for path in csv_paths(folder, "train"))
+    grade = dict(zip(names, map(int, labels), strict=True))
+    pairs = [(left, left[: -len("left")] + "right") for left in names
+             if left.endswith("_left") and left[: -len("left")] + "right" in grade]
+    alike = [pair for pair in pairs if grade[pair[0]] == grade[pair[1]]]
+    unlike = [pair for pair in pairs if grade[pair[0]] != grade[pair[1]]]
+    planted = [group[rng.integers(len(group))] for group in (alike, unlike) if group]
+    for left, right in planted:
+        original = cv2.imread(str(folder / "images" / f"{left}{IMAGE_SUFFIX}"))
+        h, w = original.shape[:2]
+        cv2.imwrite(str(folder / "images" / f"{right}{IMAGE_SUFFIX}"),
+                    cv2.resize(original, (w * 9 // 10, h * 9 // 10), interpolation=cv2.INTER_AREA),
+                    [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return [right for _, right in planted]
+
+
 def write_quality_report(folder: Path, split: str, names: list[str]) -> None:
     """report.csv as prepare writes it: the photographs of the split judged not gradable, by
     the same assessment prepare and predict use."""
@@ -216,6 +245,7 @@ def ensure_demo_dataset(cache_dir: Path, train_size: int, test_size: int,
         (staging / "images").mkdir()
         rng = np.random.default_rng(seed)
         _write_split(staging, "train", train_size, image_size, rng)
+        plant_copies(staging, rng)
         write_quality_report(staging, "test", _write_split(staging, "test", test_size,
                                                            image_size, rng))
         os.replace(staging, root)

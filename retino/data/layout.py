@@ -26,6 +26,8 @@ SPLITS = ("train", "test")
 MANIFEST_FILE = "manifest.json"  # a prepared cache's record of how it was made
 PATIENTS_FILE = "patients.csv"  # image,patient where the names do not say whose eye it is
 REPORT = "report.csv"  # a prepared set's split,name,action,reason of every image it noted
+ORIGINALS_FILE = "originals.csv"  # a prepared cache's: each original file's size and format
+DUPLICATE = "duplicate"  # report.csv's action for one left out as a copy (--duplicates drop)
 NOT_GRADABLE = "not gradable"  # report.csv's action for a photograph kept but marked
 _SHOW_AT_MOST = 5  # how many offending names an error message lists
 

@@ -7,8 +7,11 @@ made), or the lab's four CSVs and an image folder (used as they are). The prepar
 written to OUT/<method>-<size>px/ : images/<name>.jpeg, the four CSVs, manifest.json and
 report.csv (every file that was skipped or converted, with the reason). Each image is written
 under a temporary name and renamed, so an interrupted run leaves no truncated file; running the
-command again prepares only what is missing (--force rebuilds). Exit status: 0 when every image
-was prepared, 1 when some were skipped (see report.csv), 2 when nothing could be done.
+command again prepares only what is missing (--force rebuilds). originals.csv keeps each original
+file's size and format for the audit, which then runs on the cache (python -m retino.audit;
+--no-audit skips it): its report is in OUT/<method>-<size>px/audit/. --duplicates drop leaves one
+photograph of each group of copies in the splits. Exit status: 0 when every image was prepared,
+1 when some were skipped (see report.csv), 2 when nothing could be done.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -29,6 +33,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from retino.core.errors import DataError
@@ -39,14 +44,19 @@ from retino.core.files import (
     csv_text,
 )
 from retino.core.locks import try_lock
+from retino.core.names import AUDIT_DIR, SURVEY_FILE
+from retino.data.audit import find_duplicates, listed_photographs, read_originals, survey_reusing
 from retino.data.layout import (
+    DUPLICATE,
     IMAGE_SUFFIX,
     MANIFEST_FILE,
     NOT_GRADABLE,
+    ORIGINALS_FILE,
     REPORT,
     SPLITS,
     patient_of,
     read_manifest,
+    read_split_index,
     write_patients_csv,
     write_split_csvs,
 )
@@ -58,6 +68,7 @@ from retino.data.preprocess import (
     encode_jpeg,
     jpeg_is_complete,
 )
+from retino.data.properties import write_originals
 from retino.data.quality import assess
 from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 
@@ -335,9 +346,11 @@ def _sole_writer(out: Path) -> Iterator[None]:
 def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers: int,
                   force: bool = False, seed: int = 0, image_dir: Path | None = None,
                   fmt: str = "auto", split: str = "patient",
-                  patients: Path | None = None, quality: str = "keep") -> dict:
+                  patients: Path | None = None, quality: str = "keep",
+                  duplicates: str = "keep") -> dict:
     """Build (or finish) the cache of one method and size; returns the manifest. patients: a
-    file saying whose eye each image is (retino.data.public_sets.read_exam_list)."""
+    file saying whose eye each image is (retino.data.public_sets.read_exam_list); duplicates:
+    drop leaves one photograph of each group of copies in the splits (drop_copies)."""
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
@@ -368,6 +381,11 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         identical = identical_across_splits(found)
         counts = write_index(out, outcomes, found.rejected, manifest, ignored, identical,
                              found.patients)
+        write_originals(out / ORIGINALS_FILE,
+                        {o.job.name: o.job.src for o in outcomes
+                         if o.status not in {"skipped", DROPPED}})
+        if duplicates == "drop":
+            counts = drop_copies(out, workers, manifest)
     elapsed = time.perf_counter() - started
     done = sum(o.status in {"prepared", "converted"} for o in outcomes)
     log.info("%s: %d train + %d test images ready (%d prepared now in %.0fs, %d already there), "
@@ -385,6 +403,49 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
                     "remove one of each pair from the source's labels.", len(identical),
                     out / REPORT)
     return manifest
+
+
+DUPLICATE_MODES = ("keep", "drop")  # --duplicates
+
+
+def drop_copies(out: Path, workers: int, manifest: dict) -> dict[str, int]:
+    """Leave one photograph of each group of copies (the same photograph under several
+    names, found from its pixels: retino.data.audit) in the cache's splits, a training one
+    where the group has one, so that no copy stays in the test split; the others are listed in
+    report.csv as duplicates. The survey is kept for the audit. Returns the new counts."""
+    index = {split: read_split_index(out, out / "images", split) for split in SPLITS}
+    table = survey_reusing(listed_photographs(index), out / AUDIT_DIR / SURVEY_FILE, workers,
+                           originals=read_originals(out))
+    (out / AUDIT_DIR).mkdir(exist_ok=True)
+    atomic_write_text(out / AUDIT_DIR / SURVEY_FILE, table.to_csv(index=False))
+    dropped = []
+    for group in find_duplicates(table).groups:
+        members = table.iloc[group]
+        keeper = members.iloc[int(np.argmax((members["split"] == "train").to_numpy()))]
+        dropped += [(row["split"], row["name"], DUPLICATE,
+                     f"the same photograph as {keeper['name']} ({keeper['split']})")
+                    for _, row in members.iterrows() if row["name"] != keeper["name"]]
+    gone = {name for _, name, _, _ in dropped}
+    for split, part in index.items():
+        kept = [(path.stem, grade) for path, grade in zip(part.paths, part.grades, strict=True)
+                if path.stem not in gone]
+        write_split_csvs(out, split, [n for n, _ in kept], [g for _, g in kept])
+    _add_to_report(out / REPORT, dropped)
+    manifest["duplicates_dropped"] = len(dropped)
+    manifest["counts"] |= {split: len(index[split]) - sum(s == split for s, *_ in dropped)
+                           for split in SPLITS}
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    if dropped:
+        log.warning("Left %d copies out of the splits (--duplicates drop), one photograph of "
+                    "each group kept; listed as '%s' in %s.", len(dropped), DUPLICATE,
+                    out / REPORT)
+    return manifest["counts"]
+
+
+def _add_to_report(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    with path.open(newline="") as f:
+        kept = [tuple(row) for row in csv.reader(f)]
+    atomic_write_text(path, csv_text([kept[0], *sorted({*kept[1:], *rows})]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -414,6 +475,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="photographs that are not gradable (retino/data/quality.py): keep "
                         "and mark them in report.csv (default), drop them from the splits, or "
                         "off (do not assess)")
+    parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="keep",
+                        help="copies of one photograph under several names (found from their "
+                        "pixels): keep them (the audit lists them; a run refuses a test copy of "
+                        "a training photograph), or drop all but one of each group")
+    parser.add_argument("--audit", action=argparse.BooleanOptionalAction, default=True,
+                        help="audit the prepared cache (python -m retino.audit: copies across "
+                        "splits, conflicting grades, the score without the retina); on by "
+                        "default")
     parser.add_argument("--force", action="store_true", help="rebuild images already prepared")
     args = parser.parse_args(argv)
     if args.size < 32 or args.workers < 1:
@@ -427,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = prepare_cache(args.source, args.out, args.method, args.size, args.workers,
                                  args.force, args.seed, args.images, args.format, args.split,
-                                 args.patients, args.quality)
+                                 args.patients, args.quality, args.duplicates)
     except (DataError, OSError, ValueError) as err:  # unreadable source, bad CSV, no permission
         log.error("%s", err)
         return 2
@@ -436,7 +505,21 @@ def main(argv: list[str] | None = None) -> int:
         log.error("No usable %s images: see %s.", "train" if counts["train"] == 0 else "test",
                   Path(cache_dir(args.out, args.method, args.size)) / REPORT)
         return 2
+    if args.audit:
+        audit_cache(cache_dir(args.out, args.method, args.size), args.workers)
     return 1 if counts["skipped"] else 0
+
+
+def audit_cache(cache: Path, workers: int) -> None:
+    """python -m retino.audit on the prepared cache, in a child process: the audit's floor and
+    report belong to the evaluation stage, which this stage does not import. A failed audit
+    is said, and leaves the cache as it is."""
+    command = [sys.executable, "-m", "retino.audit", "data=kaggle", f"data.root={cache}",
+               "--workers", str(workers)]
+    log.info("Auditing %s: %s", cache, " ".join(command[1:]))
+    if subprocess.run(command, check=False).returncode != 0:
+        log.warning("The audit of %s failed (above); the cache is ready. Run it again with: "
+                    "python -m %s", cache, " ".join(command[2:]))
 
 
 if __name__ == "__main__":

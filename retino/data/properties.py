@@ -12,8 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from retino.core.files import atomic_write_text
 from retino.data.fingerprints import View
 
 # What each property is, in the audit report's words (and the columns of its tables).
@@ -60,11 +62,7 @@ def photograph_properties(path: Path, width: int, height: int, view: View) -> di
     grey = cv2.cvtColor(view.image, cv2.COLOR_BGR2GRAY)
     field = grey[view.mask] if view.mask.any() else grey.ravel()
     return {
-        "width": float(width),
-        "height": float(height),
-        "aspect": width / height,
-        "file_kb": Path(path).stat().st_size / 1024,
-        "jpeg_quality": jpeg_quality(path),
+        **file_properties(path, width, height),
         "brightness": float(field.mean()),
         "contrast": float(field.std()),
         "field_radius": radius / min(frame_h, frame_w),
@@ -72,3 +70,31 @@ def photograph_properties(path: Path, width: int, height: int, view: View) -> di
         "field_y": cy / frame_h,
         "border_share": 1.0 - float(view.mask.mean()),
     }
+
+
+# What a prepared cache cannot show of its photographs (each was resized and re-encoded): the
+# original file's, kept beside the cache by prepare and read by the audit in their place.
+FILE_PROPERTIES = ("width", "height", "aspect", "file_kb", "jpeg_quality")
+
+
+def file_properties(path: Path, width: int, height: int) -> dict[str, float]:
+    """The FILE_PROPERTIES of an original photograph, from its header and size alone."""
+    return {"width": float(width), "height": float(height), "aspect": width / height,
+            "file_kb": Path(path).stat().st_size / 1024, "jpeg_quality": jpeg_quality(path)}
+
+
+def write_originals(path: Path, files: dict[str, Path]) -> int:
+    """The FILE_PROPERTIES of each named original file (read from its header) as a CSV at
+    path, for the audit of the cache made from them; returns the rows written (a file that
+    cannot be read has none)."""
+    rows = []
+    for name, source in sorted(files.items()):
+        try:
+            with Image.open(source) as image:
+                width, height = image.size
+        except (OSError, ValueError):
+            continue
+        rows.append({"name": name, **file_properties(source, width, height)})
+    atomic_write_text(path, pd.DataFrame(rows, columns=["name", *FILE_PROPERTIES])
+                      .to_csv(index=False))
+    return len(rows)

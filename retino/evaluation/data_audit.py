@@ -10,6 +10,7 @@ metrics of the audit's MLflow run) is what runs on that data quote.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,8 @@ from retino.data.audit import (
     group_table,
     listed_photographs,
     near_across,
-    survey,
+    read_originals,
+    survey_reusing,
 )
 from retino.data.layout import SplitIndex
 from retino.data.preprocess import MAX_MEGAPIXELS
@@ -77,10 +79,14 @@ class DataAudit:
                 "shortcut_importances": dict(self.floor.importances) if self.floor else {}}
 
 
-def audit_index(index: dict[str, SplitIndex], workers: int = 1, seed: int = 0,
-                max_megapixels: float = MAX_MEGAPIXELS, rounds: int = ROUNDS) -> DataAudit:
-    """Survey every photograph of the splits and draw the audit's findings from it."""
-    table = survey(listed_photographs(index), workers, max_megapixels)
+def audit_index(index: dict[str, SplitIndex], root: Path, earlier: Path, workers: int = 1,
+                seed: int = 0, max_megapixels: float = MAX_MEGAPIXELS,
+                rounds: int = ROUNDS) -> DataAudit:
+    """Survey every photograph of the splits (reusing an earlier survey's rows of unchanged
+    files; a prepared cache's originals give the file properties) and draw the audit's
+    findings from it."""
+    table = survey_reusing(listed_photographs(index), earlier, workers, max_megapixels,
+                           read_originals(root))
     duplicates = find_duplicates(table, max_megapixels)
     floor = shortcut_floor(table.loc[table["problem"] == ""], list(PROPERTIES), seed,
                            rounds=rounds)

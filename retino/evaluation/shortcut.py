@@ -11,6 +11,7 @@ reaches alone names what carries it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,10 @@ def _out_of_fold(x: np.ndarray, grades: np.ndarray, patients: np.ndarray, folds:
     probabilities = np.zeros((len(grades), len(GRADES)))
     alone = np.zeros((x.shape[1], len(grades)), int)  # each feature's out-of-fold grades
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-    for train, held_out in splitter.split(x, grades, patients):
+    with warnings.catch_warnings():  # a rare grade in fewer patients than folds: expected
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        parts = list(splitter.split(x, grades, patients))
+    for train, held_out in parts:
         forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, random_state=seed,
                                         class_weight="balanced", n_jobs=-1)
         forest.fit(x[train], grades[train])

@@ -24,6 +24,7 @@ from retino.core.errors import RetinoError, user_message
 from retino.core.keys import GPU_PARAM
 from retino.core.locks import JobLock, RunBusyError, exclusive, lock_holder
 from retino.core.names import (
+    AUDIT_RUN_TAG,
     CHECKPOINT_FILE,
     CHECKPOINT_SET_ASIDE_TAG,
     CODE_VERSION_TAG,
@@ -238,7 +239,16 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
             lock.record(tracker.run_id)
             if resumed is None:
                 tracker.log_dataset(plan.data)
+            _link_audit(tracker, cfg.experiment, plan.identity.data_digest)
             yield tracker, out_dir
+
+
+def _link_audit(tracker: Tracker, experiment: str, digest: str) -> None:
+    """The run names the audit of its data (python -m retino.audit), when one was logged."""
+    from retino.tracking.audits import audit_run_for
+
+    if audit := audit_run_for(experiment, digest):
+        tracker.set_tags({AUDIT_RUN_TAG: audit})
 
 
 def _decide(cfg: DictConfig, ctx: JobContext,

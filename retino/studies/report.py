@@ -27,6 +27,7 @@ from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
+    AUDIT_RUN_TAG,
     ERROR_TAG,
     PAGE_FILE,
     REPRODUCES_TAG,
@@ -50,6 +51,7 @@ from retino.evaluation.screening import (
     proportion_cell,
     screening_report,
 )
+from retino.evaluation.shortcut import SHORTCUT_NAME
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import (
     Configuration,
@@ -69,6 +71,7 @@ from retino.studies.folds import (
     pool_folds,
     write_pool_files,
 )
+from retino.tracking.audits import audit_metrics
 from retino.tracking.records import RunRecord, read_runs
 
 log = logging.getLogger(__name__)
@@ -322,6 +325,33 @@ def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
             f"run {run.run_id}). Its test numbers are in the table above.\n")
 
 
+def data_audit_lines(finished: list[RunRecord]) -> str:
+    """What the audit of the study's data says (python -m retino.audit, linked from each run
+    by its audit_run tag): the score a model reaches without the retina, beside the majority
+    baseline, and the copies across splits; or that the data has none."""
+    if not finished:
+        return ""
+    audits = sorted({run.tags.get(AUDIT_RUN_TAG, "") for run in finished})
+    lines = ["", "## The data's audit", ""]
+    if audits == [""]:
+        return "\n".join([*lines, "The data has no audit: `python -m retino.audit` with the "
+                           "study's data overrides shows what a model scores without looking "
+                           "at the retina, and the copies across splits.", ""])
+    for audit in audits:
+        found = audit_metrics(audit) if audit else {}
+        if "shortcut_qwk" not in found:
+            lines.append(f"- audit run {audit or '(none)'}: no shortcut floor recorded")
+            continue
+        lines.append(
+            f"- audit run {audit}: {SHORTCUT_NAME} scores kappa {found['shortcut_qwk']:.2f} "
+            f"[{found['shortcut_qwk_ci_low']:.2f}, {found['shortcut_qwk_ci_high']:.2f}] and "
+            f"referable AUC {found['shortcut_referable_auc']:.3f}; the majority baseline, kappa "
+            f"0.00 at accuracy {100 * found['majority_acc']:.1f} %. "
+            f"{found['groups_across_splits']:.0f} group(s) of copies across splits, "
+            f"label-agreement ceiling {100 * found['label_agreement_ceiling']:.1f} %.")
+    return "\n".join([*lines, ""])
+
+
 def leakage_lines(finished: list[RunRecord]) -> str:
     """A warning for each run whose test patients also had an eye in training; '' for none."""
     leaked = [(run, int(run.tags[SHARED_PATIENTS_TAG])) for run in finished
@@ -445,6 +475,7 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
     finished = [run for run in runs if run.status == "FINISHED"]
     text += leakage_lines(finished)
+    text += data_audit_lines(finished)
     labels = run_labels(finished)
     if len(labels) > 1:
         text += "\n" + best_line(finished, labels)

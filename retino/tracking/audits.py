@@ -35,3 +35,11 @@ def audit_run_for(experiment: str, digest: str) -> str | None:
                               f"tags.{AUDIT_TAG} = '{digest}' and attributes.status = 'FINISHED'",
                               max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
+
+
+def audit_metrics(run_id: str) -> dict[str, float]:
+    """The numbers an audit's run holds ({} when the run is gone from the store)."""
+    try:
+        return dict(mlflow_client().get_run(run_id).data.metrics)
+    except Exception:  # noqa: BLE001 - a deleted or foreign run: the report says it has none
+        return {}

@@ -244,6 +244,7 @@ class FitResult:
     example_image: Path | None = None  # a test photograph: an MLflow model's input example
     screening: str = ""  # the selected epoch's screening report, Markdown
     stopped_epoch: int = 0  # the last epoch trained when early stopping ended it (0: it did not)
+    data_audit: str = ""  # what the data's audit says (the run's report shows it), Markdown
 
 
 def _log_epoch(row: dict[str, float], epochs: int) -> None:

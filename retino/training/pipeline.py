@@ -22,11 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.config.naming import run_name
-from retino.core.errors import ConfigError
+from retino.core.errors import ConfigError, DataError
 from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
     ACCURACY_FIGURE,
+    AUDIT_DIR,
+    AUDIT_REPORT_FILE,
     CALIBRATION_FIGURE,
     CAM_FIGURE,
     CHECKPOINT_FILE,
@@ -34,26 +36,36 @@ from retino.core.names import (
     CONFIG_FILE,
     CONFUSION_CSV,
     CONFUSION_FIGURE,
+    COPIES_ACROSS_SPLITS_TAG,
     COST_MACHINE_TAG,
     DECISION_CURVE_FIGURE,
     HISTORY_FILE,
+    NEAR_COPIES_TAG,
     PAGE_FILE,
     ROC_FIGURE,
     SCREENING_FILE,
     SHARED_PATIENTS_TAG,
     SKIPPED_PHOTOGRAPHS_FILE,
     SKIPPED_PHOTOGRAPHS_PARAM,
+    SURVEY_FILE,
     WEIGHTS_FILE,
     predictions_file,
 )
 from retino.core.pages import html_page
 from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS
+from retino.data.audit import (
+    audit_summary,
+    copies_between_splits,
+    listed_photographs,
+    survey_reusing,
+)
 from retino.data.dataset import (
     index_problems,
     listed_problems,
     refuse_photographs,
     without_photographs,
 )
+from retino.data.digest import data_identity
 from retino.data.layout import SplitIndex
 from retino.data.loaders import (
     cache_params,
@@ -351,6 +363,42 @@ def screened_photographs(listed: dict[str, SplitIndex], cfg: DictConfig, out_dir
     return without_photographs(listed, [path for path, _ in problems])
 
 
+SHOWN_COPIES = 10  # copies named in one message; the rest counted
+
+
+def check_copies_across_splits(index: dict[str, SplitIndex], cfg: DictConfig, root: Path,
+                               tracker: Tracker) -> None:
+    """A test (or validation) photograph whose content is in a split the model learns from,
+    under another name, stops the run naming both files (copies_across_splits=allow goes on,
+    recorded as a tag with the count); near-duplicates across them are warned about and
+    counted. The photographs' fingerprints come from the data's audit where it has one."""
+    table = survey_reusing(listed_photographs(index), root / AUDIT_DIR / SURVEY_FILE,
+                           max_megapixels=cfg.max_megapixels)
+    found = copies_between_splits(table, cfg.max_megapixels)
+    tracker.set_tags({NEAR_COPIES_TAG: str(found.near)})
+    if found.near:
+        log.warning("%d pair(s) of near-duplicate photographs (another capture of an eye, or an "
+                    "edited copy) lie in two splits; python -m retino.audit lists them.",
+                    found.near)
+    if not found.copies:
+        return
+    named = "".join(f"\n  - {held} photograph {name} is {other} photograph {twin}"
+                    for held, name, other, twin in found.copies[:SHOWN_COPIES])
+    more = len(found.copies) - SHOWN_COPIES
+    named += f"\n  ... and {more} more" if more > 0 else ""
+    if cfg.copies_across_splits == "allow":
+        tracker.set_tags({COPIES_ACROSS_SPLITS_TAG: str(len(found.copies))})
+        log.warning("%d photograph(s) held out from training are copies of training photographs "
+                    "(copies_across_splits=allow, recorded on the run):%s", len(found.copies),
+                    named)
+        return
+    raise DataError(f"{len(found.copies)} photograph(s) held out from training are the same "
+                    f"photograph as one the model learns from, under another name:{named}\n"
+                    "Their scores would be memory, not grading. Remove one of each pair from the "
+                    "split CSVs (python -m retino.audit lists them all), or set "
+                    "copies_across_splits=allow to go on (recorded on the run).")
+
+
 def starting_model(cfg: DictConfig, device: torch.device, settings: StepSettings,
                    run_factory: RunFactory, tracker: Tracker, resuming: bool) -> GradingNetwork:
     """The network to train, on its device (before the optimizer exists, so a resumed optimizer
@@ -441,7 +489,24 @@ def run_page_markdown(cfg: DictConfig, result: FitResult) -> str:
         f"{interval('test_acc', 100)} (majority-grade baseline "
         f"{100 * chosen['test_majority_baseline']:.2f} %)",
         f"- Test quadratic weighted kappa {chosen['test_qwk_selected']:.3f}"
-        f"{interval('test_qwk')}", "", result.screening])
+        f"{interval('test_qwk')}", f"- {result.data_audit}" if result.data_audit else "", "",
+        result.screening])
+
+
+def data_audit_line(root: Path) -> str:
+    """What the audit of the run's data says of the score without the retina and of its
+    copies, or how to get one."""
+    summary = audit_summary(root, data_identity(root).digest)
+    if summary is None:
+        return ("The data has no audit: `python -m retino.audit` with this run's data "
+                "overrides shows what a model scores without looking at the retina, and the "
+                "copies across splits.")
+    numbers = summary["metrics"]
+    sentence = summary["shortcut_sentence"] or "too few patients for the shortcut floor"
+    return (f"The data's audit ({root / AUDIT_DIR / AUDIT_REPORT_FILE}): {sentence}; "
+            f"{numbers['groups_across_splits']:.0f} group(s) of copies across splits, "
+            f"{numbers['conflicting_groups']:.0f} with conflicting grades (label-agreement "
+            f"ceiling {100 * numbers['label_agreement_ceiling']:.1f} %).")
 
 
 def write_run_page(cfg: DictConfig, result: FitResult, files: list[Path], out_dir: Path) -> Path:
@@ -475,6 +540,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
         listed = screened_photographs(listed, cfg, out_dir, tracker)
     index = with_validation(listed, cfg.data.val_fraction, cfg.data.val_seed,
                             cfg.data.get("folds"), cfg.data.get("fold", 0))
+    check_copies_across_splits(index, cfg, location.root, tracker)
     tracker.log_params(cache)
     record_shared_patients(shared_patients(index), tracker)
     state = readable_checkpoint(out_dir / CHECKPOINT_FILE, tracker) if resume else None
@@ -494,6 +560,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
                  settings=settings, scaler_state=start.scaler, val_loader=val_loader,
                  selection=start.selection or Selection(cfg.selection_metric),
                  patience=cfg.early_stopping_patience, tta=cfg.tta == "flips", ema=ema)
+    result.data_audit = data_audit_line(location.root)
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
                                                   out_dir)
