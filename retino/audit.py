@@ -33,7 +33,6 @@ from retino.data.loaders import locate_dataset, read_index_at
 from retino.data.split import with_validation
 from retino.evaluation.audit_report import write_audit
 from retino.evaluation.data_audit import DataAudit, audit_index
-from retino.evaluation.shortcut import ROUNDS
 from retino.tracking.audits import log_audit
 from retino.training.pipeline import registered_choices
 
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rounds = cfg.bootstrap_rounds or ROUNDS
+    rounds = cfg.bootstrap_rounds  # of the kappa interval (0: none)
     out = args.out or root / AUDIT_DIR
     audit = audit_index(index, root, out / SURVEY_FILE, args.workers, cfg.seed,
                         cfg.max_megapixels, rounds)

@@ -43,6 +43,7 @@ def test_copies_are_grouped_with_their_original_and_different_retinas_are_not(tm
     found with its original; the ten different photographs, and synthetic fundi drawn alike
     (the two eyes of a patient included), form no group."""
     photos = [Listed("train", path, 0, path.stem) for path in sorted(IDRID.glob("*.jpg"))]
+    assert len(photos) >= 10  # the committed IDRiD photographs
     originals = {photo.path.stem: cv2.imread(str(photo.path)) for photo in photos[:2]}
     for stem, image in originals.items():
         for kind, copy in copies_of(image).items():
@@ -191,6 +192,9 @@ def test_runs_on_audited_data_link_the_audit_and_their_reports_quote_it(tmp_path
 
     demo = [*TINY, f"data.root={tmp_path / 'demo'}", "data.train_size=40"]
     assert audit_main([*demo, "--workers", "1"]) == 0
+    summary, = (tmp_path / "demo").glob("demo-*/audit/summary.json")
+    found = json.loads(summary.read_text())["metrics"]  # the demo files two photographs twice
+    assert (found["duplicate_groups"], found["conflicting_groups"]) == (2, 1)
     run_job(compose_config(demo), JobContext(output_dir=tmp_path / "run"))
     client = MlflowClient()
     experiment = client.get_experiment_by_name("retino").experiment_id
@@ -202,3 +206,28 @@ def test_runs_on_audited_data_link_the_audit_and_their_reports_quote_it(tmp_path
     files = write_report(read_runs([trained.info.run_id]), tmp_path / "study", "study")
     assert f"audit run {audit.info.run_id}: a model that never looks at the retina scores" \
         in files[0].read_text()
+
+
+def test_a_validation_copy_of_a_training_photograph_is_found_and_a_second_audit_reuses(tmp_path):
+    """The copy check compares held-out splits with the splits a model learns from (here a
+    validation photograph and its training original); an audit run again reuses its survey,
+    an unreadable file included, and says the same."""
+    from retino.data.audit import copies_between_splits, listed_photographs, survey_reusing
+    from retino.data.layout import SplitIndex
+
+    root = fundus_folder(tmp_path / "dr", {"train": [k % 5 for k in range(8)], "test": [0, 1]})
+    images = root / "images"
+    cv2.imwrite(str(images / "copy.jpeg"), cv2.imread(str(images / "train1_left.jpeg")),
+                [cv2.IMWRITE_JPEG_QUALITY, 60])
+    (images / "empty.jpeg").write_bytes(b"")
+    index = {"train": SplitIndex("train", sorted(images.glob("train*.jpeg")), [0] * 8),
+             "val": SplitIndex("val", [images / "copy.jpeg", images / "empty.jpeg"], [0, 0]),
+             "test": SplitIndex("test", sorted(images.glob("test*.jpeg")), [0, 1])}
+    first = survey_reusing(listed_photographs(index), tmp_path / "none.csv")
+    found = copies_between_splits(first)
+    assert found.copies == [("val", "copy", "train", "train1_left")]
+    (tmp_path / "survey.csv").write_text(first.to_csv(index=False))
+    again = survey_reusing(listed_photographs(index), tmp_path / "survey.csv")
+    assert again.attrs["surveyed_now"] == 1  # only the unreadable file is looked at again
+    assert again.loc[again["name"] == "empty", "problem"].item() == "empty file (0 bytes)"
+    assert copies_between_splits(again).copies == found.copies

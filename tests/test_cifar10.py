@@ -100,6 +100,27 @@ def test_a_crafted_batch_runs_no_code_and_is_named(tmp_path):
     assert not marker.exists()
 
 
+class _Huge:
+    """Pickles as numpy's array rebuild asked for a shape it then never fills."""
+
+    def __reduce__(self):
+        return (np.core.multiarray._reconstruct, (np.ndarray, (60_000, 3072, 1000), b"b"))
+
+
+def test_a_batch_cannot_make_an_array_its_file_does_not_hold(tmp_path):
+    """A 150-byte pickle asked numpy's own rebuild for 184 GB (reserved, not yet touched): only
+    the empty start numpy's pickles use is let through, and real batches still read."""
+    from retino.core.pickles import load_data_pickle
+
+    crafted = tmp_path / "data_batch_1"
+    crafted.write_bytes(pickle.dumps({b"data": _Huge()}, protocol=2))
+    with pytest.raises(DataError, match=r"an array of shape \(60000, 3072, 1000\) is built"):
+        load_data_pickle(crafted, encoding="bytes")
+    real = tmp_path / "real"
+    real.write_bytes(pickle.dumps({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3)}))
+    assert load_data_pickle(real, encoding="bytes")[b"data"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
 def test_missing_folder_without_download_names_it(tmp_path):
     with pytest.raises(DataError, match="cifar-10-batches-py"):
         read_cifar10(tmp_path / "nowhere", download=False)

@@ -41,3 +41,15 @@ def params_to_log(cfg: DictConfig) -> dict[str, Any]:
     flat = flatten_config(cfg)
     return {k: v for k, v in flat.items()
             if k not in _ONLY_WHEN or flat[_ONLY_WHEN[k][0]] == _ONLY_WHEN[k][1]}
+
+
+def override_value(value: object) -> str:
+    """A value in Hydra's override grammar, read back whole: null, true/false, numbers, and
+    quoted strings (a path with a space, a comma or an '=')."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -66,7 +66,7 @@ SUPERSEDED_TAG = "superseded_by"  # an attempt a later run of the same job repla
 PURPOSE_TAG = "purpose"
 PRETRAINING = "cifar10 pretraining"  # PURPOSE_TAG of a CIFAR-10 pretraining run
 COST_MACHINE_TAG = "cost_machine"  # the CPU, threads and torch its cost_* latencies were timed on
-SKIPPED_PHOTOGRAPHS_PARAM = "data.skipped_photographs"  # how many bad_photographs=skip left out
+SKIPPED_PHOTOGRAPHS_TAG = "skipped_photographs"  # how many bad_photographs=skip left out
 AUDIT_TAG = "data_audit"  # an audit's run: the data digest it audited
 AUDIT_RUN_TAG = "audit_run"  # a run on audited data: the audit's run id
 COPIES_ACROSS_SPLITS_TAG = "copies_across_splits"  # held-out copies of training ones, allowed

@@ -108,7 +108,10 @@ def html_page(title: str, markdown: str, figures: Sequence[Path] = ()) -> str:
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table (what html_page renders as a table); cells as text, '|' escaped."""
     def cell(value: object) -> str:
-        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):  # 3 significant digits, never in e-notation (2.59e+03)
+            text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        else:
+            text = str(value)
         return text.replace("|", "\\|")
 
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]

@@ -34,7 +34,19 @@ class _DataUnpickler(pickle.Unpickler):
             raise DataError(f"{self._path} is not plain data: its pickle calls {module}.{name}, "
                             "which retino never runs from a data file. Replace the file with "
                             "a copy from the dataset's source.")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        return self._empty_only(found) if name == "_reconstruct" else found
+
+    def _empty_only(self, reconstruct: Any) -> Any:
+        """numpy's own pickles rebuild an array empty, shape (0,), then fill it from bytes
+        the file holds; a crafted one can ask for any shape, allocated from nothing."""
+        def rebuild(cls: Any, shape: Any, dtype: Any) -> Any:
+            if tuple(shape) != (0,):
+                raise DataError(f"{self._path} is not plain data: an array of shape {shape} is "
+                                "built from nothing in it (numpy's pickles start empty). "
+                                "Replace the file with a copy from the dataset's source.")
+            return reconstruct(cls, shape, dtype)
+        return rebuild
 
 
 def load_data_pickle(path: Path, encoding: str = "ASCII") -> Any:

@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from retino.core.errors import first_line
 from retino.core.names import AUDIT_DIR, AUDIT_SUMMARY_FILE
 from retino.data.fingerprints import (
     BITS,
+    FINGERPRINT_VERSION,
     Pair,
     alike_pairs,
     bits_from_text,
     bits_text,
+    candidate_pairs,
+    candidate_pairs_between,
     fingerprint,
     groups_of,
     normalised_field,
@@ -41,8 +45,11 @@ log = logging.getLogger(__name__)
 
 IDENTITY_COLUMNS = ["split", "name", "grade", "patient"]
 # path and bytes: the file surveyed (bytes: its size, which tells a later survey it is unchanged)
-SURVEY_COLUMNS = [*IDENTITY_COLUMNS, "path", "bytes", *PROPERTIES, "fingerprint", "problem"]
+SURVEY_COLUMNS = [*IDENTITY_COLUMNS, "path", "bytes", *PROPERTIES, "not_gradable", "fingerprint",
+                  "fingerprint_version", "problem"]
+TEXT_COLUMNS = ["split", "name", "patient", "path", "not_gradable", "fingerprint", "problem"]
 FELLOW_EYE_GAP = 2  # grades apart, at least, for a patient's eyes to be flagged
+AUDIT_VERSION = 1  # bump when what the audit measures changes: older summaries are not quoted
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,17 @@ class Listed:
     path: Path
     grade: int
     patient: str
+    not_gradable: str | None = None  # the quality check's reason ("": gradable; None: unjudged)
 
 
 def listed_photographs(index: dict[str, SplitIndex]) -> list[Listed]:
-    """Every photograph of every split, in split then CSV order."""
-    return [Listed(name, path, grade, patient) for name, split in index.items()
-            for path, grade, patient in zip(split.paths, split.grades, split.patients,
-                                            strict=True)]
+    """Every photograph of every split, in split then CSV order, with the quality check's
+    verdict where the data has one (a prepared cache's report.csv, the demo's)."""
+    return [Listed(name, path, grade, patient, None if split.not_gradable is None
+                   else split.not_gradable[k])
+            for name, split in index.items()
+            for k, (path, grade, patient) in enumerate(zip(split.paths, split.grades,
+                                                           split.patients, strict=True))]
 
 
 def survey_row(photo: Listed, max_megapixels: float = MAX_MEGAPIXELS,
@@ -69,15 +80,17 @@ def survey_row(photo: Listed, max_megapixels: float = MAX_MEGAPIXELS,
     prepared photograph was made from, which stand for its own."""
     row = {"split": photo.split, "name": photo.path.stem, "grade": photo.grade,
            "patient": photo.patient, "path": str(photo.path), "bytes": _size(photo.path),
-           "fingerprint": "", "problem": ""}
+           "not_gradable": photo.not_gradable, "fingerprint": "", "problem": ""}
     try:
         width, height, _ = inspect_image(photo.path, max_megapixels)
         view = read_view(photo.path, max_megapixels)
+        row |= photograph_properties(photo.path, width, height, view) | (original or {})
+        row["fingerprint"] = bits_text(fingerprint(normalised_field(view)))
     except BadImage as err:
         return row | {"problem": str(err)}
-    row |= photograph_properties(photo.path, width, height, view) | (original or {})
-    row["fingerprint"] = bits_text(fingerprint(normalised_field(view)))
-    return row
+    except Exception as err:  # noqa: BLE001 - one odd file is a row, not the end of a survey
+        return row | {"problem": f"cannot be read ({type(err).__name__}: {first_line(err)})"}
+    return row | {"fingerprint_version": FINGERPRINT_VERSION}
 
 
 def _survey_star(args: tuple[Listed, float, dict | None]) -> dict:
@@ -121,17 +134,22 @@ def fingerprints_of(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return rows, bits.reshape(len(rows), BITS)
 
 
-def alike(table: pd.DataFrame, max_megapixels: float = MAX_MEGAPIXELS) -> list[Pair]:
+def alike(table: pd.DataFrame, max_megapixels: float = MAX_MEGAPIXELS,
+          between: tuple[np.ndarray, np.ndarray] | None = None) -> list[Pair]:
     """Pairs of surveyed photographs that look alike (indices are the table's rows), each
-    candidate checked on its pixels (the two files decoded again)."""
+    candidate checked on its pixels (the two files decoded again); between: two boolean masks
+    of the table's rows, to compare only pairs with one photograph in each."""
     rows, bits = fingerprints_of(table)
     paths = table["path"].to_numpy()
-
-    def read_field(k: int):
-        return normalised_field(read_view(Path(paths[rows[k]]), max_megapixels))
-
-    return [Pair(int(rows[p.first]), int(rows[p.second]), p.differing_bits, p.similarity)
-            for p in alike_pairs(bits, read_field)]
+    if between is None:
+        candidates = ((rows[i], rows[j], d) for i, j, d in candidate_pairs(bits))
+    else:
+        first, second = (np.flatnonzero(mask[rows]) for mask in between)
+        candidates = ((rows[first[i]], rows[second[j]], d) for i, j, d
+                      in candidate_pairs_between(bits[first], bits[second]))
+    return [Pair(int(p.first), int(p.second), p.differing_bits, p.similarity) for p in
+            alike_pairs(candidates, lambda row: normalised_field(read_view(Path(paths[row]),
+                                                                           max_megapixels)))]
 
 
 @dataclass(frozen=True)
@@ -201,27 +219,40 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else -1
 
 
+def read_survey(path: Path) -> pd.DataFrame:
+    """A survey.csv as survey() made it (empty when missing or of an older audit's format):
+    text columns as text, the rest as numbers, missing values nan."""
+    try:
+        table = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS})
+    except (OSError, ValueError):
+        return pd.DataFrame(columns=SURVEY_COLUMNS)
+    if not set(SURVEY_COLUMNS) <= set(table.columns):
+        return pd.DataFrame(columns=SURVEY_COLUMNS)
+    table[TEXT_COLUMNS] = table[TEXT_COLUMNS].fillna("")
+    return table
+
+
 def survey_reusing(photos: Sequence[Listed], earlier: Path, workers: int = 1,
                    max_megapixels: float = MAX_MEGAPIXELS,
                    originals: dict[str, dict] | None = None) -> pd.DataFrame:
     """The survey of the photographs, taking an earlier survey's rows (an audit's
     survey.csv) for files of the same path and size, and surveying only the others."""
-    known: dict[tuple[str, int], dict] = {}
-    if earlier.is_file():
-        kept = pd.read_csv(earlier, keep_default_na=False, dtype={"name": str, "patient": str})
-        if set(SURVEY_COLUMNS) <= set(kept.columns):  # an older audit's file is not reused
-            known = {(row["path"], int(row["bytes"])): row for row in kept.to_dict("records")
-                     if row["fingerprint"]}
+    known = {(row["path"], int(row["bytes"])): row
+             for row in read_survey(earlier).to_dict("records")
+             if row["fingerprint"] and row["fingerprint_version"] == FINGERPRINT_VERSION}
     rows: list[dict | None] = []
     for photo in photos:
         row = known.get((str(photo.path), _size(photo.path)))
-        rows.append(None if row is None else row | {"split": photo.split, "grade": photo.grade,
-                                                   "patient": photo.patient})
+        rows.append(None if row is None else row | {
+            "split": photo.split, "grade": photo.grade, "patient": photo.patient,
+            "not_gradable": photo.not_gradable})
     missing = [k for k, row in enumerate(rows) if row is None]
     fresh = survey([photos[k] for k in missing], workers, max_megapixels, originals)
     for k, row in zip(missing, fresh.to_dict("records"), strict=True):
         rows[k] = row
-    return pd.DataFrame(rows, columns=SURVEY_COLUMNS)
+    table = pd.DataFrame(rows, columns=SURVEY_COLUMNS)
+    table.attrs["surveyed_now"] = len(missing)  # the rest came from the earlier survey
+    return table
 
 
 HELD_OUT = {"test": ("train", "val"), "val": ("train",)}  # split: the splits it must not share
@@ -239,29 +270,28 @@ class SplitCopies:
 
 def copies_between_splits(table: pd.DataFrame,
                           max_megapixels: float = MAX_MEGAPIXELS) -> SplitCopies:
-    """What the survey of a run's splits shares across them (see HELD_OUT)."""
-    duplicates = find_duplicates(table, max_megapixels)
+    """What the survey of a run's splits shares across them (see HELD_OUT): only the pairs
+    of a held-out photograph and a learned one are compared (a fifth of all pairs on Kaggle)."""
     split, name = table["split"].to_numpy(), table["name"].to_numpy()
     copies, near = [], 0
-    for pair in duplicates.pairs:
-        a, b = pair.first, pair.second
-        if split[b] in HELD_OUT and split[a] in HELD_OUT[split[b]]:
-            a, b = b, a
-        if split[a] not in HELD_OUT or split[b] not in HELD_OUT[split[a]]:
-            continue
-        if pair.same_photograph:
-            copies.append((split[a], name[a], split[b], name[b]))
-        else:
-            near += 1
+    for held_out, learned in HELD_OUT.items():
+        between = (split == held_out, np.isin(split, learned))
+        for pair in alike(table, max_megapixels, between):
+            a, b = pair.first, pair.second  # a in held_out, b in a learned split
+            if pair.same_photograph:
+                copies.append((split[a], name[a], split[b], name[b]))
+            else:
+                near += 1
     return SplitCopies(sorted(copies), near)
 
 
 def audit_summary(root: Path, digest: str) -> dict | None:
     """The summary of the audit beside the data (<root>/audit/summary.json), when it audited
-    this very data (its digest); None otherwise."""
+    this very data (its digest) with this code's audit; None otherwise."""
     path = Path(root) / AUDIT_DIR / AUDIT_SUMMARY_FILE
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("data_digest") == digest else None
+    fresh = summary.get("data_digest") == digest and summary.get("audit_version") == AUDIT_VERSION
+    return summary if fresh else None

@@ -25,8 +25,10 @@ and nothing among the 1,250 demo photographs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -35,18 +37,25 @@ import numpy as np
 from retino.data.preprocess import MAX_MEGAPIXELS, decode_for_size, inspect_image
 from retino.data.quality import disc_circle, field_of_view
 
+# Bump when a change below changes the bits or the fields: surveys of older ones are redone.
+FINGERPRINT_VERSION = 1
 FIELD_SIDE = 128  # px across the field of view's circle: a large vessel is still ~2 px wide
 GRID = 24  # cells across it whose mean band gives a bit
 BAND_SIGMA = 4.0  # px at FIELD_SIDE: the local mean subtracted (vessels are narrower)
 BAND_CLIP = 3.0  # robust spreads: the band's largest values, kept from dominating
+MIN_RADIUS = 0.05  # of the frame's shorter side: a field's smallest radius taken
 INNER = 0.85  # of the radius: the rim (a copy's crop, the camera's mask) is left out
 CELLS_INSIDE = 0.8  # of the radius: the lattice cells that give bits
-WORKING_SIDE = 512  # px: a photograph's longer side is first reduced to this (area averaging)
+WORKING_SIDE = 256  # px: a photograph's longer side is first reduced to this (area averaging)
 ALIGNMENT = 2  # px at FIELD_SIDE: shifts tried when two candidates' pixels are compared
-CANDIDATE_SHARE = 0.3  # of the bits differing, at most: compared on pixels
+# of the bits differing, at most: compared on pixels (76 of 284: copies measured up to 70 apart,
+# different photographs from 84)
+CANDIDATE_SHARE = 0.27
 SAME_PHOTOGRAPH = 0.7  # correlation of the band-passed fields: one photograph
 SIMILAR = 0.5  # ... a near-duplicate (another capture of the eye, or an edited copy)
-_ROWS_AT_ONCE = 256  # fingerprints compared against all others per step (bounds memory)
+FIELDS_KEPT = 2048  # decoded fields kept while candidates are checked (80 KB each)
+# fingerprints compared against as many others per step: about 40 MB of temporaries
+_ROWS_AT_ONCE, _COLUMNS_AT_ONCE = 64, 16384
 
 
 def _disc(side: int, share: float) -> np.ndarray:
@@ -56,6 +65,7 @@ def _disc(side: int, share: float) -> np.ndarray:
     return np.hypot(xx - centre, yy - centre) < share * side / 2
 
 
+log = logging.getLogger(__name__)
 _INNER_DISC = _disc(FIELD_SIDE, INNER).astype(np.float32)
 _BIT_CELLS = _disc(GRID, CELLS_INSIDE)
 BITS = int(_BIT_CELLS.sum())
@@ -92,6 +102,8 @@ class Field:
 def normalised_field(view: View) -> Field:
     """The view's field of view, band-passed, on the standard square (see module)."""
     cx, cy, radius = view.circle
+    # a speck of a field (no fundus) would make the square a magnifier of a few pixels
+    radius = max(radius, MIN_RADIUS * min(view.mask.shape))
     to_side = FIELD_SIDE / (2 * radius)
     green = cv2.resize(view.image[:, :, 1], None, fx=to_side, fy=to_side,
                        interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -160,16 +172,32 @@ def packed(bits: np.ndarray) -> np.ndarray:
 def candidate_pairs(bits: np.ndarray,
                     share: float = CANDIDATE_SHARE) -> Iterator[tuple[int, int, int]]:
     """(i, j, differing bits) for i < j whose fingerprints differ in at most share of BITS:
-    every pair compared, a block of rows at a time (35,000 photographs: a few seconds)."""
-    words = packed(bits)
-    limit = int(share * bits.shape[1])
+    every pair compared, a block of rows at a time (35,000 photographs: about 25 s)."""
+    words, limit = packed(bits), int(share * bits.shape[1])
     for start in range(0, len(words), _ROWS_AT_ONCE):
-        block = words[start:start + _ROWS_AT_ONCE]
-        rest = words[start:]
-        distance = np.bitwise_count(block[:, None, :] ^ rest[None, :, :]).sum(axis=2)
+        for i, j, distance in _close(words[start:start + _ROWS_AT_ONCE], words[start:], limit):
+            if j > i:  # the rest starts at the block's first row: j indexes from there
+                yield start + i, start + j, distance
+
+
+def candidate_pairs_between(first: np.ndarray, second: np.ndarray,
+                            share: float = CANDIDATE_SHARE) -> Iterator[tuple[int, int, int]]:
+    """(i, j, differing bits) for row i of first and row j of second whose fingerprints differ
+    in at most share of BITS (a test split against a training split: only those pairs)."""
+    words, others, limit = packed(first), packed(second), int(share * first.shape[1])
+    for start in range(0, len(words), _ROWS_AT_ONCE):
+        for i, j, distance in _close(words[start:start + _ROWS_AT_ONCE], others, limit):
+            yield start + i, j, distance
+
+
+def _close(block: np.ndarray, others: np.ndarray,
+           limit: int) -> Iterator[tuple[int, int, int]]:
+    """(row of block, row of others, differing bits) at most limit apart."""
+    for start in range(0, len(others), _COLUMNS_AT_ONCE):
+        part = others[start:start + _COLUMNS_AT_ONCE]
+        distance = np.bitwise_count(block[:, None, :] ^ part[None, :, :]).sum(axis=2)
         for i, j in zip(*np.nonzero(distance <= limit), strict=True):
-            if j > i:  # rest starts at the block's first row: j indexes from there
-                yield start + int(i), start + int(j), int(distance[i, j])
+            yield int(i), start + int(j), int(distance[i, j])
 
 
 @dataclass(frozen=True)
@@ -186,21 +214,18 @@ class Pair:
         return self.similarity >= SAME_PHOTOGRAPH
 
 
-def alike_pairs(bits: np.ndarray, read_field: Callable[[int], Field]) -> list[Pair]:
-    """The candidate pairs whose pixels agree at least SIMILAR; read_field(i) gives
-    photograph i's Field (decoded again: only candidates are, a few per thousand)."""
-    fields: dict[int, Field] = {}
-
-    def field(i: int) -> Field:
-        if i not in fields:
-            fields[i] = read_field(i)
-        return fields[i]
-
-    pairs = []
-    for i, j, distance in candidate_pairs(bits):
+def alike_pairs(candidates: Iterable[tuple[int, int, int]],
+                read_field: Callable[[int], Field]) -> list[Pair]:
+    """The candidate pairs (candidate_pairs) whose pixels agree at least SIMILAR; read_field(i)
+    gives photograph i's Field (decoded again: only candidates are, a few per thousand)."""
+    field = lru_cache(maxsize=FIELDS_KEPT)(read_field)  # candidates come in row order
+    pairs, compared = [], 0
+    for i, j, distance in candidates:
+        compared += 1
         score = similarity(field(i), field(j))
         if score >= SIMILAR:
             pairs.append(Pair(i, j, distance, score))
+    log.info("Compared %d candidate pair(s) on their pixels: %d alike.", compared, len(pairs))
     return pairs
 
 

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from retino.config.params import override_value
 from retino.core.errors import DataError
 from retino.core.files import (
     atomic_write_bytes,
@@ -327,6 +328,10 @@ def _check_same_cache(out: Path, new: dict, force: bool) -> None:
                         f"command would write ({new['split']}; or the labels in "
                         f"{new['source']} changed). Re-splitting it in place would change the "
                         f"train and test sets under the runs that used it. {fix}")
+    if old.get("duplicates", "keep") != new["duplicates"]:
+        raise DataError(f"{out} was prepared with --duplicates {old.get('duplicates', 'keep')}, "
+                        f"not {new['duplicates']}: that would change its train and test sets "
+                        f"under the runs that used it. {fix}")
 
 
 @contextmanager
@@ -364,7 +369,7 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
                 "split": found.how, "split_seed": seed if found.how.startswith("by ") else None,
                 "split_digest": split_digest(found.splits),
                 "patients": found.patients_from or "read from the image names",
-                "quality": {"mode": quality}}
+                "quality": {"mode": quality}, "duplicates": duplicates}
     started = time.perf_counter()
     with _sole_writer(out):
         _check_same_cache(out, manifest, force)
@@ -412,7 +417,9 @@ def drop_copies(out: Path, workers: int, manifest: dict) -> dict[str, int]:
     """Leave one photograph of each group of copies (the same photograph under several
     names, found from its pixels: retino.data.audit) in the cache's splits, a training one
     where the group has one, so that no copy stays in the test split; the others are listed in
-    report.csv as duplicates. The survey is kept for the audit. Returns the new counts."""
+    report.csv as duplicates. A group whose grades conflict keeps its kept photograph's grade
+    (the audit lists the conflict). The survey is kept for the audit. Returns the new
+    counts."""
     index = {split: read_split_index(out, out / "images", split) for split in SPLITS}
     table = survey_reusing(listed_photographs(index), out / AUDIT_DIR / SURVEY_FILE, workers,
                            originals=read_originals(out))
@@ -514,8 +521,8 @@ def audit_cache(cache: Path, workers: int) -> None:
     """python -m retino.audit on the prepared cache, in a child process: the audit's floor and
     report belong to the evaluation stage, which this stage does not import. A failed audit
     is said, and leaves the cache as it is."""
-    command = [sys.executable, "-m", "retino.audit", "data=kaggle", f"data.root={cache}",
-               "--workers", str(workers)]
+    command = [sys.executable, "-m", "retino.audit", "data=kaggle",
+               f"data.root={override_value(str(cache))}", "--workers", str(workers)]
     log.info("Auditing %s: %s", cache, " ".join(command[1:]))
     if subprocess.run(command, check=False).returncode != 0:
         log.warning("The audit of %s failed (above); the cache is ready. Run it again with: "

@@ -28,6 +28,7 @@ from retino.core.pages import html_page, markdown_table  # noqa: E402
 from retino.data.preprocess import BadImage, decode_for_size, inspect_image  # noqa: E402
 from retino.data.properties import PROPERTIES  # noqa: E402
 from retino.evaluation.data_audit import (  # noqa: E402
+    NOT_GRADABLE_SHARE,
     DataAudit,
     properties_by_grade,
     resolutions_by_grade,
@@ -48,7 +49,8 @@ def write_audit(audit: DataAudit, out: Path, digest: str, root: Path) -> list[Pa
               FELLOW_EYES_FILE: audit.fellow_eyes}
     for name, table in tables.items():
         atomic_write_text(out / name, table.to_csv(index=False))
-    figures = [plot_properties(audit.table, out / PROPERTIES_FIGURE)]
+    readable = (audit.table["problem"] == "").any()
+    figures = [plot_properties(audit.table, out / PROPERTIES_FIGURE)] if readable else []
     if not audit.groups.empty:
         figures.append(plot_duplicate_groups(audit.table, audit.duplicates.groups,
                                              out / DUPLICATES_FIGURE))
@@ -127,7 +129,8 @@ def _unreadable_section(audit: DataAudit) -> str:
 
 def _properties_section(audit: DataAudit) -> str:
     medians = properties_by_grade(audit.table)
-    columns = ["split", "grade", "photographs", *FIGURE_PROPERTIES]
+    columns = ["split", "grade", "photographs", *FIGURE_PROPERTIES,
+               *([NOT_GRADABLE_SHARE] if NOT_GRADABLE_SHARE in medians else [])]
     resolutions = resolutions_by_grade(audit.table)
     return ("## Image properties per grade and split\n\nMedians; a property that moves with "
             f"the grade is what {SHORTCUT_NAME} can learn.\n\n"

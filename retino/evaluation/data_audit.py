@@ -9,6 +9,7 @@ metrics of the audit's MLflow run) is what runs on that data quote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from retino.data.audit import (
+    AUDIT_VERSION,
     Duplicates,
     agreement_ceiling,
     fellow_eye_gaps,
@@ -29,9 +31,17 @@ from retino.data.audit import (
 from retino.data.layout import SplitIndex
 from retino.data.preprocess import MAX_MEGAPIXELS
 from retino.data.properties import PROPERTIES
-from retino.evaluation.shortcut import ROUNDS, ShortcutFloor, shortcut_floor
+from retino.evaluation.shortcut import ROUNDS, SHORTCUT_NAME, ShortcutFloor, shortcut_floor
 
-AUDIT_VERSION = 1  # bump when what the audit measures changes: summaries of older ones are redone
+# The audit's numbers: its MLflow run's metrics and summary.json's, which runs and study reports
+# on the same data quote (audit_quote).
+PHOTOGRAPHS, UNREADABLE = "photographs", "unreadable_photographs"
+DUPLICATE_GROUPS, GROUPS_ACROSS = "duplicate_groups", "groups_across_splits"
+CONFLICTING_GROUPS, NEAR_ACROSS = "conflicting_groups", "near_duplicates_across_splits"
+CEILING, FELLOW_EYE_GAPS = "label_agreement_ceiling", "fellow_eye_gaps"
+SHORTCUT = "shortcut_"  # + acc, qwk, referable_auc and their _ci_low / _ci_high
+MAJORITY_ACC = "majority_acc"
+NOT_GRADABLE_SHARE = "not gradable %"  # properties_by_grade's column, where verdicts exist
 RESOLUTION_GROUPS = 8  # the most common resolutions shown per grade
 
 
@@ -52,22 +62,21 @@ class DataAudit:
         """Groups of one photograph: all, those crossing splits, those with conflicting grades;
         near-duplicate pairs (alike, not one photograph) across splits."""
         by_group = self.groups.groupby("group").first()
-        return {"duplicate_groups": len(by_group),
-                "groups_across_splits": int(by_group["crosses_splits"].sum()),
-                "conflicting_groups": int(by_group["conflicting_grades"].sum()),
-                "near_duplicates_across_splits": near_across(self.table, self.duplicates)}
+        return {DUPLICATE_GROUPS: len(by_group),
+                GROUPS_ACROSS: int(by_group["crosses_splits"].sum()),
+                CONFLICTING_GROUPS: int(by_group["conflicting_grades"].sum()),
+                NEAR_ACROSS: near_across(self.table, self.duplicates)}
 
     def metrics(self) -> dict[str, float]:
-        """The audit's numbers as MLflow metrics (and summary.json's)."""
-        numbers: dict[str, float] = {"photographs": len(self.table),
-                                     "unreadable_photographs": len(self.unreadable),
-                                     **self.group_counts(),
-                                     "label_agreement_ceiling": self.ceiling,
-                                     "fellow_eye_gaps": len(self.fellow_eyes)}
+        """The audit's numbers as MLflow metrics (and summary.json's); a score the floor
+        could not define (one grade's side empty) is left out."""
+        numbers: dict[str, float] = {PHOTOGRAPHS: len(self.table),
+                                     UNREADABLE: len(self.unreadable), **self.group_counts(),
+                                     CEILING: self.ceiling, FELLOW_EYE_GAPS: len(self.fellow_eyes)}
         if self.floor is not None:
-            numbers |= {f"shortcut_{key}": value for key, value in self.floor.scores.items()
+            numbers |= {f"{SHORTCUT}{key}": value for key, value in self.floor.scores.items()
                         if np.isfinite(value)}
-            numbers["majority_acc"] = self.floor.majority_acc
+            numbers[MAJORITY_ACC] = self.floor.majority_acc
         return numbers
 
     def summary(self, digest: str, root: str) -> dict:
@@ -95,10 +104,17 @@ def audit_index(index: dict[str, SplitIndex], root: Path, earlier: Path, workers
 
 
 def properties_by_grade(table: pd.DataFrame) -> pd.DataFrame:
-    """The median of each property per split and grade, with the photographs counted."""
+    """The median of each property per split and grade, with the photographs counted and,
+    where the data has the quality check's verdicts, the share it calls not gradable (%)."""
     readable = table.loc[table["problem"] == ""]
-    medians = readable.groupby(["split", "grade"])[list(PROPERTIES)].median()
-    medians.insert(0, "photographs", readable.groupby(["split", "grade"]).size())
+    by = readable.groupby(["split", "grade"])
+    medians = by[list(PROPERTIES)].median()
+    medians.insert(0, "photographs", by.size())
+    judged = readable["not_gradable"].notna()
+    if judged.any():
+        flagged = readable.loc[judged, "not_gradable"].astype(str) != ""
+        medians[NOT_GRADABLE_SHARE] = (100 * flagged.groupby([readable["split"], readable["grade"]])
+                                     .mean()).round(1)
     return medians.reset_index()
 
 
@@ -115,3 +131,22 @@ def resolutions_by_grade(table: pd.DataFrame,
     counts.columns = [f"grade {grade}" for grade in counts.columns]
     counts["share of grade 0"] = (counts.get("grade 0", 0) / counts.sum(axis=1)).round(3)
     return counts.reset_index()
+
+
+def audit_quote(metrics: Mapping[str, float]) -> str:
+    """What a run's or a study's report says of its data's audit, from the audit's numbers:
+    the score without the retina beside the majority baseline, and the copies."""
+    def number(key: str, digits: int) -> str:
+        value = metrics.get(key, np.nan)
+        return f"{value:.{digits}f}" if np.isfinite(value) else "undefined"
+
+    def scored(name: str, key: str, digits: int) -> str:
+        low, high = (number(f"{SHORTCUT}{key}_ci_{end}", digits) for end in ("low", "high"))
+        return f"{name} {number(SHORTCUT + key, digits)} [{low}, {high}]"
+    floor = (f"{SHORTCUT_NAME} scores {scored('kappa', 'qwk', 2)} and "
+             f"{scored('referable AUC', 'referable_auc', 3)}, the majority baseline kappa 0.00 at "
+             f"accuracy {number(MAJORITY_ACC, 3)}" if f"{SHORTCUT}qwk" in metrics
+             else "too few patients for the score without the retina")
+    return (f"{floor}; {number(GROUPS_ACROSS, 0)} group(s) of copies across splits, "
+            f"{number(CONFLICTING_GROUPS, 0)} with conflicting grades (label-agreement ceiling "
+            f"{number(CEILING, 3)})")

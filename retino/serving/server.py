@@ -2,9 +2,10 @@
 
 MLflow's scoring app (what `mlflow models serve` runs) reads a whole request body into memory
 before anything looks at it, with no limit: one client can send gigabytes. Here the same app is
-wrapped by BodyLimit, which refuses a body above the limit with 413 before reading it (a declared
-Content-Length) or as soon as the bytes read pass it (a chunked body), so a request costs at most
-the limit; each photograph in it is then bounded by max_megapixels before it is decoded.
+wrapped by BodyLimit, which refuses a body above the limit with 413 at once (a declared
+Content-Length) or as soon as the bytes read pass it (a chunked body), holding none of it, so a
+request costs at most the limit in memory; each photograph in it is then bounded by
+max_megapixels before it is decoded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_REQUEST_MB = 50.0  # about 30 full-size fundus JPEGs in base64 per request
+TOO_LARGE, GONE = object(), object()  # what _read_bounded found instead of a body
 
 
 class BodyLimit:
@@ -36,28 +38,45 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await self._drain(receive)
             await self._refuse(send, declared)
             return
-        body = await self._read_bounded(receive)
-        if body is None:
+        body, ended = await self._read_bounded(receive)
+        if body is TOO_LARGE:
+            if not ended:
+                await self._drain(receive)
             await self._refuse(send, None)
-            return
-        await self.app(scope, _replay(body, receive), send)
+        elif body is not GONE:
+            await self.app(scope, _replay(body, receive), send)
 
-    async def _read_bounded(self, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it passes the limit (the rest is never read)."""
+    async def _read_bounded(self, receive: Receive) -> tuple[bytes | object, bool]:
+        """(the whole body, True); (TOO_LARGE, whether the body ended) as soon as it passes
+        the limit (what was read is let go); (GONE, True) when the client left first."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"".join(chunks)
+                return GONE, True
             chunk = message.get("body", b"")
+            ended = not message.get("more_body", False)
             size += len(chunk)
             if size > self.max_bytes:
-                return None
+                return TOO_LARGE, ended
             chunks.append(chunk)
+            if ended:
+                return b"".join(chunks), True
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop what the client still sends, up to another limit's worth: a client
+        that is still sending when the connection closes sees it reset, not the 413."""
+        dropped = 0
+        while dropped <= self.max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            dropped += len(message.get("body", b""))
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return
 
     async def _refuse(self, send: Send, declared: int | None) -> None:
         size = f"{declared / 1e6:.1f} MB" if declared is not None else "larger"

@@ -35,6 +35,7 @@ from retino.core.names import (
     SHARED_PATIENTS_TAG,
 )
 from retino.core.pages import html_page
+from retino.evaluation.data_audit import audit_quote
 from retino.evaluation.intervals import pooled_intervals, seed_interval
 from retino.evaluation.metrics import referable_scores
 from retino.evaluation.plots import (
@@ -51,7 +52,6 @@ from retino.evaluation.screening import (
     proportion_cell,
     screening_report,
 )
-from retino.evaluation.shortcut import SHORTCUT_NAME
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import (
     Configuration,
@@ -339,16 +339,7 @@ def data_audit_lines(finished: list[RunRecord]) -> str:
                            "at the retina, and the copies across splits.", ""])
     for audit in audits:
         found = audit_metrics(audit) if audit else {}
-        if "shortcut_qwk" not in found:
-            lines.append(f"- audit run {audit or '(none)'}: no shortcut floor recorded")
-            continue
-        lines.append(
-            f"- audit run {audit}: {SHORTCUT_NAME} scores kappa {found['shortcut_qwk']:.2f} "
-            f"[{found['shortcut_qwk_ci_low']:.2f}, {found['shortcut_qwk_ci_high']:.2f}] and "
-            f"referable AUC {found['shortcut_referable_auc']:.3f}; the majority baseline, kappa "
-            f"0.00 at accuracy {100 * found['majority_acc']:.1f} %. "
-            f"{found['groups_across_splits']:.0f} group(s) of copies across splits, "
-            f"label-agreement ceiling {100 * found['label_agreement_ceiling']:.1f} %.")
+        lines.append(f"- audit run {audit or '(none)'}: {audit_quote(found)}.")
     return "\n".join([*lines, ""])
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from retino import PROJECT_ROOT
-from retino.config.params import flatten_config
+from retino.config.params import flatten_config, override_value
 from retino.config.schema import Config
 from retino.core.errors import ConfigError
 from retino.core.names import CODE_VERSION_TAG, CONFIG_FILE, REPRODUCES_ENV, STUDY_TAG
@@ -34,17 +34,6 @@ OPTION_PREFIX = "run_"  # option names never look like numbers to Hydra's parser
 def original_run(choice: str | None) -> str | None:
     """The run id behind a `reproduce` group option (None outside a reproduction)."""
     return choice.removeprefix(OPTION_PREFIX) if choice else None
-
-
-def _override_value(value: object) -> str:
-    """A value in Hydra's override grammar: null, true/false, numbers, quoted strings."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def schema_config(config_yaml: Path) -> DictConfig:
@@ -74,7 +63,7 @@ def overrides_from_config(config_yaml: Path) -> list[str]:
     """One `key=value` per leaf of a logged config (schema_config); every leaf set, nothing
     left to defaults."""
     flat = flatten_config(schema_config(config_yaml))
-    return [f"{key}={_override_value(value)}" for key, value in sorted(flat.items())]
+    return [f"{key}={override_value(value)}" for key, value in sorted(flat.items())]
 
 
 def logged_config(source: str) -> tuple[Path, str]:

@@ -9,6 +9,7 @@ NullTracker and a temp folder.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -22,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.config.naming import run_name
-from retino.core.errors import ConfigError, DataError
+from retino.core.errors import ConfigError, DataError, first_line
 from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
@@ -46,7 +47,7 @@ from retino.core.names import (
     SCREENING_FILE,
     SHARED_PATIENTS_TAG,
     SKIPPED_PHOTOGRAPHS_FILE,
-    SKIPPED_PHOTOGRAPHS_PARAM,
+    SKIPPED_PHOTOGRAPHS_TAG,
     SURVEY_FILE,
     WEIGHTS_FILE,
     predictions_file,
@@ -57,6 +58,7 @@ from retino.data.audit import (
     audit_summary,
     copies_between_splits,
     listed_photographs,
+    read_originals,
     survey_reusing,
 )
 from retino.data.dataset import (
@@ -77,6 +79,7 @@ from retino.data.loaders import (
 from retino.data.split import shared_patients, with_validation
 from retino.evaluation.cam import cam_examples
 from retino.evaluation.cut_points import cut_point_metrics, cut_points_from
+from retino.evaluation.data_audit import audit_quote
 from retino.evaluation.metrics import confusion_matrix, referable_scores
 from retino.evaluation.plots import (
     plot_accuracy,
@@ -356,14 +359,35 @@ def screened_photographs(listed: dict[str, SplitIndex], cfg: DictConfig, out_dir
         return listed
     log.warning("Training without %d photograph(s) that cannot be read (bad_photographs=skip):%s",
                 len(problems), listed_problems(problems))
-    table = out_dir / SKIPPED_PHOTOGRAPHS_FILE
-    pd.DataFrame(problems, columns=["path", "reason"]).to_csv(table, index=False)
-    tracker.log_params({SKIPPED_PHOTOGRAPHS_PARAM: len(problems)})
+    table = atomic_write_text(out_dir / SKIPPED_PHOTOGRAPHS_FILE,
+                              csv_text([("path", "reason"), *problems]))
+    tracker.set_tags({SKIPPED_PHOTOGRAPHS_TAG: str(len(problems))})  # a resumed run may differ
     tracker.log_artifact(table)
     return without_photographs(listed, [path for path, _ in problems])
 
 
 SHOWN_COPIES = 10  # copies named in one message; the rest counted
+
+
+SURVEY_WORKERS = 8  # processes, at most, that survey a data set no audit has surveyed
+
+
+def surveyed_splits(index: dict[str, SplitIndex], root: Path,
+                    max_megapixels: float) -> pd.DataFrame:
+    """The survey of the splits' photographs: the audit's (<root>/audit/survey.csv) where it
+    has them, the rest surveyed now on every core and kept there for the next run (a folder
+    this process may not write is surveyed again next time)."""
+    kept = root / AUDIT_DIR / SURVEY_FILE
+    photos = listed_photographs(index)
+    table = survey_reusing(photos, kept, min(os.cpu_count() or 1, SURVEY_WORKERS),
+                           max_megapixels, read_originals(root))
+    if table.attrs["surveyed_now"]:
+        try:
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write_text(kept, table.to_csv(index=False))
+        except OSError as err:
+            log.info("The survey of %s's photographs is not kept (%s).", root, first_line(err))
+    return table
 
 
 def check_copies_across_splits(index: dict[str, SplitIndex], cfg: DictConfig, root: Path,
@@ -372,8 +396,7 @@ def check_copies_across_splits(index: dict[str, SplitIndex], cfg: DictConfig, ro
     under another name, stops the run naming both files (copies_across_splits=allow goes on,
     recorded as a tag with the count); near-duplicates across them are warned about and
     counted. The photographs' fingerprints come from the data's audit where it has one."""
-    table = survey_reusing(listed_photographs(index), root / AUDIT_DIR / SURVEY_FILE,
-                           max_megapixels=cfg.max_megapixels)
+    table = surveyed_splits(index, root, cfg.max_megapixels)
     found = copies_between_splits(table, cfg.max_megapixels)
     tracker.set_tags({NEAR_COPIES_TAG: str(found.near)})
     if found.near:
@@ -501,12 +524,8 @@ def data_audit_line(root: Path) -> str:
         return ("The data has no audit: `python -m retino.audit` with this run's data "
                 "overrides shows what a model scores without looking at the retina, and the "
                 "copies across splits.")
-    numbers = summary["metrics"]
-    sentence = summary["shortcut_sentence"] or "too few patients for the shortcut floor"
-    return (f"The data's audit ({root / AUDIT_DIR / AUDIT_REPORT_FILE}): {sentence}; "
-            f"{numbers['groups_across_splits']:.0f} group(s) of copies across splits, "
-            f"{numbers['conflicting_groups']:.0f} with conflicting grades (label-agreement "
-            f"ceiling {100 * numbers['label_agreement_ceiling']:.1f} %).")
+    return (f"The data's audit ({root / AUDIT_DIR / AUDIT_REPORT_FILE}): "
+            f"{audit_quote(summary.get('metrics', {}))}.")
 
 
 def write_run_page(cfg: DictConfig, result: FitResult, files: list[Path], out_dir: Path) -> Path:
