@@ -47,6 +47,29 @@ def test_a_run_records_its_code_version_data_digest_and_dataset(tiny_cfg, tmp_pa
     assert '"train_images": 20' in dataset.dataset.profile
 
 
+def test_the_run_page_and_the_console_end_with_the_result_and_where_the_report_is(
+        tmp_path, caplog, capfd):
+    """The run's description (its Overview tab in mlflow ui) and the job's last console lines
+    hold the headline of report.html, then where the report and the run are; MLflow's
+    CloudPickle warning, which ended every run's output, is said once in retino's words."""
+    caplog.set_level(logging.INFO)
+    cfg = compose_config([*TINY, f"data.root={tmp_path / 'demo'}", "log_model=true"])
+    run_job(cfg, JobContext(output_dir=tmp_path / "out"))
+    [run] = runs_by_id().values()
+    page = (tmp_path / "out" / "report.html").read_text()
+    note = run.data.tags["mlflow.note.content"]
+    accuracy = next(line for line in note.splitlines() if line.startswith("- Test accuracy"))
+    assert accuracy[2:] in page and "Referable DR (grade ≥ 2), test, all photographs: AUC" in note
+    assert note.endswith(f"(on disk: {tmp_path / 'out' / 'report.html'}).")
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("Result of resnet18-scratch-64px:") and accuracy[2:] in last
+    assert f"Report: {tmp_path / 'out' / 'report.html'}" in last
+    assert f"In mlflow ui: http://127.0.0.1:5000/#/experiments/1/runs/{run.info.run_id}" in last
+    assert "CloudPickle" not in capfd.readouterr().err
+    assert any(record.getMessage().startswith("The MLflow model holds retino's grader pickled")
+               for record in caplog.records)
+
+
 def copy_of_the_code(folder):
     """The files that define a run, plus a README, as a checkout outside git would hold them."""
     for name in ("retino", "conf"):

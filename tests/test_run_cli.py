@@ -77,8 +77,13 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
         assert "val_qwk" in run.data.metrics and "test_qwk_selected" in run.data.metrics
     # The sweep is a study: a parent run with the command and the report of its four children.
     # An ad-hoc multirun's study is named after the axes it sweeps.
-    assert parent.info.status == "FINISHED" and parent.info.run_name == "model×pretrained"
-    assert parent.data.tags["study"] == "model×pretrained"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "model×pretrained sweep"
+    assert parent.data.tags["study"] == "model×pretrained sweep"
+    # its Overview tab holds the report's results table, and says where the whole report is
+    written = tmp_path / "multirun" / "report"
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith((written / "results.md").read_text().split("\n## ")[0])
+    assert note.endswith(f"(on disk: {written / 'report.html'}).")
     assert "pretrained=true,false" in parent.data.tags["command"]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.md", "results.csv", "comparisons.csv", "comparison.png",

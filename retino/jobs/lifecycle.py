@@ -38,6 +38,7 @@ from retino.core.names import (
     MODEL_DIR,
     OUTPUT_DIR_TAG,
     OVERRIDES_TAG,
+    PAGE_FILE,
     PARENT_TAG,
     PRETRAINING,
     PURPOSE_TAG,
@@ -51,6 +52,7 @@ from retino.jobs.launchers import gpu_count, gpu_lease, on_gpu
 
 if TYPE_CHECKING:
     from retino.training.cifar10 import RunFactory
+    from retino.training.loop import FitResult
     from retino.training.tracker import Tracker
 
 # torch and MLflow are imported inside the functions that need them (training, devices, the
@@ -300,6 +302,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
             if decision.action == SKIP:
                 return _skip(decision, ctx)
             tracker, out_dir = stack.enter_context(_claimed_run(cfg, ctx, plan, decision))
+            tracker.announce_end = False  # said below, after the result
             if decision.action == NEW:
                 _retire(earlier, decision, tracker.run_id, ctx)
         result = train_and_evaluate(cfg, out_dir, tracker,
@@ -308,7 +311,18 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
                                     jobs_at_once=ctx.jobs_at_once)
         if cfg.log_model:  # beside model_state.pt, the MLflow way: grades raw photographs
             log_grader(tracker, out_dir, result.example_image)
+    _say_result(cfg, ctx, result, out_dir, tracker.page())
     return result.selected["selection_score"]
+
+
+def _say_result(cfg: DictConfig, ctx: JobContext, result: FitResult, out_dir: Path,
+                page: str) -> None:
+    """The job's last lines: its result under the report's names, where its report is, and
+    where mlflow ui shows it."""
+    from retino.training.pipeline import headline_markdown
+
+    log.info("Result of %s:\n%s\nReport: %s\nIn mlflow ui: %s", run_name(cfg, ctx.swept),
+             headline_markdown(cfg, result).replace("`", ""), out_dir / PAGE_FILE, page)
 
 
 def log_grader(tracker: Tracker, out_dir: Path, example: Path) -> None:

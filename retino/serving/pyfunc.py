@@ -23,7 +23,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,13 +166,14 @@ def save_grader(run_dir: Path, example: Path) -> Path:
     target = run_dir / MODEL_DIR
     if target.exists():  # a resumed run saves its final model again
         shutil.rmtree(target)
-    save_model(str(target), python_model=FundusGrader(),
-               artifacts={"config": str(run_dir / CONFIG_FILE),
-                          "weights": str(run.weights), "grader": str(grader)},
-               code_paths=[str(PACKAGE_DIR)],
-               signature=signature(run.regression),
-               input_example=pd.DataFrame({"image": [encode_image(example)]}),
-               pip_requirements=pip_requirements())
+    with _pickled_with_its_code():
+        save_model(str(target), python_model=FundusGrader(),
+                   artifacts={"config": str(run_dir / CONFIG_FILE),
+                              "weights": str(run.weights), "grader": str(grader)},
+                   code_paths=[str(PACKAGE_DIR)],
+                   signature=signature(run.regression),
+                   input_example=pd.DataFrame({"image": [encode_image(example)]}),
+                   pip_requirements=pip_requirements())
     return target
 
 
@@ -191,10 +193,35 @@ def save_ensemble_grader(members: Sequence[TrainedRun], out_of_fold: pd.DataFram
     grader = _grader_yaml(ensemble, folder / GRADER_FILE,
                           members=[member.source for member in members])
     target = folder / ENSEMBLE_MODEL_DIR
-    save_model(str(target), python_model=FoldEnsembleGrader(),
-               artifacts={"config": str(config), "grader": str(grader),
-                          **{f"weights_{k}": str(member.weights)
-                             for k, member in enumerate(members)}},
-               code_paths=[str(PACKAGE_DIR)], signature=signature(first.regression),
-               input_example=example, pip_requirements=pip_requirements())
+    with _pickled_with_its_code():
+        save_model(str(target), python_model=FoldEnsembleGrader(),
+                   artifacts={"config": str(config), "grader": str(grader),
+                              **{f"weights_{k}": str(member.weights)
+                                 for k, member in enumerate(members)}},
+                   code_paths=[str(PACKAGE_DIR)], signature=signature(first.regression),
+                   input_example=example, pip_requirements=pip_requirements())
     return target
+
+
+class _NotTheCloudpickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(CLOUDPICKLE_WARNING)
+
+
+CLOUDPICKLE_WARNING = "Passing a Python object as `python_model`"  # MLflow's, on every save
+
+
+@contextmanager
+def _pickled_with_its_code() -> Iterator[None]:
+    """MLflow warns, on every save of a model given as a Python object, that its pickle can run
+    code when loaded: true of every MLflow pyfunc model, and said once here in retino's words
+    instead of as a run's last console line."""
+    mlflow_log = logging.getLogger("mlflow.pyfunc")
+    quiet = _NotTheCloudpickleWarning()
+    mlflow_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        mlflow_log.removeFilter(quiet)
+    log.info("The MLflow model holds retino's grader pickled with its code: load or serve it "
+             "only from a store you trust (docs/security.md).")

@@ -29,8 +29,10 @@ from retino.core.names import (
     COMMAND_TAG,
     ERROR_TAG,
     GIT_COMMIT_TAG,
+    NOTE_TAG,
     OUTPUT_DIR_TAG,
     OVERRIDES_TAG,
+    PAGE_FILE,
     PARENT_ENV,
     REPRODUCES_ENV,
     REPRODUCES_TAG,
@@ -82,14 +84,27 @@ def space_without_validation(config: DictConfig) -> str | None:
 
 def study_name(config: DictConfig) -> str:
     """The sweep file's name (`-cn comparison`); for a plain `run.py -m ...` its swept axes
-    (`model×pretrained`), or 'sweep' when none; 'reproduction' for a study re-run by
-    python -m retino.reproduce."""
+    (`model×pretrained sweep`: a study of one axis is never named like the axis alone), or
+    'sweep' when none; 'reproduction' for a study re-run by python -m retino.reproduce."""
     if os.environ.get(REPRODUCES_ENV):
         return "reproduction"
     name = config.hydra.job.config_name
     if name not in (None, "config"):
         return str(name)
-    return "×".join(swept_axes(config)) or "sweep"
+    return " ".join(["×".join(swept_axes(config)), "sweep"]).strip()
+
+
+def describe_study(run_id: str, results: Path, page: Path) -> None:
+    """The study's parent run says its results on its Overview tab (its description): the
+    report's first section, its results table, and where the whole report is."""
+    from retino.tracking.runs import set_run_tags
+
+    first = results.read_text().split("\n## ")[0]
+    where = f"\n\nThe whole report: `{PAGE_FILE}` under Artifacts (on disk: {page})."
+    set_run_tags(run_id, {NOTE_TAG: first[:NOTE_CHARS - len(where)] + where})
+
+
+NOTE_CHARS = 5000  # MLflow keeps a tag's first 5000 characters
 
 
 def swept_in(sweep_dir: str | Path) -> tuple[str, ...]:
@@ -166,7 +181,8 @@ class StudyCallback(Callback):
             runs = read_runs(parent_id=run_id)
             folder = Path(config.hydra.sweep.dir).resolve() / "report"
             files = write_report(runs, folder, study_title(study_name(config), runs))
-            log.info("Study report: %s (MLflow parent run %s)", folder, run_id)
+            describe_study(run_id, files[0], folder / PAGE_FILE)
+            log.info("Study report: %s (MLflow parent run %s)", folder / PAGE_FILE, run_id)
             if config.get("register_model"):
                 _register(runs, config.register_model, run_id)
         finally:  # the parent ends even when the report cannot be written

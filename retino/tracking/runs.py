@@ -81,6 +81,7 @@ class MlflowTracker:
         self.pending: list[Metric] = []  # metrics the server has not taken yet
         self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
+        self.announce_end = True  # False: its caller says where the run is, with its result
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -201,8 +202,15 @@ class MlflowTracker:
                        "sending the waiting metrics")
         self.patiently(lambda: self.client.set_terminated(self.run_id, status),
                        "ending the run")
-        log.info("MLflow run %s %s. In mlflow ui: %s", self.run_id, status,
-                 ui_pages(self.tracking_uri, self.experiment_id, self.run_id))
+        if self.announce_end:
+            log.info("MLflow run %s %s. In mlflow ui: %s", self.run_id, status,
+                     ui_pages(self.tracking_uri, self.experiment_id, self.run_id))
+        else:
+            log.info("MLflow run %s %s.", self.run_id, status)
+
+    def page(self) -> str:
+        """Where mlflow ui shows this run (and how to start it, for a local store)."""
+        return ui_pages(self.tracking_uri, self.experiment_id, self.run_id).split("; all runs")[0]
 
 
 def _raise_unsent(count: int) -> None:

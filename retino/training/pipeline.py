@@ -42,6 +42,7 @@ from retino.core.names import (
     DECISION_CURVE_FIGURE,
     HISTORY_FILE,
     NEAR_COPIES_TAG,
+    NOTE_TAG,
     PAGE_FILE,
     ROC_FIGURE,
     SCREENING_FILE,
@@ -53,7 +54,7 @@ from retino.core.names import (
     predictions_file,
 )
 from retino.core.pages import html_page
-from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS
+from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS, screening_key
 from retino.data.audit import (
     audit_summary,
     copies_between_splits,
@@ -449,6 +450,8 @@ def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_di
     files.append(write_run_page(cfg, result, files, out_dir))
     for path in files:
         tracker.log_artifact(path)
+    tracker.set_tags({NOTE_TAG: f"{headline_markdown(cfg, result)}\n\nThe whole report: "
+                               f"`{PAGE_FILE}` under Artifacts (on disk: {out_dir / PAGE_FILE})."})
     record_cost(cfg, model, result, tracker)
     chosen = result.selected
     log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
@@ -496,24 +499,39 @@ def _probability_figures(frames: dict[str, pd.DataFrame], out_dir: Path,
 
 def run_page_markdown(cfg: DictConfig, result: FitResult) -> str:
     """The run's headline and its screening report, for its one-page report."""
+    return "\n".join([f"# {run_name(cfg)}", "", headline_markdown(cfg, result), "",
+                      result.screening])
+
+
+def headline_markdown(cfg: DictConfig, result: FitResult) -> str:
+    """The run's result in a few lines, each number under its report's name with its 95 %
+    interval: the top of report.html, the run's description in MLflow, its last console
+    lines."""
     chosen = result.selected
 
-    def interval(metric: str, scale: float = 1.0) -> str:
-        low, high = (chosen.get(f"{metric}_selected_ci_{end}") for end in ("low", "high"))
-        digits = 2 if scale != 1 else 3
-        return "" if low is None or np.isnan(low) else \
-            f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
-    return "\n".join([
-        f"# {run_name(cfg)}", "",
+    def value(key: str, scale: float, digits: int, unit: str = "") -> str:
+        low, high = (chosen.get(f"{key}_ci_{end}", np.nan) for end in ("low", "high"))
+        point = f"{scale * chosen[key]:.{digits}f}{unit}"
+        return point if np.isnan(low) else \
+            f"{point} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+    def rates(point: str) -> str:
+        return ", ".join(f"{measure} {value(screening_key(measure, point=point), 100, 1, ' %')}"
+                         for measure in ("sensitivity", "specificity"))
+    lines = [
         f"- Selected epoch {chosen['selected_epoch']:.0f} of {len(result.history)}, by "
         f"`{cfg.selection_metric}`" + ("" if result.selection else " (no validation split: "
                                        "the last epoch)"),
-        f"- Test accuracy {100 * chosen['test_acc_selected']:.2f} %"
-        f"{interval('test_acc', 100)} (majority-grade baseline "
+        f"- Test accuracy {value('test_acc_selected', 100, 2, ' %')} (majority-grade baseline "
         f"{100 * chosen['test_majority_baseline']:.2f} %)",
-        f"- Test quadratic weighted kappa {chosen['test_qwk_selected']:.3f}"
-        f"{interval('test_qwk')}", f"- {result.data_audit}" if result.data_audit else "", "",
-        result.screening])
+        f"- Test quadratic weighted kappa {value('test_qwk_selected', 1, 3)}",
+        f"- Referable DR (grade ≥ 2), test, {ALL_PHOTOGRAPHS}: AUC "
+        f"{value(screening_key('auc'), 1, 3)}"]
+    for name, point in (("sensitivity target", "at_target"),
+                        ("specificity target", "at_spec_target")):
+        if screening_key("sensitivity", point=point) in chosen:
+            lines.append(f"  - at the {name} (chosen on validation): {rates(point)}")
+    return "\n".join([*lines, *([f"- {result.data_audit}"] if result.data_audit else [])])
 
 
 def data_audit_line(root: Path) -> str:
