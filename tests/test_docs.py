@@ -39,3 +39,27 @@ def test_the_readme_is_a_front_door():
     assert len(readme.splitlines()) <= 200
     for command in ("python run.py", "python -m pytest", "mlflow ui", "-cd sweeps"):
         assert command in readme
+
+
+def test_the_committed_generated_parts_are_the_codes():
+    """The configuration reference and the key-roles table are committed (a reader of the
+    repository's web page sees them, not a marker) and equal what the code generates now."""
+    from retino.config.help import DOCS_DIR, fill_generated
+
+    pages = sorted(DOCS_DIR.rglob("*.md"))
+    stale = [page.name for page in pages if fill_generated(page.read_text()) != page.read_text()]
+    assert not stale, f"run python -m retino.config.help: stale generated parts in {stale}"
+    reference = (DOCS_DIR / "reference" / "configuration.md").read_text()
+    assert "| `copies_across_splits` | str | `refuse` |" in reference
+
+
+def test_every_option_is_described_in_whole_sentences():
+    """--help and the reference cut option descriptions at their first line ('ordinal: ...
+    give the grade')."""
+    from retino.config.help import group_options, help_text
+
+    cut = [f"{group}={name}" for group, options in group_options().items()
+           for name, doc in options if not doc.endswith((".", ".)", ":"))]
+    assert not cut, f"descriptions that do not end a sentence: {cut}"
+    assert "give the grade probabilities (retino/models/heads.py)." in \
+        " ".join(help_text(Config).split())

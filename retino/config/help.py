@@ -23,6 +23,11 @@ GROUPS = ("model", "head", "pretrain", "data", "augmentation", "resolution", "fr
           "optimizer", "schedule", "preset")
 
 
+# What a group's option lines share, said once under the group in --help and the reference.
+GROUP_NOTES = {"model": "Parameters and FLOPs with retino's five-grade head; a multiply-add "
+                        "counted as 2 FLOPs (retino/models/cost.py; each run logs its cost_*)."}
+
+
 def _comments(source: str) -> dict[int, str]:
     """Line number -> the comment on that line (without '#')."""
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
@@ -70,7 +75,7 @@ def top_level_keys(schema: type) -> list[tuple[str, str, str, str]]:
 
 
 def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[tuple[str, str]]]:
-    """group -> [(option, its first comment line)], from the YAML files."""
+    """group -> [(option, its first comment sentence)], from the YAML files."""
     options = {}
     for group in GROUPS:
         files = sorted((conf_dir / group).glob("*.yaml"))
@@ -79,11 +84,22 @@ def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[tuple[str, str]]]
 
 
 def _first_comment(path: Path) -> str:
+    """The option file's first comment, whole: its lines up to the one that ends a sentence
+    (a description cut at the end of its first line read as a broken sentence), never an
+    example command indented below it."""
+    words: list[str] = []
     for line in path.read_text().splitlines():
         text = line.strip()
-        if text.startswith("#") and not text.startswith("# @package"):
-            return text.lstrip("#").strip()
-    return ""
+        if not text.startswith("#") or text.startswith("# @package"):
+            if words:
+                break
+            continue
+        if words and text.startswith("#  "):  # an indented example, not the description
+            break
+        words.append(text.lstrip("#").strip())
+        if words[-1].endswith((".", ".)", ":")):
+            break
+    return " ".join(words)
 
 
 def help_text(schema: type) -> str:
@@ -95,7 +111,12 @@ def help_text(schema: type) -> str:
     for group, options in group_options().items():
         prefix = "+" if group == "preset" else ""
         lines.append(f"{prefix}{group}:")
-        lines += [f"    {name:<22} {doc}".rstrip() for name, doc in options]
+        for name, doc in options:
+            lines += textwrap.wrap(f"{name:<22} {doc}", width=96, initial_indent="    ",
+                                   subsequent_indent=" " * 27) or [f"    {name}"]
+        if group in GROUP_NOTES:
+            lines += textwrap.wrap(GROUP_NOTES[group], width=96, initial_indent="    ",
+                                   subsequent_indent="    ")
     lines += ["", "== Keys (key=value) =="]
     for key, kind, default, doc in top_level_keys(schema):
         role = " [how it runs: not part of a run's identity]" if key in NOT_IDENTITY else ""
@@ -103,13 +124,14 @@ def help_text(schema: type) -> str:
                                initial_indent="  ", subsequent_indent="      ")
     lines += ["", "A group's own keys: group.key=value (e.g. data.root=/data/dr lr=0.01). "
               "`python run.py --cfg job` prints the whole composed config; "
-              "`--shell-completion` installs tab completion (see the README).", "",
+              "Tab completion of groups and keys in bash: "
+              "eval \"$(python run.py --shell-completion install=bash)\".", "",
               "Powered by Hydra (https://hydra.cc); Hydra's own flags: --hydra-help."]
     # Hydra fills its help template with string.Template and OmegaConf before printing: no "$".
     return "\n".join(lines).replace("$", "")
 
 
-# --- The docs' configuration reference (docs/reference/configuration.md, by the MkDocs hook) ---
+# --- The docs' generated parts: the configuration reference, the key-roles table ---------------
 
 def group_keys(schema: type) -> dict[str, list[tuple[str, str, str, str]]]:
     """group -> (group.key, type, default, meaning) of each key an option of it may set."""
@@ -135,6 +157,7 @@ def reference_markdown(schema: type) -> str:
         prefix = "+" if group == "preset" else ""
         lines += [f"### {group}", "", "| option | what it is |", "|---|---|"]
         lines += [f"| `{prefix}{group}={name}` | {_cell(doc)} |" for name, doc in options]
+        lines += ["", GROUP_NOTES[group]] if group in GROUP_NOTES else []
         if keys.get(group):
             lines += ["", "| key | type | default | meaning |", "|---|---|---|---|"]
             lines += [f"| `{key}` | {kind} | `{default}` | {_cell(doc)} |"
@@ -157,3 +180,45 @@ def key_roles_markdown() -> str:
                      f"| {yes[role.evaluation]} | {_cell(role.why)} |")
     lines += ["", "Every other key is part of a run's identity and may be a study's axis."]
     return "\n".join(lines) + "\n"
+
+
+GENERATED = {"configuration reference": lambda: reference_markdown(_schema()),
+             "key roles": lambda: key_roles_markdown()}
+DOCS_DIR = PROJECT_ROOT / "docs"
+
+
+def _schema() -> type:
+    from retino.config.schema import Config  # the schema imports nothing of this module's
+
+    return Config
+
+
+def fill_generated(markdown: str) -> str:
+    """The page with each generated part written afresh from the code: between
+    `<!-- generated: NAME -->` and `<!-- end of generated: NAME -->` (added when missing). The
+    parts are committed, so the repository's web page shows them; the docs build and a test
+    check that they are the code's."""
+    for name, generate in GENERATED.items():
+        start, end = f"<!-- generated: {name} -->", f"<!-- end of generated: {name} -->"
+        if start not in markdown:
+            continue
+        before, rest = markdown.split(start, 1)
+        after = rest.split(end, 1)[1] if end in rest else rest
+        markdown = f"{before}{start}\n{generate()}{end}{after}"
+    return markdown
+
+
+def write_generated_docs(docs: Path = DOCS_DIR) -> list[Path]:
+    """Every docs page whose generated parts were stale, rewritten; returns them."""
+    written = []
+    for page in sorted(docs.rglob("*.md")):
+        text = page.read_text()
+        if (fresh := fill_generated(text)) != text:
+            page.write_text(fresh)
+            written.append(page)
+    return written
+
+
+if __name__ == "__main__":  # python -m retino.config.help: refresh the docs' generated parts
+    for page in write_generated_docs():
+        print(f"rewrote {page.relative_to(PROJECT_ROOT)}")
