@@ -118,6 +118,11 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     assert {"results.md", "results.csv", "comparisons.csv", "roc_referable.png"} <= files
     text = (tmp_path / "results.md").read_text()
     assert "## Paired comparisons" in text and "model.name: resnet18 → resnet50" in text
+    # the first table fits a screen: the headline with its intervals; the rest in a section
+    first_table = next(line for line in text.splitlines() if line.startswith("| run |"))
+    assert first_table == ("| run | seeds | test acc % (selected epoch) | test QWK (selected) | "
+                           "referable AUC (selected) | selected epoch |")
+    assert "## Each configuration in detail" in text and "| majority-grade baseline % |" in text
     [row] = csv.DictReader((tmp_path / "comparisons.csv").open())
     assert (row["A"], row["B"], row["seeds (A / B)"]) == (
         "resnet18-scratch-64px", "resnet50-scratch-64px", "3 / 3")

@@ -216,6 +216,16 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
 
 
 _AT_OPERATING_POINT = (COLUMNS[3], COLUMNS[4])  # sensitivity and specificity
+# The report's first table, which fits a screen; the others follow in a section of their own
+# (results.csv holds every column).
+HEADLINE = ["run", "seeds", COLUMNS[0], COLUMNS[1], COLUMNS[2], "selected epoch"]
+
+
+def _only(header: list[str], rows: list[list[str]],
+          columns: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The table reduced to these columns, in their order."""
+    keep = [header.index(column) for column in columns]
+    return [header[k] for k in keep], [[row[k] for k in keep] for row in rows]
 
 
 def _mark_argmax(cells: list[str], finals: list[dict[str, float]]) -> list[str]:
@@ -228,23 +238,27 @@ def _mark_argmax(cells: list[str], finals: list[dict[str, float]]) -> list[str]:
 
 
 LEGEND = """\
-The test set is scored at the epoch chosen on the validation split (`selection_metric`); the
-lab's column chose its epoch by looking at the test set and is optimistic. A single run shows
-95 % intervals as `value [low, high]`, a patient's eyes counted together: accuracy's and the
-AUC's are score intervals (Wilson's with the design effect; the AUC's from DeLong's variance
-clustered by patient), which never collapse at 100 %; kappa's a bootstrap over test patients,
-its resamples where kappa is undefined (one grade everywhere) left out and counted in the cell.
-A configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`: the std of
-its seeds (the noise of training) and a 95 % interval of the mean that adds the seeds' spread to
-the test set's sampling error (more seeds never make it narrower than the test set allows). An
-AUC with fewer than 2 referable patients has no interval, and the cell says so. The
-sensitivity and specificity columns count all photographs (see the screening section for the
-gradable ones, and those not gradable counted as "refer"). Accuracy
-means little beside the majority-grade baseline: predicting grade 0 for every image scores it.
-The last columns are what the model costs on a device (median over seeds): parameters, the
-saved weights, FLOPs per image (convolutions and matrix products, a multiply-add counted as 2)
-and CPU milliseconds per image at batch 1 and 32, timed at the end of each run on the machine
-in its `cost_machine` tag; blank for runs that did not measure them.
+The test set is scored at the epoch chosen on the validation split (`selection_metric`). A
+single run shows 95 % intervals as `value [low, high]`, a patient's eyes counted together:
+accuracy's and the AUC's are score intervals (Wilson's with the design effect; the AUC's from
+DeLong's variance clustered by patient), which never collapse at 100 %; kappa's a bootstrap over
+test patients, its resamples where kappa is undefined (one grade everywhere) left out and counted
+in the cell. A configuration run with several seeds (`seeds` > 1) shows `mean ± std [low, high]`:
+the std of its seeds (the noise of training) and a 95 % interval of the mean that adds the seeds'
+spread to the test set's sampling error (more seeds never make it narrower than the test set
+allows). An AUC with fewer than 2 referable patients has no interval, and the cell says so.
+Accuracy means little beside the majority-grade baseline (in the detailed table below):
+predicting grade 0 for every image scores it.
+"""
+
+DETAILS_LEGEND = """\
+The sensitivity and specificity columns count all photographs (see the screening section for the
+gradable ones, and those not gradable counted as "refer"). The lab's column chose its epoch by
+looking at the test set, and is optimistic. The last columns are what the model costs on a
+device (median over seeds): parameters, the saved weights, FLOPs per image (convolutions and
+matrix products, a multiply-add counted as 2) and CPU milliseconds per image at batch 1 and 32,
+timed at the end of each run on the machine in its `cost_machine` tag; blank for runs that did not
+measure them.
 """
 
 COMPARISON_LEGEND = """\
@@ -462,7 +476,8 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = results_table(runs)
     failed = [run for run in runs if run.status != "FINISHED"]
-    text = f"# {title}\n\n" + to_markdown(header, rows, failed) + "\n" + LEGEND
+    text = (f"# {title}\n\n" + to_markdown(*_only(header, rows, HEADLINE), failed) + "\n"
+            + LEGEND)
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
     finished = [run for run in runs if run.status == "FINISHED"]
     text += leakage_lines(finished)
@@ -488,6 +503,10 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
                  + to_markdown(SCREENING_COLUMNS, screened, []) + "\n" + SCREENING_LEGEND)
         files.append(atomic_write_text(folder / "screening.csv",
                                        to_csv(SCREENING_COLUMNS, screened)))
+    if rows:
+        text += ("\n## Each configuration in detail\n\n"
+                 + to_markdown(*_only(header, rows, [c for c in header if c not in HEADLINE[2:]]),
+                               []) + "\n" + DETAILS_LEGEND)
     if reproduced := reproduction_table(runs):
         text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
                                                                       reproduced, [])
