@@ -70,7 +70,15 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
                 "model_state.pt", "history.csv", "predictions_test.csv", "predictions_val.csv",
-                "roc_referable.png", "model"} <= artifacts  # model: the MLflow model
+                "roc_referable.png"} <= artifacts
+        # its MLflow model is an MLflow 3 logged model (the experiment's Models view lists it),
+        # its test numbers linked to it, and it is the run's output
+        [model] = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"name = 'model' AND source_run_id = '{run.info.run_id}'")
+        linked = {metric.key: metric.value for metric in model.metrics}
+        assert linked["test_qwk_selected"] == run.data.metrics["test_qwk_selected"]
+        assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
         metrics = run.data.metrics  # one epoch: the selected one, evaluated again from its files
         assert metrics["selected_epoch"] == 1
         assert metrics["test_acc_selected"] == metrics["test_acc"]

@@ -59,19 +59,34 @@ def _register_run(runs: list[RunRecord], name: str, study: str | None) -> ModelV
     """The best configuration's best seed: that run's own logged model."""
     run, metric, score = best_run(runs)
     client = mlflow_client()
-    found = client.get_run(run.run_id)
-    if not any(a.path == MODEL_DIR for a in client.list_artifacts(run.run_id)):
+    source, model_id = run_model(client, run.run_id)
+    if source is None:
         raise ConfigError(f"Run {run.run_id} ({run.name}) logged no MLflow model (it ran with "
                           "log_model=false or before models were logged): re-run it with "
                           "log_model=true to register it.")
     _registered_model(client, name)
     tags = {"run_id": run.run_id, "run_name": run.name, "selected_by": metric,
             "score": f"{score:.6g}", **({STUDY_TAG: study} if study else {})}
-    version = client.create_model_version(name, f"{found.info.artifact_uri}/{MODEL_DIR}",
-                                          run_id=run.run_id, tags=tags)
+    version = client.create_model_version(name, source, run_id=run.run_id, tags=tags,
+                                          model_id=model_id)
     log.info("Registered %s version %s: run %s (%s), chosen by %s = %.4f.", name,
              version.version, run.name, run.run_id, metric, score)
     return version
+
+
+def run_model(client, run_id: str) -> tuple[str | None, str | None]:
+    """(source, model id) of the run's MLflow model: its MLflow 3 logged model
+    (models:/<id>), or, for a run logged before retino logged them so, the model folder among
+    its artifacts (no id); (None, None) when it has neither."""
+    found = client.get_run(run_id)
+    models = client.search_logged_models(
+        experiment_ids=[found.info.experiment_id],
+        filter_string=f"name = '{MODEL_DIR}' AND source_run_id = '{run_id}'")
+    if model := next(iter(models), None):
+        return f"models:/{model.model_id}", model.model_id
+    if any(a.path == MODEL_DIR for a in client.list_artifacts(run_id)):
+        return f"{found.info.artifact_uri}/{MODEL_DIR}", None
+    return None, None
 
 
 def _register_ensemble(choice: EnsembleChoice, name: str, study: str | None) -> ModelVersion:

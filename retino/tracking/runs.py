@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    Metric,
+    Param,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -158,6 +166,27 @@ class MlflowTracker:
 
     def logged_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
+                  step: int) -> str:
+        """The saved MLflow model in folder as an MLflow 3 logged model of this run: listed in
+        the experiment's Models view and on the run's page, with these metrics linked to it,
+        and loaded as runs:/<run id>/<name> or models:/<model id>. Returns its id."""
+        model = self.patiently(lambda: self.client.create_logged_model(
+            self.experiment_id, name=name, source_run_id=self.run_id, model_type="pyfunc"),
+            f"creating the logged model {name}")
+        self.patiently(lambda: self.client.log_model_artifacts(model.model_id, str(folder)),
+                       f"logging the model {name}")
+        now = int(time.time() * 1000)
+        linked = [Metric(key, float(value), now, step, model_id=model.model_id)
+                  for key, value in metrics.items()]
+        self.patiently(lambda: self.client.log_batch(self.run_id, metrics=linked),
+                       "linking the run's metrics to its model")
+        self.patiently(lambda: self.client.log_outputs(
+            self.run_id, [LoggedModelOutput(model.model_id, step)]), "linking the model")
+        self.patiently(lambda: self.client.finalize_logged_model(model.model_id, "READY"),
+                       "finishing the logged model")
+        return model.model_id
 
     def reopen(self, run_id: str) -> None:
         """Continue an interrupted run: the same run id, its metrics go on from where they end."""

@@ -25,6 +25,9 @@ class Tracker(Protocol):
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None: ...
 
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
+                  step: int) -> str: ...
+
 
 class NullTracker:
     """Records nothing: for fit() called from code or tests without MLflow."""
@@ -46,3 +49,7 @@ class NullTracker:
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         pass
+
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
+                  step: int) -> str:
+        return ""
