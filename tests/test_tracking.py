@@ -247,3 +247,33 @@ def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, ca
         assert client.get_run(run_id).info.status == "FINISHED"
     finally:
         stop(server)
+
+
+def test_a_model_that_fails_half_way_is_removed_and_a_resumed_run_keeps_one(tmp_path):
+    """runs:/<id>/model loads the newest logged model of that name whatever its state: one left
+    half-logged (files not sent) would hide the good one; a resumed run's second model would
+    show twice in the Models view."""
+    from retino.studies.registry import run_model
+    from retino.tracking.store import mlflow_client
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    with mlflow_run("exp", "a-run", {}, {}) as tracker:
+        tracker.log_metrics({"test_acc_selected": 0.5}, step=1)
+        first = tracker.log_model(folder, "model", {"test_acc_selected": 0.5}, 1)
+        real = tracker.client.log_model_artifacts
+        tracker.client.log_model_artifacts = lambda *args: (_ for _ in ()).throw(
+            OSError("disk full"))
+        with pytest.raises(OSError, match="disk full"):
+            tracker.log_model(folder, "model", {"test_acc_selected": 0.5}, 1)
+        client = mlflow_client()
+        assert run_model(client, tracker.run_id) == (f"models:/{first}", first)
+        tracker.client.log_model_artifacts = real
+        second = tracker.log_model(folder, "model", {"test_acc_selected": 0.5}, 1)
+        models = client.search_logged_models(
+            experiment_ids=[tracker.experiment_id],
+            filter_string=f"name = 'model' AND source_run_id = '{tracker.run_id}'")
+        assert [m.model_id for m in models] == [second]
+        history = client.get_metric_history(tracker.run_id, "test_acc_selected")
+        assert len(history) == 1  # the link added no second point to the run's chart

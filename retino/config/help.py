@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 from retino import PROJECT_ROOT
+from retino.core.files import atomic_write_text
 from retino.core.keys import NOT_IDENTITY, ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -127,8 +128,9 @@ def help_text(schema: type) -> str:
               "Tab completion of groups and keys in bash: "
               "eval \"$(python run.py --shell-completion install=bash)\".", "",
               "Powered by Hydra (https://hydra.cc); Hydra's own flags: --hydra-help."]
-    # Hydra fills its help template with string.Template and OmegaConf before printing: no "$".
-    return "\n".join(lines).replace("$", "")
+    # Hydra fills its help template with string.Template (where "$$" is a "$") and OmegaConf
+    # (which reads only "${") before printing.
+    return "\n".join(lines).replace("$", "$$")
 
 
 # --- The docs' generated parts: the configuration reference, the key-roles table ---------------
@@ -214,8 +216,7 @@ def write_generated_docs(docs: Path = DOCS_DIR) -> list[Path]:
     for page in sorted(docs.rglob("*.md")):
         text = page.read_text()
         if (fresh := fill_generated(text)) != text:
-            page.write_text(fresh)
-            written.append(page)
+            written.append(atomic_write_text(page, fresh))
     return written
 
 

@@ -21,6 +21,7 @@ CALIBRATION_FIGURE = "calibration.png"  # reliability diagram of P(referable)
 DECISION_CURVE_FIGURE = "decision_curve.png"  # net benefit of referring at each threshold
 SCREENING_FILE = "screening.md"  # a run's screening report (retino/evaluation/screening.py)
 PAGE_FILE = "report.html"  # a run's or a study's one-page report, figures inline
+RESULTS_FILE = "results.md"  # a study's report in Markdown (its tables; report.html renders it)
 ERROR_FILE = "error.txt"  # a failed run's traceback
 SKIPPED_PHOTOGRAPHS_FILE = "skipped_photographs.csv"  # bad_photographs=skip: path, reason
 MODEL_DIR = "model"  # the MLflow model: runs:/<id>/model

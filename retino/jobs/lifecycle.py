@@ -310,7 +310,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
                                     resume=decision.action == RESUME,
                                     jobs_at_once=ctx.jobs_at_once)
         if cfg.log_model:  # beside model_state.pt, the MLflow way: grades raw photographs
-            log_grader(tracker, out_dir, result)
+            log_grader(tracker, out_dir, result, cfg)
     _say_result(cfg, ctx, result, out_dir, tracker.page())
     return result.selected["selection_score"]
 
@@ -325,20 +325,21 @@ def _say_result(cfg: DictConfig, ctx: JobContext, result: FitResult, out_dir: Pa
              headline_markdown(cfg, result).replace("`", ""), out_dir / PAGE_FILE, page)
 
 
-# The run's test numbers linked to its logged model (MLflow's Models view shows them)
-MODEL_METRICS = ("test_acc_selected", "test_qwk_selected", "test_referable_auc_selected")
 
 
-def log_grader(tracker: Tracker, out_dir: Path, result: FitResult) -> None:
+def log_grader(tracker: Tracker, out_dir: Path, result: FitResult, cfg: DictConfig) -> None:
     """The finished run packaged as an MLflow model (retino/serving/pyfunc.py) and logged as the
     run's MLflow 3 model, loaded as runs:/<id>/model: the job does this after training, so
     tracking never imports serving."""
+    from retino.core.screening_names import screening_key
     from retino.serving.pyfunc import save_grader
 
     chosen = result.selected
+    # the run's test numbers linked to its logged model: MLflow's Models view shows them
+    shown = ("test_acc_selected", "test_qwk_selected", screening_key("auc"))
     tracker.log_model(save_grader(out_dir, result.example_image), MODEL_DIR,
-                      {key: chosen[key] for key in MODEL_METRICS if key in chosen},
-                      int(chosen["selected_epoch"]))
+                      {key: chosen[key] for key in shown if key in chosen},
+                      int(chosen["selected_epoch"]), {"run_name": run_name(cfg)})
 
 
 def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from retino.config.schema import has_validation
+from retino.core.errors import first_line
 from retino.core.names import (
     CODE_VERSION_TAG,
     COMMAND_TAG,
@@ -36,6 +37,7 @@ from retino.core.names import (
     PARENT_ENV,
     REPRODUCES_ENV,
     REPRODUCES_TAG,
+    RESULTS_FILE,
     STUDY_TAG,
     SWEPT_TAG,
 )
@@ -96,15 +98,25 @@ def study_name(config: DictConfig) -> str:
 
 def describe_study(run_id: str, results: Path, page: Path) -> None:
     """The study's parent run says its results on its Overview tab (its description): the
-    report's first section, its results table, and where the whole report is."""
+    report's first section, its results table, whole lines of it, and where the whole report
+    is. Best effort: a description that cannot be set leaves the study as it is."""
     from retino.tracking.runs import set_run_tags
 
-    first = results.read_text().split("\n## ")[0]
     where = f"\n\nThe whole report: `{PAGE_FILE}` under Artifacts (on disk: {page})."
-    set_run_tags(run_id, {NOTE_TAG: first[:NOTE_CHARS - len(where)] + where})
+    first = results.read_text().split("\n## ")[0]
+    if len(first) + len(where) > NOTE_CHARS:
+        cut = first[:NOTE_CHARS - len(where) - len(MORE)].rsplit("\n", 1)[0]
+        first = cut + MORE
+    try:
+        set_run_tags(run_id, {NOTE_TAG: first + where})
+    except Exception as err:  # noqa: BLE001 - the study and its report are already kept
+        log.warning("The study's description could not be set (%s).", first_line(err))
 
 
-NOTE_CHARS = 5000  # MLflow keeps a tag's first 5000 characters
+# MLflow 3.17 keeps a tag's first 8000 characters (older servers 5000): the description stays
+# within the smaller, cut at a line's end.
+NOTE_CHARS = 5000
+MORE = "\n\n(… the rest in results.md)"
 
 
 def swept_in(sweep_dir: str | Path) -> tuple[str, ...]:
@@ -181,10 +193,10 @@ class StudyCallback(Callback):
             runs = read_runs(parent_id=run_id)
             folder = Path(config.hydra.sweep.dir).resolve() / "report"
             files = write_report(runs, folder, study_title(study_name(config), runs))
-            describe_study(run_id, files[0], folder / PAGE_FILE)
             log.info("Study report: %s (MLflow parent run %s)", folder / PAGE_FILE, run_id)
             if config.get("register_model"):
                 _register(runs, config.register_model, run_id)
+            describe_study(run_id, folder / RESULTS_FILE, folder / PAGE_FILE)
         finally:  # the parent ends even when the report cannot be written
             failed = [run for run in runs if run.status != "FINISHED"]
             end_run(run_id, "FAILED" if failed or not files else "FINISHED", files)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -62,8 +63,9 @@ def _register_run(runs: list[RunRecord], name: str, study: str | None) -> ModelV
     source, model_id = run_model(client, run.run_id)
     if source is None:
         raise ConfigError(f"Run {run.run_id} ({run.name}) logged no MLflow model (it ran with "
-                          "log_model=false or before models were logged): re-run it with "
-                          "log_model=true to register it.")
+                          "log_model=false or before models were logged): train its "
+                          "configuration again with log_model=true resume=false (a re-run "
+                          "would reuse the finished run) to register it.")
     _registered_model(client, name)
     tags = {"run_id": run.run_id, "run_name": run.name, "selected_by": metric,
             "score": f"{score:.6g}", **({STUDY_TAG: study} if study else {})}
@@ -74,15 +76,16 @@ def _register_run(runs: list[RunRecord], name: str, study: str | None) -> ModelV
     return version
 
 
-def run_model(client, run_id: str) -> tuple[str | None, str | None]:
-    """(source, model id) of the run's MLflow model: its MLflow 3 logged model
+def run_model(client: RetryingClient, run_id: str) -> tuple[str | None, str | None]:
+    """(source, model id) of the run's MLflow model: its newest READY MLflow 3 logged model
     (models:/<id>), or, for a run logged before retino logged them so, the model folder among
     its artifacts (no id); (None, None) when it has neither."""
     found = client.get_run(run_id)
     models = client.search_logged_models(
         experiment_ids=[found.info.experiment_id],
-        filter_string=f"name = '{MODEL_DIR}' AND source_run_id = '{run_id}'")
-    if model := next(iter(models), None):
+        filter_string=f"name = '{MODEL_DIR}' AND source_run_id = '{run_id}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+    if model := next((m for m in models if m.status == LoggedModelStatus.READY), None):
         return f"models:/{model.model_id}", model.model_id
     if any(a.path == MODEL_DIR for a in client.list_artifacts(run_id)):
         return f"{found.info.artifact_uri}/{MODEL_DIR}", None

@@ -31,6 +31,7 @@ from retino.core.names import (
     ERROR_TAG,
     PAGE_FILE,
     REPRODUCES_TAG,
+    RESULTS_FILE,
     ROC_FIGURE,
     SHARED_PATIENTS_TAG,
 )
@@ -218,7 +219,7 @@ def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
 _AT_OPERATING_POINT = (COLUMNS[3], COLUMNS[4])  # sensitivity and specificity
 # The report's first table, which fits a screen; the others follow in a section of their own
 # (results.csv holds every column).
-HEADLINE = ["run", "seeds", COLUMNS[0], COLUMNS[1], COLUMNS[2], "selected epoch"]
+HEADLINE = ["run", "seeds", *COLUMNS[:3], COLUMNS[5]]  # accuracy, kappa, AUC; the epoch
 
 
 def _only(header: list[str], rows: list[list[str]],
@@ -512,7 +513,7 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
                                                                       reproduced, [])
         files.append(atomic_write_text(folder / "reproduction.csv",
                                        to_csv(REPRODUCTION_COLUMNS, reproduced)))
-    files.insert(0, atomic_write_text(folder / "results.md", text))
+    files.insert(0, atomic_write_text(folder / RESULTS_FILE, text))
     if finished:
         files += _figures(finished, labels, folder, title)
     figures = [path for path in files if path.suffix == ".png"]

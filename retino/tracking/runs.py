@@ -43,6 +43,7 @@ from retino.tracking.store import (
     artifact_location,
     default_tracking_uri,
     mlflow_client,
+    run_page,
     ui_pages,
 )
 
@@ -167,26 +168,58 @@ class MlflowTracker:
     def logged_steps(self, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, key)}
 
-    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
-                  step: int) -> str:
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float], step: int,
+                  tags: Mapping[str, str] | None = None) -> str:
         """The saved MLflow model in folder as an MLflow 3 logged model of this run: listed in
-        the experiment's Models view and on the run's page, with these metrics linked to it,
-        and loaded as runs:/<run id>/<name> or models:/<model id>. Returns its id."""
+        the experiment's Models view and on the run's page, with the run's values of these
+        metrics linked to it, and loaded as runs:/<run id>/<name> or models:/<model id>. A model
+        that fails half-way is marked FAILED and deleted (runs:/ would pick it, being newest);
+        one logged before by this run (a resumed run's) is replaced. Returns its id."""
         model = self.patiently(lambda: self.client.create_logged_model(
-            self.experiment_id, name=name, source_run_id=self.run_id, model_type="pyfunc"),
-            f"creating the logged model {name}")
-        self.patiently(lambda: self.client.log_model_artifacts(model.model_id, str(folder)),
-                       f"logging the model {name}")
+            self.experiment_id, name=name, source_run_id=self.run_id, model_type="pyfunc",
+            tags=dict(tags or {})), f"creating the logged model {name}")
+        try:
+            self._fill_model(model.model_id, folder, metrics, step)
+        except BaseException:
+            self._drop_model(model.model_id)
+            raise
+        for older in self._run_models(name):
+            if older.model_id != model.model_id:
+                self._drop_model(older.model_id)
+        return model.model_id
+
+    def _fill_model(self, model_id: str, folder: Path, metrics: Mapping[str, float],
+                    step: int) -> None:
+        self.patiently(lambda: self.client.log_model_artifacts(model_id, str(folder)),
+                       "logging the model's files")
+        # linked at the timestamps the run logged them with: MLflow writes a linked metric to
+        # the run too, and the same timestamp makes that no second point of its history
+        logged = {key: next((m for m in self.client.get_metric_history(self.run_id, key)
+                             if m.step == step), None) for key in metrics}
         now = int(time.time() * 1000)
-        linked = [Metric(key, float(value), now, step, model_id=model.model_id)
-                  for key, value in metrics.items()]
+        linked = [Metric(key, float(value), logged[key].timestamp if logged[key] else now,
+                         step, model_id=model_id) for key, value in metrics.items()]
         self.patiently(lambda: self.client.log_batch(self.run_id, metrics=linked),
                        "linking the run's metrics to its model")
         self.patiently(lambda: self.client.log_outputs(
-            self.run_id, [LoggedModelOutput(model.model_id, step)]), "linking the model")
-        self.patiently(lambda: self.client.finalize_logged_model(model.model_id, "READY"),
+            self.run_id, [LoggedModelOutput(model_id, step)]), "linking the model")
+        self.patiently(lambda: self.client.finalize_logged_model(model_id, "READY"),
                        "finishing the logged model")
-        return model.model_id
+
+    def _run_models(self, name: str) -> list:
+        return list(self.client.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"name = '{name}' AND source_run_id = '{self.run_id}'"))
+
+    def _drop_model(self, model_id: str) -> None:
+        """A logged model no one should load: marked FAILED, then deleted (best effort: the
+        server may be away)."""
+        try:
+            self.client.finalize_logged_model(model_id, "FAILED")
+            self.client.delete_logged_model(model_id)
+        except Exception as err:  # noqa: BLE001 - the model's own error is the one to raise
+            log.warning("The logged model %s could not be removed (%s).", model_id,
+                        first_line(err))
 
     def reopen(self, run_id: str) -> None:
         """Continue an interrupted run: the same run id, its metrics go on from where they end."""
@@ -239,7 +272,7 @@ class MlflowTracker:
 
     def page(self) -> str:
         """Where mlflow ui shows this run (and how to start it, for a local store)."""
-        return ui_pages(self.tracking_uri, self.experiment_id, self.run_id).split("; all runs")[0]
+        return run_page(self.tracking_uri, self.experiment_id, self.run_id)
 
 
 def _raise_unsent(count: int) -> None:

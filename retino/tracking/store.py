@@ -58,17 +58,30 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
 
 
+def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where mlflow ui shows a run (in its model-training view), and how to start it for a
+    local store."""
+    page = f"{_ui_server(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}{MODEL_TRAINING_VIEW}{_start_hint(tracking_uri)}"
+
+
 def ui_pages(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Where mlflow ui shows a run (or the experiment's runs table, in its model-training view),
-    and how to start it for a local store."""
-    server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
+    """Where mlflow ui shows a run and the experiment's runs table (or the table alone), in
+    its model-training view, and how to start it for a local store."""
+    table = f"{_ui_server(tracking_uri)}/#/experiments/{experiment_id}/runs{MODEL_TRAINING_VIEW}"
+    if run_id is None:
+        return f"{table}{_start_hint(tracking_uri)}"
+    return f"{run_page(tracking_uri, experiment_id, run_id)}; all runs: {table}"
+
+
+def _ui_server(tracking_uri: str) -> str:
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
         else UI_DEFAULT
-    table = f"{server}/#/experiments/{experiment_id}/runs{MODEL_TRAINING_VIEW}"
-    page = (f"{server}/#/experiments/{experiment_id}/runs/{run_id}{MODEL_TRAINING_VIEW}"
-            if run_id else table)
+
+
+def _start_hint(tracking_uri: str) -> str:
     db_path = sqlite_path(tracking_uri)
-    start = f" (start `mlflow ui` in {db_path.parent})" if db_path else ""
-    return f"{page}{start}; all runs: {table}" if run_id else f"{table}{start}"
+    return f" (start `mlflow ui` in {db_path.parent})" if db_path else ""
 
 
 def is_lock_error(err: BaseException) -> bool:

@@ -25,8 +25,8 @@ class Tracker(Protocol):
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None: ...
 
-    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
-                  step: int) -> str: ...
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float], step: int,
+                  tags: Mapping[str, str] | None = None) -> str: ...
 
 
 class NullTracker:
@@ -50,6 +50,6 @@ class NullTracker:
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         pass
 
-    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float],
-                  step: int) -> str:
+    def log_model(self, folder: Path, name: str, metrics: Mapping[str, float], step: int,
+                  tags: Mapping[str, str] | None = None) -> str:
         return ""
