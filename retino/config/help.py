@@ -1,7 +1,8 @@
 """`python run.py --help`, written from the config itself: every config group with its options
-(each option's first comment line in conf/<group>/<option>.yaml) and every top-level key with its
-type, default and meaning (the comment beside the field in the schema, retino/config/schema.py). One
-source for each: the help cannot drift from what the code reads.
+(each option's first comment sentence in conf/<group>/<option>.yaml) and every top-level key with
+its type, default and meaning (the comment beside the field in the schema, retino/config/schema.py).
+One source for each: the help cannot drift from what the code reads. The docs' generated parts
+(the configuration reference, the key roles, which module owns what) come from here too.
 """
 
 from __future__ import annotations
@@ -184,8 +185,38 @@ def key_roles_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+STAGES = ("core", "config", "data", "models", "evaluation", "training", "tracking", "serving",
+          "jobs", "studies")  # bottom to top: pyproject.toml's import-linter layers, reversed
+
+
+def _first_sentence(path: Path) -> str:
+    """A module's docstring up to its first sentence's end (its first paragraph at most),
+    read from the file (nothing imported)."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    for end in (". ", ".) "):
+        if end in paragraph:
+            return paragraph[: paragraph.index(end) + len(end) - 1]
+    return paragraph
+
+
+def ownership_markdown(package: Path = PROJECT_ROOT / "retino") -> str:
+    """Which package owns what: each stage's own words (its __init__'s first sentence) and each
+    module's (its docstring's), the commands at the top first, then the stages bottom up."""
+    lines = ["### `retino` (top): the commands, `python -m retino.<name>`", ""]
+    lines += [f"- `{path.name}`: {_first_sentence(path)}" for path in sorted(package.glob("*.py"))
+              if path.name != "__init__.py"]
+    for stage in STAGES:
+        folder = package / stage
+        lines += ["", f"### `{stage}`", "", _first_sentence(folder / "__init__.py"), ""]
+        lines += [f"- `{path.name}`: {_first_sentence(path)}"
+                  for path in sorted(folder.glob("*.py")) if path.name != "__init__.py"]
+    return "\n".join(lines) + "\n"
+
+
 GENERATED = {"configuration reference": lambda: reference_markdown(_schema()),
-             "key roles": lambda: key_roles_markdown()}
+             "key roles": lambda: key_roles_markdown(),
+             "ownership": lambda: ownership_markdown()}
 DOCS_DIR = PROJECT_ROOT / "docs"
 
 
