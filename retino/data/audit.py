@@ -32,6 +32,7 @@ from retino.data.fingerprints import (
     bits_text,
     candidate_pairs,
     candidate_pairs_between,
+    decode_view,
     fingerprint,
     groups_of,
     normalised_field,
@@ -83,7 +84,7 @@ def survey_row(photo: Listed, max_megapixels: float = MAX_MEGAPIXELS,
            "not_gradable": photo.not_gradable, "fingerprint": "", "problem": ""}
     try:
         width, height, _ = inspect_image(photo.path, max_megapixels)
-        view = read_view(photo.path, max_megapixels)
+        view = decode_view(photo.path, width, height)  # the header is read once
         row |= photograph_properties(photo.path, width, height, view) | (original or {})
         row["fingerprint"] = bits_text(fingerprint(normalised_field(view)))
     except BadImage as err:

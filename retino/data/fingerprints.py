@@ -262,6 +262,11 @@ def read_view(path: Path, max_megapixels: float = MAX_MEGAPIXELS) -> View:
     """A photograph file's working view, decoded reduced where it is large (JPEG's DCT
     scaling); BadImage when it cannot be read (see inspect_image)."""
     width, height, _ = inspect_image(Path(path), max_megapixels)
+    return decode_view(path, width, height)
+
+
+def decode_view(path: Path, width: int, height: int) -> View:
+    """The working view of a photograph whose header inspect_image has already read."""
     shorter = min(width, height)
     needed = min(shorter, WORKING_SIDE * shorter // max(width, height))  # at WORKING_SIDE
     return working_view(decode_for_size(Path(path), width, height, needed))
