@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from retino.core.screening_names import POPULATIONS
 from retino.evaluation.intervals import (
     paired_differences,
     pooled_intervals,
@@ -17,6 +18,7 @@ from retino.evaluation.intervals import (
 from retino.evaluation.predictions import frame_metrics
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import configurations, one_axis_pairs, run_labels
+from retino.studies.folds import CROSS_VALIDATION_COLUMNS
 from retino.studies.report import results_table, write_report
 from retino.tracking.records import RunRecord
 from tests.test_intervals import predictions
@@ -121,7 +123,7 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     # the first table fits a screen: the headline with its intervals; the rest in a section
     first_table = next(line for line in text.splitlines() if line.startswith("| run |"))
     assert first_table == ("| run | seeds | test acc % (selected epoch) | test QWK (selected) | "
-                           "referable AUC (selected) | selected epoch |")
+                           "referable AUC (selected, all photographs) | selected epoch |")
     assert "## Each configuration in detail" in text and "| majority-grade baseline % |" in text
     [row] = csv.DictReader((tmp_path / "comparisons.csv").open())
     assert (row["A"], row["B"], row["seeds (A / B)"]) == (
@@ -132,13 +134,39 @@ def test_report_numbers_come_from_the_predictions_files(tmp_path):
     assert pooled.startswith(f"+{gain:.2f} [+") and per_seed.startswith(f"+{gain:.2f} ± ")
 
 
+SCREENING_WORDS = ("AUC", "sensitivity", "specificity", "PPV", "NPV")
+
+
+def unnamed_screening_columns(header: list[str]) -> list[str]:
+    """The columns holding a screening number that do not say of which photographs (a table
+    with a "photographs" column names them in each row)."""
+    if "photographs" in header:
+        return []
+    return [column for column in header if any(word in column for word in SCREENING_WORDS)
+            and not any(name in column for name in POPULATIONS)]
+
+
+def test_every_screening_number_of_a_study_says_of_which_photographs(tmp_path):
+    """One name per number: each AUC, sensitivity and specificity column of every table a
+    study writes names its photographs ("all photographs", "gradable photographs", ...)."""
+    base, val = predictions(60), predictions(20, seed=9)
+    runs = [record("a", base, val=val), record("b", better(base, 0.5), val=val,
+                                                model__name="resnet50")]
+    written = [f for f in write_report(runs, tmp_path, "names: 2 runs") if f.suffix == ".csv"]
+    assert {f.name for f in written} >= {"results.csv", "comparisons.csv", "screening.csv"}
+    for path in written:
+        header = next(csv.reader(path.open()))
+        assert unnamed_screening_columns(header) == [], path.name
+    assert unnamed_screening_columns(CROSS_VALIDATION_COLUMNS) == []
+
+
 def test_an_interval_over_seeds_stays_within_what_the_metric_can_be():
     runs = [RunRecord(f"r{seed}", "resnet18-scratch-64px", "FINISHED",
                       {**PARAMS, "seed": str(seed)}, {}, {}, {"test_referable_auc_selected": auc},
                       None)
             for seed, auc in enumerate([0.999, 0.99, 0.96])]
     header, [row] = results_table(runs)
-    cell = dict(zip(header, row, strict=True))["referable AUC (selected)"]
+    cell = dict(zip(header, row, strict=True))["referable AUC (selected, all photographs)"]
     assert cell.startswith("0.983 ± 0.020 [") and cell.endswith(", 1.000]")  # t says 1.033
 
 

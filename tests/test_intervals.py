@@ -80,7 +80,8 @@ def test_the_study_table_shows_a_single_run_with_its_intervals():
     cells = dict(zip(header, row, strict=True))
     assert cells["test acc % (selected epoch)"] == "87.20 [84.00, 90.00]"
     assert cells["test QWK (selected)"] == "0.904 [0.870, 0.930]"
-    assert cells["referable AUC (selected)"] == "nan"  # not logged: no interval either
+    # not logged: no interval either
+    assert cells["referable AUC (selected, all photographs)"] == "nan"
     assert cells["best test acc % (epoch chosen on test, as the lab)"] == "87.60"
     assert cells["majority-grade baseline %"] == "72.40" and cells["selected epoch"] == "9"
 
@@ -110,7 +111,7 @@ def test_the_study_table_says_why_an_interval_is_missing():
     run = RunRecord("r1", "resnet18-scratch-64px", "FINISHED", {"seed": "0"}, {}, {}, final, None)
     header, [row] = results_table([run])
     cells = dict(zip(header, row, strict=True))
-    assert cells["referable AUC (selected)"] == \
+    assert cells["referable AUC (selected, all photographs)"] == \
         "0.910 [no interval: 3 referable patients]"
     assert cells["test acc % (selected epoch)"] == "80.00 [70.00, 90.00; 4 resamples undefined]"
 

@@ -19,6 +19,7 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
+from retino.core.screening_names import ALL_PHOTOGRAPHS
 from retino.evaluation.delong import DeLong, holm_adjusted, mean_auc_test
 from retino.evaluation.intervals import paired_differences, same_images, seed_interval
 from retino.evaluation.metrics import referable_scores
@@ -90,15 +91,17 @@ def one_axis_pairs(configs: list[Configuration]) -> list[tuple[str, Configuratio
 
 
 _NAMES = {"acc": ("Δ test acc %", 100), "qwk": ("Δ test QWK", 1),
-          "referable_auc": ("Δ referable AUC", 1)}
+          "referable_auc": (f"Δ referable AUC, {ALL_PHOTOGRAPHS}", 1)}
 _BOOTSTRAPPED = ("acc", "qwk")  # the referable AUC's difference is DeLong's
 DIFFERENCE = {"acc": "Δ test acc % (B − A) [paired patient bootstrap 95 %]",
               "qwk": "Δ test QWK (B − A) [paired patient bootstrap 95 %]",
-              "referable_auc": "Δ referable AUC (B − A) [DeLong 95 %, patients clustered]"}
+              "referable_auc": f"Δ referable AUC, {ALL_PHOTOGRAPHS} (B − A) [DeLong 95 %, patients "
+                                "clustered]"}
 P_VALUE = {"acc": "p of Δ test acc (paired patient bootstrap; Holm)",
            "qwk": "p of Δ test QWK (paired patient bootstrap; Holm)",
-           "referable_auc": "p of Δ referable AUC (DeLong, patients clustered; Holm)"}
-AUCS = "referable AUC A → B"
+           "referable_auc": f"p of Δ referable AUC, {ALL_PHOTOGRAPHS} (DeLong, patients clustered; "
+                             "Holm)"}
+AUCS = f"referable AUC, {ALL_PHOTOGRAPHS}, A → B"
 COLUMNS = ["change", "A", "B", "seeds (A / B)", DIFFERENCE["acc"], P_VALUE["acc"],
            DIFFERENCE["qwk"], P_VALUE["qwk"], AUCS, DIFFERENCE["referable_auc"],
            P_VALUE["referable_auc"],

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from retino.core.files import atomic_write_text
+from retino.core.screening_names import ALL_PHOTOGRAPHS
 from retino.evaluation.intervals import same_images, seed_interval
 from retino.evaluation.predictions import (
     ensemble_frame,
@@ -39,12 +40,13 @@ log = logging.getLogger(__name__)
 
 CROSS_VALIDATION_COLUMNS = [
     "configuration", "folds", "selection metric over folds (mean ± std)",
-    "out-of-fold images", "out-of-fold acc %", "out-of-fold QWK", "out-of-fold referable AUC",
+    "out-of-fold images", "out-of-fold acc %", "out-of-fold QWK",
+    f"out-of-fold referable AUC, {ALL_PHOTOGRAPHS}",
     "single fold models: test acc % (mean ± std)",
     "fold ensemble: test acc % [95 %]", "fold ensemble: test QWK [95 %]",
-    "fold ensemble: referable AUC [95 %]",
-    "fold ensemble: referable sensitivity % at operating point",
-    "fold ensemble: referable specificity % at operating point"]
+    f"fold ensemble: referable AUC, {ALL_PHOTOGRAPHS} [95 %]",
+    f"fold ensemble: referable sensitivity % at operating point, {ALL_PHOTOGRAPHS}",
+    f"fold ensemble: referable specificity % at operating point, {ALL_PHOTOGRAPHS}"]
 
 CROSS_VALIDATION_LEGEND = """\
 Each cross-validated configuration pools its folds: the selection metric of each fold's run on

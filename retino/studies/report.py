@@ -36,6 +36,7 @@ from retino.core.names import (
     SHARED_PATIENTS_TAG,
 )
 from retino.core.pages import html_page
+from retino.core.screening_names import ALL_PHOTOGRAPHS
 from retino.evaluation.data_audit import audit_quote
 from retino.evaluation.intervals import pooled_intervals, seed_interval
 from retino.evaluation.metrics import referable_scores
@@ -79,9 +80,10 @@ log = logging.getLogger(__name__)
 
 # The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
 # over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
-COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)", "referable AUC (selected)",
-           "referable sensitivity % (selected, at operating point, all photographs)",
-           "referable specificity % (selected, at operating point, all photographs)",
+COLUMNS = ["test acc % (selected epoch)", "test QWK (selected)",
+           f"referable AUC (selected, {ALL_PHOTOGRAPHS})",
+           f"referable sensitivity % (selected, at operating point, {ALL_PHOTOGRAPHS})",
+           f"referable specificity % (selected, at operating point, {ALL_PHOTOGRAPHS})",
            "selected epoch"] + [f"recall grade {g} % (selected)" for g in GRADES] + [
            "best test acc % (epoch chosen on test, as the lab)", "majority-grade baseline %"]
 _PERCENT, _PLAIN = 100, 1

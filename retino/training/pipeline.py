@@ -455,7 +455,7 @@ def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_di
     record_cost(cfg, model, result, tracker)
     chosen = result.selected
     log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
-             "%.3f, referable-DR AUC %.3f", chosen["selected_epoch"],
+             "%.3f, referable-DR AUC (all photographs) %.3f", chosen["selected_epoch"],
              100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
              chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
 
