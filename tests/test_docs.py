@@ -44,11 +44,11 @@ def test_the_readme_is_a_front_door():
 def test_the_committed_generated_parts_are_the_codes():
     """The configuration reference and the key-roles table are committed (a reader of the
     repository's web page sees them, not a marker) and equal what the code generates now."""
-    from retino.config.help import DOCS_DIR, fill_generated
+    from retino.docs import DOCS_DIR, fill_generated
 
     pages = sorted(DOCS_DIR.rglob("*.md"))
     stale = [page.name for page in pages if fill_generated(page.read_text()) != page.read_text()]
-    assert not stale, f"run python -m retino.config.help: stale generated parts in {stale}"
+    assert not stale, f"run python -m retino.docs: stale generated parts in {stale}"
     reference = (DOCS_DIR / "reference" / "configuration.md").read_text()
     assert "| `copies_across_splits` | str | `refuse` |" in reference
 

@@ -1,8 +1,8 @@
 """`python run.py --help`, written from the config itself: every config group with its options
 (each option's first comment sentence in conf/<group>/<option>.yaml) and every top-level key with
 its type, default and meaning (the comment beside the field in the schema, retino/config/schema.py).
-One source for each: the help cannot drift from what the code reads. The docs' generated parts
-(the configuration reference, the key roles, which module owns what) come from here too.
+One source for each: the help cannot drift from what the code reads. The docs' configuration
+reference and key-roles table are written from here too (retino/docs.py puts them in the pages).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import typing
 from pathlib import Path
 
 from retino import PROJECT_ROOT
-from retino.core.files import atomic_write_text
 from retino.core.keys import NOT_IDENTITY, ROLES
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -183,74 +182,3 @@ def key_roles_markdown() -> str:
                      f"| {yes[role.evaluation]} | {_cell(role.why)} |")
     lines += ["", "Every other key is part of a run's identity and may be a study's axis."]
     return "\n".join(lines) + "\n"
-
-
-STAGES = ("core", "config", "data", "models", "evaluation", "training", "tracking", "serving",
-          "jobs", "studies")  # bottom to top: pyproject.toml's import-linter layers, reversed
-
-
-def _first_sentence(path: Path) -> str:
-    """A module's docstring up to its first sentence's end (its first paragraph at most),
-    read from the file (nothing imported)."""
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    paragraph = " ".join(doc.split("\n\n")[0].split())
-    for end in (". ", ".) "):
-        if end in paragraph:
-            return paragraph[: paragraph.index(end) + len(end) - 1]
-    return paragraph
-
-
-def ownership_markdown(package: Path = PROJECT_ROOT / "retino") -> str:
-    """Which package owns what: each stage's own words (its __init__'s first sentence) and each
-    module's (its docstring's), the commands at the top first, then the stages bottom up."""
-    lines = ["### `retino` (top): the commands, `python -m retino.<name>`", ""]
-    lines += [f"- `{path.name}`: {_first_sentence(path)}" for path in sorted(package.glob("*.py"))
-              if path.name != "__init__.py"]
-    for stage in STAGES:
-        folder = package / stage
-        lines += ["", f"### `{stage}`", "", _first_sentence(folder / "__init__.py"), ""]
-        lines += [f"- `{path.name}`: {_first_sentence(path)}"
-                  for path in sorted(folder.glob("*.py")) if path.name != "__init__.py"]
-    return "\n".join(lines) + "\n"
-
-
-GENERATED = {"configuration reference": lambda: reference_markdown(_schema()),
-             "key roles": lambda: key_roles_markdown(),
-             "ownership": lambda: ownership_markdown()}
-DOCS_DIR = PROJECT_ROOT / "docs"
-
-
-def _schema() -> type:
-    from retino.config.schema import Config  # the schema imports nothing of this module's
-
-    return Config
-
-
-def fill_generated(markdown: str) -> str:
-    """The page with each generated part written afresh from the code: between
-    `<!-- generated: NAME -->` and `<!-- end of generated: NAME -->` (added when missing). The
-    parts are committed, so the repository's web page shows them; the docs build and a test
-    check that they are the code's."""
-    for name, generate in GENERATED.items():
-        start, end = f"<!-- generated: {name} -->", f"<!-- end of generated: {name} -->"
-        if start not in markdown:
-            continue
-        before, rest = markdown.split(start, 1)
-        after = rest.split(end, 1)[1] if end in rest else rest
-        markdown = f"{before}{start}\n{generate()}{end}{after}"
-    return markdown
-
-
-def write_generated_docs(docs: Path = DOCS_DIR) -> list[Path]:
-    """Every docs page whose generated parts were stale, rewritten; returns them."""
-    written = []
-    for page in sorted(docs.rglob("*.md")):
-        text = page.read_text()
-        if (fresh := fill_generated(text)) != text:
-            written.append(atomic_write_text(page, fresh))
-    return written
-
-
-if __name__ == "__main__":  # python -m retino.config.help: refresh the docs' generated parts
-    for page in write_generated_docs():
-        print(f"rewrote {page.relative_to(PROJECT_ROOT)}")
