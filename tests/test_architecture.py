@@ -55,8 +55,10 @@ def test_no_import_cycle_among_retinos_modules_function_level_imports_included()
 
 
 def test_retino_is_ten_stages_and_a_few_thin_commands():
+    # the commands, python -m retino.<name>; not the package's __init__ nor served.py (a name
+    # that old runs' pickled models look up)
     top = sorted(path.name for path in (PROJECT_ROOT / "retino").iterdir()
-                 if path.suffix == ".py")
+                 if path.suffix == ".py" and path.name not in ("__init__.py", "served.py"))
     folders = sorted(path.name for path in (PROJECT_ROOT / "retino").iterdir()
                      if (path / "__init__.py").is_file())
     assert folders == sorted(STAGES)

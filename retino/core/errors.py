@@ -13,6 +13,10 @@ class DataError(RetinoError):
     """The dataset on disk is missing, malformed or unreadable."""
 
 
+class BundleError(RetinoError):
+    """A study bundle is damaged, changed since its export, or made on other code or data."""
+
+
 class WeightsUnavailableError(RetinoError):
     """Pretrained weights are neither cached, nor given as a file, nor downloadable."""
 

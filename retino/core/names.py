@@ -22,6 +22,7 @@ DECISION_CURVE_FIGURE = "decision_curve.png"  # net benefit of referring at each
 SCREENING_FILE = "screening.md"  # a run's screening report (retino/evaluation/screening.py)
 PAGE_FILE = "report.html"  # a run's or a study's one-page report, figures inline
 RESULTS_FILE = "results.md"  # a study's report in Markdown (its tables; report.html renders it)
+REPRODUCTION_FILE = "reproduction.csv"  # a study's reproduction: each run beside its original
 ERROR_FILE = "error.txt"  # a failed run's traceback
 SKIPPED_PHOTOGRAPHS_FILE = "skipped_photographs.csv"  # bad_photographs=skip: path, reason
 MODEL_DIR = "model"  # the MLflow model: runs:/<id>/model
@@ -74,9 +75,14 @@ COPIES_ACROSS_SPLITS_TAG = "copies_across_splits"  # held-out copies of training
 NEAR_COPIES_TAG = "near_copies_across_splits"  # near-duplicate pairs across held-out splits
 SHARED_PATIENTS_TAG = "shared_patients"  # test patients with an eye in training or validation
 CIFAR10_RUN_TAG = "cifar10_pretrain_run_id"  # the pretraining run a run's weights came from
+IMPORTED_FROM_TAG = "imported_from"  # a run or study imported from a bundle: the author's run id
+BUNDLE_TAG = "bundle"  # the study bundle a run was imported from, or a study reproduces
+ALLOWED_CHANGES_TAG = "allowed_changes"  # a bundle's reproduction run on other code or data
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too
 
 # --- Environment variables ------------------------------------------------------------------
 PARENT_ENV = "RETINO_PARENT_RUN_ID"  # a running study's parent run, for its jobs
 REPRODUCES_ENV = "RETINO_REPRODUCES"  # set by python -m retino.reproduce; becomes a tag
+BUNDLE_ENV = "RETINO_BUNDLE"  # set by python -m retino.reproduce <bundle>; becomes a tag
+ALLOWED_CHANGES_ENV = "RETINO_ALLOWED_CHANGES"  # ditto: what it was allowed to run on changed
 LOCK_DIR_ENV = "RETINO_LOCK_DIR"  # where jobs sharing a tracking server take their locks

@@ -26,6 +26,10 @@ from omegaconf import DictConfig
 from retino.config.schema import has_validation
 from retino.core.errors import first_line
 from retino.core.names import (
+    ALLOWED_CHANGES_ENV,
+    ALLOWED_CHANGES_TAG,
+    BUNDLE_ENV,
+    BUNDLE_TAG,
     CODE_VERSION_TAG,
     COMMAND_TAG,
     ERROR_TAG,
@@ -169,12 +173,18 @@ class StudyCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         axes = swept_axes(config)
+        if origin := os.environ.get(REPRODUCES_ENV):  # named as the study it runs again
+            from retino.tracking.runs import run_tags
+
+            axes = run_tags(origin).get(SWEPT_TAG, "").split()
         tags = {STUDY_TAG: study_name(config), COMMAND_TAG: " ".join(sys.argv),
                 OVERRIDES_TAG: " ".join(config.hydra.overrides.task) or "(none)",
                 GIT_COMMIT_TAG: git_commit(), CODE_VERSION_TAG: code_version(),
                 OUTPUT_DIR_TAG: str(sweep_dir), SWEPT_TAG: " ".join(axes)}
-        if os.environ.get(REPRODUCES_ENV):  # python -m retino.reproduce <study>
-            tags[REPRODUCES_TAG] = os.environ[REPRODUCES_ENV]
+        for env, tag in ((REPRODUCES_ENV, REPRODUCES_TAG), (BUNDLE_ENV, BUNDLE_TAG),
+                         (ALLOWED_CHANGES_ENV, ALLOWED_CHANGES_TAG)):  # python -m retino.reproduce
+            if os.environ.get(env):
+                tags[tag] = os.environ[env]
         run_id = start_parent_run(config.experiment, study_name(config), tags)
         os.environ[PARENT_ENV] = run_id  # first: from here on, study_guard can end it
         (sweep_dir / PARENT_FILE).write_text(run_id + "\n")

@@ -29,8 +29,10 @@ from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.names import (
     AUDIT_RUN_TAG,
     ERROR_TAG,
+    IMPORTED_FROM_TAG,
     PAGE_FILE,
     REPRODUCES_TAG,
+    REPRODUCTION_FILE,
     RESULTS_FILE,
     ROC_FIGURE,
     SHARED_PATIENTS_TAG,
@@ -46,6 +48,7 @@ from retino.evaluation.plots import (
     plot_referable_roc,
 )
 from retino.evaluation.predictions import headline_metrics, majority_baseline
+from retino.evaluation.reproduced import NOT_COMPARED, reproduction_verdicts
 from retino.evaluation.screening import (
     RATES,
     LevelReport,
@@ -77,6 +80,8 @@ from retino.tracking.audits import audit_metrics
 from retino.tracking.records import RunRecord, read_runs
 
 log = logging.getLogger(__name__)
+
+DEFAULT_VERDICT_ROUNDS = 1000  # for a run logged with bootstrap_rounds=0
 
 # The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
 # over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
@@ -292,29 +297,55 @@ def to_csv(header: list[str], rows: list[list[str]]) -> str:
     return csv_text([header, *rows])
 
 
-REPRODUCTION_COLUMNS = ["run", "original run", "reproduced run", "original final test acc %",
-                        "reproduced final test acc %", "original final test QWK",
-                        "reproduced final test QWK", "original final train loss",
-                        "reproduced final train loss"]
+REPRODUCTION_COLUMNS = ["run", "original run", "reproduced run", "metric", "original [95 %]",
+                        "reproduced", "Δ reproduced − original [paired patient bootstrap 95 %]",
+                        "verdict"]
+
+REPRODUCTION_LEGEND = """\
+Each reproduced run beside its original, on the same test photographs (the epoch each chose on
+validation). "identical": equal predictions, image by image, to the last digit; "reproduced": the
+reproduction's number within the original's 95 % interval, and the difference's interval (a
+bootstrap of test patients, paired: the same patients score both runs) covering 0; "differs":
+either fails. A run with `deterministic=true` on a CPU, run again with the same code and data, is
+expected identical: any other verdict says so. An original imported from a study bundle shows the
+author's run id.
+"""
+
+
+def _expect_identical(*runs: RunRecord) -> bool:
+    """deterministic=true on a CPU, for every run: predictions equal to the last digit."""
+    return all(run.params.get("deterministic") == "True"
+               and run.params.get("execution.device") == "cpu" for run in runs)
+
+
+def _verdict_rows(original: RunRecord, copy: RunRecord, name: str) -> list[list[str]]:
+    """A row per headline metric; one row saying why where the runs cannot be compared."""
+    ids = [name, original.tags.get(IMPORTED_FROM_TAG, original.run_id), copy.run_id]
+    if original.test is None or copy.test is None:
+        return [[*ids, "", "", "", "", f"{NOT_COMPARED}: no predictions files (runs logged "
+                                        "before they existed)"]]
+    rounds = int(original.params.get("bootstrap_rounds", 0)) or DEFAULT_VERDICT_ROUNDS
+    try:
+        verdicts = reproduction_verdicts(original.test, copy.test, rounds,
+                                         _expect_identical(original, copy))
+    except ValueError as err:  # other photographs, or other grades
+        return [[*ids, "", "", "", "", f"{NOT_COMPARED}: {err}"]]
+    return [[*ids, *verdict.cells()] for verdict in verdicts]
 
 
 def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
-    """Rows of original vs reproduced final metrics, for runs that re-ran a logged run
-    (python -m retino.reproduce); [] when none did."""
+    """Per run that re-ran a logged run (python -m retino.reproduce), a verdict per headline
+    metric against its original (REPRODUCTION_LEGEND), the run named by its configuration's
+    label; [] when none did."""
     copies = [run for run in runs if run.status == "FINISHED"
               and run.tags.get(REPRODUCES_TAG, "/").isalnum()]  # a run id, not an output folder
     if not copies:
         return []
     originals = {run.run_id: run for run in read_runs(
         run_ids=sorted({run.tags[REPRODUCES_TAG] for run in copies}))}
-    rows = []
-    for copy in copies:
-        original = originals[copy.tags[REPRODUCES_TAG]]
-        values = [f"{100 * run.final.get('test_acc', np.nan):.2f}" for run in (original, copy)]
-        values += [f"{run.final.get('test_qwk', np.nan):.3f}" for run in (original, copy)]
-        values += [f"{run.final.get('train_loss', np.nan):.4f}" for run in (original, copy)]
-        rows.append([copy.name, original.run_id, copy.run_id, *values])
-    return rows
+    names = run_names(copies, run_labels(copies))
+    return [row for copy in copies for row in _verdict_rows(originals[copy.tags[REPRODUCES_TAG]],
+                                                             copy, names[copy.run_id])]
 
 
 def study_title(name: str, runs: list[RunRecord]) -> str:
@@ -511,9 +542,9 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
                  + to_markdown(*_only(header, rows, [c for c in header if c not in HEADLINE[2:]]),
                                []) + "\n" + DETAILS_LEGEND)
     if reproduced := reproduction_table(runs):
-        text += "\n## Original and reproduced runs\n\n" + to_markdown(REPRODUCTION_COLUMNS,
-                                                                      reproduced, [])
-        files.append(atomic_write_text(folder / "reproduction.csv",
+        text += ("\n## Original and reproduced runs\n\n"
+                 + to_markdown(REPRODUCTION_COLUMNS, reproduced, []) + "\n" + REPRODUCTION_LEGEND)
+        files.append(atomic_write_text(folder / REPRODUCTION_FILE,
                                        to_csv(REPRODUCTION_COLUMNS, reproduced)))
     files.insert(0, atomic_write_text(folder / RESULTS_FILE, text))
     if finished:

@@ -8,6 +8,7 @@ group's name, and its start-up (`--help`, a typo's error) stays fast.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import subprocess
@@ -21,8 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 from retino import PROJECT_ROOT
 from retino.config.params import flatten_config, override_value
 from retino.config.schema import Config
-from retino.core.errors import ConfigError
-from retino.core.names import CODE_VERSION_TAG, CONFIG_FILE, REPRODUCES_ENV, STUDY_TAG
+from retino.core.errors import BundleError, ConfigError
+from retino.core.names import (
+    ALLOWED_CHANGES_ENV,
+    BUNDLE_ENV,
+    CODE_VERSION_TAG,
+    CONFIG_FILE,
+    DATA_DIGEST_TAG,
+    GIT_COMMIT_TAG,
+    REPRODUCES_ENV,
+    REPRODUCES_TAG,
+    REPRODUCTION_FILE,
+    STUDY_TAG,
+)
+from retino.evaluation.reproduced import overall_verdict
 from retino.jobs.identity import code_version
 
 log = logging.getLogger(__name__)
@@ -107,13 +120,13 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
     return names
 
 
-def _run(command: list[str], origin: str) -> int:
-    env = {**os.environ, REPRODUCES_ENV: origin}
+def _run(command: list[str], origin: str, env: dict[str, str] | None = None) -> int:
+    env = {**os.environ, REPRODUCES_ENV: origin, **(env or {})}
     print("Reproducing", origin, flush=True)
     return subprocess.run(command, env=env).returncode
 
 
-def reproduce_study(parent_id: str, extra: list[str]) -> int:
+def reproduce_study(parent_id: str, extra: list[str], env: dict[str, str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="retino-reproduce-") as tmp:
         options = study_option_files(parent_id, Path(tmp))
         if not options:
@@ -122,7 +135,7 @@ def reproduce_study(parent_id: str, extra: list[str]) -> int:
         command = [sys.executable, str(PROJECT_ROOT / "run.py"), "-m",
                    f"+{REPRODUCE_GROUP}={','.join(options)}",
                    f"hydra.searchpath=[file://{tmp}]", "resume=false", *extra]
-        return _run(command, parent_id)
+        return _run(command, parent_id, env)
 
 
 def reproduce(source: str, extra: list[str]) -> int:
@@ -139,3 +152,116 @@ def reproduce(source: str, extra: list[str]) -> int:
     command = [sys.executable, str(PROJECT_ROOT / "run.py"), *overrides_from_config(config_yaml),
                "resume=false", *extra]
     return _run(command, origin)
+
+
+# --- A study bundle (python -m retino.reproduce study.zip) -------------------------------------
+
+
+def code_problem(runs: list, current: str | None = None) -> str | None:
+    """Why this checkout is not the code the bundle's runs ran on; None when it is."""
+    current = current or code_version()
+    other = [run for run in runs if run.tags.get(CODE_VERSION_TAG) != current]
+    if not other:
+        return None
+    version, commit = (other[0].tags.get(tag, "unknown") for tag in (CODE_VERSION_TAG,
+                                                                      GIT_COMMIT_TAG))
+    dirty = (" (-dirty: the author ran it with changes no commit holds; ask for them)"
+             if commit.endswith("-dirty") else "")
+    return (f"The study ran on code version {version}, git commit {commit}{dirty}; this "
+            f"checkout's code version is {current}. To reproduce it as it ran: git checkout "
+            f"{commit.removesuffix('-dirty')}, then run this again. To run it on this code "
+            "instead: --allow-code-change (the new study records allowed_changes=code).")
+
+
+def _data_config(config_yaml: Path, extra: list[str]) -> DictConfig:
+    """The run's data config with the command line's data.* overrides on top."""
+    dotted = [item for item in extra if item.startswith("data.")]
+    return OmegaConf.merge(schema_config(config_yaml), OmegaConf.from_dotlist(dotted)).data
+
+
+def _differing_files(recorded: Path, root: Path) -> list[str]:
+    """The bundle's data files that the data at root lacks or holds otherwise."""
+    if not recorded.is_dir():
+        return []
+    return [path.name for path in sorted(recorded.iterdir())
+            if not (root / path.name).is_file()
+            or (root / path.name).read_bytes() != path.read_bytes()]
+
+
+def data_problem(bundle, extra: list[str]) -> str | None:
+    """Why the data the command line points at is not the data the bundle's runs used; None
+    when it is. ConfigError when a run's data folder is not on this machine at all."""
+    from retino.data.digest import data_identity
+    from retino.data.loaders import locate_dataset
+
+    for run in bundle.runs:
+        data = _data_config(bundle.config(run), extra)
+        pointed = any(item.startswith("data.root=") for item in extra)
+        if data.root and not pointed and not Path(str(data.root)).expanduser().is_dir():
+            raise ConfigError(f"Run {run.name} read its data from {data.root}, which is not a "
+                              "folder on this machine: add data.root=<your copy of that data> "
+                              "(for the demo set, any new folder: it is generated there).")
+        root = locate_dataset(data).root
+        recorded = run.tags.get(DATA_DIGEST_TAG, "")
+        if (digest := data_identity(root).digest) != recorded:
+            files = _differing_files(bundle.data_files(recorded), root)
+            which = f" ({', '.join(files)} differ)" if files else ""
+            return (f"The data at {root} is not the data run {run.name} used: its digest is "
+                    f"{digest}, the bundle's {recorded}{which}. Point data.root at the "
+                    "author's data, or pass --allow-data-change to run on this data (the new "
+                    "study records allowed_changes=data).")
+    return None
+
+
+def _new_study(parent_id: str, experiment: str) -> str | None:
+    from retino.tracking.studies import tagged_runs
+
+    found = tagged_runs(experiment, REPRODUCES_TAG, parent_id)
+    return found[-1] if found else None
+
+
+def say_verdicts(parent_id: str, experiment: str) -> None:
+    """Each configuration's verdict, from the reproduction's report (reproduction.csv)."""
+    from retino.tracking.runs import download_artifact
+
+    new = _new_study(parent_id, experiment)
+    if new is None:
+        return
+    try:
+        table = download_artifact(new, REPRODUCTION_FILE).read_text().splitlines()
+    except Exception:  # noqa: BLE001 - a study that failed before its report: said above
+        return
+    verdicts: dict[tuple[str, str], list[str]] = {}
+    for row in csv.DictReader(table):
+        verdict = row["verdict"].split(" (")[0].split(":")[0]  # less its note
+        verdicts.setdefault((row["run"], row["original run"]), []).append(verdict)
+    print(f"Reproduction {new} of the bundle's study (imported as {parent_id}):")
+    for (run, original), found in verdicts.items():
+        print(f"- {run} (the author's run {original}): {overall_verdict(found)}")
+
+
+def reproduce_bundle(path: Path, extra: list[str], allow_code: bool, allow_data: bool) -> int:
+    """Every finished run of a bundle's study again, after checking the code and the data; the
+    study is imported first (or found from an earlier import), so the store shows the author's
+    runs beside the reproduction and its report compares them."""
+    from retino.studies.bundle import import_bundle, open_bundle
+
+    with tempfile.TemporaryDirectory(prefix="retino-bundle-") as tmp:
+        bundle = open_bundle(path, Path(tmp))
+        allowed = []
+        for kind, problem, allow in (("code", code_problem(bundle.runs), allow_code),
+                                     ("data", data_problem(bundle, extra), allow_data)):
+            if problem and not allow:
+                raise BundleError(problem)
+            if problem:
+                log.warning("%s", problem)
+                allowed.append(kind)
+        parent, new = import_bundle(bundle)
+        log.info("Bundle %s's study %s: %s as run %s.", bundle.bundle_id, bundle.study.run_id,
+                 "imported" if new else "found, imported before,", parent)
+        env = {BUNDLE_ENV: bundle.bundle_id} | (
+            {ALLOWED_CHANGES_ENV: ",".join(allowed)} if allowed else {})
+        status = reproduce_study(parent, extra, env)
+        experiment = bundle.study.experiment
+    say_verdicts(parent, experiment)
+    return status

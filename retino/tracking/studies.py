@@ -14,6 +14,7 @@ from mlflow.entities import Run
 
 from retino.core.names import (
     CONFIG_HASH_TAG,
+    IMPORTED_FROM_TAG,
     PARENT_TAG,
     PRETRAINING,
     PURPOSE_TAG,
@@ -33,18 +34,31 @@ class StoredRun:
     objective: float  # its selection_score (final test_acc for runs from before it existed)
 
 
-def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
-    """The runs of this configuration in the experiment, newest first."""
+def runs_tagged(experiment: str, tag: str, value: str, newest_first: bool = False) -> list[Run]:
+    """The experiment's runs whose tag has this value, by start time ([] without the
+    experiment)."""
     client = mlflow_client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    runs = client.search_runs([found.experiment_id], f"tags.{CONFIG_HASH_TAG} = '{config_hash}'",
-                              max_results=1000, order_by=["attributes.start_time DESC"])
+    order = "DESC" if newest_first else "ASC"
+    return client.search_runs([found.experiment_id], f"tags.`{tag}` = '{value}'",
+                              max_results=10_000, order_by=[f"attributes.start_time {order}"])
+
+
+def tagged_runs(experiment: str, tag: str, value: str) -> list[str]:
+    """The ids of the experiment's runs whose tag has this value, oldest first."""
+    return [run.info.run_id for run in runs_tagged(experiment, tag, value)]
+
+
+def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
+    """The runs of this configuration in the experiment, newest first."""
+    runs = runs_tagged(experiment, CONFIG_HASH_TAG, config_hash, newest_first=True)
+    # A run imported from a bundle is the author's evidence, not a result of this machine's.
     return [StoredRun(run.info.run_id, run.info.status, dict(run.data.tags),
                       run.data.metrics.get("selection_score",
                                            run.data.metrics.get("test_acc", float("nan"))))
-            for run in runs]
+            for run in runs if IMPORTED_FROM_TAG not in run.data.tags]
 
 
 def study_member_tags(run_tags: Mapping[str, str], parent_id: str) -> dict[str, str]:

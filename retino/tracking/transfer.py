@@ -1,0 +1,114 @@
+"""Runs carried between MLflow stores: a run read out whole (its name, status and times, params,
+tags, every metric's full history, its artifacts) and written into another store as an ended run
+with the same values, for a study a reviewer takes home (retino/studies/bundle.py).
+
+MLflow's own client does it. mlflow-export-import, the tool for copying between stores, was
+weighed: its releases predate MLflow 3, which retino runs on, and a copy here needs no more than a
+run's values and files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+
+from retino.core.names import PARENT_TAG
+from retino.tracking.runs import MlflowTracker
+from retino.tracking.store import mlflow_client
+
+_PARAMS_PER_CALL, _METRICS_PER_CALL = 100, 1000  # MLflow's log_batch limits
+# Tags that MLflow sets for the store a run lives in; a copy gets its own.
+_STORE_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type",
+               "mlflow.source.git.commit", "mlflow.log-model.history", PARENT_TAG)
+
+
+@dataclass
+class RunContents:
+    """A run as plain values: what a copy of it in another store needs."""
+
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    start_time: int  # milliseconds since the epoch, as MLflow keeps them
+    end_time: int | None
+    params: dict[str, str]
+    tags: dict[str, str]
+    # metric -> [(step, value, timestamp)], in the order logged
+    metrics: dict[str, list[tuple[int, float, int]]] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"run_id": self.run_id, "name": self.name, "experiment": self.experiment,
+                "status": self.status,
+                "start_time": self.start_time, "end_time": self.end_time, "params": self.params,
+                "tags": self.tags, "metrics": {key: [list(point) for point in points]
+                                               for key, points in self.metrics.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> RunContents:
+        return cls(str(data["run_id"]), str(data["name"]), str(data["experiment"]),
+                   str(data["status"]),
+                   int(data["start_time"]), data.get("end_time"),
+                   {str(k): str(v) for k, v in data["params"].items()},
+                   {str(k): str(v) for k, v in data["tags"].items()},
+                   {str(key): [(int(step), float(value), int(stamp))
+                               for step, value, stamp in points]
+                    for key, points in data["metrics"].items()})
+
+
+def run_contents(run_id: str) -> RunContents:
+    """Everything of the run but its artifacts (run_artifacts), from the current store."""
+    client = mlflow_client()
+    run = client.get_run(run_id)
+    metrics = {key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+               for key in sorted(run.data.metrics)}
+    experiment = client.get_experiment(run.info.experiment_id).name
+    return RunContents(run_id, run.info.run_name, experiment, run.info.status, run.info.start_time,
+                       run.info.end_time, dict(run.data.params), dict(run.data.tags), metrics)
+
+
+def run_artifacts(run_id: str, folder: Path, leave_out: Iterable[str] = ()) -> list[Path]:
+    """The run's artifacts downloaded into folder, but for the top-level ones named in leave_out
+    (its MLflow model, its weights), never downloaded; the files written."""
+    client = mlflow_client()
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped = set(leave_out)
+    for artifact in client.list_artifacts(run_id):
+        if artifact.path not in skipped:
+            client.download_artifacts(run_id, artifact.path, str(folder))
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def _batches(items: list, size: int) -> Iterable[list]:
+    return (items[start : start + size] for start in range(0, len(items), size))
+
+
+def write_run(contents: RunContents, tags: Mapping[str, str], artifacts: Path | None = None
+              ) -> str:
+    """A new run in the current store, in the experiment of the same name, holding contents
+    (its own id; its original times, params, metrics with their steps and timestamps, tags
+    without the source store's, plus tags), the files under artifacts as its artifacts, ended
+    with the original's status; its id."""
+    tracker = MlflowTracker(contents.experiment)  # creates the experiment where the store lacks it
+    client, experiment_id = tracker.client, tracker.experiment_id
+    kept = {k: v for k, v in contents.tags.items() if k not in _STORE_TAGS} | dict(tags)
+    run = client.create_run(experiment_id, start_time=contents.start_time,
+                            run_name=contents.name, tags=kept)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in sorted(contents.params.items())]
+    for batch in _batches(params, _PARAMS_PER_CALL):
+        client.log_batch(run_id, params=batch)
+    metrics = [Metric(key, value, stamp, step) for key, points in contents.metrics.items()
+               for step, value, stamp in points]
+    for batch in _batches(metrics, _METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=batch)
+    if artifacts is not None and any(artifacts.iterdir()):
+        client.log_artifacts(run_id, str(artifacts))
+    client.set_terminated(run_id, contents.status,
+                          end_time=contents.end_time or int(time.time() * 1000))
+    return run_id
+
