@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from retino.core.errors import WeightsUnavailableError
+from retino.core.errors import ConfigError, WeightsUnavailableError
 from retino.models.pretrained import (
     hub_checkpoint_dir,
     load_backbone_weights,
@@ -72,3 +72,13 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     model = compose_config(["model=resnet18"])
     with pytest.raises(WeightsUnavailableError, match="does not match"):
         load_backbone_weights(prepare_model(model), path)
+
+
+def test_a_network_torchvision_does_not_know_has_no_imagenet_weights_and_says_what_instead():
+    """A network of retino's own (docs/architecture.md, "A model") with pretrained=true: the
+    job stopped on torchvision's bare "Unknown model" traceback."""
+    from retino.models.pretrained import imagenet_weights_url
+
+    with pytest.raises(ConfigError, match="resnet10 has no ImageNet weights") as refused:
+        imagenet_weights_url("resnet10", "IMAGENET1K_V1")
+    assert "pretrained=false" in str(refused.value) and "pretrain=cifar10" in str(refused.value)
