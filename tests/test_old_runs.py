@@ -118,7 +118,8 @@ def assert_same_probabilities(graded: list[tuple[dict, str]], old: dict[str, lis
 # Columns renamed on purpose since: the headline sensitivity says which photographs it counts.
 RENAMED = {f"referable {rate} % (selected, at operating point)":
            f"referable {rate} % (selected, at operating point, all photographs)"
-           for rate in ("sensitivity", "specificity")}
+           for rate in ("sensitivity", "specificity")} | {
+           "referable AUC (selected)": "referable AUC (selected, all photographs)"}
 
 
 def test_new_report_rebuilds_an_old_study(old_study: OldStudy, tmp_path: Path,

@@ -49,14 +49,8 @@ from retino.data.digest import data_identity, short_digest
 from retino.data.layout import MANIFEST_FILE, PATIENTS_FILE, SPLITS, csv_paths
 from retino.data.loaders import locate_dataset
 from retino.tracking.runs import set_run_tags
-from retino.tracking.studies import study_members
-from retino.tracking.transfer import (
-    RunContents,
-    run_artifacts,
-    run_contents,
-    tagged_runs,
-    write_run,
-)
+from retino.tracking.studies import study_members, tagged_runs
+from retino.tracking.transfer import RunContents, run_artifacts, run_contents, write_run
 
 log = logging.getLogger(__name__)
 
