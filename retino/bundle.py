@@ -1,12 +1,13 @@
 """A study as one file a reviewer takes home, and that file back into a store.
 
-    python -m retino.bundle export STUDY_PARENT_RUN_ID --out study.zip [--weights]
+    python -m retino.bundle export STUDY_PARENT_RUN_ID --out study.zip [--weights] [--photographs]
     python -m retino.bundle import study.zip
 
 export writes the study's evidence into one zip: every finished run's composed config, code
 version, git commit and data digest, its metrics, predictions files and report; the study's
-report; the data's split CSVs and cache manifest (never a photograph); the weights only with
---weights. Each file's checksum is in the bundle's manifest, and its id is their digest.
+report; the data's split CSVs and cache manifest; the weights only with --weights; the
+activation maps (test photographs under a heat map) and the run pages showing them only with
+--photographs. Each file's checksum is in the bundle's manifest, and its id is their digest.
 
 import puts the study into the store MLFLOW_TRACKING_URI names (else ./mlflow.db) as ended runs
 tagged imported_from=<the author's run id> and bundle=<its id>, without running anything, so
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
     export.add_argument("--weights", action="store_true",
                         help="add each run's weights (model_state.pt)")
+    export.add_argument("--photographs", action="store_true",
+                        help="add each run's activation maps, which show test photographs, and "
+                             "the run page that shows them (left out otherwise: data licences "
+                             "and patients' privacy)")
     imported = commands.add_parser("import", help="a bundle's study into this store, as it ran")
     imported.add_argument("bundle", type=Path)
     return parser
@@ -45,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> None:
     from retino.studies.bundle import export_bundle
 
-    done = export_bundle(args.study, args.out, args.weights)
+    done = export_bundle(args.study, args.out, args.weights, args.photographs)
     left = f"; left out, not finished: {', '.join(done.left_out)}" if done.left_out else ""
     print(f"Wrote {done.path}: bundle {done.bundle_id}, {done.runs} runs, "
           f"{done.size / 1e6:.1f} MB{left}.")

@@ -5,6 +5,7 @@ from retino.evaluation.reproduced import (
     DIFFERS,
     EXPECTED_IDENTICAL,
     IDENTICAL,
+    NOT_COMPARED,
     REPRODUCED,
     overall_verdict,
     reproduction_verdicts,
@@ -44,3 +45,15 @@ def test_a_deterministic_cpu_run_that_is_not_identical_says_so():
     found = verdicts(original, close, expect_identical=True)
     assert found["acc"].verdict == REPRODUCED and found["acc"].note == EXPECTED_IDENTICAL
     assert found["acc"].cells()[-1] == f"{REPRODUCED} ({EXPECTED_IDENTICAL})"
+
+
+def test_an_auc_undefined_on_the_test_set_is_not_compared_and_left_aside():
+    """No referable photograph: the AUC is undefined on both sides; it said "differs"."""
+    original = predictions(60)
+    original["grade"] = original["grade"] % 2  # grades 0 and 1 only
+    original["predicted"] = original["predicted"] % 2
+    close = original.copy()
+    close.loc[0, "p_referable"] += 0.01
+    found = verdicts(original, close)
+    assert found["referable_auc"].verdict == NOT_COMPARED
+    assert overall_verdict([v.verdict for v in found.values()]) == REPRODUCED

@@ -7,7 +7,13 @@ interval and a verdict.
 - "reproduced": the reproduction's number lies within the original's 95 % interval, and the
   interval of their difference covers 0;
 - "differs": either fails. Where identical predictions were expected (deterministic=true on a
-  CPU, both runs), any other verdict says so.
+  CPU, both runs), any other verdict says so;
+- "not compared": the metric is undefined on these photographs (an AUC without a referable
+  image); a run's overall verdict leaves it aside.
+
+"reproduced" asks that the two models answer these photographs alike, within what the test
+set can tell apart; two trainings that differ only by chance may still "differ" on a large test
+set, and the difference's interval then says by how much.
 """
 
 from __future__ import annotations
@@ -66,10 +72,12 @@ def identical_predictions(original: pd.DataFrame, reproduced: pd.DataFrame) -> b
     return bool(a.equals(b))
 
 
-def _judge(inside: bool, covers_zero: bool, identical: bool, expect_identical: bool
-           ) -> tuple[str, str]:
+def _judge(inside: bool, covers_zero: bool, identical: bool, expect_identical: bool,
+           defined: bool) -> tuple[str, str]:
     if identical:
         return IDENTICAL, ""
+    if not defined:  # an AUC of a test set without a referable image, say
+        return NOT_COMPARED, "undefined on these photographs"
     verdict = REPRODUCED if inside and covers_zero else DIFFERS
     return verdict, EXPECTED_IDENTICAL if expect_identical else ""
 
@@ -88,7 +96,9 @@ def reproduction_verdicts(original: pd.DataFrame, reproduced: pd.DataFrame, roun
         delta, d_low, d_high, _ = differences[metric]
         again = points[1][metric]
         inside = bool(low <= again <= high) if not np.isnan(low) else bool(delta == 0)
-        verdict, note = _judge(inside, bool(d_low <= 0 <= d_high), identical, expect_identical)
+        defined = not (np.isnan(points[0][metric]) or np.isnan(again))
+        verdict, note = _judge(inside, bool(d_low <= 0 <= d_high), identical, expect_identical,
+                               defined)
         verdicts.append(Verdict(metric, points[0][metric], (low, high), again,
                                 (delta, d_low, d_high), verdict, note))
     return verdicts
@@ -97,7 +107,7 @@ def reproduction_verdicts(original: pd.DataFrame, reproduced: pd.DataFrame, roun
 def overall_verdict(verdicts: list[str]) -> str:
     """A run's verdict from its metrics': identical or reproduced when every metric is, else
     differs (or not compared)."""
-    found = set(verdicts)
+    found = set(verdicts) - {NOT_COMPARED} or {NOT_COMPARED}  # a metric undefined: aside
     if found == {IDENTICAL}:
         return IDENTICAL
     for worst in (DIFFERS, NOT_COMPARED):

@@ -9,12 +9,15 @@ author's store and read back on another machine.
       runs/<run id>/run.json      each run of the study, the same way (its tags hold its config
                                   hash, code version, git commit and data digest)
       runs/<run id>/artifacts/... its composed config, predictions files, report, history;
-                                  its weights only with --weights; never its MLflow model
+                                  its weights only with --weights; never its MLflow model; its
+                                  activation maps (test photographs under a heat map) and the
+                                  page that shows them only with --photographs
       data/<digest>/...           the data's identity: the split CSVs, patients.csv and the
                                   cache manifest (never a photograph)
 
-The bundle's id is a digest of its files' names and checksums: the same evidence gives the same
-id, and a bundle whose file changed after export is refused naming the file.
+The bundle's id is the SHA-256 of its files' names and checksums: the same evidence gives the
+same id, and a bundle whose file changed after export is refused naming the file. A bundle is
+input from someone else: its names, sizes, ids and types are checked before any is used.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,22 +38,37 @@ from omegaconf import OmegaConf
 from retino.core.errors import BundleError
 from retino.core.files import atomic_write
 from retino.core.names import (
+    ALLOWED_CHANGES_TAG,
     BUNDLE_TAG,
+    CAM_FIGURE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
     DATA_DIGEST_TAG,
     ENSEMBLE_MODEL_DIR,
+    ERROR_TAG,
     IMPORTED_FROM_TAG,
     MODEL_DIR,
+    NOTE_TAG,
+    PAGE_FILE,
     PARENT_TAG,
+    REPRODUCES_TAG,
+    STUDY_MEMBER_PREFIX,
+    SUPERSEDED_TAG,
     WEIGHTS_FILE,
 )
-from retino.data.digest import data_identity, short_digest
+from retino.data.digest import data_identity
 from retino.data.layout import MANIFEST_FILE, PATIENTS_FILE, SPLITS, csv_paths
 from retino.data.loaders import locate_dataset
 from retino.tracking.runs import set_run_tags
 from retino.tracking.studies import study_members, tagged_runs
-from retino.tracking.transfer import RunContents, run_artifacts, run_contents, write_run
+from retino.tracking.transfer import (
+    RunContents,
+    artifact_names,
+    end_copy,
+    run_artifacts,
+    run_contents,
+    write_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +76,17 @@ FORMAT = 1  # bumped when a reader of an older format could misread a newer bund
 MANIFEST = "bundle.json"
 RUN_FILE = "run.json"
 ARTIFACTS = "artifacts"
-# The MLflow model holds a copy of the code and the weights; last.pt adds the optimizer's state.
-NEVER_BUNDLED = (MODEL_DIR, ENSEMBLE_MODEL_DIR, CHECKPOINT_FILE)
 MAX_MANIFEST_BYTES = 50_000_000
+MAX_FILES = 100_000
+MAX_BYTES = 50_000_000_000  # a bundle's files together, unpacked
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: a run's folder in the bundle
+DIGEST = re.compile(r"[0-9a-f]{12}")  # a data digest: its folder in the bundle
+ENDED = ("FINISHED", "FAILED", "KILLED")
+# Tags that place a run in the author's store (its parent, the studies it counted in, what it
+# re-ran or was replaced by), not what it was: an imported run gets its own.
+PLACE_TAGS = (PARENT_TAG, SUPERSEDED_TAG, REPRODUCES_TAG, BUNDLE_TAG, IMPORTED_FROM_TAG,
+              ALLOWED_CHANGES_TAG)
+KEPT_MLFLOW_TAGS = (NOTE_TAG,)  # MLflow's own tags are the store's, but for the description
 
 
 @dataclass(frozen=True)
@@ -78,8 +104,9 @@ class Bundle:
     def config(self, run: RunContents) -> Path:
         return self.artifacts(run) / CONFIG_FILE
 
-    def data_files(self, digest: str) -> Path:
-        return self.folder / "data" / digest
+    def data_files(self, digest: str) -> Path | None:
+        """The bundle's copy of the data files behind a digest (None: not a digest)."""
+        return self.folder / "data" / digest if DIGEST.fullmatch(digest) else None
 
 
 def _sha256(path: Path) -> str:
@@ -91,17 +118,35 @@ def _sha256(path: Path) -> str:
 
 
 def bundle_id(checksums: dict[str, str]) -> str:
-    """The digest of every file's name and checksum: equal evidence, equal id."""
-    return short_digest([f"{name}\0{sha}".encode() for name, sha in sorted(checksums.items())])
+    """The SHA-256 of every file's name and checksum: equal evidence, equal id."""
+    listing = "".join(f"{name}\0{sha}\n" for name, sha in sorted(checksums.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 # --- Export -----------------------------------------------------------------------------------
 
 
-def _write_run(run: RunContents, folder: Path, leave_out: tuple[str, ...]) -> None:
+def bundled_artifacts(names: list[str], weights: bool, photographs: bool) -> list[str]:
+    """Which of a run's top-level artifacts a bundle holds: never an MLflow model (a copy of
+    the code and the weights, and a photograph as its input example) nor last.pt (the
+    optimizer's state too); the weights with weights; the activation maps, which show test
+    photographs, and the run's page that shows them inline, with photographs."""
+    def held(name: str) -> bool:
+        if name == MODEL_DIR or name.startswith(ENSEMBLE_MODEL_DIR) or name == CHECKPOINT_FILE:
+            return False
+        if name == WEIGHTS_FILE:
+            return weights
+        if name == CAM_FIGURE or (name == PAGE_FILE and CAM_FIGURE in names):
+            return photographs
+        return True
+    return [name for name in names if held(name)]
+
+
+def _write_run(run: RunContents, folder: Path, weights: bool, photographs: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RUN_FILE).write_text(json.dumps(run.as_json(), indent=1, sort_keys=True))
-    run_artifacts(run.run_id, folder / ARTIFACTS, leave_out)
+    names = bundled_artifacts(artifact_names(run.run_id), weights, photographs)
+    run_artifacts(run.run_id, folder / ARTIFACTS, names)
 
 
 def _data_folder(run: RunContents, config: Path) -> Path | None:
@@ -129,22 +174,22 @@ def _copy_data(root: Path, folder: Path) -> None:
             shutil.copy2(path, folder / path.name)
 
 
-def _gather(parent_id: str, folder: Path, weights: bool) -> tuple[RunContents, list[str]]:
+def _gather(parent_id: str, folder: Path, weights: bool, photographs: bool
+            ) -> tuple[RunContents, list[str]]:
     """The study and its finished runs written under folder; the ids of runs left out."""
-    leave_out = NEVER_BUNDLED + (() if weights else (WEIGHTS_FILE,))
     study = run_contents(parent_id)
-    _write_run(study, folder / "study", leave_out)
+    _write_run(study, folder / "study", weights, photographs)
     left_out = []
     for run_id, status in study_members(parent_id):
         if status != "FINISHED":
             left_out.append(run_id)
             continue
         run = run_contents(run_id)
-        _write_run(run, folder / "runs" / run_id, leave_out)
+        _write_run(run, folder / "runs" / run_id, weights, photographs)
         digest = run.tags.get(DATA_DIGEST_TAG, "")
         target = folder / "data" / digest
         config = folder / "runs" / run_id / ARTIFACTS / CONFIG_FILE
-        if digest and not target.exists() and config.is_file() and \
+        if DIGEST.fullmatch(digest) and not target.exists() and config.is_file() and \
                 (root := _data_folder(run, config)) is not None:
             _copy_data(root, target)
     return study, left_out
@@ -168,13 +213,14 @@ class Exported:
     size: int  # bytes
 
 
-def export_bundle(parent_id: str, out: Path, weights: bool = False) -> Exported:
+def export_bundle(parent_id: str, out: Path, weights: bool = False,
+                  photographs: bool = False) -> Exported:
     """The study parent_id (its finished runs, report and data identity) as one zip file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="retino-bundle-") as tmp:
         folder = Path(tmp)
-        study, left_out = _gather(parent_id, folder, weights)
+        study, left_out = _gather(parent_id, folder, weights, photographs)
         files = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*")
                  if path.is_file()}
         checksums = {name: _sha256(path) for name, path in files.items()}
@@ -182,7 +228,7 @@ def export_bundle(parent_id: str, out: Path, weights: bool = False) -> Exported:
                     "study": {"run_id": parent_id, "name": study.name,
                               "experiment": study.experiment},
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "weights": weights, "left_out": left_out,
+                    "weights": weights, "photographs": photographs, "left_out": left_out,
                     "files": {name: {"sha256": checksums[name], "bytes": path.stat().st_size}
                               for name, path in sorted(files.items())}}
         _zip(folder, manifest, out)
@@ -202,23 +248,28 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict:
                           "one with python -m retino.bundle export <study run id>.") from None
     if info.file_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path}: its {MANIFEST} is {info.file_size} bytes, not a manifest.")
-    try:
-        manifest = json.loads(archive.read(MANIFEST))
-        files = manifest["files"]
-        assert isinstance(files, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise BundleError(f"{path}: its {MANIFEST} cannot be read as a bundle's manifest.") \
-            from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path} is a bundle of format {manifest.get('format')}; this retino "
-                          f"reads format {FORMAT}. Check out the retino the author used.")
+    manifest = json.loads(archive.read(MANIFEST))
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleError(f"{path} is a bundle of format {found}; this retino reads format "
+                          f"{FORMAT}. Check out the retino the author used.")
+    files = manifest["files"]
+    if not isinstance(files, dict) or len(files) > MAX_FILES or not all(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and type(entry.get("bytes")) is int and entry["bytes"] >= 0
+            for entry in files.values()):
+        raise BundleError(f"{path}: its {MANIFEST} does not list files as a bundle's does "
+                          f"(at most {MAX_FILES}, each with its sha256 and bytes).")
     return manifest
 
 
 def _safe_name(name: str, path: Path) -> str:
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or ".." in parts or "\\" in name:
-        raise BundleError(f"{path} names a file outside the bundle ({name!r}): refused.")
+    """A member's name as this reader writes it: relative, normal, inside the bundle."""
+    posix = PurePosixPath(name)
+    if name.startswith("/") or "\\" in name or ".." in posix.parts or "." in name.split("/") \
+            or posix.as_posix() != name:
+        raise BundleError(f"{path} names a file outside the bundle or not in normal form "
+                          f"({name!r}): refused.")
     return name
 
 
@@ -241,9 +292,14 @@ def _extract(archive: zipfile.ZipFile, name: str, expected: dict, target: Path,
                           "changed file is never reproduced.")
 
 
-def _checked_files(archive: zipfile.ZipFile, manifest: dict, path: Path) -> Iterator[str]:
-    listed = set(manifest["files"])
-    present = {name for name in archive.namelist() if not name.endswith("/")} - {MANIFEST}
+def _checked_files(archive: zipfile.ZipFile, manifest: dict, path: Path,
+                   folder: Path) -> list[str]:
+    """The manifest's files, once the archive's members were found to be exactly them, the
+    bundle's id theirs, and their size within the limits and the free disk."""
+    members = [name for name in archive.namelist() if not name.endswith("/")]
+    if len(members) != len(set(members)):
+        raise BundleError(f"{path} holds two files of one name: refused.")
+    listed, present = set(manifest["files"]), set(members) - {MANIFEST}
     if extra := sorted(present - listed):
         raise BundleError(f"{path} holds file(s) its manifest does not list: "
                           f"{', '.join(extra[:5])}. Refused: a bundle holds what was exported.")
@@ -253,31 +309,66 @@ def _checked_files(archive: zipfile.ZipFile, manifest: dict, path: Path) -> Iter
     if bundle_id(checksums) != manifest.get("bundle_id"):
         raise BundleError(f"{path}: its manifest's checksums are not those of bundle "
                           f"{manifest.get('bundle_id')}: the manifest was changed after export.")
-    yield from (_safe_name(name, path) for name in sorted(listed))
+    total = sum(entry["bytes"] for entry in manifest["files"].values())
+    free = shutil.disk_usage(folder).free
+    if total > min(MAX_BYTES, free):
+        raise BundleError(f"{path} unpacks to {total / 1e9:.1f} GB; {free / 1e9:.1f} GB are free "
+                          f"in {folder} (and a bundle holds at most {MAX_BYTES / 1e9:.0f} GB).")
+    return [_safe_name(name, path) for name in sorted(listed)]
+
+
+def _read_run(run_file: Path, run_id: str, statuses: tuple[str, ...], path: Path) -> RunContents:
+    """A run.json whose run is the one its place in the bundle says, ended as expected."""
+    run = RunContents.from_json(json.loads(run_file.read_text()))
+    if run.run_id != run_id or not RUN_ID.fullmatch(run_id) or run.status not in statuses:
+        raise BundleError(f"{path}: {run_file.parent.name}/{RUN_FILE} is not the run its place "
+                          f"names (run {run.run_id!r}, {run.status}).")
+    return run
+
+
+def _runs(folder: Path, manifest: dict, path: Path) -> tuple[RunContents, list[RunContents]]:
+    """The study's parent run and its runs, oldest first."""
+    study = _read_run(folder / "study" / RUN_FILE, str(manifest["study"]["run_id"]), ENDED, path)
+    runs = [_read_run(run_file, run_file.parent.name, ("FINISHED",), path)
+            for run_file in sorted((folder / "runs").glob(f"*/{RUN_FILE}"))]
+    return study, sorted(runs, key=lambda run: run.start_time)
 
 
 def open_bundle(path: Path, folder: Path) -> Bundle:
     """The bundle at path unpacked into folder, each file checked (BundleError naming the first
-    that differs from the manifest)."""
+    that differs from the manifest, or saying what is malformed)."""
     path = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
     if not zipfile.is_zipfile(path):
         raise BundleError(f"{path} is not a zip file: a study bundle is the .zip that python -m "
                           "retino.bundle export wrote.")
-    with zipfile.ZipFile(path) as archive:
-        manifest = _manifest(archive, path)
-        for name in _checked_files(archive, manifest, path):
-            _extract(archive, name, manifest["files"][name], folder / name, path)
-    study = RunContents.from_json(json.loads((folder / "study" / RUN_FILE).read_text()))
-    runs = [RunContents.from_json(json.loads(run_file.read_text()))
-            for run_file in sorted((folder / "runs").glob(f"*/{RUN_FILE}"))]
-    return Bundle(manifest["bundle_id"], folder, study, sorted(runs, key=lambda r: r.start_time))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = _manifest(archive, path)
+            for name in _checked_files(archive, manifest, path, folder):
+                _extract(archive, name, manifest["files"][name], folder / name, path)
+        study, runs = _runs(folder, manifest, path)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+        raise BundleError(f"{path} is damaged or not a bundle retino wrote "
+                          f"({type(err).__name__}: {err}). Ask the author for it again.") from None
+    return Bundle(manifest["bundle_id"], folder, study, runs)
 
 
 # --- Into a store -----------------------------------------------------------------------------
 
 
+def imported_tags(tags: dict[str, str]) -> dict[str, str]:
+    """What an imported run keeps of its tags: what it was, not where it was (PLACE_TAGS, the
+    studies it counted in, MLflow's own)."""
+    return {key: value for key, value in tags.items()
+            if key not in PLACE_TAGS and not key.startswith(STUDY_MEMBER_PREFIX)
+            and (not key.startswith("mlflow.") or key in KEPT_MLFLOW_TAGS)}
+
+
 def imported_study(bundle: Bundle) -> str | None:
-    """The study parent run of an earlier import of this bundle into the current store."""
+    """The study parent run of an earlier, whole import of this bundle into the current store."""
     found = tagged_runs(bundle.study.experiment, BUNDLE_TAG, bundle.bundle_id)
     parents = [run_id for run_id in found if run_id in
                tagged_runs(bundle.study.experiment, IMPORTED_FROM_TAG, bundle.study.run_id)]
@@ -287,14 +378,22 @@ def imported_study(bundle: Bundle) -> str | None:
 def import_bundle(bundle: Bundle) -> tuple[str, bool]:
     """The bundle's study in the current store as ended runs, each tagged with the author's run
     id (imported_from) and the bundle's id; (its parent run id, whether it was imported now,
-    not found from an earlier import)."""
+    not found from an earlier import). The parent ends last: an import cut short ends FAILED,
+    never looking whole."""
     if (earlier := imported_study(bundle)) is not None:
         return earlier, False
-    origin = {IMPORTED_FROM_TAG: bundle.study.run_id}
-    parent = write_run(bundle.study, origin, bundle.folder / "study" / ARTIFACTS)
-    for run in bundle.runs:
-        write_run(run, {IMPORTED_FROM_TAG: run.run_id, BUNDLE_TAG: bundle.bundle_id,
-                        PARENT_TAG: parent}, bundle.artifacts(run))
-    # Last: an import cut short is never taken for a whole one (imported_study finds this tag).
-    set_run_tags(parent, {BUNDLE_TAG: bundle.bundle_id})
+    study = bundle.study
+    parent = write_run(study, imported_tags(study.tags) | {IMPORTED_FROM_TAG: study.run_id},
+                       bundle.folder / "study" / ARTIFACTS, end=False)
+    try:
+        for run in bundle.runs:
+            write_run(run, imported_tags(run.tags) | {
+                IMPORTED_FROM_TAG: run.run_id, BUNDLE_TAG: bundle.bundle_id, PARENT_TAG: parent},
+                bundle.artifacts(run))
+    except BaseException as err:
+        set_run_tags(parent, {ERROR_TAG: f"import cut short: {err}"[:500]})
+        end_copy(parent, study, "FAILED")
+        raise
+    end_copy(parent, study)
+    set_run_tags(parent, {BUNDLE_TAG: bundle.bundle_id})  # what imported_study looks for
     return parent, True

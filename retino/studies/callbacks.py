@@ -159,6 +159,19 @@ def search_problem(config: DictConfig) -> str | None:
     return None
 
 
+def original_axes(origin: str | None) -> list[str]:
+    """The swept axes of the study a reproduction runs again, so its runs are named as the
+    original's; [] for anything else (a run, an output folder, no reproduction)."""
+    if not origin or not origin.isalnum():
+        return []
+    from retino.tracking.runs import run_tags
+
+    try:
+        return run_tags(origin).get(SWEPT_TAG, "").split()
+    except Exception:  # noqa: BLE001 - the names only: the reproduction's own axes then
+        return []
+
+
 class StudyCallback(Callback):
     """Parent run at the start of a multirun; report and verdict at its end."""
 
@@ -172,11 +185,7 @@ class StudyCallback(Callback):
             raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        axes = swept_axes(config)
-        if origin := os.environ.get(REPRODUCES_ENV):  # named as the study it runs again
-            from retino.tracking.runs import run_tags
-
-            axes = run_tags(origin).get(SWEPT_TAG, "").split()
+        axes = original_axes(os.environ.get(REPRODUCES_ENV)) or swept_axes(config)
         tags = {STUDY_TAG: study_name(config), COMMAND_TAG: " ".join(sys.argv),
                 OVERRIDES_TAG: " ".join(config.hydra.overrides.task) or "(none)",
                 GIT_COMMIT_TAG: git_commit(), CODE_VERSION_TAG: code_version(),

@@ -77,7 +77,7 @@ from retino.studies.folds import (
     write_pool_files,
 )
 from retino.tracking.audits import audit_metrics
-from retino.tracking.records import RunRecord, read_runs
+from retino.tracking.records import RunRecord, read_runs, stored_runs
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +341,12 @@ def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
               and run.tags.get(REPRODUCES_TAG, "/").isalnum()]  # a run id, not an output folder
     if not copies:
         return []
+    # an original not in this store (a reproduction imported from a bundle) has no verdict here
     originals = {run.run_id: run for run in read_runs(
-        run_ids=sorted({run.tags[REPRODUCES_TAG] for run in copies}))}
+        run_ids=sorted(stored_runs({run.tags[REPRODUCES_TAG] for run in copies})))}
+    copies = [run for run in copies if run.tags[REPRODUCES_TAG] in originals]
+    if not copies:
+        return []
     names = run_names(copies, run_labels(copies))
     return [row for copy in copies for row in _verdict_rows(originals[copy.tags[REPRODUCES_TAG]],
                                                              copy, names[copy.run_id])]

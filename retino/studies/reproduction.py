@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -173,15 +174,25 @@ def code_problem(runs: list, current: str | None = None) -> str | None:
             "instead: --allow-code-change (the new study records allowed_changes=code).")
 
 
-def _data_config(config_yaml: Path, extra: list[str]) -> DictConfig:
+def _data_overrides(extra: list[str]) -> list[str]:
+    """The command line's data.* overrides, as key=value (a leading + or ++ dropped).
+    ConfigError for a data group override: each run is re-run with its own logged data config,
+    of which only keys can be changed."""
+    if any(item.lstrip("+").startswith("data=") for item in extra):
+        raise ConfigError("A study is reproduced with each run's own data config: data=<option> "
+                          "cannot replace it. Point at your copy of the data with "
+                          "data.root=<folder> (and other data.* keys).")
+    return [item.lstrip("+") for item in extra if item.lstrip("+").startswith("data.")]
+
+
+def _data_config(config_yaml: Path, dotted: list[str]) -> DictConfig:
     """The run's data config with the command line's data.* overrides on top."""
-    dotted = [item for item in extra if item.startswith("data.")]
     return OmegaConf.merge(schema_config(config_yaml), OmegaConf.from_dotlist(dotted)).data
 
 
-def _differing_files(recorded: Path, root: Path) -> list[str]:
+def _differing_files(recorded: Path | None, root: Path) -> list[str]:
     """The bundle's data files that the data at root lacks or holds otherwise."""
-    if not recorded.is_dir():
+    if recorded is None or not recorded.is_dir():
         return []
     return [path.name for path in sorted(recorded.iterdir())
             if not (root / path.name).is_file()
@@ -194,9 +205,10 @@ def data_problem(bundle, extra: list[str]) -> str | None:
     from retino.data.digest import data_identity
     from retino.data.loaders import locate_dataset
 
+    dotted = _data_overrides(extra)
+    pointed = any(item.startswith("data.root=") for item in dotted)
     for run in bundle.runs:
-        data = _data_config(bundle.config(run), extra)
-        pointed = any(item.startswith("data.root=") for item in extra)
+        data = _data_config(bundle.config(run), dotted)
         if data.root and not pointed and not Path(str(data.root)).expanduser().is_dir():
             raise ConfigError(f"Run {run.name} read its data from {data.root}, which is not a "
                               "folder on this machine: add data.root=<your copy of that data> "
@@ -213,18 +225,20 @@ def data_problem(bundle, extra: list[str]) -> str | None:
     return None
 
 
-def _new_study(parent_id: str, experiment: str) -> str | None:
-    from retino.tracking.studies import tagged_runs
+def _new_study(parent_id: str, experiment: str, since_ms: int) -> str | None:
+    """The reproduction of parent_id started since since_ms (never an earlier one's)."""
+    from retino.tracking.studies import runs_tagged
 
-    found = tagged_runs(experiment, REPRODUCES_TAG, parent_id)
-    return found[-1] if found else None
+    found = [run for run in runs_tagged(experiment, REPRODUCES_TAG, parent_id)
+             if run.info.start_time >= since_ms]
+    return found[-1].info.run_id if found else None
 
 
-def say_verdicts(parent_id: str, experiment: str) -> None:
+def say_verdicts(parent_id: str, experiment: str, since_ms: int) -> None:
     """Each configuration's verdict, from the reproduction's report (reproduction.csv)."""
     from retino.tracking.runs import download_artifact
 
-    new = _new_study(parent_id, experiment)
+    new = _new_study(parent_id, experiment, since_ms)
     if new is None:
         return
     try:
@@ -249,9 +263,10 @@ def reproduce_bundle(path: Path, extra: list[str], allow_code: bool, allow_data:
     with tempfile.TemporaryDirectory(prefix="retino-bundle-") as tmp:
         bundle = open_bundle(path, Path(tmp))
         allowed = []
-        for kind, problem, allow in (("code", code_problem(bundle.runs), allow_code),
-                                     ("data", data_problem(bundle, extra), allow_data)):
-            if problem and not allow:
+        checks = (("code", lambda: code_problem(bundle.runs), allow_code),
+                  ("data", lambda: data_problem(bundle, extra), allow_data))
+        for kind, check, allow in checks:  # in turn: a refused code never generates data
+            if (problem := check()) and not allow:
                 raise BundleError(problem)
             if problem:
                 log.warning("%s", problem)
@@ -261,7 +276,9 @@ def reproduce_bundle(path: Path, extra: list[str], allow_code: bool, allow_data:
                  "imported" if new else "found, imported before,", parent)
         env = {BUNDLE_ENV: bundle.bundle_id} | (
             {ALLOWED_CHANGES_ENV: ",".join(allowed)} if allowed else {})
+        started = int(time.time() * 1000)
         status = reproduce_study(parent, extra, env)
         experiment = bundle.study.experiment
-    say_verdicts(parent, experiment)
+    if status == 0:
+        say_verdicts(parent, experiment, started)
     return status

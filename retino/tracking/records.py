@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from retino.core.grades import NUM_GRADES
 from retino.core.names import CONFIG_NAME_TAG, CONFUSION_CSV, predictions_file
@@ -83,3 +84,16 @@ def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
                 history, dict(run.data.metrics),
                 _confusion(client, run_id, names, test, Path(tmp)), test, val))
     return records
+
+
+def stored_runs(run_ids: set[str]) -> set[str]:
+    """Those of the run ids that the current store holds."""
+    client = mlflow_client()
+    held = set()
+    for run_id in run_ids:
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            continue
+        held.add(run_id)
+    return held

@@ -16,14 +16,10 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 
-from retino.core.names import PARENT_TAG
 from retino.tracking.runs import MlflowTracker
 from retino.tracking.store import mlflow_client
 
 _PARAMS_PER_CALL, _METRICS_PER_CALL = 100, 1000  # MLflow's log_batch limits
-# Tags that MLflow sets for the store a run lives in; a copy gets its own.
-_STORE_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type",
-               "mlflow.source.git.commit", "mlflow.log-model.history", PARENT_TAG)
 
 
 @dataclass
@@ -71,15 +67,18 @@ def run_contents(run_id: str) -> RunContents:
                        run.info.end_time, dict(run.data.params), dict(run.data.tags), metrics)
 
 
-def run_artifacts(run_id: str, folder: Path, leave_out: Iterable[str] = ()) -> list[Path]:
-    """The run's artifacts downloaded into folder, but for the top-level ones named in leave_out
-    (its MLflow model, its weights), never downloaded; the files written."""
+def artifact_names(run_id: str) -> list[str]:
+    """The run's top-level artifacts: its files and folders."""
+    return [artifact.path for artifact in mlflow_client().list_artifacts(run_id)]
+
+
+def run_artifacts(run_id: str, folder: Path, names: Iterable[str]) -> list[Path]:
+    """The run's top-level artifacts named (files, or folders whole) downloaded into folder; the
+    files written."""
     client = mlflow_client()
     folder.mkdir(parents=True, exist_ok=True)
-    skipped = set(leave_out)
-    for artifact in client.list_artifacts(run_id):
-        if artifact.path not in skipped:
-            client.download_artifacts(run_id, artifact.path, str(folder))
+    for name in names:
+        client.download_artifacts(run_id, name, str(folder))
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
@@ -87,17 +86,16 @@ def _batches(items: list, size: int) -> Iterable[list]:
     return (items[start : start + size] for start in range(0, len(items), size))
 
 
-def write_run(contents: RunContents, tags: Mapping[str, str], artifacts: Path | None = None
-              ) -> str:
+def write_run(contents: RunContents, tags: Mapping[str, str], artifacts: Path | None = None,
+              end: bool = True) -> str:
     """A new run in the current store, in the experiment of the same name, holding contents
-    (its own id; its original times, params, metrics with their steps and timestamps, tags
-    without the source store's, plus tags), the files under artifacts as its artifacts, ended
-    with the original's status; its id."""
+    (its own id; its original times, params, metrics with their steps and timestamps, and the
+    tags given), the files under artifacts as its artifacts, ended with the original's status
+    (left RUNNING with end=False: end_copy ends it); its id."""
     tracker = MlflowTracker(contents.experiment)  # creates the experiment where the store lacks it
     client, experiment_id = tracker.client, tracker.experiment_id
-    kept = {k: v for k, v in contents.tags.items() if k not in _STORE_TAGS} | dict(tags)
     run = client.create_run(experiment_id, start_time=contents.start_time,
-                            run_name=contents.name, tags=kept)
+                            run_name=contents.name, tags=dict(tags))
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in sorted(contents.params.items())]
     for batch in _batches(params, _PARAMS_PER_CALL):
@@ -106,9 +104,15 @@ def write_run(contents: RunContents, tags: Mapping[str, str], artifacts: Path | 
                for step, value, stamp in points]
     for batch in _batches(metrics, _METRICS_PER_CALL):
         client.log_batch(run_id, metrics=batch)
-    if artifacts is not None and any(artifacts.iterdir()):
+    if artifacts is not None and artifacts.is_dir() and any(artifacts.iterdir()):
         client.log_artifacts(run_id, str(artifacts))
-    client.set_terminated(run_id, contents.status,
-                          end_time=contents.end_time or int(time.time() * 1000))
+    if end:
+        end_copy(run_id, contents)
     return run_id
+
+
+def end_copy(run_id: str, contents: RunContents, status: str | None = None) -> None:
+    """A copy ended as its original ended (or with status), at its original's end time."""
+    mlflow_client().set_terminated(run_id, status or contents.status,
+                                   end_time=contents.end_time or int(time.time() * 1000))
 
