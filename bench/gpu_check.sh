@@ -151,7 +151,7 @@ PY
 }
 
 real_study() {  # real_study OVERRIDES...: the lab's study on the committed IDRiD photographs
-  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$REAL_RES" &&
+  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$REAL_RES" --no-audit &&
     "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false data=kaggle \
       data.root="$WORK/idrid/center_crop-${REAL_RES}px" data.val_fraction=0.2 \
       resolution.size="$REAL_RES" hydra.sweep.dir="$WORK/real-study" "$@"
@@ -173,10 +173,12 @@ SPEED=("$PY" bench/train_speed.py --data "$CACHE" --model "$MODEL" --resolution 
        --precision "$PRECISION" --batch-size "$BATCH" --steps "$STEPS" --rounds "$ROUNDS"
        --device "$DEVICE")
 
-step cuda-tests 20 "$PY" -m pytest -q -rs -p no:cacheprovider -k "gpu or cuda" tests
+# one process (-o addopts: no -n auto): the lent machine's wheels carry pytest, not pytest-xdist
+step cuda-tests 20 "$PY" -m pytest -o addopts=--strict-markers -q -rs -p no:cacheprovider \
+  -k "gpu or cuda" tests
 step source 10 make_source
 step prepare 15 "$PY" -m retino.data.prepare "$WORK/source" "$WORK/cache" --size "$RES" \
-  --quality off
+  --quality off --no-audit
 step epoch 2 lengthen_epoch
 step train-speed-cpu-decode 20 sampled train-speed-cpu-decode "${SPEED[@]}"
 step train-speed-gpu-decode 20 sampled train-speed-gpu-decode "${SPEED[@]}" --decode gpu

@@ -3,6 +3,7 @@ Hugging Face hub cache."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     return db
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the workers share the cores: each trains in-process on its share of
+    them, not on every core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -108,4 +119,5 @@ def trained_run(tmp_path_factory):
         run_job(cfg, JobContext(output_dir=root / "run"))
     run_id = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id
-    return root / "run", run_id, uri, source, cache
+    yield root / "run", run_id, uri, source, cache
+    shutil.rmtree(root, ignore_errors=True)  # 350 MB (a model, weights, checkpoints) per worker

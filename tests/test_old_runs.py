@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def read_probabilities(path: Path) -> dict[str, list[float]]:
 
 
 @pytest.fixture(scope="module")
-def old_study(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> OldStudy:
+def old_study(tmp_path_factory: pytest.TempPathFactory, empty_store: Path
+              ) -> Iterator[OldStudy]:
     """A one-job study (the smoke preset, with its MLflow model) trained by the pre-move code's
     run.py in a subprocess, in a store of its own; its ids read back from that store."""
     root = tmp_path_factory.mktemp("old-study")
@@ -103,8 +105,9 @@ def old_study(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Ol
     for path in sorted(p for p in demo.iterdir() if p.stem in old_predictions)[:PHOTOGRAPHS]:
         shutil.copy(path, photographs)
     assert len(list(photographs.iterdir())) == PHOTOGRAPHS
-    return OldStudy(uri, parent.info.run_id, child.info.run_id, child.info.run_name,
-                    root / "multirun" / "report", photographs, old_predictions)
+    yield OldStudy(uri, parent.info.run_id, child.info.run_id, child.info.run_name,
+                   root / "multirun" / "report", photographs, old_predictions)
+    shutil.rmtree(root, ignore_errors=True)  # 350 MB: the old checkout, its study, its model
 
 
 def assert_same_probabilities(graded: list[tuple[dict, str]], old: dict[str, list[float]]) -> None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 
 import pytest
@@ -241,15 +243,19 @@ def metric_history(client, run, metric):
                                     key=lambda m: m.step)]
 
 
-def same_training(client, original, copy):
-    """The copy ran the original's exact config afresh, with equal numbers."""
+def same_training(client, original, copy, copy_client=None, moved=()):
+    """The copy ran the original's exact config afresh, with equal numbers (copy_client: the
+    copy's store, where it is not the original's; moved: keys that say where, not what, such as
+    the data's folder on another machine)."""
     def config(run):
-        return {k: v for k, v in run.data.params.items() if k != "resume"}
+        return {k: v for k, v in run.data.params.items() if k not in ("resume", *moved)}
 
     assert config(copy) == config(original)
-    assert copy.data.tags["config_hash"] == original.data.tags["config_hash"]
+    if not moved:
+        assert copy.data.tags["config_hash"] == original.data.tags["config_hash"]
     for metric in ("train_loss", "test_loss", "test_acc", "test_qwk"):
-        assert metric_history(client, copy, metric) == metric_history(client, original, metric)
+        assert metric_history(copy_client or client, copy, metric) == \
+            metric_history(client, original, metric)
 
 
 def reproduce(*args):
@@ -260,9 +266,40 @@ def reproduce(*args):
     return subprocess.CompletedProcess(args, reproduce_main(list(args)), "", "(see the log)")
 
 
-def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metrics(tmp_path):
-    """The study is a two-fold cross-validation (sweeps/cross_validation.yaml): its report
-    pools the folds, and reproducing it runs both folds again."""
+def reviewer(code, store, *args):
+    """python -m retino.reproduce in another checkout (code) with another store."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{store}", PYTHONPATH=str(code))
+    return subprocess.run([sys.executable, "-m", "retino.reproduce", *map(str, args)], cwd=code,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def tampered(bundle, member, folder):
+    """A copy of the bundle with one file's bytes changed, the manifest left as exported."""
+    copy = folder / "tampered.zip"
+    with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(copy, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            target.writestr(item, data.replace(b"1", b"2", 1) if item.filename == member else data)
+    return copy
+
+
+def without_run_ids(text):
+    """A report less its title and the lines that name a run by its id (each store's own)."""
+    return [line for line in text.splitlines()[1:] if "best seed's run" not in line]
+
+
+def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
+        tmp_path, monkeypatch, capsys, caplog):
+    """A run again from its id, in the author's store; the study (a two-fold cross-validation,
+    sweeps/cross_validation.yaml, whose report pools the folds) exported as one bundle, refused
+    when a file changed, the data or the code differ, reproduced in another checkout with
+    another store, a verdict per run, and imported into a third store, its report rebuilt."""
+    from retino.bundle import main as bundle_main
+    from retino.core.names import BUNDLE_TAG, IMPORTED_FROM_TAG
+    from retino.studies.report import write_report
+    from retino.tracking.records import read_runs
+    from tests.test_job import copy_of_the_code
+
     args = ["-m", "-cd", "sweeps", "-cn", "cross_validation", "data.folds=2", *TINY,
             "deterministic=true", f"data.root={tmp_path / 'demo'}", "augmentation=strong",
             "lr=0.002"]
@@ -278,22 +315,69 @@ def test_a_run_and_a_whole_study_are_reproduced_from_their_ids_with_equal_metric
     [copy] = [run for run in experiment_runs()[1] if run.data.tags.get("reproduces")]
     assert copy.data.tags["reproduces"] == one.info.run_id
     same_training(client, one, copy)
-    # The study: every run again, in one multirun under a new parent, reported side by side.
-    proc = reproduce(study.info.run_id, f"hydra.sweep.dir={tmp_path / 'study-again'}")
+
+    # The study as one file: its finished runs' evidence, the data's identity, no weights.
+    bundle = tmp_path / "study.zip"
+    assert bundle_main(["export", study.info.run_id, "--out", str(bundle)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Wrote {bundle}: bundle " in printed and ", 2 runs, " in printed and " MB" in printed
+    names = zipfile.ZipFile(bundle).namelist()
+    assert not [name for name in names if name.endswith((".pt", ".jpeg", "MLmodel"))]
+    assert any(name.endswith("/test_label.csv") for name in names)
+    # A changed file is named, and nothing runs; nor on other data than the author's.
+    member = next(name for name in names if name.endswith("predictions_test.csv"))
+    with caplog.at_level(logging.ERROR):
+        assert reproduce(str(tampered(bundle, member, tmp_path))).returncode == 2
+        assert f"{member} was changed after the bundle was made" in caplog.text
+        assert reproduce(str(bundle), f"data.root={tmp_path / 'demo'}", "data.seed=7"
+                         ).returncode == 2
+        assert "is not the data run" in caplog.text and "train_label.csv" in caplog.text
+
+    # Another checkout, another store: every run again, each identical to the author's.
+    code = copy_of_the_code(tmp_path / "reviewer")
+    store = tmp_path / "reviewer.db"
+    proc = reviewer(code, store, bundle, f"data.root={tmp_path / 'reviewer-data'}",
+                    f"hydra.sweep.dir={tmp_path / 'study-again'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = experiment_runs()
-    [new_study] = [run for run in runs if run.data.tags.get("reproduces") == study.info.run_id]
-    assert new_study.info.status == "FINISHED" and new_study.info.run_name == "reproduction"
-    copies = [run for run in runs if run.data.tags.get(PARENT_TAG) == new_study.info.run_id]
-    assert sorted(run.data.tags["reproduces"] for run in copies) == sorted(originals)
+    for run_id in originals:
+        assert f"(the author's run {run_id}): identical" in proc.stdout
+    reviewers = MlflowClient(f"sqlite:///{store}")
+    again = reviewers.search_runs([reviewers.get_experiment_by_name("retino").experiment_id])
+    [new_study] = [run for run in again if run.data.tags.get("reproduces")
+                   and PARENT_TAG not in run.data.tags]
+    assert new_study.info.run_name == "reproduction" and new_study.info.status == "FINISHED"
+    copies = [run for run in again if run.data.tags.get(PARENT_TAG) == new_study.info.run_id]
+    imported = {run.info.run_id: run.data.tags[IMPORTED_FROM_TAG] for run in again
+                if IMPORTED_FROM_TAG in run.data.tags}
     for copy in copies:
-        same_training(client, originals[copy.data.tags["reproduces"]], copy)
+        same_training(client, originals[imported[copy.data.tags["reproduces"]]], copy,
+                      reviewers, moved=("data.root",))
+    # named as the original study's runs: by its swept axis, not by the reproduction's group
+    assert sorted(run.info.run_name for run in copies) == sorted(
+        run.info.run_name for run in originals.values())
+    assert sorted(run.data.params["data.fold"] for run in copies) == ["0", "1"]
     with (tmp_path / "study-again" / "report" / "reproduction.csv").open(newline="") as f:
         table = list(csv.DictReader(f))
     assert sorted({row["original run"] for row in table}) == sorted(originals)
     # deterministic=true on a CPU: each fold's predictions again, to the last digit
     assert {row["verdict"] for row in table} == {"identical"} and len(table) == 3 * 2
-    # named as the original study's runs: by its swept axis, not by the reproduction's group
-    assert sorted(run.info.run_name for run in copies) == sorted(
-        run.info.run_name for run in originals.values())
-    assert sorted(run.data.params["data.fold"] for run in copies) == ["0", "1"]
+
+    # The reviewer's code differs from the author's: refused, naming the commit to check out.
+    (code / "retino" / "training" / "loop.py").open("a").write("# a reviewer's change\n")
+    proc = reviewer(code, store, bundle, f"data.root={tmp_path / 'reviewer-data'}")
+    commit = study.data.tags["git_commit"].removesuffix("-dirty")
+    assert proc.returncode == 2 and f"git checkout {commit}" in proc.stderr
+    assert "--allow-code-change" in proc.stderr
+
+    # Imported into a third store without running: the author's report, rebuilt.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'third.db'}")
+    assert bundle_main(["import", str(bundle)]) == 0
+    third, imported = experiment_runs()
+    assert sorted(run.data.tags[IMPORTED_FROM_TAG] for run in imported) == sorted(
+        [study.info.run_id, *originals])
+    [parent] = [run for run in imported if PARENT_TAG not in run.data.tags]
+    assert parent.data.tags[BUNDLE_TAG] and parent.info.status == "FINISHED"
+    write_report(read_runs(parent_id=parent.info.run_id), tmp_path / "rebuilt", "rebuilt")
+    authors_report = (tmp_path / "multirun" / "report" / "results.md").read_text()
+    rebuilt = (tmp_path / "rebuilt" / "results.md").read_text()
+    assert without_run_ids(rebuilt) == without_run_ids(authors_report)
