@@ -23,6 +23,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from retino.core.errors import ConfigError, DataError
+from retino.core.metric_names import (
+    TEST_ACC,
+    TEST_QWK,
+    TEST_REFERABLE_AUC,
+    screening_key,
+    selected,
+)
 from retino.core.names import DATA_DIGEST_TAG, EVALUATES_TAG
 from retino.data.digest import data_identity
 from retino.data.loaders import cache_params, locate_dataset
@@ -60,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics(metrics, step=0)
         for path in files:
             tracker.log_artifact(path)
-    at = "_at_target" if run.threshold_chosen else ""  # the predicted grade's, without one
+    point = "at_target" if run.threshold_chosen else ""  # the predicted grade's, without one
     log.info("%s on %s (%d images): accuracy %.2f%%, QWK %.3f, referable AUC %.3f, "
              "sensitivity %.1f%% / specificity %.1f%% %s. Logged as MLflow run %s (tagged "
              "evaluates=%s).", name, location.root,
-             identity.sizes.get("test", 0), 100 * metrics["test_acc_selected"],
-             metrics["test_qwk_selected"], metrics["test_referable_auc_selected"],
-             100 * metrics[f"test_referable_sensitivity{at}_selected"],
-             100 * metrics[f"test_referable_specificity{at}_selected"],
-             "at the run's operating point" if at else "at the predicted grade (the run has no "
+             identity.sizes.get("test", 0), 100 * metrics[selected(TEST_ACC)],
+             metrics[selected(TEST_QWK)], metrics[selected(TEST_REFERABLE_AUC)],
+             100 * metrics[screening_key("sensitivity", point=point)],
+             100 * metrics[screening_key("specificity", point=point)],
+             "at the run's operating point" if point else "at the predicted grade (the run has no "
              "operating point)", tracker.run_id, run.source)
     return 0
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from retino.core.screening_names import POPULATIONS
+from retino.core.metric_names import POPULATIONS
 from retino.evaluation.intervals import (
     paired_differences,
     pooled_intervals,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retino.core.screening_names import (
+from retino.core.metric_names import (
     ALL_PHOTOGRAPHS,
     GRADABLE_PHOTOGRAPHS,
     UNGRADABLE_REFERRED,

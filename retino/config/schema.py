@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from retino.core.metric_names import VAL_ACC, VAL_LOSS, VAL_MACRO_F1, VAL_QWK, VAL_REFERABLE_AUC
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # retino/training/precision.py maps each to its dtype
-SELECTION_METRICS = ("val_qwk", "val_acc", "val_macro_f1", "val_referable_auc", "val_loss")
+SELECTION_METRICS = (VAL_QWK, VAL_ACC, VAL_MACRO_F1, VAL_REFERABLE_AUC, VAL_LOSS)
 DATASETS = ("demo", "kaggle")
 DECODERS = ("cpu", "gpu")  # data.decode: where the JPEGs are decoded
 FREEZE_MODES = ("none", "backbone")
@@ -177,7 +179,7 @@ class Config:
     # A study's best configuration (by the validation metric) into the Model Registry by this name
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.
-    selection_metric: str = "val_qwk"  # val_loss: the lowest; the others: the highest
+    selection_metric: str = VAL_QWK  # val_loss: the lowest; the others: the highest
     # Evaluate, select and keep the exponential moving average of the weights, updated after
     # every step with this decay (e.g. 0.999; null: the weights as trained).
     ema_decay: Optional[float] = None

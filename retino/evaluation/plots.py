@@ -15,6 +15,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from retino.core.grades import GRADE_NAMES  # noqa: E402
+from retino.core.metric_names import TEST_ACC, TRAIN_ACC
 from retino.evaluation.metrics import (  # noqa: E402
     net_benefit,
     normalize_by_true_class,
@@ -26,8 +27,8 @@ def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") 
     """Train and test accuracy (%) per epoch, as in the lab's comparison figure."""
     epochs = [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [100 * row["train_acc"] for row in history], "o-", label="train")
-    ax.plot(epochs, [100 * row["test_acc"] for row in history], "s-", label="test")
+    ax.plot(epochs, [100 * row[TRAIN_ACC] for row in history], "o-", label="train")
+    ax.plot(epochs, [100 * row[TEST_ACC] for row in history], "s-", label="test")
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "Accuracy per epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)

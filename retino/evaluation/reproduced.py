@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from retino.core.screening_names import ALL_PHOTOGRAPHS
+from retino.core.metric_names import ALL_PHOTOGRAPHS
 from retino.evaluation.intervals import INTERVAL_METRICS, paired_differences, run_intervals
 from retino.evaluation.predictions import frame_metrics
 

@@ -8,7 +8,7 @@
 - At each: sensitivity, specificity, PPV and NPV with the counts behind them and 95 % intervals
   that count a patient's eyes together and never collapse (retino/evaluation/intervals.py);
   PPV and NPV at the test set's prevalence.
-- Of which photographs (retino/core/screening_names.py): all photographs, the gradable ones,
+- Of which photographs (retino/core/metric_names.py): all photographs, the gradable ones,
   and all with those not gradable counted as "refer", under those names everywhere.
 - Per image and per patient (worse eye, truth from every eye): screening programmes refer
   people, so a patient is referable when either eye is, and is flagged when either eye is.
@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
-from retino.core.screening_names import (
+from retino.core.metric_names import (
     ALL_PHOTOGRAPHS,
     GRADABLE_PHOTOGRAPHS,
     UNGRADABLE_REFERRED,
@@ -281,7 +281,7 @@ def patients_needed(sensitivity: float, half_width: float = SAMPLE_SIZE_HALF_WID
 
 @dataclass
 class Population:
-    """The screening numbers of one set of photographs (screening_names): per image and, where
+    """The screening numbers of one set of photographs (metric_names): per image and, where
     patients have several images, per patient."""
 
     name: str  # ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS, UNGRADABLE_REFERRED
@@ -329,7 +329,7 @@ class ScreeningReport:
         return self.patient_points if level.level == "patient" else self.points
 
     def metrics(self, split: str = "test") -> dict[str, float]:
-        """Every number of the report as MLflow metrics (keys: screening_names): per population
+        """Every number of the report as MLflow metrics (keys: metric_names): per population
         and level, the prevalence, the AUC and every rate at every point with its interval;
         the imageability, the high-specificity threshold and calibration."""
         metrics = {}
@@ -437,7 +437,7 @@ def screening_report(test: pd.DataFrame, val: pd.DataFrame | None, sensitivity_t
     """The screening report of a run's test predictions, its operating points chosen on val
     (images for the image rows, patients for the patient rows), or given (an external
     evaluation applies the trained run's own to both). Where the photographs' quality was
-    assessed (a `gradable` column), three populations (screening_names): the gradable
+    assessed (a `gradable` column), three populations (metric_names): the gradable
     photographs, all photographs, and all with those not gradable counted as "refer"."""
     per_patient = patient_points(val, sensitivity_target, specificity_target) if points is None \
         else [replace(point, chosen=f"{point.chosen}; the per-image threshold, applied to "

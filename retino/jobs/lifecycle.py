@@ -23,6 +23,7 @@ from retino.config.validation import validate_config
 from retino.core.errors import RetinoError, user_message
 from retino.core.keys import GPU_PARAM
 from retino.core.locks import JobLock, RunBusyError, exclusive, lock_holder
+from retino.core.metric_names import SELECTED_EPOCH, SELECTION_SCORE, TEST_ACC, TEST_QWK, selected
 from retino.core.names import (
     AUDIT_RUN_TAG,
     CHECKPOINT_FILE,
@@ -312,7 +313,7 @@ def tracked_job(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
         if cfg.log_model:  # beside model_state.pt, the MLflow way: grades raw photographs
             log_grader(tracker, out_dir, result, cfg)
     _say_result(cfg, ctx, result, out_dir, tracker.page())
-    return result.selected["selection_score"]
+    return result.selected[SELECTION_SCORE]
 
 
 def _say_result(cfg: DictConfig, ctx: JobContext, result: FitResult, out_dir: Path,
@@ -331,15 +332,15 @@ def log_grader(tracker: Tracker, out_dir: Path, result: FitResult, cfg: DictConf
     """The finished run packaged as an MLflow model (retino/serving/pyfunc.py) and logged as the
     run's MLflow 3 model, loaded as runs:/<id>/model: the job does this after training, so
     tracking never imports serving."""
-    from retino.core.screening_names import screening_key
+    from retino.core.metric_names import screening_key
     from retino.serving.pyfunc import save_grader
 
     chosen = result.selected
     # the run's test numbers linked to its logged model: MLflow's Models view shows them
-    shown = ("test_acc_selected", "test_qwk_selected", screening_key("auc"))
+    shown = (selected(TEST_ACC), selected(TEST_QWK), screening_key("auc"))
     tracker.log_model(save_grader(out_dir, result.example_image), MODEL_DIR,
                       {key: chosen[key] for key in shown if key in chosen},
-                      int(chosen["selected_epoch"]), {"run_name": run_name(cfg)})
+                      int(chosen[SELECTED_EPOCH]), {"run_name": run_name(cfg)})
 
 
 def _record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:

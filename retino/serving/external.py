@@ -18,6 +18,7 @@ from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text
 from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
 from retino.core.keys import EVALUATION_KEYS
+from retino.core.metric_names import TEST_MAJORITY_BASELINE
 from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, SCREENING_FILE, predictions_file
 from retino.data.layout import read_split_index
 from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
@@ -100,7 +101,7 @@ def external_metrics(test, cfg: DictConfig, run: TrainedRun,
                                "test_")
         metrics |= {f"{key}_selected": value for key, value in flagged.items()}
     metrics |= screening.metrics("test")
-    metrics["test_majority_baseline"] = majority_baseline(test)
+    metrics[TEST_MAJORITY_BASELINE] = majority_baseline(test)
     return metrics
 
 

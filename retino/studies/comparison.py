@@ -19,7 +19,7 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
-from retino.core.screening_names import ALL_PHOTOGRAPHS
+from retino.core.metric_names import ALL_PHOTOGRAPHS, SELECTION_SCORE, VAL_QWK, selected
 from retino.evaluation.delong import DeLong, holm_adjusted, mean_auc_test
 from retino.evaluation.intervals import paired_differences, same_images, seed_interval
 from retino.evaluation.metrics import referable_scores
@@ -237,7 +237,7 @@ def _short(value: str | None) -> str | None:
     return f"{number:.4g}" if "." in value or "e" in value.lower() else value
 
 
-COMMON_VALIDATION_METRIC = "val_qwk_selected"  # every run with a validation split logs it
+COMMON_VALIDATION_METRIC = selected(VAL_QWK)  # every run with a validation split logs it
 
 
 def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
@@ -252,10 +252,10 @@ def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
                           f"(data.val_fraction=0: {names}), so only the test set could choose "
                           "among them, and it must not. Re-run them with data.val_fraction > 0 "
                           "(e.g. 0.1) to choose or register a best configuration.")
-    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
+    metrics = {run.params.get("selection_metric", VAL_QWK) for run in runs}
     if len(metrics) == 1:
         metric = metrics.pop()
-        return "selection_score", not metric.endswith("loss")
+        return SELECTION_SCORE, not metric.endswith("loss")
     return COMMON_VALIDATION_METRIC, True
 
 

@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 
 from retino.core.files import atomic_write_text
-from retino.core.screening_names import ALL_PHOTOGRAPHS
+from retino.core.metric_names import (
+    ALL_PHOTOGRAPHS,
+    TEST_ACC,
+    TEST_QWK,
+    TEST_REFERABLE_AUC,
+    VAL_QWK,
+    screening_key,
+    selected,
+)
 from retino.evaluation.intervals import same_images, seed_interval
 from retino.evaluation.predictions import (
     ensemble_frame,
@@ -88,7 +96,7 @@ def cross_validated(configs: list[Configuration]) -> list[Configuration]:
 def pool_folds(config: Configuration, target: float, rounds: int) -> CrossValidation:
     """The configuration's folds pooled (see the module's docstring)."""
     runs = config.runs
-    metric = runs[0].params.get("selection_metric", "val_qwk")
+    metric = runs[0].params.get("selection_metric", VAL_QWK)
     scores = [run.final.get(f"{metric}_selected", np.nan) for run in runs]
     tests = same_images([run.test for run in runs])
     out_of_fold = out_of_fold_frame([run.val for run in runs])
@@ -98,7 +106,7 @@ def pool_folds(config: Configuration, target: float, rounds: int) -> CrossValida
     frames, _ = with_cut_points({"val": on_ensemble_scale(out_of_fold, tests, round(per_fold)),
                                  "test": ensemble})
     out_of_fold = with_cut_points({"val": out_of_fold})[0]["val"]
-    single = [run.final.get("test_acc_selected", np.nan) for run in runs]
+    single = [run.final.get(selected(TEST_ACC), np.nan) for run in runs]
     # The test keys at the points chosen on the ensemble's scale; the val_ keys out of fold
     metrics = {key: value for key, value in headline_metrics(
         frames["test"], frames["val"], target, rounds).items() if not key.startswith("val_")}
@@ -131,8 +139,8 @@ def out_of_fold_rule(runs: list[RunRecord]) -> tuple[str, bool]:
     """(metric, higher is better): the validation metric the runs selected their epoch with, or
     the validation kappa when they selected by different ones, as comparison.selection_rule
     chooses, but to be computed on the out-of-fold predictions."""
-    metrics = {run.params.get("selection_metric", "val_qwk") for run in runs}
-    metric = metrics.pop() if len(metrics) == 1 else "val_qwk"
+    metrics = {run.params.get("selection_metric", VAL_QWK) for run in runs}
+    metric = metrics.pop() if len(metrics) == 1 else VAL_QWK
     return metric, not metric.endswith("loss")
 
 
@@ -192,19 +200,19 @@ def _with_interval(metrics: dict[str, float], key: str, scale: float, digits: in
 
 def cross_validation_row(pool: CrossValidation) -> list[str]:
     metric, mean, std = pool.selection
-    oof = frame_metrics(pool.out_of_fold, "oof_")
+    oof = frame_metrics(pool.out_of_fold, "")  # acc, qwk, referable_auc
     m = pool.metrics
-    at = "_at_target" if "test_referable_sensitivity_at_target_selected" in m else ""
+    # at the operating point chosen out of fold; at the predicted grade where none was
+    point = "at_target" if screening_key("sensitivity", point="at_target") in m else ""
     folds = f"{len(pool.found)} of {pool.folds}" + ("" if pool.complete else
                                                     f" (missing: {_missing(pool)})")
+    rates = [100 * m.get(screening_key(rate, point=point), np.nan)
+             for rate in ("sensitivity", "specificity")]
     return [pool.label, folds, f"{metric} {mean:.4f} ± {std:.4f}", str(len(pool.out_of_fold)),
-            f"{100 * oof['oof_acc']:.2f}", f"{oof['oof_qwk']:.3f}",
-            f"{oof['oof_referable_auc']:.3f}",
+            f"{100 * oof['acc']:.2f}", f"{oof['qwk']:.3f}", f"{oof['referable_auc']:.3f}",
             f"{100 * pool.single_test_acc[0]:.2f} ± {100 * pool.single_test_acc[1]:.2f}",
-            _with_interval(m, "test_acc", 100, 2), _with_interval(m, "test_qwk", 1, 3),
-            _with_interval(m, "test_referable_auc", 1, 3),
-            f"{100 * m.get(f'test_referable_sensitivity{at}_selected', np.nan):.1f}",
-            f"{100 * m.get(f'test_referable_specificity{at}_selected', np.nan):.1f}"]
+            _with_interval(m, TEST_ACC, 100, 2), _with_interval(m, TEST_QWK, 1, 3),
+            _with_interval(m, TEST_REFERABLE_AUC, 1, 3), *(f"{rate:.1f}" for rate in rates)]
 
 
 def _missing(pool: CrossValidation) -> str:

@@ -26,6 +26,20 @@ import numpy as np
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.metric_names import (
+    ALL_PHOTOGRAPHS,
+    SELECTED_EPOCH,
+    SELECTION_SCORE,
+    TEST_ACC,
+    TEST_MAJORITY_BASELINE,
+    TEST_QWK,
+    TEST_REFERABLE_AUC,
+    TEST_REFERABLE_PATIENTS,
+    TRAIN_ACC,
+    recall_key,
+    screening_key,
+    selected,
+)
 from retino.core.names import (
     AUDIT_RUN_TAG,
     ERROR_TAG,
@@ -38,7 +52,6 @@ from retino.core.names import (
     SHARED_PATIENTS_TAG,
 )
 from retino.core.pages import html_page
-from retino.core.screening_names import ALL_PHOTOGRAPHS
 from retino.evaluation.data_audit import audit_quote
 from retino.evaluation.intervals import pooled_intervals, seed_interval
 from retino.evaluation.metrics import referable_scores
@@ -110,7 +123,7 @@ def run_metrics(run: RunRecord) -> dict[str, float]:
     target = float(run.params.get("referable_sensitivity_target", 0.9))
     rounds = int(run.params.get("bootstrap_rounds", 0))
     return {**run.final, **headline_metrics(run.test, run.val, target, rounds),
-            "test_majority_baseline": majority_baseline(run.test)}
+            TEST_MAJORITY_BASELINE: majority_baseline(run.test)}
 
 
 def cost_cells(finals: list[dict[str, float]]) -> list[str]:
@@ -126,21 +139,21 @@ def cost_cells(finals: list[dict[str, float]]) -> list[str]:
 def _row_values(run: RunRecord, final: dict[str, float]) -> list[float]:
     # At the operating point chosen on validation; without a validation split, at the argmax
     # grade (the cell says so: _mark_argmax).
-    at = "_at_target" if "test_referable_sensitivity_at_target_selected" in final else ""
-    cells = [(final.get("test_acc_selected"), _PERCENT), (final.get("test_qwk_selected"), _PLAIN),
-             (final.get("test_referable_auc_selected"), _PLAIN),
-             (final.get(f"test_referable_sensitivity{at}_selected"), _PERCENT),
-             (final.get(f"test_referable_specificity{at}_selected"), _PERCENT),
-             (final.get("selected_epoch"), _PLAIN)]
-    cells += [(final.get(f"test_recall_grade{g}_selected"), _PERCENT) for g in GRADES]
-    cells += [(max(run.history.get("test_acc") or [np.nan]), _PERCENT),
-              (final.get("test_majority_baseline"), _PERCENT)]
+    point = "at_target" if screening_key("sensitivity", point="at_target") in final else ""
+    cells = [(final.get(selected(TEST_ACC)), _PERCENT), (final.get(selected(TEST_QWK)), _PLAIN),
+             (final.get(selected(TEST_REFERABLE_AUC)), _PLAIN),
+             (final.get(screening_key("sensitivity", point=point)), _PERCENT),
+             (final.get(screening_key("specificity", point=point)), _PERCENT),
+             (final.get(SELECTED_EPOCH), _PLAIN)]
+    cells += [(final.get(selected(recall_key(g))), _PERCENT) for g in GRADES]
+    cells += [(max(run.history.get(TEST_ACC) or [np.nan]), _PERCENT),
+              (final.get(TEST_MAJORITY_BASELINE), _PERCENT)]
     return [np.nan if value is None else scale * value for value, scale in cells]
 
 
 # Columns with a 95 % interval (a patient's eyes counted together), and the metric behind each.
-_INTERVALS = {COLUMNS[0]: ("test_acc", _PERCENT), COLUMNS[1]: ("test_qwk", _PLAIN),
-              COLUMNS[2]: ("test_referable_auc", _PLAIN)}
+_INTERVALS = {COLUMNS[0]: (TEST_ACC, _PERCENT), COLUMNS[1]: (TEST_QWK, _PLAIN),
+              COLUMNS[2]: (TEST_REFERABLE_AUC, _PLAIN)}
 _RANGES = {COLUMNS[0]: (0, 100), COLUMNS[1]: (-1, 1), COLUMNS[2]: (0, 1)}
 
 
@@ -153,7 +166,7 @@ def _interval(column: str, final: dict[str, float]) -> str:
     high = final.get(f"{metric}_selected_ci_high")
     if low is None or high is None:
         return ""
-    positives = final.get("test_referable_patients", np.inf)
+    positives = final.get(TEST_REFERABLE_PATIENTS, np.inf)
     if np.isnan(low) and metric.endswith("auc") and np.isfinite(positives):
         # too few referable patients (runs logged before 2026-12 gave none below 10)
         return f" [no interval: {positives:.0f} referable patients]"
@@ -239,7 +252,7 @@ def _only(header: list[str], rows: list[list[str]],
 def _mark_argmax(cells: list[str], finals: list[dict[str, float]]) -> list[str]:
     """The header says "at operating point"; a run without a validation split has none (the
     test set must not choose one), and its cells are at the predicted grade: they say so."""
-    if all("test_referable_sensitivity_at_target_selected" in final for final in finals):
+    if all(screening_key("sensitivity", point="at_target") in final for final in finals):
         return cells
     return [f"{cell} (at predicted grade)" if column in _AT_OPERATING_POINT else cell
             for column, cell in zip(COLUMNS, cells, strict=True)]
@@ -371,7 +384,7 @@ def best_line(finished: list[RunRecord], labels: dict[str, str]) -> str:
     except ConfigError as err:
         return f"**No best configuration is named**: {err}\n"
     how = ("its validation metric (selection_score, mean over seeds)" if metric ==
-           "selection_score" else "the validation kappa (the runs selected their epochs by "
+           SELECTION_SCORE else "the validation kappa (the runs selected their epochs by "
            "different metrics; val_qwk_selected, mean over seeds)")
     return (f"**Best configuration** by {how}: {labels[run.run_id]} ({score:.4f}; best seed's "
             f"run {run.run_id}). Its test numbers are in the table above.\n")
@@ -488,7 +501,7 @@ def _calibration_cells(report: ScreeningReport) -> list[str]:
 
 
 def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
-    """Per run with predictions files, one row per set of photographs (screening_names): its
+    """Per run with predictions files, one row per set of photographs (metric_names): its
     screening numbers (SCREENING_COLUMNS)."""
     names = run_names(finished, labels)
     rows = []
@@ -595,7 +608,7 @@ def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
         architecture = run.params.get("model.arch") or run.params.get("model.name", "runs")
         label = labels[run.run_id].removeprefix(architecture + "-")
         panels[architecture].append(
-            (label, run.history.get("train_acc", []), run.history.get("test_acc", [])))
+            (label, run.history.get(TRAIN_ACC, []), run.history.get(TEST_ACC, [])))
     files = [plot_accuracy_comparison(panels, folder / "comparison.png", title)]
     matrices = [(run.name, run.confusion) for run in finished if run.confusion is not None]
     if matrices:

@@ -12,6 +12,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from retino.core.grades import NUM_GRADES
+from retino.core.metric_names import TEST_ACC, TEST_QWK, TRAIN_ACC
 from retino.core.names import CONFIG_NAME_TAG, CONFUSION_CSV, predictions_file
 from retino.evaluation.metrics import confusion_matrix
 from retino.evaluation.predictions import read_predictions
@@ -62,7 +63,7 @@ def _confusion(client: RetryingClient, run_id: str, names: set[str], test: pd.Da
 
 
 def read_runs(run_ids: list[str] | None = None, parent_id: str | None = None,
-              metrics: tuple[str, ...] = ("train_acc", "test_acc", "test_qwk")) -> list[RunRecord]:
+              metrics: tuple[str, ...] = (TRAIN_ACC, TEST_ACC, TEST_QWK)) -> list[RunRecord]:
     """The given runs, or every run of the study parent_id, oldest first, as RunRecords."""
     client = mlflow_client()
     if parent_id is not None:

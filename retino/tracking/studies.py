@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mlflow.entities import Run
 
+from retino.core.metric_names import SELECTION_SCORE, TEST_ACC
 from retino.core.names import (
     CONFIG_HASH_TAG,
     IMPORTED_FROM_TAG,
@@ -56,8 +57,8 @@ def previous_runs(experiment: str, config_hash: str) -> list[StoredRun]:
     runs = runs_tagged(experiment, CONFIG_HASH_TAG, config_hash, newest_first=True)
     # A run imported from a bundle is the author's evidence, not a result of this machine's.
     return [StoredRun(run.info.run_id, run.info.status, dict(run.data.tags),
-                      run.data.metrics.get("selection_score",
-                                           run.data.metrics.get("test_acc", float("nan"))))
+                      run.data.metrics.get(SELECTION_SCORE,
+                                           run.data.metrics.get(TEST_ACC, float("nan"))))
             for run in runs if IMPORTED_FROM_TAG not in run.data.tags]
 
 

@@ -29,6 +29,7 @@ from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.core.files import atomic_write_text
 from retino.core.locks import exclusive
+from retino.core.metric_names import TRAIN_ACC
 from retino.core.names import CIFAR10_RUN_TAG
 from retino.core.pickles import load_data_pickle
 from retino.data.dataset import normalize_images
@@ -155,11 +156,11 @@ def pretrain_on_cifar10(model_name: str, pretrain: Any, tracker: Any,
         row = train_one_epoch(model, train, criterion, optimizer, on.device, epoch, on.settings,
                               step)
         answers = infer(model, test, on.device, on.settings)
-        metrics = {"cifar10_train_acc": row["train_acc"], "cifar10_test_acc": float(
+        metrics = {"cifar10_train_acc": row[TRAIN_ACC], "cifar10_test_acc": float(
             np.mean(answers.true == answers.pred)), "cifar10_test_loss": answers.loss}
         tracker.log_metrics(metrics, step=epoch)
         log.info("CIFAR-10 epoch %d/%d: train acc %.2f%%, test acc %.2f%%", epoch,
-                 pretrain.epochs, 100 * row["train_acc"], 100 * metrics["cifar10_test_acc"])
+                 pretrain.epochs, 100 * row[TRAIN_ACC], 100 * metrics["cifar10_test_acc"])
         schedule.step()
     return metrics, model
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from retino.core.metric_names import TEST_ACC, TEST_LOSS, TEST_QWK, TRAIN_ACC, TRAIN_LOSS, VAL_QWK
 from retino.core.names import CHECKPOINT_FILE
 from retino.data.loaders import epoch_seed
 from retino.evaluation.cut_points import cut_point_metrics, fit_cut_points, grades_from_outputs
@@ -117,7 +118,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         loss_sum += loss.detach().double() * len(grades)
         correct += (_predicted_grades(logits) == grades).sum()
         seen += len(grades)
-    return {"train_loss": float(loss_sum) / seen, "train_acc": int(correct) / seen}
+    return {TRAIN_LOSS: float(loss_sum) / seen, TRAIN_ACC: int(correct) / seen}
 
 
 def _predicted_grades(outputs: torch.Tensor) -> torch.Tensor:
@@ -248,10 +249,10 @@ class FitResult:
 
 
 def _log_epoch(row: dict[str, float], epochs: int) -> None:
-    val = f"  val qwk {row['val_qwk']:.3f}" if "val_qwk" in row else ""
+    val = f"  val qwk {row[VAL_QWK]:.3f}" if VAL_QWK in row else ""
     log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%% qwk %.3f%s  "
-             "(%.0fs)", row["epoch"], epochs, row["train_loss"], 100 * row["train_acc"],
-             row["test_loss"], 100 * row["test_acc"], row["test_qwk"], val, row["epoch_time_s"])
+             "(%.0fs)", row["epoch"], epochs, row[TRAIN_LOSS], 100 * row[TRAIN_ACC],
+             row[TEST_LOSS], 100 * row[TEST_ACC], row[TEST_QWK], val, row["epoch_time_s"])
 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,

@@ -26,6 +26,18 @@ from retino.config.naming import run_name
 from retino.core.errors import ConfigError, DataError, first_line
 from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.metric_names import (
+    ALL_PHOTOGRAPHS,
+    GRADABLE_PHOTOGRAPHS,
+    SELECTED_EPOCH,
+    SELECTION_SCORE,
+    TEST_ACC,
+    TEST_MAJORITY_BASELINE,
+    TEST_QWK,
+    TEST_REFERABLE_AUC,
+    screening_key,
+    selected,
+)
 from retino.core.names import (
     ACCURACY_FIGURE,
     AUDIT_DIR,
@@ -54,7 +66,6 @@ from retino.core.names import (
     predictions_file,
 )
 from retino.core.pages import html_page
-from retino.core.screening_names import ALL_PHOTOGRAPHS, GRADABLE_PHOTOGRAPHS, screening_key
 from retino.data.audit import (
     audit_summary,
     copies_between_splits,
@@ -293,10 +304,10 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     if cuts is not None:
         metrics |= {f"{key}_selected": value for key, value in cut_point_metrics(cuts).items()}
     metrics |= screening.metrics("test")
-    metrics["selected_epoch"] = selection.epoch if selection else result.history[-1]["epoch"]
+    metrics[SELECTED_EPOCH] = selection.epoch if selection else result.history[-1]["epoch"]
     # What a sweeper optimises: never a test metric once there is a validation split.
-    metrics["selection_score"] = selection.score if selection else result.history[-1]["test_acc"]
-    metrics["test_majority_baseline"] = majority_baseline(test)
+    metrics[SELECTION_SCORE] = selection.score if selection else result.history[-1][TEST_ACC]
+    metrics[TEST_MAJORITY_BASELINE] = majority_baseline(test)
     return metrics, files
 
 
@@ -319,7 +330,7 @@ def resume_from(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
     checkpoint and the logging) are logged now, so the run's series has no gap."""
     checkpoint = load_checkpoint(state, model, optimizer, scheduler)
     log.info("Resuming from %s after epoch %d", CHECKPOINT_FILE, checkpoint.epoch)
-    logged = tracker.logged_steps("test_acc")
+    logged = tracker.logged_steps(TEST_ACC)
     for row in checkpoint.history:
         if row["epoch"] not in logged:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"},
@@ -455,9 +466,9 @@ def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_di
     record_cost(cfg, model, result, tracker)
     chosen = result.selected
     log.info("Selected epoch %d: test accuracy %.2f%% (majority-grade baseline %.2f%%), test QWK "
-             "%.3f, referable-DR AUC (all photographs) %.3f", chosen["selected_epoch"],
-             100 * chosen["test_acc_selected"], 100 * chosen["test_majority_baseline"],
-             chosen["test_qwk_selected"], chosen["test_referable_auc_selected"])
+             "%.3f, referable-DR AUC (all photographs) %.3f", chosen[SELECTED_EPOCH],
+             100 * chosen[selected(TEST_ACC)], 100 * chosen[TEST_MAJORITY_BASELINE],
+             chosen[selected(TEST_QWK)], chosen[selected(TEST_REFERABLE_AUC)])
 
 
 def record_cost(cfg: DictConfig, model: nn.Module, result: FitResult, tracker: Tracker) -> None:
@@ -467,7 +478,7 @@ def record_cost(cfg: DictConfig, model: nn.Module, result: FitResult, tracker: T
         return
     cost = measure_cost(model, cfg.resolution.size)
     result.selected |= cost.metrics()
-    tracker.log_metrics(cost.metrics(), step=int(result.selected["selected_epoch"]))
+    tracker.log_metrics(cost.metrics(), step=int(result.selected[SELECTED_EPOCH]))
     tracker.set_tags({COST_MACHINE_TAG: cost.machine})
     log.info("Cost: %.1fM parameters, %.1f MB, %.2f GFLOPs per image, %.1f ms per image on the "
              "CPU at batch 1 (%s)", cost.params / 1e6, cost.weights_mb, cost.gflops_per_image,
@@ -476,7 +487,7 @@ def record_cost(cfg: DictConfig, model: nn.Module, result: FitResult, tracker: T
 
 def _curves(frames: dict[str, pd.DataFrame],
             photographs: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per split, (referable, referable score) of the photographs named (screening_names), the
+    """Per split, (referable, referable score) of the photographs named (metric_names), the
     label saying which."""
     if photographs == GRADABLE_PHOTOGRAPHS:
         frames = {split: gradable_rows(frame) for split, frame in frames.items()}
@@ -519,12 +530,12 @@ def headline_markdown(cfg: DictConfig, result: FitResult) -> str:
         return ", ".join(f"{measure} {value(screening_key(measure, point=point), 100, 1, ' %')}"
                          for measure in ("sensitivity", "specificity"))
     lines = [
-        f"- Selected epoch {chosen['selected_epoch']:.0f} of {len(result.history)}, by "
+        f"- Selected epoch {chosen[SELECTED_EPOCH]:.0f} of {len(result.history)}, by "
         f"`{cfg.selection_metric}`" + ("" if result.selection else " (no validation split: "
                                        "the last epoch)"),
-        f"- Test accuracy {value('test_acc_selected', 100, 2, ' %')} (majority-grade baseline "
-        f"{100 * chosen['test_majority_baseline']:.2f} %)",
-        f"- Test quadratic weighted kappa {value('test_qwk_selected', 1, 3)}",
+        f"- Test accuracy {value(selected(TEST_ACC), 100, 2, ' %')} (majority-grade baseline "
+        f"{100 * chosen[TEST_MAJORITY_BASELINE]:.2f} %)",
+        f"- Test quadratic weighted kappa {value(selected(TEST_QWK), 1, 3)}",
         f"- Referable DR (grade ≥ 2), test, {ALL_PHOTOGRAPHS}: AUC "
         f"{value(screening_key('auc'), 1, 3)}"]
     for name, point in (("sensitivity target", "at_target"),
@@ -601,7 +612,7 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
                                                   out_dir)
-    tracker.log_metrics(result.selected, step=int(result.selected["selected_epoch"]))
+    tracker.log_metrics(result.selected, step=int(result.selected[SELECTED_EPOCH]))
     finish_run(cfg, result, model, out_dir, test_loader, device, tracker, predictions)
     result.example_image = test_loader.dataset.index.paths[0]
     return result

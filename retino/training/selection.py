@@ -9,13 +9,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from retino.core.metric_names import VAL_QWK
+
 
 @dataclass
 class Selection:
     """The epoch whose weights a run keeps: the best so far by a validation metric (lowest for
     a loss, highest otherwise; the earlier epoch on a tie), with a CPU copy of its weights."""
 
-    metric: str = "val_qwk"
+    metric: str = VAL_QWK
     epoch: int = 0
     score: float = float("nan")
     weights: dict[str, torch.Tensor] | None = None

@@ -1,6 +1,11 @@
-"""The screening numbers' names, defined once: which photographs a rate is computed on, and the
-MLflow metric key of every screening number, so that the run's page, the study's screening.csv
-and `mlflow ui` say the same thing under the same name.
+"""Every metric's name, defined once: the MLflow key of each number a run logs (split, measure,
+the kept epoch, an interval's bound) and, for the screening numbers, which photographs a rate is
+computed on, so that the run's page, the study's tables and `mlflow ui` say the same thing under
+the same name. A test fails when a metric's name is spelt out anywhere else in retino/.
+
+Keys: `<split>_<measure>` per epoch (`train_loss`, `test_acc`, `val_qwk`: `step` = the epoch),
+`<split>_<measure>_selected` at the kept epoch (logged once), `..._selected_ci_low` /
+`_ci_high` its 95 % interval; `oof_<measure>` a cross-validation's out-of-fold predictions.
 
 A sensitivity depends on which photographs it counts. Where quality was assessed, three:
 - "all photographs": every photograph scored as if it were gradable;
@@ -17,6 +22,41 @@ of runs logged before.
 """
 
 from __future__ import annotations
+
+SPLITS = ("train", "val", "test")
+OUT_OF_FOLD = "oof"  # a cross-validated configuration's pooled out-of-fold predictions
+
+
+def metric_key(measure: str, split: str = "test") -> str:
+    """A measure of a split, per epoch: test_acc, val_qwk, train_loss, oof_referable_auc."""
+    return f"{split}_{measure}"
+
+
+def selected(key: str) -> str:
+    """A metric at the kept epoch (the one selection_metric chose on validation)."""
+    return f"{key}_selected"
+
+
+def interval(key: str, bound: str) -> str:
+    """An end of a metric's 95 % interval: bound low or high."""
+    return f"{key}_ci_{bound}"
+
+
+TRAIN_LOSS, TRAIN_ACC = metric_key("loss", "train"), metric_key("acc", "train")
+TEST_LOSS, TEST_ACC, TEST_QWK = (metric_key(m) for m in ("loss", "acc", "qwk"))
+TEST_REFERABLE_AUC = metric_key("referable_auc")
+TEST_MAJORITY_BASELINE = metric_key("majority_baseline")  # predicting the commonest grade
+TEST_REFERABLE_PATIENTS = metric_key("referable_patients")  # patients with a referable eye
+VAL_LOSS, VAL_ACC, VAL_QWK, VAL_MACRO_F1, VAL_REFERABLE_AUC = (
+    metric_key(m, "val") for m in ("loss", "acc", "qwk", "macro_f1", "referable_auc"))
+SELECTED_EPOCH = "selected_epoch"
+SELECTION_SCORE = "selection_score"  # what a job returns to Hydra: never a test metric
+
+
+def recall_key(grade: int, split: str = "test") -> str:
+    """The recall of one grade: test_recall_grade2."""
+    return metric_key(f"recall_grade{grade}", split)
+
 
 ALL_PHOTOGRAPHS = "all photographs"
 GRADABLE_PHOTOGRAPHS = "gradable photographs"
