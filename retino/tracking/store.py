@@ -25,6 +25,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
+from retino.core.names import LOCK_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def lock_folder(tracking_uri: str | None = None) -> Path:
     """Where jobs that share this store take their locks: RETINO_LOCK_DIR when set (a folder on
     a file system all the jobs' machines share); else beside a SQLite file; for a server, in the
     project (jobs on one machine; see retino/core/locks.py)."""
-    if os.environ.get("RETINO_LOCK_DIR"):
-        return Path(os.environ["RETINO_LOCK_DIR"])
+    if os.environ.get(LOCK_DIR_ENV):
+        return Path(os.environ[LOCK_DIR_ENV])
     db_path = sqlite_path(tracking_uri or default_tracking_uri())
     return (db_path.parent if db_path else PROJECT_ROOT) / ".retino-locks"
