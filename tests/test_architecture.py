@@ -96,18 +96,30 @@ def _docstrings(tree: ast.AST) -> set[int]:
             and isinstance(node.body[0].value, ast.Constant)}
 
 
-def test_metric_names_are_spelt_out_in_one_module_only():
-    """retino/core/metric_names.py builds every metric's name; a name spelt out elsewhere is
-    one a rename would miss (115 of them were, in 15 modules)."""
+def spelt_out(pattern: re.Pattern, home: str, allowed: set[str] = frozenset()) -> list[str]:
+    """Where retino/ spells out a string of this pattern (docstrings aside) outside its home."""
     spelt = []
     for path in sorted((PROJECT_ROOT / "retino").rglob("*.py")):
-        if path.name == "metric_names.py":
+        if path.name == home:
             continue
         tree = ast.parse(path.read_text())
         docstrings = _docstrings(tree)
         spelt += [f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.value}"
                   for node in ast.walk(tree)
                   if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                  and id(node) not in docstrings and METRIC_NAME.fullmatch(node.value)
-                  and node.value not in NOT_METRICS]
+                  and id(node) not in docstrings and pattern.fullmatch(node.value)
+                  and node.value not in allowed]
+    return spelt
+
+
+def test_metric_names_are_spelt_out_in_one_module_only():
+    """retino/core/metric_names.py builds every metric's name; a name spelt out elsewhere is
+    one a rename would miss (115 of them were, in 15 modules)."""
+    spelt = spelt_out(METRIC_NAME, "metric_names.py", NOT_METRICS)
     assert spelt == [], "use retino.core.metric_names:\n" + "\n".join(spelt)
+
+
+def test_run_statuses_are_spelt_out_in_one_module_only():
+    """FINISHED, FAILED, KILLED, RUNNING: retino/core/names.py (35 literals in 9 modules were)."""
+    spelt = spelt_out(re.compile("FINISHED|FAILED|KILLED|RUNNING"), "names.py")
+    assert spelt == [], "use retino.core.names:\n" + "\n".join(spelt)

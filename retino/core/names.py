@@ -80,6 +80,9 @@ BUNDLE_TAG = "bundle"  # the study bundle a run was imported from, or a study re
 ALLOWED_CHANGES_TAG = "allowed_changes"  # a bundle's reproduction run on other code or data
 STUDY_MEMBER_PREFIX = "in_study."  # + a study's parent run id: the run counts in that study too
 
+# --- MLflow run statuses: how a run ends (RUNNING until then) --------------------------------
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+
 # --- Environment variables ------------------------------------------------------------------
 PARENT_ENV = "RETINO_PARENT_RUN_ID"  # a running study's parent run, for its jobs
 REPRODUCES_ENV = "RETINO_REPRODUCES"  # set by python -m retino.reproduce; becomes a tag

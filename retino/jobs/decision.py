@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from retino.core.names import FINISHED, RUNNING
+
 SKIP, RESUME, NEW, BUSY = "skip", "resume", "new", "busy"
 
 
@@ -45,7 +47,7 @@ class EarlierRun:
 
     @property
     def alive(self) -> bool:
-        return self.status == "RUNNING" and self.holder is not None
+        return self.status == RUNNING and self.holder is not None
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _busy(run: EarlierRun) -> Decision:
 
 
 def _same_finished(job: JobIdentity, earlier: list[EarlierRun]) -> EarlierRun | None:
-    return next((run for run in earlier if run.status == "FINISHED" and not difference(job, run)),
+    return next((run for run in earlier if run.status == FINISHED and not difference(job, run)),
                 None)
 
 
@@ -102,9 +104,9 @@ def decide(job: JobIdentity, earlier: list[EarlierRun], resume: bool,
         return Decision(SKIP, f"already FINISHED as MLflow run {same.run_id} with the same "
                               "config, code and data (resume=false runs it again)", same)
     latest = earlier[0] if earlier else None
-    if latest is not None and latest.status != "FINISHED" and latest.has_checkpoint:
+    if latest is not None and latest.status != FINISHED and latest.has_checkpoint:
         return _resumable(job, latest)
-    finished = next((run for run in earlier if run.status == "FINISHED"), None)
+    finished = next((run for run in earlier if run.status == FINISHED), None)
     if finished is None:
         return Decision(NEW, "no earlier run to continue" if earlier
                         else "no earlier run of this configuration")

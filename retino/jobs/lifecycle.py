@@ -33,9 +33,11 @@ from retino.core.names import (
     CONFIG_NAME_TAG,
     DATA_DIGEST_TAG,
     ERROR_TAG,
+    FINISHED,
     GIT_COMMIT_TAG,
     GIT_COMMITS_TAG,
     JOB_LOCK_FILE,
+    KILLED,
     MODEL_DIR,
     OUTPUT_DIR_TAG,
     OVERRIDES_TAG,
@@ -44,6 +46,7 @@ from retino.core.names import (
     PRETRAINING,
     PURPOSE_TAG,
     REPRODUCES_TAG,
+    RUNNING,
     SUPERSEDED_TAG,
 )
 from retino.data.digest import DataIdentity, data_identity
@@ -131,9 +134,9 @@ def earlier_runs(experiment: str, job_hash: str) -> list[EarlierRun]:
     runs = []
     for stored in previous_runs(experiment, job_hash):
         folder = Path(stored.tags[OUTPUT_DIR_TAG]) if stored.tags.get(OUTPUT_DIR_TAG) else None
-        live = lock_holder(folder) if folder and stored.status == "RUNNING" else None
+        live = lock_holder(folder) if folder and stored.status == RUNNING else None
         resumable = bool(folder and (folder / CHECKPOINT_FILE).is_file())
-        if resumable and live is None and stored.status != "FINISHED":
+        if resumable and live is None and stored.status != FINISHED:
             resumable = _checkpoint_readable(stored.run_id, folder / CHECKPOINT_FILE)
         runs.append(EarlierRun(stored.run_id, stored.status, stored.tags.get(CODE_VERSION_TAG, ""),
                                stored.tags.get(DATA_DIGEST_TAG, ""), str(folder or ""),
@@ -271,12 +274,12 @@ def _retire(earlier: list[EarlierRun], decision: Decision, new_run_id: str,
     from retino.tracking.runs import end_run, set_run_tags
 
     for run in earlier:
-        if run.status == "FINISHED" or run.alive or run is decision.run:
+        if run.status == FINISHED or run.alive or run is decision.run:
             continue
-        if run.status == "RUNNING" and (Path(run.output_dir) / JOB_LOCK_FILE).is_file():
+        if run.status == RUNNING and (Path(run.output_dir) / JOB_LOCK_FILE).is_file():
             set_run_tags(run.run_id, {ERROR_TAG: f"its process ended without ending the run "
                                                f"(found by run {new_run_id})"})
-            end_run(run.run_id, "KILLED")
+            end_run(run.run_id, KILLED)
         if ctx.parent_run_id and run.tags.get(PARENT_TAG) == ctx.parent_run_id:
             set_run_tags(run.run_id, {SUPERSEDED_TAG: new_run_id})
 

@@ -46,7 +46,10 @@ from retino.core.names import (
     DATA_DIGEST_TAG,
     ENSEMBLE_MODEL_DIR,
     ERROR_TAG,
+    FAILED,
+    FINISHED,
     IMPORTED_FROM_TAG,
+    KILLED,
     MODEL_DIR,
     NOTE_TAG,
     PAGE_FILE,
@@ -81,7 +84,7 @@ MAX_FILES = 100_000
 MAX_BYTES = 50_000_000_000  # a bundle's files together, unpacked
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: a run's folder in the bundle
 DIGEST = re.compile(r"[0-9a-f]{12}")  # a data digest: its folder in the bundle
-ENDED = ("FINISHED", "FAILED", "KILLED")
+ENDED = (FINISHED, FAILED, KILLED)
 # Tags that place a run in the author's store (its parent, the studies it counted in, what it
 # re-ran or was replaced by), not what it was: an imported run gets its own.
 PLACE_TAGS = (PARENT_TAG, SUPERSEDED_TAG, REPRODUCES_TAG, BUNDLE_TAG, IMPORTED_FROM_TAG,
@@ -181,7 +184,7 @@ def _gather(parent_id: str, folder: Path, weights: bool, photographs: bool
     _write_run(study, folder / "study", weights, photographs)
     left_out = []
     for run_id, status in study_members(parent_id):
-        if status != "FINISHED":
+        if status != FINISHED:
             left_out.append(run_id)
             continue
         run = run_contents(run_id)
@@ -329,7 +332,7 @@ def _read_run(run_file: Path, run_id: str, statuses: tuple[str, ...], path: Path
 def _runs(folder: Path, manifest: dict, path: Path) -> tuple[RunContents, list[RunContents]]:
     """The study's parent run and its runs, oldest first."""
     study = _read_run(folder / "study" / RUN_FILE, str(manifest["study"]["run_id"]), ENDED, path)
-    runs = [_read_run(run_file, run_file.parent.name, ("FINISHED",), path)
+    runs = [_read_run(run_file, run_file.parent.name, (FINISHED,), path)
             for run_file in sorted((folder / "runs").glob(f"*/{RUN_FILE}"))]
     return study, sorted(runs, key=lambda run: run.start_time)
 
@@ -392,7 +395,7 @@ def import_bundle(bundle: Bundle) -> tuple[str, bool]:
                 bundle.artifacts(run))
     except BaseException as err:
         set_run_tags(parent, {ERROR_TAG: f"import cut short: {err}"[:500]})
-        end_copy(parent, study, "FAILED")
+        end_copy(parent, study, FAILED)
         raise
     end_copy(parent, study)
     set_run_tags(parent, {BUNDLE_TAG: bundle.bundle_id})  # what imported_study looks for

@@ -33,7 +33,10 @@ from retino.core.names import (
     CODE_VERSION_TAG,
     COMMAND_TAG,
     ERROR_TAG,
+    FAILED,
+    FINISHED,
     GIT_COMMIT_TAG,
+    KILLED,
     NOTE_TAG,
     OUTPUT_DIR_TAG,
     OVERRIDES_TAG,
@@ -217,8 +220,8 @@ class StudyCallback(Callback):
                 _register(runs, config.register_model, run_id)
             describe_study(run_id, folder / RESULTS_FILE, folder / PAGE_FILE)
         finally:  # the parent ends even when the report cannot be written
-            failed = [run for run in runs if run.status != "FINISHED"]
-            end_run(run_id, "FAILED" if failed or not files else "FINISHED", files)
+            failed = [run for run in runs if run.status != FINISHED]
+            end_run(run_id, FAILED if failed or not files else FINISHED, files)
             os.environ.pop(PARENT_ENV, None)
         if failed:
             for run in failed:
@@ -256,7 +259,7 @@ def study_guard() -> Iterator[None]:
         if run_id is not None:
             from retino.tracking.runs import end_run
 
-            status = "KILLED" if _interrupted(err) else "FAILED"
+            status = KILLED if _interrupted(err) else FAILED
             end_run(run_id, status)
             log.error("The study stopped early; its MLflow parent run %s ended %s.", run_id,
                       status)

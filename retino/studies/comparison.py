@@ -20,6 +20,7 @@ from retino.core.errors import ConfigError
 from retino.core.grades import REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
 from retino.core.metric_names import ALL_PHOTOGRAPHS, SELECTION_SCORE, VAL_QWK, selected
+from retino.core.names import FINISHED
 from retino.evaluation.delong import DeLong, holm_adjusted, mean_auc_test
 from retino.evaluation.intervals import paired_differences, same_images, seed_interval
 from retino.evaluation.metrics import referable_scores
@@ -46,7 +47,7 @@ def configurations(runs: list[RunRecord], labels: Mapping[str, str]) -> list[Con
     """The finished runs with predictions, grouped by their configuration label."""
     groups: dict[str, Configuration] = {}
     for run in runs:
-        if run.status != "FINISHED" or run.test is None:
+        if run.status != FINISHED or run.test is None:
             continue
         params = {k: v for k, v in run.params.items() if k not in NOT_AN_AXIS}
         groups.setdefault(labels[run.run_id], Configuration(labels[run.run_id], params, []))
@@ -262,7 +263,7 @@ def selection_rule(runs: list[RunRecord]) -> tuple[str, bool]:
 def best_run(runs: list[RunRecord]) -> tuple[RunRecord, str, float]:
     """(run, the metric that chose it, the configuration's mean score) among finished runs;
     ConfigError when no validation metric can choose (see selection_rule)."""
-    finished = [run for run in runs if run.status == "FINISHED"]
+    finished = [run for run in runs if run.status == FINISHED]
     if not finished:
         raise ConfigError("No finished run to register: the study has none.")
     metric, higher = selection_rule(finished)

@@ -31,6 +31,7 @@ from retino.core.metric_names import (
     screening_key,
     selected,
 )
+from retino.core.names import FINISHED
 from retino.evaluation.intervals import same_images, seed_interval
 from retino.evaluation.predictions import (
     ensemble_frame,
@@ -156,7 +157,7 @@ def best_fold_ensemble(runs: list[RunRecord]) -> EnsembleChoice | None:
     every fold finished compete: an incomplete one's out-of-fold predictions miss a fold's
     images, so its score would not compare (a warning names the missing folds). None when no
     run was cut into folds, or, with a warning, when no configuration has all its folds."""
-    finished = [run for run in runs if run.status == "FINISHED"]
+    finished = [run for run in runs if run.status == FINISHED]
     if not any(cut_into_folds(run) for run in finished):
         return None
     metric, higher = out_of_fold_rule(finished)

@@ -43,6 +43,7 @@ from retino.core.metric_names import (
 from retino.core.names import (
     AUDIT_RUN_TAG,
     ERROR_TAG,
+    FINISHED,
     IMPORTED_FROM_TAG,
     PAGE_FILE,
     REPRODUCES_TAG,
@@ -215,7 +216,7 @@ def _pooled(members: list[RunRecord]) -> dict[str, tuple[float, float]] | None:
 def results_table(runs: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """Rows of the lab's table, one per configuration: a single run with its intervals;
     runs that differ only in seed as mean ± std with the interval over seeds."""
-    finished = [run for run in runs if run.status == "FINISHED"]
+    finished = [run for run in runs if run.status == FINISHED]
     labels = run_labels(finished)
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in finished:
@@ -350,7 +351,7 @@ def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
     """Per run that re-ran a logged run (python -m retino.reproduce), a verdict per headline
     metric against its original (REPRODUCTION_LEGEND), the run named by its configuration's
     label; [] when none did."""
-    copies = [run for run in runs if run.status == "FINISHED"
+    copies = [run for run in runs if run.status == FINISHED
               and run.tags.get(REPRODUCES_TAG, "/").isalnum()]  # a run id, not an output folder
     if not copies:
         return []
@@ -526,11 +527,11 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     """The study's tables and figures as files in folder."""
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = results_table(runs)
-    failed = [run for run in runs if run.status != "FINISHED"]
+    failed = [run for run in runs if run.status != FINISHED]
     text = (f"# {title}\n\n" + to_markdown(*_only(header, rows, HEADLINE), failed) + "\n"
             + LEGEND)
     files = [atomic_write_text(folder / "results.csv", to_csv(header, rows))]
-    finished = [run for run in runs if run.status == "FINISHED"]
+    finished = [run for run in runs if run.status == FINISHED]
     text += leakage_lines(finished)
     text += data_audit_lines(finished)
     labels = run_labels(finished)

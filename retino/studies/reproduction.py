@@ -30,6 +30,7 @@ from retino.core.names import (
     CODE_VERSION_TAG,
     CONFIG_FILE,
     DATA_DIGEST_TAG,
+    FINISHED,
     GIT_COMMIT_TAG,
     REPRODUCES_ENV,
     REPRODUCES_TAG,
@@ -109,7 +110,7 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
     (folder / REPRODUCE_GROUP).mkdir(parents=True, exist_ok=True)
     names = []
     for run_id, status in study_members(parent_id):
-        if status != "FINISHED":
+        if status != FINISHED:
             log.warning("Run %s of the study ended %s: it has no final config to re-run.",
                         run_id, status)
             continue

@@ -36,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from retino.core.errors import first_line, user_message
-from retino.core.names import ERROR_FILE, ERROR_TAG
+from retino.core.names import ERROR_FILE, ERROR_TAG, FAILED, FINISHED, KILLED, RUNNING
 from retino.data.digest import DataIdentity
 from retino.tracking.store import (
     EXPERIMENT_KIND,
@@ -215,7 +215,7 @@ class MlflowTracker:
         """A logged model no one should load: marked FAILED, then deleted (best effort: the
         server may be away)."""
         try:
-            self.client.finalize_logged_model(model_id, "FAILED")
+            self.client.finalize_logged_model(model_id, FAILED)
             self.client.delete_logged_model(model_id)
         except Exception as err:  # noqa: BLE001 - the model's own error is the one to raise
             log.warning("The logged model %s could not be removed (%s).", model_id,
@@ -224,7 +224,7 @@ class MlflowTracker:
     def reopen(self, run_id: str) -> None:
         """Continue an interrupted run: the same run id, its metrics go on from where they end."""
         self.run_id = run_id
-        self.client.update_run(run_id, status="RUNNING")
+        self.client.update_run(run_id, status=RUNNING)
         if ERROR_TAG in self.client.get_run(run_id).data.tags:  # why it stopped: no longer true
             self.client.delete_tag(run_id, ERROR_TAG)
         log.info("Continuing MLflow run %s", run_id)
@@ -253,10 +253,10 @@ class MlflowTracker:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = FINISHED) -> None:
         """Send what waits, then end the run: retried while the server is away for a run that
         finished; once for one that failed or was stopped (a Ctrl-C must not wait minutes)."""
-        if status != "FINISHED":
+        if status != FINISHED:
             self.flush_metrics()
             self.client.set_terminated(self.run_id, status)
             return
@@ -310,7 +310,7 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
             tracker.log_params(params)
         yield tracker
     except BaseException as err:
-        status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        status = KILLED if isinstance(err, (KeyboardInterrupt, SystemExit)) else FAILED
         try:
             _record_failure(tracker, err)
             _end(tracker, monitor, status)
@@ -325,7 +325,7 @@ def mlflow_run(experiment: str, run_name: str, params: Mapping[str, Any],
     except Exception as err:  # noqa: BLE001 - the run trained: it must still end FINISHED
         log.warning("Run %s: the error of its earlier attempt could not be cleared (%s).",
                     tracker.run_id, first_line(err))
-    _end(tracker, monitor, "FINISHED")
+    _end(tracker, monitor, FINISHED)
 
 
 def _clear_recovered_failure(tracker: MlflowTracker) -> None:
