@@ -102,8 +102,9 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
 
     from retino.data.layout import read_split_index
     from retino.data.loaders import evaluation_loader
+    from retino.models.answers import head_answers
     from retino.serving.grader import grade, load_trained_run, trained_model
-    from retino.training.loop import head_answers, score_split
+    from retino.training.loop import score_split
 
     run_dir, _, _, source, cache = trained_run
     model = trained_model(load_trained_run(str(run_dir)), torch.device("cpu"))

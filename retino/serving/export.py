@@ -38,8 +38,8 @@ from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from retino.data.demo import demo_folder_name
 from retino.data.layout import read_split_index
 from retino.data.loaders import DEFAULT_DEMO_CACHE, evaluation_set, locate_dataset
+from retino.models.answers import head_answers
 from retino.serving.grader import TrainedRun, head_name, pytorch_engine, trained_model
-from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
 

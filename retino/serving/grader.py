@@ -55,8 +55,8 @@ from retino.evaluation.metrics import (
 )
 from retino.evaluation.predictions import gradable_rows, is_regression_frame, read_predictions
 from retino.models import GradingNetwork, build_network
+from retino.models.answers import head_answers
 from retino.models.pretrained import read_state_dict
-from retino.training.loop import head_answers
 
 log = logging.getLogger(__name__)
 

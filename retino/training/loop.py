@@ -25,6 +25,7 @@ from retino.data.loaders import epoch_seed
 from retino.evaluation.cut_points import cut_point_metrics, fit_cut_points, grades_from_outputs
 from retino.evaluation.metrics import grading_metrics, referable_probability
 from retino.evaluation.predictions import predicted_grades, predictions_frame
+from retino.models.answers import answers_of, head_answers
 from retino.models.heads import grades_by_rounding, is_regression
 from retino.training.checkpoint import save_checkpoint
 from retino.training.ema import WeightAverage
@@ -160,23 +161,6 @@ def _padded(images: torch.Tensor, size: int, settings: StepSettings) -> torch.Te
     return torch.cat([images, blank]).contiguous(memory_format=layout)
 
 
-FLIPS = ((), (3,), (2,), (2, 3))  # test-time augmentation: as is, mirrored, upside down, both
-
-
-def _answers(outputs: torch.Tensor) -> torch.Tensor:
-    return outputs if is_regression(outputs) else outputs.softmax(dim=1)
-
-
-def head_answers(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """(B, 5) grade probabilities of normalised images, or (B, 1) a regression head's output;
-    with tta, the mean of the four flipped passes (a fundus has no preferred orientation, and
-    training flips it too)."""
-    if not tta:
-        return _answers(model(images).float())
-    return torch.stack([_answers(model(images.flip(dims) if dims else images).float())
-                        for dims in FLIPS]).mean(dim=0)
-
-
 def _batch_answers(model: nn.Module, images: torch.Tensor, grades: torch.Tensor,
                    tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(the batch's answers (B, 5) or (B, 1), its summed loss: cross-entropy, a regression
@@ -187,7 +171,7 @@ def _batch_answers(model: nn.Module, images: torch.Tensor, grades: torch.Tensor,
         log_probs = None if is_regression(answers) else answers.clamp_min(1e-12).log()
     else:
         outputs = model(images).float()[:count]
-        answers = _answers(outputs)
+        answers = answers_of(outputs)
         log_probs = None if is_regression(outputs) else outputs.log_softmax(dim=1)
     if log_probs is None:
         return answers, nn.functional.mse_loss(answers[:, 0], grades.float(), reduction="sum")
