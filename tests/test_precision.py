@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from retino.models import build_model
-from retino.training.loop import fit, infer
+from retino.training.loop import Loaders, Recipe, fit, infer
 from retino.training.pipeline import (
     build_optimizer,
     build_scheduler,
@@ -64,9 +64,9 @@ def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
     optimizer = build_optimizer(cfg, model)
     train, test = build_loaders(read_index(cfg.data), cfg.augmentation, 64, 8, 0, seed=0)
     settings = StepSettings(compile=True, compile_backend="aot_eager")  # inductor: minutes
-    result = fit(model, train, test, torch.nn.CrossEntropyLoss(), optimizer,
-                 build_scheduler(cfg, optimizer), 1, torch.device("cpu"), tmp_path / "run",
-                 config={}, settings=settings)
+    recipe = Recipe(torch.nn.CrossEntropyLoss(), optimizer, build_scheduler(cfg, optimizer), 1,
+                    torch.device("cpu"), settings)
+    result = fit(model, Loaders(train, test), recipe, tmp_path / "run", config={})
     assert np.isfinite(result.history[0]["train_loss"])
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     build_model("resnet18").load_state_dict(state)  # strict: no "_orig_mod." prefixes

@@ -239,62 +239,94 @@ def _log_epoch(row: dict[str, float], epochs: int) -> None:
              row[TEST_LOSS], 100 * row[TEST_ACC], row[TEST_QWK], val, row["epoch_time_s"])
 
 
-def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
-        criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
-        device: torch.device, out_dir: Path, config: dict,
-        tracker: Tracker | None = None, start_epoch: int = 1, seed: int = 0,
-        history: list[dict[str, float]] | None = None,
-        settings: StepSettings = FP32, scaler_state: dict | None = None,
-        val_loader: DataLoader | None = None, selection: Selection | None = None,
-        patience: int | None = None, tta: bool = False,
-        ema: WeightAverage | None = None) -> FitResult:
-    """Train for epochs start_epoch..epochs, evaluating, logging and checkpointing each epoch.
+@dataclass
+class Loaders:
+    """The splits a run trains on, is tested on, and chooses its epoch on (none: the last)."""
 
-    The criterion (possibly class-weighted) drives training only; losses reported are plain CE.
-    With a validation loader, `selection` (restored on resume) follows the best epoch by its
-    metric; with `patience`, training stops once that many epochs pass without a better one
+    train: DataLoader
+    test: DataLoader
+    val: DataLoader | None = None
+
+
+@dataclass
+class Recipe:
+    """How a run trains: its loss (possibly class-weighted; it drives training only, reported
+    losses are plain), optimizer, schedule, epochs and device, and the options on top."""
+
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    epochs: int
+    device: torch.device
+    settings: StepSettings = FP32  # precision, memory layout, compilation
+    seed: int = 0
+    patience: int | None = None  # early stopping: epochs without a better validation one
+    tta: bool = False  # test-time flips when scoring
+    ema: WeightAverage | None = None  # a moving average of the weights, what is evaluated
+
+
+@dataclass
+class StartingPoint:
+    """Where training starts: epoch 1, or a resumed run's next epoch with its finished epochs'
+    history, gradient scale and selection so far."""
+
+    epoch: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+    scaler_state: dict | None = None
+    selection: Selection | None = None
+
+
+def fit(model: nn.Module, loaders: Loaders, recipe: Recipe, out_dir: Path, config: dict,
+        tracker: Tracker | None = None, start: StartingPoint | None = None) -> FitResult:
+    """Train for epochs start.epoch..recipe.epochs, evaluating, logging and checkpointing
+    (with config) each epoch.
+
+    With a validation loader, the selection (restored on resume) follows the best epoch by its
+    metric; with patience, training stops once that many epochs pass without a better one
     (early stopping). With ema, the moving average of the weights is what is evaluated,
-    selected and left in the model at the end. A resumed run passes the history of its finished
-    epochs; start_epoch = epochs + 1 (all trained, files not yet written) trains nothing, and
-    so does a resumed run that had already stopped early."""
-    if not 1 <= start_epoch <= epochs + 1:
-        raise ValueError(f"start_epoch={start_epoch} must be within 1..epochs+1={epochs + 1}.")
+    selected and left in the model at the end. start.epoch = epochs + 1 (all trained, files not
+    yet written) trains nothing, and so does a resumed run that had already stopped early."""
+    start = start or StartingPoint()
+    if not 1 <= start.epoch <= recipe.epochs + 1:
+        raise ValueError(f"start_epoch={start.epoch} must be within 1..epochs+1="
+                         f"{recipe.epochs + 1}.")
     tracker = tracker or NullTracker()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    settings, device, ema = recipe.settings, recipe.device, recipe.ema
     settings.prepare(model, device)
-    criterion = criterion.to(device)  # class weights, when the loss has them
+    criterion = recipe.criterion.to(device)  # class weights, when the loss has them
     runner = settings.compiled(model)  # what the loops call; `model` is what gets saved
     step = GradientStep(settings, device)
-    if scaler_state:
-        step.scaler.load_state_dict(scaler_state)
-    selection = (selection or Selection()) if val_loader is not None else None
-    result = FitResult(history=list(history or []), selection=selection)
-    for epoch in range(start_epoch, epochs + 1):
-        if selection is not None and selection.stale(epoch - 1, patience):
+    if start.scaler_state:
+        step.scaler.load_state_dict(start.scaler_state)
+    selection = (start.selection or Selection()) if loaders.val is not None else None
+    result = FitResult(history=list(start.history), selection=selection)
+    for epoch in range(start.epoch, recipe.epochs + 1):
+        if selection is not None and selection.stale(epoch - 1, recipe.patience):
             result.stopped_epoch = epoch - 1
             break
         started = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch}
-        seed_epoch(seed, epoch, train_loader)
-        row |= train_one_epoch(runner, train_loader, criterion, optimizer, device, epoch,
+        seed_epoch(recipe.seed, epoch, loaders.train)
+        row |= train_one_epoch(runner, loaders.train, criterion, recipe.optimizer, device, epoch,
                                settings, step, (lambda: ema.update(model)) if ema else None)
         with ema.swapped_in(model) if ema else nullcontext():
-            row |= _scored(runner, test_loader, val_loader, device, settings, tta)
+            row |= _scored(runner, loaders.test, loaders.val, device, settings, recipe.tta)
             if selection is not None:
                 selection.update(row, model)
-        row |= {"lr": optimizer.param_groups[0]["lr"],
+        row |= {"lr": recipe.optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - started}
-        scheduler.step()
+        recipe.scheduler.step()
         result.history.append(row)
-        save_checkpoint(Path(out_dir) / CHECKPOINT_FILE, model, optimizer, scheduler, epoch, config,
-                        result.history, step.scaler.state_dict(), selection,
-                        ema.state_dict() if ema else None)
+        save_checkpoint(Path(out_dir) / CHECKPOINT_FILE, model, recipe.optimizer,
+                        recipe.scheduler, epoch, config, result.history,
+                        step.scaler.state_dict(), selection, ema.state_dict() if ema else None)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        _log_epoch(row, epochs)
+        _log_epoch(row, recipe.epochs)
     if ema is not None:
         ema.copy_to(model)  # what the run keeps without a validation split: the average
     if result.stopped_epoch:
-        _say_stopped(result, patience, tracker)
+        _say_stopped(result, recipe.patience, tracker)
     return result
 
 

@@ -142,7 +142,15 @@ from retino.training.checkpoint import (
 from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.devices import resolve_device
 from retino.training.ema import WeightAverage
-from retino.training.loop import FitResult, fit, score_split, seed_everything
+from retino.training.loop import (
+    FitResult,
+    Loaders,
+    Recipe,
+    StartingPoint,
+    fit,
+    score_split,
+    seed_everything,
+)
 from retino.training.precision import StepSettings, resolve_step_settings
 from retino.training.selection import Selection
 from retino.training.tracker import NullTracker, Tracker
@@ -601,13 +609,13 @@ def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None =
     if resuming:
         start = resume_from(state, model, optimizer, scheduler, tracker)
     ema = weight_average(cfg, model, start)
-    result = fit(model, train_loader, test_loader, build_criterion(cfg, index["train"].grades),
-                 optimizer, scheduler, cfg.epochs, device, out_dir,
-                 config=OmegaConf.to_container(cfg, resolve=True), tracker=tracker,
-                 seed=cfg.seed, start_epoch=start.epoch + 1, history=start.history,
-                 settings=settings, scaler_state=start.scaler, val_loader=val_loader,
-                 selection=start.selection or Selection(cfg.selection_metric),
-                 patience=cfg.early_stopping_patience, tta=cfg.tta == "flips", ema=ema)
+    recipe = Recipe(build_criterion(cfg, index["train"].grades), optimizer, scheduler,
+                    cfg.epochs, device, settings, cfg.seed, cfg.early_stopping_patience,
+                    cfg.tta == "flips", ema)
+    begin = StartingPoint(start.epoch + 1, start.history, start.scaler,
+                          start.selection or Selection(cfg.selection_metric))
+    result = fit(model, Loaders(train_loader, test_loader, val_loader), recipe, out_dir,
+                 OmegaConf.to_container(cfg, resolve=True), tracker, begin)
     result.data_audit = data_audit_line(location.root)
     loaders = {"test": test_loader} | ({"val": val_loader} if val_loader else {})
     result.selected, predictions = judge_selected(cfg, model, result, loaders, device, settings,
