@@ -241,3 +241,15 @@ def test_a_head_loss_is_the_regression_heads_choice_only():
         validate(["head=regression", "head.loss=huber"])
     with pytest.raises(ConfigError, match="applies to head=regression only"):
         validate(["head=ordinal", "head.loss=mse"])
+
+
+@pytest.mark.parametrize("group", ["model", "head", "pretrain", "optimizer", "schedule"])
+def test_every_option_of_a_group_has_a_builder_and_every_builder_an_option(group):
+    """Adding a model (an optimizer, ...) is a builder in its registry and an option file in
+    conf/<group>/: one without the other is a choice --help shows that fails, or one it hides."""
+    from omegaconf import OmegaConf
+
+    key = "source" if group == "pretrain" else "name"  # the field that picks the builder
+    options = {str(OmegaConf.load(path)[key])
+               for path in (PROJECT_ROOT / "conf" / group).glob("*.yaml")}
+    assert options == set(registered_choices()[f"{group}.{key}"])
