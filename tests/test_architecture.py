@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import grimp
+import pytest
 
 from retino import PROJECT_ROOT
 from retino.config.params import params_to_log
@@ -68,6 +69,7 @@ def test_retino_is_ten_stages_and_a_few_thin_commands():
     assert {"predict.py", "evaluate.py", "report.py", "reproduce.py"} <= set(top)
 
 
+@pytest.mark.slow
 def test_importing_training_and_data_imports_neither_mlflow_nor_hydra():
     check = ("import sys, retino.training.pipeline, retino.data.loaders, retino.data.prepare; "
              "assert not {'mlflow', 'hydra'} & set(sys.modules), "

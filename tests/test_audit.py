@@ -110,6 +110,7 @@ def test_audit_names_a_test_copy_of_a_training_photograph_and_a_conflicting_pair
     assert runs[0].data.metrics["groups_across_splits"] == 1
 
 
+@pytest.mark.slow
 def test_a_camera_that_carries_the_grade_raises_the_floor_and_is_named(tmp_path):
     """Grade 0 photographed at one resolution, the others at another: a model of the file's
     properties alone scores far above the majority baseline, and the resolution is what
@@ -158,6 +159,7 @@ def test_a_run_refuses_a_test_photograph_it_would_learn_from_under_another_name(
     assert tracker.tags[COPIES_ACROSS_SPLITS_TAG] == "1"
 
 
+@pytest.mark.slow
 def test_prepare_drops_copies_keeping_the_training_one_and_audits_the_cache(tmp_path):
     """--duplicates drop leaves the training photograph of a group and lists the test copy as
     a duplicate; the audit then runs on the cache (its file properties those of the
@@ -182,6 +184,7 @@ def test_prepare_drops_copies_keeping_the_training_one_and_audits_the_cache(tmp_
     assert set(survey_table["width"]) == {160}  # the originals', not the cache's 64 px
 
 
+@pytest.mark.slow
 def test_runs_on_audited_data_link_the_audit_and_their_reports_quote_it(tmp_path, tiny_cfg):
     """The run's page and its study's report say what a model scores on the data without the
     retina (from the audit beside the data), and the run is tagged with the audit's run."""

@@ -31,6 +31,7 @@ def test_the_average_is_the_hand_computed_one_and_leaves_the_training_weights_al
         WeightAverage(model, decay=1.0)
 
 
+@pytest.mark.slow
 def test_a_run_with_ema_keeps_the_average_and_resumes_it_exactly(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2", "deterministic=true",
                         "ema_decay=0.9", "data.val_fraction=0", "data.num_workers=0"]

@@ -80,6 +80,7 @@ def copy_of_the_code(folder):
     return folder
 
 
+@pytest.mark.slow
 def test_a_study_rerun_skips_unless_the_code_changed_and_every_study_keeps_its_rows(
         tiny_cfg, tmp_path, monkeypatch, caplog):
     code = copy_of_the_code(tmp_path / "checkout")

@@ -14,6 +14,7 @@ from retino.training.precision import GradientStep, StepSettings, resolve_step_s
 from tests.conftest import TINY, compose_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_every_precision_trains_on_cpu(tmp_path, precision):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", f"precision={precision}",
@@ -43,6 +44,7 @@ def test_gradient_step_clips_the_true_gradient_norm():
     assert norm <= 0.1 + 1e-4
 
 
+@pytest.mark.slow
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16", "data.train_size=8",
                         "data.test_size=5", "data.val_fraction=0", "batch_size=4"]  # fp16: slow
@@ -56,6 +58,7 @@ def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     assert saved["scaler"]["scale"] <= 1024.0  # went on from the saved scale, not the default
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
     from retino.data.loaders import build_loaders, read_index
 

@@ -224,6 +224,7 @@ def test_a_20000_pixel_photograph_is_refused_from_its_header_not_decoded(trained
     assert peak < baseline + 150, (peak, baseline)
 
 
+@pytest.mark.slow
 def test_predict_by_run_id_leaves_no_downloads_behind(trained_run, tmp_path):
     """Each predict by run id left three temp folders, one with a copy of the weights."""
     import os

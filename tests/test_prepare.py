@@ -292,6 +292,7 @@ def test_retina_crop_finds_the_dim_rim_of_a_wide_frame_cut_top_and_bottom():
     assert x0 <= 1 and x1 >= 63 and y0 >= 3 and y1 <= 61  # whole width, black above and below
 
 
+@pytest.mark.slow
 def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     from retino.training.tracker import NullTracker
 

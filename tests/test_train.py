@@ -48,6 +48,7 @@ class DiesAfterEpoch:
         pass
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2", "augmentation=strong",
                         "deterministic=true"]
@@ -69,6 +70,7 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
     assert checkpoint["epoch"] == 2 and [row["epoch"] for row in checkpoint["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_deterministic_flag_does_not_leak(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "deterministic=true"]
     first = train_and_evaluate(compose_config(overrides), tmp_path / "a").history
@@ -90,6 +92,7 @@ def test_frozen_backbone_run_trains_only_the_head(tmp_path):
     assert changed == {"fc.weight", "fc.bias"}
 
 
+@pytest.mark.slow
 def test_imbalance_options(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "imbalance=weighted_loss"])
     grades = [0] * 8 + [1, 2, 3, 4]
