@@ -287,7 +287,7 @@ def test_the_study_report_screens_each_run_and_is_one_page(tmp_path):
         "(at predicted grade)")
     assert without["specificity target: sensitivity % (k/n) [95 %]"] == ""
     # The same number under the same name as the run's own report
-    from retino.studies.report import run_screening
+    from retino.studies.screening_table import run_screening
 
     report = run_screening(runs[0])
     for population in report.populations:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
@@ -227,6 +227,14 @@ def run_labels(runs: list[RunRecord]) -> dict[str, str]:
     def part(run: RunRecord, key: str) -> str:
         return f"{key.removesuffix('.name')}={_short(run.params.get(key))}"
     return {run.run_id: " ".join([run.name, *(part(run, k) for k in shown)]) for run in runs}
+
+
+def run_names(runs: list[RunRecord], labels: dict[str, str]) -> dict[str, str]:
+    """run_id -> its configuration's label, and its seed where the configuration has several."""
+    repeats = Counter(labels[run.run_id] for run in runs)
+    return {run.run_id: labels[run.run_id] + (f" seed {run.params.get('seed')}"
+                                              if repeats[labels[run.run_id]] > 1 else "")
+            for run in runs}
 
 
 def _short(value: str | None) -> str | None:

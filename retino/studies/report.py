@@ -18,7 +18,7 @@ report.html: all of it on one page, figures inline, which MLflow's artifact view
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,7 @@ from retino.core.names import (
     AUDIT_RUN_TAG,
     ERROR_TAG,
     FINISHED,
-    IMPORTED_FROM_TAG,
     PAGE_FILE,
-    REPRODUCES_TAG,
     REPRODUCTION_FILE,
     RESULTS_FILE,
     ROC_FIGURE,
@@ -62,15 +60,6 @@ from retino.evaluation.plots import (
     plot_referable_roc,
 )
 from retino.evaluation.predictions import headline_metrics, majority_baseline
-from retino.evaluation.reproduced import NOT_COMPARED, reproduction_verdicts
-from retino.evaluation.screening import (
-    RATES,
-    LevelReport,
-    ScreeningReport,
-    auc_cell,
-    proportion_cell,
-    screening_report,
-)
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import (
     Configuration,
@@ -79,6 +68,7 @@ from retino.studies.comparison import (
     configurations,
     one_axis_pairs,
     run_labels,
+    run_names,
 )
 from retino.studies.folds import (
     CROSS_VALIDATION_COLUMNS,
@@ -90,12 +80,21 @@ from retino.studies.folds import (
     pool_folds,
     write_pool_files,
 )
+from retino.studies.reproduction_table import (
+    REPRODUCTION_COLUMNS,
+    REPRODUCTION_LEGEND,
+    reproduction_table,
+)
+from retino.studies.screening_table import (
+    SCREENING_COLUMNS,
+    SCREENING_LEGEND,
+    programme_prevalence,
+    screening_rows,
+)
 from retino.tracking.audits import audit_metrics
-from retino.tracking.records import RunRecord, read_runs, stored_runs
+from retino.tracking.records import RunRecord
 
 log = logging.getLogger(__name__)
-
-DEFAULT_VERDICT_ROUNDS = 1000  # for a run logged with bootstrap_rounds=0
 
 # The headline is the test set at the epoch chosen on validation; the lab's "best test accuracy
 # over epochs" stays, labelled as what it is: an epoch chosen by looking at the test set.
@@ -311,61 +310,6 @@ def to_csv(header: list[str], rows: list[list[str]]) -> str:
     return csv_text([header, *rows])
 
 
-REPRODUCTION_COLUMNS = ["run", "original run", "reproduced run", "metric", "original [95 %]",
-                        "reproduced", "Δ reproduced − original [paired patient bootstrap 95 %]",
-                        "verdict"]
-
-REPRODUCTION_LEGEND = """\
-Each reproduced run beside its original, on the same test photographs (the epoch each chose on
-validation). "identical": equal predictions, image by image, to the last digit; "reproduced": the
-reproduction's number within the original's 95 % interval, and the difference's interval (a
-bootstrap of test patients, paired: the same patients score both runs) covering 0; "differs":
-either fails. A run with `deterministic=true` on a CPU, run again with the same code and data, is
-expected identical: any other verdict says so. An original imported from a study bundle shows the
-author's run id.
-"""
-
-
-def _expect_identical(*runs: RunRecord) -> bool:
-    """deterministic=true on a CPU, for every run: predictions equal to the last digit."""
-    return all(run.params.get("deterministic") == "True"
-               and run.params.get("execution.device") == "cpu" for run in runs)
-
-
-def _verdict_rows(original: RunRecord, copy: RunRecord, name: str) -> list[list[str]]:
-    """A row per headline metric; one row saying why where the runs cannot be compared."""
-    ids = [name, original.tags.get(IMPORTED_FROM_TAG, original.run_id), copy.run_id]
-    if original.test is None or copy.test is None:
-        return [[*ids, "", "", "", "", f"{NOT_COMPARED}: no predictions files (runs logged "
-                                        "before they existed)"]]
-    rounds = int(original.params.get("bootstrap_rounds", 0)) or DEFAULT_VERDICT_ROUNDS
-    try:
-        verdicts = reproduction_verdicts(original.test, copy.test, rounds,
-                                         _expect_identical(original, copy))
-    except ValueError as err:  # other photographs, or other grades
-        return [[*ids, "", "", "", "", f"{NOT_COMPARED}: {err}"]]
-    return [[*ids, *verdict.cells()] for verdict in verdicts]
-
-
-def reproduction_table(runs: list[RunRecord]) -> list[list[str]]:
-    """Per run that re-ran a logged run (python -m retino.reproduce), a verdict per headline
-    metric against its original (REPRODUCTION_LEGEND), the run named by its configuration's
-    label; [] when none did."""
-    copies = [run for run in runs if run.status == FINISHED
-              and run.tags.get(REPRODUCES_TAG, "/").isalnum()]  # a run id, not an output folder
-    if not copies:
-        return []
-    # an original not in this store (a reproduction imported from a bundle) has no verdict here
-    originals = {run.run_id: run for run in read_runs(
-        run_ids=sorted(stored_runs({run.tags[REPRODUCES_TAG] for run in copies})))}
-    copies = [run for run in copies if run.tags[REPRODUCES_TAG] in originals]
-    if not copies:
-        return []
-    names = run_names(copies, run_labels(copies))
-    return [row for copy in copies for row in _verdict_rows(originals[copy.tags[REPRODUCES_TAG]],
-                                                             copy, names[copy.run_id])]
-
-
 def study_title(name: str, runs: list[RunRecord]) -> str:
     """The report's heading, the same at a sweep's end and when rebuilt from the store."""
     return f"{name}: {len(runs)} runs"
@@ -430,97 +374,6 @@ def refused_lines(refused: list[tuple[str, str, str]]) -> str:
              ""]
     lines += [f"- {a} and {b}: {why}" for a, b, why in refused]
     return "\n".join(lines) + "\n"
-
-
-_POINTS = {"at_target": "sensitivity target", "at_spec_target": "specificity target"}
-SCREENING_COLUMNS = ["run", "photographs", "imageability % (k/n) [95 %]", "counted by",
-                     "referable AUC [95 %]", "prevalence %",
-                     *(f"{point}: {rate} % (k/n) [95 %]" for point in _POINTS.values()
-                       for rate in ("sensitivity", "specificity", "PPV", "NPV")),
-                     "Brier of P(referable)", "ECE of P(referable)"]
-
-SCREENING_LEGEND = """\
-Per run (a configuration's seeds each have a row), the test set at the two operating points
-chosen on its validation split (`referable_sensitivity_target`, `referable_specificity_target`),
-counted by patient (the worse eye: referable, and flagged, when either eye is; the points chosen
-on the validation patients), or by image for a set whose names carry no patient identity. A run
-without a validation split has no operating point: its cells are at the predicted grade, and
-say so. Of which photographs, where quality was assessed, in three rows: "gradable photographs"
-(per patient: those all of whose photographs are gradable), "all photographs" (every one scored
-as if gradable), "not gradable = refer" (every one, those not gradable referred); the same names
-as each run's page (report.html, screening.md, with the per-image rates too) and its MLflow
-metrics. Intervals: 95 %, a patient's eyes counted together, never of zero width (Wilson's with
-the design effect; the AUC's from DeLong's variance, clustered).
-"""
-
-
-def run_screening(run: RunRecord) -> ScreeningReport:
-    """The run's screening report from its predictions files, with its own targets."""
-    return screening_report(run.test, run.val,
-                            float(run.params.get("referable_sensitivity_target", 0.9)),
-                            float(run.params.get("referable_specificity_target", 0.9)),
-                            programme_prevalence=programme_prevalence(run.params))
-
-
-def programme_prevalence(params: dict[str, str]) -> float | None:
-    """A run's programme_prevalence as logged (None: unset, or a run from before the key)."""
-    value = params.get("programme_prevalence")
-    return None if value in (None, "None", "") else float(value)
-
-
-def _screening_cells(report: ScreeningReport, level: LevelReport) -> list[str]:
-    """The rates at each named operating point; a run without one shows the predicted grade's
-    in the high-sensitivity place, marked, and nothing in the other."""
-    cells = []
-    chosen = {point.suffix: point for point in report.points_of(level)}
-    for suffix in _POINTS:
-        point = chosen.get(suffix)
-        mark = ""
-        if point is None and suffix == "at_target" and "at_predicted_grade" in chosen:
-            point, mark = chosen["at_predicted_grade"], " (at predicted grade)"
-        if point is None:
-            cells += [""] * 4
-            continue
-        rates = level.rates[point.name]
-        cells += [proportion_cell(rates[rate]) + mark for rate in RATES]
-    return cells
-
-
-def run_names(runs: list[RunRecord], labels: dict[str, str]) -> dict[str, str]:
-    """run_id -> its configuration's label, and its seed where the configuration has several."""
-    repeats = Counter(labels[run.run_id] for run in runs)
-    return {run.run_id: labels[run.run_id] + (f" seed {run.params.get('seed')}"
-                                              if repeats[labels[run.run_id]] > 1 else "")
-            for run in runs}
-
-
-def _calibration_cells(report: ScreeningReport) -> list[str]:
-    """Brier and ECE of P(referable); none for a regression head (no probability)."""
-    if report.calibration is None:
-        return ["no probability"] * 2
-    return [f"{report.calibration.referable_brier:.4f}", f"{report.calibration.referable_ece:.4f}"]
-
-
-def screening_rows(finished: list[RunRecord], labels: dict[str, str]) -> list[list[str]]:
-    """Per run with predictions files, one row per set of photographs (metric_names): its
-    screening numbers (SCREENING_COLUMNS)."""
-    names = run_names(finished, labels)
-    rows = []
-    for run in finished:
-        if run.test is None:
-            continue
-        report = run_screening(run)
-        imageable = "not assessed" if report.imageability is None else \
-            proportion_cell(report.imageability)
-        for population in report.populations:
-            level = population.level("patient") or population.level("image")
-            auc = auc_cell(level) if population.has_score else ""
-            # calibration is of the photographs the model grades: on their row only
-            calibrated = _calibration_cells(report) if population is report.main else ["", ""]
-            rows.append([names[run.run_id], population.name, imageable, level.level, auc,
-                         f"{100 * level.prevalence:.1f}", *_screening_cells(report, level),
-                         *calibrated])
-    return rows
 
 
 def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
