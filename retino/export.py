@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from retino.core.errors import ConfigError
-from retino.serving.export import DEFAULT_TOLERANCE, FORMATS, ExportMismatch, export_run
 from retino.serving.grader import load_trained_run
+from retino.serving.portable import DEFAULT_TOLERANCE, FORMATS, ExportMismatch, export_run
 
 log = logging.getLogger(__name__)
 REFUSED = 1  # exit status: the exported file did not answer as the model does; not kept

@@ -93,7 +93,7 @@ def chosen_engine(run: TrainedRun, engine: list[str]) -> Engine | None:
     if len(engine) != 2 or engine[0] != "onnx":
         raise ConfigError(f"--engine {' '.join(engine)} is not valid: give --engine torch or "
                           "--engine onnx FILE.")
-    from retino.serving.export import OnnxEngine  # onnxruntime: optional, imported when asked
+    from retino.serving.portable import OnnxEngine  # onnxruntime: optional, imported when asked
 
     onnx = OnnxEngine(Path(engine[1]))
     onnx.check_fits(run)

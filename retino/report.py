@@ -4,7 +4,7 @@
     python -m retino.report --runs ID1 ID2 ... --out report/
     python -m retino.report --parent RUN_ID --register NAME
 
-What the report holds: retino/studies/report.py.
+What the report holds: retino/studies/study_report.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from retino.core.errors import ConfigError
 from retino.core.names import STUDY_TAG
-from retino.studies.registry import register_best
-from retino.studies.report import study_title, write_report
+from retino.studies.model_registry import register_best
+from retino.studies.study_report import study_title, write_report
 from retino.tracking.records import read_runs
 from retino.tracking.runs import run_tags
 

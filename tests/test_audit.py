@@ -190,7 +190,7 @@ def test_runs_on_audited_data_link_the_audit_and_their_reports_quote_it(tmp_path
     retina (from the audit beside the data), and the run is tagged with the audit's run."""
     from retino.core.names import AUDIT_RUN_TAG
     from retino.jobs.lifecycle import JobContext, run_job
-    from retino.studies.report import write_report
+    from retino.studies.study_report import write_report
     from retino.tracking.records import read_runs
 
     demo = [*TINY, f"data.root={tmp_path / 'demo'}", "data.train_size=40"]

@@ -19,7 +19,7 @@ from retino.evaluation.predictions import frame_metrics
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import configurations, one_axis_pairs, run_labels
 from retino.studies.folds import CROSS_VALIDATION_COLUMNS
-from retino.studies.report import results_table, write_report
+from retino.studies.study_report import results_table, write_report
 from retino.tracking.records import RunRecord
 from tests.test_intervals import predictions
 

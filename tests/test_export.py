@@ -21,7 +21,8 @@ from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
 from retino.data.dataset import _statistics
 from retino.export import REFUSED, main
 from retino.models import build_model
-from retino.serving.export import (
+from retino.serving.grader import load_trained_run
+from retino.serving.portable import (
     ExportMismatch,
     OnnxEngine,
     check_export,
@@ -33,7 +34,6 @@ from retino.serving.export import (
     read_torchscript_metadata,
     run_exported,
 )
-from retino.serving.grader import load_trained_run
 
 onnx = pytest.importorskip("onnx")
 

@@ -172,7 +172,7 @@ def log_fold_study(trained_run, folders: list[Path], artifacts: Path) -> str:
 
 def test_a_cross_validated_study_registers_its_fold_ensemble_as_one_model(trained_run,
                                                                           tmp_path):
-    from retino.studies.registry import register_best
+    from retino.studies.model_registry import register_best
     from retino.tracking.records import read_runs
 
     folders = fold_folders(trained_run, tmp_path)

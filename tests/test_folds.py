@@ -16,7 +16,7 @@ from retino.data.split import patient_folds, with_validation
 from retino.evaluation.predictions import ensemble_frame, out_of_fold_frame
 from retino.studies.comparison import configurations, run_labels
 from retino.studies.folds import cross_validated, pool_folds
-from retino.studies.report import write_report
+from retino.studies.study_report import write_report
 from retino.tracking.records import RunRecord
 from tests.test_config import validate
 

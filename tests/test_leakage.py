@@ -12,7 +12,7 @@ import pytest
 from retino.core.errors import DataError
 from retino.data.layout import SplitIndex, write_split_csvs
 from retino.data.split import shared_patients
-from retino.studies.report import leakage_lines
+from retino.studies.study_report import leakage_lines
 from retino.tracking.records import RunRecord
 from retino.training.pipeline import record_shared_patients, train_and_evaluate
 from retino.training.tracker import NullTracker

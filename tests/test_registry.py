@@ -7,7 +7,7 @@ import pytest
 
 from retino.core.errors import ConfigError
 from retino.studies.comparison import best_run
-from retino.studies.registry import register_best
+from retino.studies.model_registry import register_best
 from retino.tracking.records import RunRecord
 
 VAL = pd.DataFrame({"image": ["a"], "grade": [0]})  # stands for a predictions_val.csv

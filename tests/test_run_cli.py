@@ -296,7 +296,7 @@ def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
     another store, a verdict per run, and imported into a third store, its report rebuilt."""
     from retino.bundle import main as bundle_main
     from retino.core.names import BUNDLE_TAG, IMPORTED_FROM_TAG
-    from retino.studies.report import write_report
+    from retino.studies.study_report import write_report
     from retino.tracking.records import read_runs
     from tests.test_job import copy_of_the_code
 

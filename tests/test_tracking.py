@@ -253,7 +253,7 @@ def test_a_model_that_fails_half_way_is_removed_and_a_resumed_run_keeps_one(tmp_
     """runs:/<id>/model loads the newest logged model of that name whatever its state: one left
     half-logged (files not sent) would hide the good one; a resumed run's second model would
     show twice in the Models view."""
-    from retino.studies.registry import run_model
+    from retino.studies.model_registry import run_model
     from retino.tracking.store import mlflow_client
 
     folder = tmp_path / "model"

@@ -342,7 +342,7 @@ def _write_cams(cam_dir: Path, images: torch.Tensor, maps: np.ndarray,
 
 # What answers a batch of photographs as the model takes them, uint8 (B, 3, S, S): (B, 5) grade
 # probabilities, or a regression head's (B, 1) output. The PyTorch model, or an exported file
-# (retino.serving.export.OnnxEngine): the only thing that differs between the two.
+# (retino.serving.portable.OnnxEngine): the only thing that differs between the two.
 Engine = Callable[[torch.Tensor], np.ndarray]
 
 

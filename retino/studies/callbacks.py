@@ -3,7 +3,7 @@
 At the start of a sweep, the parent run is created (named after the sweep file, with the command
 line and overrides as tags) and its id handed to the jobs (environment and a file in the sweep
 folder, so launchers that start new processes find it too); each job's run becomes its child.
-At the end, the report (retino/studies/report.py) is built from the study's runs in the store,
+At the end, the report (retino/studies/study_report.py) is built from the study's runs in the store,
 attached to the parent, and the failed jobs are listed; the command then exits non-zero if any
 failed.
 """
@@ -203,7 +203,7 @@ class StudyCallback(Callback):
         (sweep_dir / SWEPT_FILE).write_text("".join(f"{key}\n" for key in axes))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from retino.studies.report import study_title, write_report
+        from retino.studies.study_report import study_title, write_report
         from retino.tracking.records import read_runs
         from retino.tracking.runs import end_run
 
@@ -233,7 +233,7 @@ class StudyCallback(Callback):
 def _register(runs: list, name: str, study: str) -> None:
     """The study's best configuration into the Model Registry; a failure there is logged and
     keeps the study's results (register later with python -m retino.report --register)."""
-    from retino.studies.registry import register_best
+    from retino.studies.model_registry import register_best
 
     try:
         register_best(runs, name, study)
