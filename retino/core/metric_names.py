@@ -5,7 +5,7 @@ the same name. A test fails when a metric's name is spelt out anywhere else in r
 
 Keys: `<split>_<measure>` per epoch (`train_loss`, `test_acc`, `val_qwk`: `step` = the epoch),
 `<split>_<measure>_selected` at the kept epoch (logged once), `..._selected_ci_low` /
-`_ci_high` its 95 % interval; `oof_<measure>` a cross-validation's out-of-fold predictions.
+`_ci_high` its 95 % interval.
 
 A sensitivity depends on which photographs it counts. Where quality was assessed, three:
 - "all photographs": every photograph scored as if it were gradable;
@@ -22,9 +22,6 @@ of runs logged before.
 """
 
 from __future__ import annotations
-
-SPLITS = ("train", "val", "test")
-OUT_OF_FOLD = "oof"  # a cross-validated configuration's pooled out-of-fold predictions
 
 
 def metric_key(measure: str, split: str = "test") -> str:
@@ -73,7 +70,7 @@ def population_key(measure: str, population: str = ALL_PHOTOGRAPHS, split: str =
     (calibration: referable_brier, grade_ece, ...)."""
     if population not in _PREFIX:
         raise ValueError(f"no screening population {population!r}")
-    return f"{split}_{_PREFIX[population]}{measure}{_SUFFIX[population]}_selected"
+    return selected(f"{split}_{_PREFIX[population]}{measure}{_SUFFIX[population]}")
 
 
 def screening_key(measure: str, population: str = ALL_PHOTOGRAPHS, level: str = "image",
@@ -86,10 +83,11 @@ def screening_key(measure: str, population: str = ALL_PHOTOGRAPHS, level: str = 
         raise ValueError(f"no screening population {population!r} or level {level!r}")
     where = _PREFIX[population] + ("patient_" if level == "patient" else "")
     at = f"_{point}" if point else ""
-    end = f"_ci_{bound}" if bound else ""
-    return f"{split}_{where}referable_{measure}{at}{_SUFFIX[population]}_selected{end}"
+    key = selected(f"{split}_{where}referable_{measure}{at}{_SUFFIX[population]}")
+    return interval(key, bound) if bound else key
 
 
 def imageability_key(bound: str = "", split: str = "test") -> str:
     """The share of photographs gradable, and its interval's ends."""
-    return f"{split}_imageability_selected" + (f"_ci_{bound}" if bound else "")
+    key = selected(metric_key("imageability", split))
+    return interval(key, bound) if bound else key

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retino.core.errors import DataError
-from retino.data.layout import PATIENTS_FILE, SPLITS, csv_paths, read_lines, read_manifest
+from retino.data.layout import (
+    MANIFEST_FILE,
+    PATIENTS_FILE,
+    SPLITS,
+    csv_paths,
+    read_lines,
+    read_manifest,
+)
 
 DIGEST_CHARS = 12
 # What a prepared cache's manifest says about how its data was made (not when, nor counts,
@@ -39,6 +46,15 @@ class DataIdentity:
     root: Path
     sizes: dict[str, int]  # images per split, as the CSVs list them
     manifest: dict[str, object]  # MANIFEST_KEYS of a prepared cache ({} for the demo set)
+
+
+def dataset_files(root: Path) -> list[Path]:
+    """The files that define a data set, those present of: the four split CSVs, patients.csv
+    and a prepared cache's manifest (what data_identity digests; never a photograph)."""
+    root = Path(root)
+    paths = [path for split in SPLITS for path in csv_paths(root, split)]
+    return [path for path in (*paths, root / PATIENTS_FILE, root / MANIFEST_FILE)
+            if path.is_file()]
 
 
 def data_identity(root: Path) -> DataIdentity:

@@ -23,7 +23,14 @@ from retino.config.validation import validate_config
 from retino.core.errors import RetinoError, user_message
 from retino.core.keys import GPU_PARAM
 from retino.core.locks import JobLock, RunBusyError, exclusive, lock_holder
-from retino.core.metric_names import SELECTED_EPOCH, SELECTION_SCORE, TEST_ACC, TEST_QWK, selected
+from retino.core.metric_names import (
+    SELECTED_EPOCH,
+    SELECTION_SCORE,
+    TEST_ACC,
+    TEST_QWK,
+    screening_key,
+    selected,
+)
 from retino.core.names import (
     AUDIT_RUN_TAG,
     CHECKPOINT_FILE,
@@ -335,7 +342,6 @@ def log_grader(tracker: Tracker, out_dir: Path, result: FitResult, cfg: DictConf
     """The finished run packaged as an MLflow model (retino/serving/pyfunc.py) and logged as the
     run's MLflow 3 model, loaded as runs:/<id>/model: the job does this after training, so
     tracking never imports serving."""
-    from retino.core.metric_names import screening_key
     from retino.serving.pyfunc import save_grader
 
     chosen = result.selected

@@ -59,8 +59,7 @@ from retino.core.names import (
     SUPERSEDED_TAG,
     WEIGHTS_FILE,
 )
-from retino.data.digest import data_identity
-from retino.data.layout import MANIFEST_FILE, PATIENTS_FILE, SPLITS, csv_paths
+from retino.data.digest import data_identity, dataset_files
 from retino.data.loaders import locate_dataset
 from retino.tracking.runs import set_run_tags
 from retino.tracking.studies import study_members, tagged_runs
@@ -168,13 +167,10 @@ def _data_folder(run: RunContents, config: Path) -> Path | None:
 
 
 def _copy_data(root: Path, folder: Path) -> None:
-    """What defines the data set (data_identity reads the same files), never a photograph."""
+    """What defines the data set, never a photograph."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [path for split in SPLITS for path in csv_paths(root, split)]
-    paths += [root / PATIENTS_FILE, root / MANIFEST_FILE]
-    for path in paths:
-        if path.is_file():
-            shutil.copy2(path, folder / path.name)
+    for path in dataset_files(root):
+        shutil.copy2(path, folder / path.name)
 
 
 def _gather(parent_id: str, folder: Path, weights: bool, photographs: bool
@@ -372,10 +368,9 @@ def imported_tags(tags: dict[str, str]) -> dict[str, str]:
 
 def imported_study(bundle: Bundle) -> str | None:
     """The study parent run of an earlier, whole import of this bundle into the current store."""
+    studies = set(tagged_runs(bundle.study.experiment, IMPORTED_FROM_TAG, bundle.study.run_id))
     found = tagged_runs(bundle.study.experiment, BUNDLE_TAG, bundle.bundle_id)
-    parents = [run_id for run_id in found if run_id in
-               tagged_runs(bundle.study.experiment, IMPORTED_FROM_TAG, bundle.study.run_id)]
-    return parents[0] if parents else None
+    return next((run_id for run_id in found if run_id in studies), None)
 
 
 def import_bundle(bundle: Bundle) -> tuple[str, bool]:

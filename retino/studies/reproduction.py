@@ -159,9 +159,9 @@ def reproduce(source: str, extra: list[str]) -> int:
 # --- A study bundle (python -m retino.reproduce study.zip) -------------------------------------
 
 
-def code_problem(runs: list, current: str | None = None) -> str | None:
+def code_problem(runs: list) -> str | None:
     """Why this checkout is not the code the bundle's runs ran on; None when it is."""
-    current = current or code_version()
+    current = code_version()
     other = [run for run in runs if run.tags.get(CODE_VERSION_TAG) != current]
     if not other:
         return None
@@ -208,6 +208,7 @@ def data_problem(bundle, extra: list[str]) -> str | None:
 
     dotted = _data_overrides(extra)
     pointed = any(item.startswith("data.root=") for item in dotted)
+    digests: dict[Path, str] = {}  # a study's runs mostly share one data folder
     for run in bundle.runs:
         data = _data_config(bundle.config(run), dotted)
         if data.root and not pointed and not Path(str(data.root)).expanduser().is_dir():
@@ -215,8 +216,10 @@ def data_problem(bundle, extra: list[str]) -> str | None:
                               "folder on this machine: add data.root=<your copy of that data> "
                               "(for the demo set, any new folder: it is generated there).")
         root = locate_dataset(data).root
+        if root not in digests:
+            digests[root] = data_identity(root).digest
         recorded = run.tags.get(DATA_DIGEST_TAG, "")
-        if (digest := data_identity(root).digest) != recorded:
+        if (digest := digests[root]) != recorded:
             files = _differing_files(bundle.data_files(recorded), root)
             which = f" ({', '.join(files)} differ)" if files else ""
             return (f"The data at {root} is not the data run {run.name} used: its digest is "

@@ -72,14 +72,12 @@ def artifact_names(run_id: str) -> list[str]:
     return [artifact.path for artifact in mlflow_client().list_artifacts(run_id)]
 
 
-def run_artifacts(run_id: str, folder: Path, names: Iterable[str]) -> list[Path]:
-    """The run's top-level artifacts named (files, or folders whole) downloaded into folder; the
-    files written."""
+def run_artifacts(run_id: str, folder: Path, names: Iterable[str]) -> None:
+    """The run's top-level artifacts named (files, or folders whole) downloaded into folder."""
     client = mlflow_client()
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         client.download_artifacts(run_id, name, str(folder))
-    return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
 def _batches(items: list, size: int) -> Iterable[list]:
