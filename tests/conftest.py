@@ -40,6 +40,12 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (the order is stable otherwise), so that no minute-long test starts
+    when the other worker has nothing left to run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist the workers share the cores: each trains in-process on its share of
     them, not on every core."""
