@@ -19,8 +19,8 @@
 #      utilisation sampled alongside (nvidia-smi dmon);
 #   4. bench/loader_speed.py: images/s per loader worker;
 #   5. a short demo study on the GPU;
-#   6. the lab's study on real photographs: the 20 committed IDRiD photographs (tests/data/idrid)
-#      prepared at 224 px, ResNet18 and ResNet50, 10 epochs;
+#   6. the lab's study on real photographs: the 20 committed IDRiD photographs
+#      (tests/fixtures/idrid) prepared at 224 px, ResNet18 and ResNet50, 10 epochs;
 #   7. one compiled run if time is left.
 # OUT receives two files: summary.txt (the environment, every number, each step's status and
 # time) and logs.tar.gz (every step's whole output). Caches, stores and checkpoints stay in WORK.
@@ -151,7 +151,7 @@ PY
 }
 
 real_study() {  # real_study OVERRIDES...: the lab's study on the committed IDRiD photographs
-  "$PY" -m retino.data.prepare tests/data/idrid "$WORK/idrid" --size "$REAL_RES" --no-audit &&
+  "$PY" -m retino.data.prepare tests/fixtures/idrid "$WORK/idrid" --size "$REAL_RES" --no-audit &&
     "$PY" run.py -m model=resnet18,resnet50 device="$DEVICE" log_model=false data=kaggle \
       data.root="$WORK/idrid/center_crop-${REAL_RES}px" data.val_fraction=0.2 \
       resolution.size="$REAL_RES" hydra.sweep.dir="$WORK/real-study" "$@"

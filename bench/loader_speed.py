@@ -32,7 +32,7 @@ from retino import PROJECT_ROOT  # noqa: E402
 from retino.data.dataset import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
-    RetinopathyLoader,
+    RetinopathyDataset,
     build_transform,
     collate_images,
     read_rgb,
@@ -48,7 +48,7 @@ from retino.data.loaders import (  # noqa: E402
 AUGMENTATIONS = PROJECT_ROOT / "conf" / "augmentation"
 
 
-class FloatSamples(RetinopathyLoader):
+class FloatSamples(RetinopathyDataset):
     """The path before: augment the decoded image's permuted view, then scale and normalise to
     float32 in the worker (3 MiB per 512 px image through shared memory), collated by PyTorch's
     default. It decodes with today's read_rgb, so the ratio, if anything, understates."""

@@ -34,7 +34,7 @@ from retino.data.split import with_validation
 from retino.evaluation.audit_report import write_audit
 from retino.evaluation.data_audit import DataAudit, audit_index
 from retino.tracking.audits import log_audit
-from retino.training.pipeline import registered_choices
+from retino.training.optimization import registered_choices
 
 log = logging.getLogger(__name__)
 

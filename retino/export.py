@@ -23,7 +23,7 @@ from pathlib import Path
 
 from retino.core.errors import ConfigError
 from retino.serving.grader import load_trained_run
-from retino.serving.portable import DEFAULT_TOLERANCE, FORMATS, ExportMismatch, export_run
+from retino.serving.portable import DEFAULT_TOLERANCE, EXPORT_FORMATS, ExportMismatch, export_run
 
 log = logging.getLogger(__name__)
 REFUSED = 1  # exit status: the exported file did not answer as the model does; not kept
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retino.export",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="an MLflow run id, or a run's output folder")
-    parser.add_argument("--format", default="onnx", choices=FORMATS)
+    parser.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     parser.add_argument("--out", type=Path,
                         help="the file to write (default: grader.onnx or grader.pt)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

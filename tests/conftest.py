@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 from retino import PROJECT_ROOT
 from retino.config.registration import register_configs
 
+# The shared helpers' asserts (tests/helpers/) explain a failure as a test module's own asserts do.
+pytest.register_assert_rewrite("tests.helpers")
+
 CONF_DIR = PROJECT_ROOT / "conf"
 
 # A run small enough for a CPU test: the smoke preset users run (conf/preset/smoke.yaml: a few
@@ -105,12 +108,12 @@ def tiny_cfg(tmp_path: Path) -> DictConfig:
 def trained_run(tmp_path_factory):
     """(run folder, run id, tracking URI, raw source folder, cache folder): one tiny tracked
     run, trained once for every test that uses a finished run, on a center_crop cache at 64 px
-    made from 200 x 150 photographs (tests/test_prepare.py's synthetic Kaggle source)."""
+    made from 200 x 150 photographs (tests/helpers/sources.py's synthetic Kaggle source)."""
     from mlflow.tracking import MlflowClient
 
     from retino.data.prepare import cache_dir, prepare_cache
     from retino.jobs.lifecycle import JobContext, run_job
-    from tests.test_prepare import make_kaggle_source
+    from tests.helpers.sources import make_kaggle_source
 
     root = tmp_path_factory.mktemp("predict")
     source = make_kaggle_source(root / "raw", patients=12)

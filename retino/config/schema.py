@@ -23,14 +23,14 @@ BAD_PHOTOGRAPH_MODES = ("refuse", "skip")  # bad_photographs: what training does
 COPY_MODES = ("refuse", "allow")  # copies_across_splits
 TTA_MODES = ("none", "flips")  # tta: test-time augmentation
 REGRESSION_LOSSES = ("mse", "smooth_l1")  # head.loss of head=regression
-QUALITY_MODES = ("heuristic", "off")  # quality.name: is each photograph checked before grading
+QUALITY_CHECKS = ("heuristic", "off")  # quality.name: is each photograph checked before grading
 STRIDE = 32  # a ResNet halves the input five times; sizes must divide evenly
 TIMM_MODEL = "timm"  # model.name of any timm architecture, named by model.arch
 
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet18"  # resnet18..152 (retino's), efficientnet_b0/b3, convnext_tiny, timm
+    name: str = "resnet18"  # the network: an option of conf/model/ (--help lists them, with sizes)
     # model=timm: the timm architecture, optionally with its pretrained tag
     # (efficientnet_b4, convnext_small.fb_in22k_ft_in1k); null for every other model
     arch: Optional[str] = None

@@ -18,7 +18,7 @@ from retino.config.schema import (
     DEVICES,
     FREEZE_MODES,
     PRECISIONS,
-    QUALITY_MODES,
+    QUALITY_CHECKS,
     REGRESSION_LOSSES,
     SELECTION_METRICS,
     STRIDE,
@@ -150,7 +150,7 @@ def _check_data(data: DictConfig, problems: list[str]) -> None:
 
 
 def _check_quality(quality: DictConfig, problems: list[str]) -> None:
-    _check_choice(problems, "quality.name", quality.name, QUALITY_MODES)
+    _check_choice(problems, "quality.name", quality.name, QUALITY_CHECKS)
     for key in ("min_disc_fraction", "max_rim_fit", "max_dark_fraction",
                 "max_bright_fraction", "max_stray_light"):
         _check(problems, 0 <= quality[key] <= 1, f"quality.{key}={quality[key]} must be in [0, 1].")

@@ -1,4 +1,5 @@
-"""The lab's "RetinopathyLoader": a Dataset over the CSV index, and the train/test transforms.
+"""The Dataset over the CSV index (`RetinopathyDataset`, the lab's "RetinopathyLoader"), and the
+train/test transforms.
 
 Samples leave the loader workers as uint8 images in the decoder's own pixel-interleaved layout
 (decode, resize, crop, flip and rotate happen there) and are scaled and normalised on the
@@ -95,7 +96,7 @@ def _kept(split: SplitIndex, rows: list[int]) -> SplitIndex:
                       None if verdicts is None else [verdicts[k] for k in rows])
 
 
-class RetinopathyLoader(Dataset):
+class RetinopathyDataset(Dataset):
     """Fundus images of one split, returned as (transformed tensor, grade), and with
     device_augmentation (rotate_degrees, color_jitter) the image's parameters for
     retino.data.device_augment as a third element."""

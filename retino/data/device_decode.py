@@ -126,7 +126,7 @@ class EncodedImages(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple:
         """Image i, or (i, seed) from an EpochSampler: (bytes, name, geometry, grade[, device
-        parameters]), the random ones drawn from the seed alone, as RetinopathyLoader does."""
+        parameters]), the random ones drawn from the seed alone, as RetinopathyDataset does."""
         i, seed = item if isinstance(item, tuple) else (item, None)
         if seed is None:
             return self._item(i)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.core.grades import NUM_GRADES
-from retino.data.dataset import RetinopathyLoader, build_transform
+from retino.data.dataset import RetinopathyDataset, build_transform
 from retino.data.demo import ensure_demo_dataset
 from retino.data.device_decode import EncodedImages, warn_unless_gpu
 from retino.data.layout import SplitIndex, read_manifest, read_split_index
@@ -87,15 +87,6 @@ def cache_params(root: Path) -> dict[str, object]:
 
 def grade_histogram(grades: list[int]) -> np.ndarray:
     return np.bincount(np.asarray(grades, dtype=int), minlength=NUM_GRADES)
-
-
-def class_weights(grades: list[int]) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over present grades (absent grades weigh 0)."""
-    counts = grade_histogram(grades).astype(float)
-    present = counts > 0
-    weights = np.zeros(NUM_GRADES)
-    weights[present] = counts[present].sum() / (present.sum() * counts[present])
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def balanced_weights(grades: list[int]) -> torch.Tensor:
@@ -224,7 +215,7 @@ def evaluation_set(split: SplitIndex, size: int, decode: str = "cpu") -> Dataset
     decoded on the device (retino/data/device_decode.py)."""
     if decode == "gpu":
         return EncodedImages(split, size)
-    return RetinopathyLoader(split, build_transform(size, train=False))
+    return RetinopathyDataset(split, build_transform(size, train=False))
 
 
 def evaluation_loader(split: SplitIndex, size: int, batch_size: int, num_workers: int,
@@ -247,7 +238,7 @@ def training_set(split: SplitIndex, augmentation: DictConfig, size: int,
     on_device = (rotate, jitter) if rotate > 0 or jitter > 0 else None
     if decode == "gpu":
         return EncodedImages(split, size, aug, on_device)
-    return RetinopathyLoader(split, build_transform(size, train=True, **aug), on_device)
+    return RetinopathyDataset(split, build_transform(size, train=True, **aug), on_device)
 
 
 def build_loaders(index: dict[str, SplitIndex], augmentation: DictConfig, size: int,

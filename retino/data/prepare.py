@@ -71,7 +71,7 @@ from retino.data.preprocess import (
 )
 from retino.data.properties import write_originals
 from retino.data.quality import assess
-from retino.data.sources import FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
+from retino.data.sources import SOURCE_FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Outcome:
     not_gradable: str = ""  # why the photograph is not gradable ("" when it is, or unassessed)
 
 
-QUALITY_MODES = ("keep", "drop", "off")  # --quality: mark, leave out, or do not assess
+QUALITY_ACTIONS = ("keep", "drop", "off")  # --quality: mark, leave out, or do not assess
 DROPPED = "dropped"  # report.csv's action for one left out of the splits (--quality drop)
 
 
@@ -359,8 +359,8 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
-    if quality not in QUALITY_MODES:
-        raise DataError(f"Unknown quality mode {quality!r}; valid: {', '.join(QUALITY_MODES)}.")
+    if quality not in QUALITY_ACTIONS:
+        raise DataError(f"Unknown quality mode {quality!r}; valid: {', '.join(QUALITY_ACTIONS)}.")
     found = read_source(source, seed, fmt, split, image_dir, patients)
     ignored = unlabelled_images(found)
     out = cache_dir(out_root, method, size)
@@ -380,7 +380,7 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
         # assessed them; otherwise they are assessed now (their files are kept).
         before = read_manifest(out).get("quality", {}).get("mode")
         prepared = prepare_images(image_tasks(found, out), size, method, force, workers,
-                                  quality, assess_existing=before not in QUALITY_MODES[:2])
+                                  quality, assess_existing=before not in QUALITY_ACTIONS[:2])
         outcomes = _carry_notes(prepared, notes, quality)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         identical = identical_across_splits(found)
@@ -469,7 +469,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=Path, default=None,
                         help="image folder (default: SOURCE/train or SOURCE/images)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split")
-    parser.add_argument("--format", choices=FORMATS, default="auto",
+    parser.add_argument("--format", choices=SOURCE_FORMATS, default="auto",
                         help="the source's layout (default: detected from its files)")
     parser.add_argument("--split", choices=SPLIT_MODES, default="patient",
                         help="patient: train/test by patient (a set's own split where it has "
@@ -478,7 +478,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="whose eye each image is, for sets whose names do not say: a CSV "
                         "with the columns image,patient, or one row per examination naming its "
                         "images (Messidor-2's pair list is found by itself)")
-    parser.add_argument("--quality", choices=QUALITY_MODES, default="keep",
+    parser.add_argument("--quality", choices=QUALITY_ACTIONS, default="keep",
                         help="photographs that are not gradable (retino/data/quality.py): keep "
                         "and mark them in report.csv (default), drop them from the splits, or "
                         "off (do not assess)")

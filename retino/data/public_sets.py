@@ -13,11 +13,13 @@ set's own split where it has one. Images are found by file name anywhere under t
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retino.core.errors import DataError
 from retino.core.grades import parse_grade
+from retino.core.registry import Registry
 from retino.data.layout import csv_rows
 from retino.data.split import unsafe_name_reason
 
@@ -182,30 +184,52 @@ def find_csvs(source: Path, columns: set[str]) -> list[Path]:
     return sorted(p for p in candidates if columns <= csv_header(p))
 
 
+APTOS_COLUMNS = {"id_code", "diagnosis"}
 MESSIDOR2_COLUMNS = {"image_id", "adjudicated_dr_grade", "adjudicated_gradable"}
 IDRID_COLUMNS = {"image name", "retinopathy grade"}
 
 
-def detect_public_set(source: Path) -> str | None:
-    """'aptos', 'messidor2', 'idrid' or None, from the files in source."""
-    if {"id_code", "diagnosis"} <= csv_header(source / "train.csv"):
-        return "aptos"
-    if find_csvs(source, MESSIDOR2_COLUMNS):
-        return "messidor2"
-    if find_csvs(source, IDRID_COLUMNS):
-        return "idrid"
-    return None
+@dataclass(frozen=True)
+class PublicSet:
+    """How a public set is recognised in a folder (prepare's --format auto), and read from it."""
+    found_in: Callable[[Path], bool]
+    read: Callable[[Path], Labelled]
 
 
-def read_public_set(source: Path, fmt: str) -> Labelled:
-    if fmt == "aptos":
-        if not (source / "train.csv").is_file():
-            raise DataError(f"{source} has no train.csv: APTOS 2019 keeps its labels there "
-                            "(id_code,diagnosis), with the images in train_images/.")
-        return read_aptos(source)
-    columns = MESSIDOR2_COLUMNS if fmt == "messidor2" else IDRID_COLUMNS
+# prepare's --format -> the set; detection tries them in this order
+PUBLIC_SETS: Registry[PublicSet] = Registry("--format")
+
+
+def _label_files(source: Path, columns: set[str], fmt: str) -> list[Path]:
     found = find_csvs(source, columns)
     if not found:
         raise DataError(f"No CSV under {source} has the columns {', '.join(sorted(columns))} "
                         f"({fmt}'s label file).")
-    return read_messidor2(source, found[0]) if fmt == "messidor2" else read_idrid(source, found)
+    return found
+
+
+def _read_aptos_folder(source: Path) -> Labelled:
+    if not (source / "train.csv").is_file():
+        raise DataError(f"{source} has no train.csv: APTOS 2019 keeps its labels there "
+                        "(id_code,diagnosis), with the images in train_images/.")
+    return read_aptos(source)
+
+
+PUBLIC_SETS.add("aptos", PublicSet(lambda source: APTOS_COLUMNS <= csv_header(source / "train.csv"),
+                                   _read_aptos_folder))
+PUBLIC_SETS.add("messidor2", PublicSet(
+    lambda source: bool(find_csvs(source, MESSIDOR2_COLUMNS)),
+    lambda source: read_messidor2(source, _label_files(source, MESSIDOR2_COLUMNS,
+                                                       "messidor2")[0])))
+PUBLIC_SETS.add("idrid", PublicSet(
+    lambda source: bool(find_csvs(source, IDRID_COLUMNS)),
+    lambda source: read_idrid(source, _label_files(source, IDRID_COLUMNS, "idrid"))))
+
+
+def detect_public_set(source: Path) -> str | None:
+    """The name of the public set whose files are in source, or None."""
+    return next((name for name in PUBLIC_SETS if PUBLIC_SETS[name].found_in(source)), None)
+
+
+def read_public_set(source: Path, fmt: str) -> Labelled:
+    return PUBLIC_SETS[fmt].read(source)

@@ -21,6 +21,7 @@ from retino.core.grades import parse_grade
 from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, patient_of, read_lines
 from retino.data.public_sets import (
     IMAGE_SUFFIXES,
+    PUBLIC_SETS,
     Labelled,
     detect_public_set,
     read_exam_list,
@@ -33,7 +34,7 @@ from retino.data.split import (
     unsafe_name_reason,
 )
 
-FORMATS = ("auto", "kaggle", "lab", "aptos", "messidor2", "idrid")
+SOURCE_FORMATS = ("auto", "kaggle", "lab", *PUBLIC_SETS)  # prepare's --format
 SPLIT_MODES = ("patient", "none")
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def detect_format(source: Path) -> str:
                         "four CSVs (train_img.csv, train_label.csv, test_img.csv, "
                         "test_label.csv), APTOS 2019's train.csv, a Messidor-2 CSV with "
                         "adjudicated grades, or IDRiD's disease-grading CSVs. Name one with "
-                        f"--format ({', '.join(FORMATS[1:])}).")
+                        f"--format ({', '.join(SOURCE_FORMATS[1:])}).")
     return found
 
 

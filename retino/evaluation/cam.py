@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional
 
 from retino.core.grades import GRADES
-from retino.data.dataset import RetinopathyLoader, normalize_images
+from retino.data.dataset import RetinopathyDataset, normalize_images
 from retino.data.device_decode import EncodedImages
 from retino.evaluation.cut_points import grades_from_outputs
 from retino.models import GradingNetwork, NoActivationMap
@@ -60,7 +60,7 @@ def class_activation_maps(model: GradingNetwork, images: torch.Tensor,
     return (maps / peak).cpu().numpy(), predicted.cpu().numpy()
 
 
-def cam_examples(model: GradingNetwork, dataset: RetinopathyLoader | EncodedImages, per_grade: int,
+def cam_examples(model: GradingNetwork, dataset: RetinopathyDataset | EncodedImages, per_grade: int,
                  device: torch.device, cuts: np.ndarray | None = None,
                  ) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """[(RGB image (H, W, 3) in [0, 1], map (H, W), true grade, predicted grade)] (cuts: a

@@ -3,8 +3,8 @@ adjustment of a study's p-values: what a reviewer asks of "B's AUC is higher tha
 
 DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837, computed with midranks as in Sun & Xu
 (2014), IEEE Signal Processing Letters 21:1389; checked against the pROC package's published
-values on its aSAH data (tests/test_delong.py). No well-kept Python library has it: scikit-learn,
-SciPy and statsmodels compute AUCs but do not compare two.
+values on its aSAH data (tests/evaluation/test_delong.py). No well-kept Python library has it:
+scikit-learn, SciPy and statsmodels compute AUCs but do not compare two.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def check_config(cfg: DictConfig) -> None:
     from retino.models import timm_arch
     from retino.models.pretrained import imagenet_weights_url
     from retino.training.devices import resolve_device
-    from retino.training.pipeline import registered_choices
+    from retino.training.optimization import registered_choices
 
     validate_config(cfg, registered_choices())
     resolve_device(cfg.device)  # device=cuda without a usable GPU stops here

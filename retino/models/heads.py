@@ -20,14 +20,26 @@ All keep torchvision's parameter names (`fc.weight`, `fc.bias`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional
 
 from retino.config.schema import REGRESSION_LOSSES
 from retino.core.grades import NUM_GRADES
+from retino.core.registry import Registry
+
+# head.name -> the last layer's builder, (in_features, number of grades) -> module
+HEADS: Registry[Callable[[int, int], nn.Module]] = Registry("head.name")
 
 
+@HEADS.register("classification")
+def classification_head(in_features: int, num_classes: int = NUM_GRADES) -> nn.Module:
+    return nn.Linear(in_features, num_classes)
+
+
+@HEADS.register("ordinal")
 class CumulativeLogits(nn.Module):
     """The ordinal head: a severity score (`weight`, one row) and NUM_GRADES - 1 ordered cut
     points (`bias`: the first one, then the gaps as softplus, so they stay ordered); returns
@@ -53,18 +65,14 @@ class CumulativeLogits(nn.Module):
         return probabilities.log()
 
 
-HEADS = ("classification", "ordinal", "regression")  # head.name
+@HEADS.register("regression")
+def regression_head(in_features: int, num_classes: int = NUM_GRADES) -> nn.Module:
+    return nn.Linear(in_features, 1)  # the grade as a number, whatever the number of grades
 
 
 def make_head(name: str, in_features: int, num_classes: int = NUM_GRADES) -> nn.Module:
-    """The last layer for a head name (ValueError for an unknown one: validation lists them)."""
-    if name == "classification":
-        return nn.Linear(in_features, num_classes)
-    if name == "ordinal":
-        return CumulativeLogits(in_features, num_classes)
-    if name == "regression":
-        return nn.Linear(in_features, 1)
-    raise ValueError(f"head={name!r} is not valid; choose one of: {', '.join(HEADS)}.")
+    """The last layer for a head name (a ConfigError listing the others for an unknown one)."""
+    return HEADS[name](in_features, num_classes)
 
 
 def is_regression(outputs: torch.Tensor) -> bool:

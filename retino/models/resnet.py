@@ -11,8 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from retino.core.errors import ConfigError
 from retino.core.grades import NUM_GRADES
+from retino.core.registry import Registry
+from retino.models.builders import NETWORKS
 from retino.models.heads import make_head
 from retino.models.network import GradingNetwork
 
@@ -122,40 +123,50 @@ class ResNet(GradingNetwork):
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))  # (B, num_classes)
 
 
+# retino's own ResNets, name -> (number of classes) -> ResNet: the networks CIFAR-10 pretrains
+# (pretrain=cifar10), each also a model.name (NETWORKS).
+RESNETS: Registry[Callable[[int], ResNet]] = Registry("model.name")
+
+
+def _resnet(name: str) -> Callable[[Callable[[int], ResNet]], Callable[[int], ResNet]]:
+    """Registers a ResNet under `name`, in RESNETS and as a model.name."""
+    def add(builder: Callable[[int], ResNet]) -> Callable[[int], ResNet]:
+        RESNETS.add(name, builder)
+        NETWORKS.add(name, lambda head, num_classes, arch: build_model(name, num_classes, head))
+        return builder
+    return add
+
+
+@_resnet("resnet18")
 def resnet18(num_classes: int = NUM_GRADES) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
 
 
+@_resnet("resnet34")
 def resnet34(num_classes: int = NUM_GRADES) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes)
 
 
+@_resnet("resnet50")
 def resnet50(num_classes: int = NUM_GRADES) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)
 
 
+@_resnet("resnet101")
 def resnet101(num_classes: int = NUM_GRADES) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes)
 
 
+@_resnet("resnet152")
 def resnet152(num_classes: int = NUM_GRADES) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], num_classes)
-
-
-MODEL_BUILDERS: dict[str, Callable[[int], ResNet]] = {
-    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
-    "resnet101": resnet101, "resnet152": resnet152,
-}
 
 
 def build_model(name: str, num_classes: int = NUM_GRADES,
                 head: str = "classification") -> ResNet:
     """The ResNet called `name`, randomly initialised, ending in a `num_classes`-way head of
     the given kind (retino/models/heads.py)."""
-    if name not in MODEL_BUILDERS:
-        raise ConfigError(f"Unknown model {name!r}. Valid model.name values: "
-                          f"{', '.join(MODEL_BUILDERS)}.")
-    model = MODEL_BUILDERS[name](num_classes)
+    model = RESNETS[name](num_classes)
     if head != "classification":
         model.fc = make_head(head, model.fc.in_features, num_classes)
     return model

@@ -19,6 +19,7 @@ from torch import nn
 from retino.config.schema import TIMM_MODEL
 from retino.core.errors import ConfigError
 from retino.core.grades import NUM_GRADES
+from retino.models.builders import NETWORKS, NetworkBuilder
 from retino.models.heads import make_head
 from retino.models.network import GradingNetwork, NoActivationMap
 
@@ -91,6 +92,25 @@ def timm_network(arch: str | None, head: str = "classification",
     model.__class__ = _retino_class(type(model))
     model.fc = make_head(head, in_features, num_classes)  # its width is the head's to choose
     return model
+
+
+# model.name -> timm architecture (pretrained: timm's default tag; docs/choosing-what-to-run.md)
+TIMM_NAMED = {"efficientnet_b0": "efficientnet_b0", "efficientnet_b3": "efficientnet_b3",
+              "convnext_tiny": "convnext_tiny"}
+
+
+def _named(arch: str) -> NetworkBuilder:
+    return lambda head, num_classes, _: timm_network(arch, head, num_classes)
+
+
+for _name, _arch in TIMM_NAMED.items():
+    NETWORKS.add(_name, _named(_arch))
+NETWORKS.add(TIMM_MODEL, lambda head, num_classes, arch: timm_network(arch, head, num_classes))
+
+
+def timm_arch(name: str, arch: str | None = None) -> str | None:
+    """The timm architecture of model.name (and model.arch); None for retino's own ResNets."""
+    return arch if name == TIMM_MODEL else TIMM_NAMED.get(name)
 
 
 def timm_architectures() -> list[str]:

@@ -41,7 +41,7 @@ from retino.serving.grader import TrainedRun, quality_settings, trained_model
 from retino.tracking.store import mlflow_client
 from retino.training.devices import resolve_device
 from retino.training.loop import score_split
-from retino.training.pipeline import registered_choices
+from retino.training.optimization import registered_choices
 from retino.training.precision import resolve_step_settings
 
 log = logging.getLogger(__name__)

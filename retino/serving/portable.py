@@ -43,7 +43,7 @@ from retino.serving.grader import TrainedRun, head_name, pytorch_engine, trained
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "images"
 INPUT_LAYOUT = "NCHW"  # (batch, 3 RGB channels, height, width)
 PROBABILITIES, REFERABLE = "probabilities", "p_referable"  # output names, classification heads
@@ -305,8 +305,9 @@ def export_run(run: TrainedRun, fmt: str, out: Path,
     """Write the run's model to `out` in this format and check it; a file that fails its check
     is removed and ExportMismatch raised (an earlier file at `out` is never left half-replaced:
     the export is written beside it and renamed once it passed)."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not valid; choose one of: {', '.join(FORMATS)}.")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not valid; choose one of: "
+                          f"{', '.join(EXPORT_FORMATS)}.")
     started = time.perf_counter()
     model = exported_grader(run)
     images, description = check_images(run)

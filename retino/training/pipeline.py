@@ -1,6 +1,6 @@
 """One run built from a composed config: data -> model -> fit -> predictions -> metrics ->
-figures and files, logged through a Tracker. Also the registries of the named choices it builds
-(optimizers, schedules, losses), which validation lists in its errors.
+figures and files, logged through a Tracker. What it optimises (optimizer, schedule, loss) is
+built by retino/training/optimization.py, the epochs run in retino/training/loop.py.
 
 Called by the job (retino/jobs/lifecycle.py) with an MLflow tracker, and by tests with a
 NullTracker and a temp folder.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.config.naming import run_name
-from retino.core.errors import ConfigError, DataError, first_line
+from retino.core.errors import DataError, first_line
 from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
 from retino.core.grades import GRADES, REFERABLE_GRADE
 from retino.core.metric_names import (
@@ -83,7 +82,6 @@ from retino.data.digest import data_identity
 from retino.data.layout import SplitIndex
 from retino.data.loaders import (
     cache_params,
-    class_weights,
     data_loaders,
     locate_dataset,
     read_index_at,
@@ -114,24 +112,13 @@ from retino.evaluation.screening import (
     screening_markdown,
     screening_report,
 )
-from retino.models import (
-    HEADS,
-    MODEL_BUILDERS,
-    NETWORKS,
-    GradingNetwork,
-    build_network,
-    freeze_backbone,
-    timm_arch,
-)
+from retino.models import GradingNetwork, build_network, freeze_backbone, timm_arch
 from retino.models.cost import measure_cost
-from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import (
-    PRETRAIN_SOURCES,
     load_backbone_weights,
     resolve_imagenet_weights,
     resolve_timm_weights,
 )
-from retino.models.timm_backbones import timm_architectures
 from retino.training.checkpoint import (
     Checkpoint,
     atomic_torch_save,
@@ -151,6 +138,7 @@ from retino.training.loop import (
     score_split,
     seed_everything,
 )
+from retino.training.optimization import build_criterion, build_optimizer, build_scheduler
 from retino.training.precision import StepSettings, resolve_step_settings
 from retino.training.selection import Selection
 from retino.training.tracker import NullTracker, Tracker
@@ -192,64 +180,6 @@ def prepare_model(cfg: DictConfig, weights: Path | None = None,
             log.warning("freeze=backbone with pretrained=false trains a head on random features.")
         freeze_backbone(model)
     return model
-
-
-def _sgd(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.optimizer.momentum,
-                           weight_decay=cfg.optimizer.weight_decay)
-
-
-def _adamw(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.optimizer.weight_decay)
-
-
-# Named choices (config value -> builder). validate_config lists these keys in its errors, and a
-# name that is not here never falls back to a default.
-OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
-SCHEDULES = {  # stepped once per epoch
-    "constant": lambda cfg, opt: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0,
-                                                                     total_iters=0),
-    "cosine": lambda cfg, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
-    "step": lambda cfg, opt: torch.optim.lr_scheduler.StepLR(opt, cfg.schedule.step_size,
-                                                             cfg.schedule.gamma),
-}
-IMBALANCE = {  # the training loss of each option; balanced_sampler balances the batches instead
-    "none": lambda grades: nn.CrossEntropyLoss(),
-    "weighted_loss": lambda grades: nn.CrossEntropyLoss(weight=class_weights(grades)),
-    "balanced_sampler": lambda grades: nn.CrossEntropyLoss(),
-}
-
-
-def registered_choices() -> dict[str, Iterable[str]]:
-    """Config key -> the names its registry knows, for validate_config."""
-    return {"model.name": NETWORKS, "head.name": HEADS, "pretrain.source": PRETRAIN_SOURCES,
-            "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": IMBALANCE,
-            "model.arch": timm_architectures(), "cifar10_models": MODEL_BUILDERS}
-
-
-def _registered(registry: dict[str, Callable], key: str, name: str) -> Callable:
-    if name not in registry:
-        raise ConfigError(f"{key}={name!r} is not valid; choose one of: {', '.join(registry)}.")
-    return registry[name]
-
-
-def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]  # only the head when frozen
-    return _registered(OPTIMIZERS, "optimizer.name", cfg.optimizer.name)(cfg, params)
-
-
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    """Learning-rate schedule, stepped once per epoch."""
-    return _registered(SCHEDULES, "schedule.name", cfg.schedule.name)(cfg, optimizer)
-
-
-def build_criterion(cfg: DictConfig, train_grades: list[int]) -> nn.Module:
-    """The training loss: cross-entropy (class-weighted for imbalance=weighted_loss), or the
-    regression head's error on the grade, weighted the same way."""
-    loss = _registered(IMBALANCE, "imbalance", cfg.imbalance)(train_grades)
-    if cfg.head.name != "regression":
-        return loss
-    return GradeRegressionLoss(cfg.head.loss, loss.weight)
 
 
 def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,

@@ -20,7 +20,8 @@ from torch import nn
 from retino.data.dataset import normalize_images
 
 log = logging.getLogger(__name__)
-# The dtype of each of config.PRECISIONS but auto (tests/test_precision.py checks they agree).
+# The dtype of each of config.PRECISIONS but auto (tests/training/test_precision.py checks that
+# they agree).
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

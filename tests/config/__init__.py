@@ -1,0 +1,1 @@
+"""Tests of config: composition, validation, params and --help."""

@@ -1,0 +1,1 @@
+"""Tests of core: atomic files and the HTML report page."""

@@ -1,0 +1,1 @@
+"""Tests of data: loaders, augmentation, prepare, public sets, quality, leakage, audit."""

@@ -1,0 +1,1 @@
+"""End to end: run.py and whole studies in subprocesses, as a user runs them."""

@@ -1,0 +1,1 @@
+"""Tests of evaluation: metrics, DeLong, intervals, screening, activation maps."""

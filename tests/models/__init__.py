@@ -1,0 +1,1 @@
+"""Tests of models: the networks, heads, pretrained weights, timm's backbones, cost."""

@@ -1,0 +1,1 @@
+"""The project itself: stage layout, install, docs, bench scripts, the GPU check."""

@@ -1,0 +1,1 @@
+"""Tests of serving: a trained run as a grader (predict, evaluate, export, served)."""

@@ -1,0 +1,1 @@
+"""Tests of studies: comparisons, folds, the fold ensemble, the registry, bundles."""

@@ -1,0 +1,1 @@
+"""Tests of tracking: the MLflow store and tracked runs."""

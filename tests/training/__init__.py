@@ -1,0 +1,1 @@
+"""Tests of training: the loop, weight averaging, precision, the kept epoch, CIFAR-10."""
