@@ -51,12 +51,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist the workers share the cores: each trains in-process on its share of
-    them, not on every core."""
+    them, not on every core, and so do the commands it starts (run.py and the others read
+    OMP_NUM_THREADS, as under a launcher): two workers' subprocesses each spinning a thread per
+    core on two cores ran the suite's slowest tests at half speed."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

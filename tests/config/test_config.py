@@ -1,4 +1,3 @@
-import os
 import subprocess
 import sys
 import time
@@ -130,13 +129,28 @@ def test_a_bad_value_stops_the_job_before_any_data_is_read(tmp_path, caplog):
     assert not (tmp_path / "d").exists()
 
 
+def hydra_config(config_dir, name, overrides=()):
+    """The config with Hydra's own part (`--cfg hydra`), composed in this process as run.py
+    composes it (conf/ stays on the search path of a study file's folder, as with -cd)."""
+    from hydra import compose, initialize_config_dir
+
+    from retino.config.registration import register_configs
+    from retino.jobs.launchers import register_resolvers
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=name, return_hydra_config=True, overrides=[
+            *overrides, f"hydra.searchpath=[file://{PROJECT_ROOT / 'conf'}]"])
+
+
 @pytest.mark.parametrize("study", sorted(p.stem for p in (PROJECT_ROOT / "sweeps").glob("*.yaml")))
 def test_every_sweep_file_composes_with_its_axes(study):
-    command = [sys.executable, "run.py", "-cd", "sweeps", "-cn", study, "--cfg", "hydra"]
-    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    sweeper = proc.stdout.split("sweeper:")[1].split("launcher:")[0]
-    assert "params:" in sweeper and "model:" in sweeper  # the study names its axes
+    cfg = hydra_config(PROJECT_ROOT / "sweeps", study)
+    axes = cfg.hydra.sweeper.params
+    assert axes and all(OmegaConf.select(cfg, axis, default="missing") != "missing"
+                        for axis in axes), axes  # the study sweeps keys the config has
+    validate_config(cfg, registered_choices())
 
 
 def test_speed_settings_do_not_change_a_configs_identity():
@@ -154,15 +168,12 @@ def test_speed_settings_do_not_change_a_configs_identity():
     ("slurm", "partition", "gpu"),  # from SLURM's own SBATCH_PARTITION
     ("slurm", "max_num_timeout", "20"),  # requeues allowed: resuming is safe
 ])
-def test_launcher_presets_compose_and_size_themselves(launcher, key, value):
-    command = [sys.executable, "run.py", f"hydra/launcher={launcher}", "--cfg", "hydra",
-               "-p", f"hydra.launcher.{key}", "--resolve"]
+def test_launcher_presets_compose_and_size_themselves(launcher, key, value, monkeypatch):
     # No GPU visible, whatever this machine has: the sizes are then known without the formula.
-    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SBATCH_PARTITION": "gpu",
-                               "CUDA_VISIBLE_DEVICES": ""})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == value
+    monkeypatch.setattr("retino.jobs.launchers.gpu_count", lambda: 0)
+    monkeypatch.setenv("SBATCH_PARTITION", "gpu")
+    cfg = hydra_config(PROJECT_ROOT / "conf", "config", [f"hydra/launcher={launcher}"])
+    assert str(OmegaConf.select(cfg, f"hydra.launcher.{key}")) == value
 
 
 def test_a_run_is_identified_by_what_it_ran_on_not_by_auto():
