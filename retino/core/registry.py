@@ -1,10 +1,11 @@
 """One mechanism for every named choice: a `Registry` maps the names one setting may take
-(`model.name`, `head.name`, `optimizer.name`, `schedule.name`, `imbalance`, prepare's `--format`
-and `--method`, export's `--format`) to what each name builds or reads.
+(`model.name`, `head.name`, `optimizer.name`, `schedule.name`, `imbalance`, prepare's
+`--format`) to what each name builds or reads.
 
 A builder is added where it is defined, with the `register` decorator (as timm's
 `register_model`), so a new choice is its own code and its config file, and nothing else lists
-it: validation, `--help`'s choices and the error for an unknown name all read the registry.
+it: validation and the error for an unknown name read the registry, `--help` lists the config
+files, and a test fails when the two disagree.
 
     NETWORKS = Registry("model.name")
 

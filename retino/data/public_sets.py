@@ -197,7 +197,7 @@ class PublicSet:
 
 
 # prepare's --format -> the set; detection tries them in this order
-PUBLIC_SETS: Registry[PublicSet] = Registry("--format")
+PUBLIC_SETS: Registry[PublicSet] = Registry("public set (--format)")
 
 
 def _label_files(source: Path, columns: set[str], fmt: str) -> list[Path]:

@@ -45,8 +45,8 @@ def imagenet_weights_url(model_name: str, variant: str) -> str:
     except ValueError:  # "Unknown model": a network of retino's own without a torchvision twin
         raise ConfigError(f"model {model_name} has no ImageNet weights in torchvision's table "
                           "(torchvision.models.get_model_weights knows no such name): train it "
-                          "from scratch (pretrained=false), from pretrain=cifar10, or from your "
-                          "own file (pretrain.weights=<path>).") from None
+                          "from scratch (pretrained=false) or from your own file "
+                          "(pretrain.weights=<path>).") from None
     valid = [w.name for w in weights_enum]
     if variant not in valid:
         raise ConfigError(f"pretrain.variant={variant!r} does not exist for {model_name}; "

@@ -125,7 +125,7 @@ class ResNet(GradingNetwork):
 
 # retino's own ResNets, name -> (number of classes) -> ResNet: the networks CIFAR-10 pretrains
 # (pretrain=cifar10), each also a model.name (NETWORKS).
-RESNETS: Registry[Callable[[int], ResNet]] = Registry("model.name")
+RESNETS: Registry[Callable[[int], ResNet]] = Registry("build_model's name")
 
 
 def _resnet(name: str) -> Callable[[Callable[[int], ResNet]], Callable[[int], ResNet]]:

@@ -4,7 +4,7 @@ builders are registered in; and `registered_choices`, every registry a config ke
 which validation lists in its errors (a name not registered never falls back to a default).
 
 An optimizer of one's own is a function registered here and a file in conf/optimizer/
-(docs/architecture.md, "An optimizer, a schedule, a loss")."""
+(docs/architecture.md, "A head, an optimizer, a schedule, a loss")."""
 
 from __future__ import annotations
 
