@@ -99,18 +99,17 @@ TIMM_NAMED = {"efficientnet_b0": "efficientnet_b0", "efficientnet_b3": "efficien
               "convnext_tiny": "convnext_tiny"}
 
 
-def _named(arch: str) -> NetworkBuilder:
-    return lambda head, num_classes, _: timm_network(arch, head, num_classes)
-
-
-for _name, _arch in TIMM_NAMED.items():
-    NETWORKS.add(_name, _named(_arch))
-NETWORKS.add(TIMM_MODEL, lambda head, num_classes, arch: timm_network(arch, head, num_classes))
-
-
 def timm_arch(name: str, arch: str | None = None) -> str | None:
     """The timm architecture of model.name (and model.arch); None for retino's own ResNets."""
     return arch if name == TIMM_MODEL else TIMM_NAMED.get(name)
+
+
+def _timm_builder(name: str) -> NetworkBuilder:
+    return lambda head, num_classes, arch: timm_network(timm_arch(name, arch), head, num_classes)
+
+
+for _name in (*TIMM_NAMED, TIMM_MODEL):
+    NETWORKS.add(_name, _timm_builder(_name))
 
 
 def timm_architectures() -> list[str]:
