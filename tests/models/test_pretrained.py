@@ -72,3 +72,4 @@ def test_a_network_torchvision_does_not_know_has_no_imagenet_weights_and_says_wh
         imagenet_weights_url("resnet10", "IMAGENET1K_V1")
     # (not pretrain=cifar10, which only retino's ResNets take: validation refuses it for others)
     assert "pretrained=false" in str(refused.value) and "pretrain.weights=" in str(refused.value)
+    assert "pretrain=cifar10" not in str(refused.value)
