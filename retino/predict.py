@@ -33,6 +33,7 @@ from pathlib import Path
 
 from retino.core.errors import ConfigError, DataError, RetinoError
 from retino.core.files import atomic_write_text
+from retino.core.grades import IMAGE_COLUMN
 from retino.data.loaders import resolve_num_workers
 from retino.serving.grader import Engine, TrainedRun, grade, list_images, load_trained_run
 from retino.training.devices import resolve_device
@@ -132,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
              run.cfg.resolution.size, len(ungradable), int(frame["referable"].sum()),
              "output" if run.regression else "P", run.threshold,
              "" if run.threshold_chosen else ", no operating point chosen", args.out)
-    for image, reason in ungradable[["image", "quality_reason"]].itertuples(index=False):
+    for image, reason in ungradable[[IMAGE_COLUMN, "quality_reason"]].itertuples(index=False):
         log.warning("Not gradable %s: %s", image, reason)
-    for image, reason in skipped[["image", "error"]].itertuples(index=False):
+    for image, reason in skipped[[IMAGE_COLUMN, "error"]].itertuples(index=False):
         log.warning("Skipped %s: %s", image, reason)
     return SOME_SKIPPED if len(skipped) else 0
 

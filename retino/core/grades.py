@@ -14,6 +14,12 @@ PROBABILITY_COLUMNS = [f"p{grade}" for grade in GRADES]  # of a predictions file
 # no probabilities), by its output: the grade as a number
 REFERABLE_PROBABILITY_COLUMN = "p_referable"
 OUTPUT_COLUMN = "output"
+# ... and says of each photograph (one row each) its name, whose eye it is, the grader's grade
+# and the model's
+IMAGE_COLUMN = "image"
+PATIENT_COLUMN = "patient"
+GRADE_COLUMN = "grade"
+PREDICTED_COLUMN = "predicted"
 
 
 def parse_grade(text: str) -> int | None:

@@ -21,7 +21,13 @@ import pandas as pd
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from retino.core.grades import REFERABLE_GRADE
+from retino.core.grades import (
+    GRADE_COLUMN,
+    IMAGE_COLUMN,
+    PATIENT_COLUMN,
+    PREDICTED_COLUMN,
+    REFERABLE_GRADE,
+)
 from retino.evaluation.delong import auc_covariance
 from retino.evaluation.metrics import quadratic_weighted_kappa, referable_auc, referable_scores
 
@@ -32,7 +38,8 @@ INTERVAL_METRICS = ("acc", "qwk", "referable_auc")  # the metrics given interval
 
 def answers(frame: pd.DataFrame) -> Answers:
     """A predictions frame as arrays, which a bootstrap indexes a thousand times."""
-    return frame["grade"].to_numpy(), frame["predicted"].to_numpy(), referable_scores(frame)
+    return (frame[GRADE_COLUMN].to_numpy(), frame[PREDICTED_COLUMN].to_numpy(),
+            referable_scores(frame))
 
 
 def interval_statistics(given: Answers, rows: np.ndarray,
@@ -49,7 +56,7 @@ def interval_statistics(given: Answers, rows: np.ndarray,
 
 def patient_rows(frame: pd.DataFrame) -> list[np.ndarray]:
     """Row numbers of each patient's images (both eyes together)."""
-    codes, uniques = pd.factorize(frame["patient"])
+    codes, uniques = pd.factorize(frame[PATIENT_COLUMN])
     order = np.argsort(codes, kind="stable")
     return np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])
 
@@ -200,14 +207,14 @@ def two_level_interval(values: Sequence[float], cases: Sequence[float],
 
 def referable_patients(frame: pd.DataFrame) -> int:
     """Patients with at least one referable eye (grade >= 2): the positives an AUC rests on."""
-    return int(frame.loc[frame["grade"] >= REFERABLE_GRADE, "patient"].nunique())
+    return int(frame.loc[frame[GRADE_COLUMN] >= REFERABLE_GRADE, PATIENT_COLUMN].nunique())
 
 
 def _share_sizes(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """Accuracy and referable AUC, each with the number of independent cases it is worth (a
     patient's eyes counted together)."""
     true, pred, score = answers(frame)
-    patients = frame["patient"].to_numpy()
+    patients = frame[PATIENT_COLUMN].to_numpy()
     correct = true == pred
     return {"acc": (float(correct.mean()), effective_cases(correct, patients)),
             "referable_auc": auc_effective_cases(true >= REFERABLE_GRADE, score, patients)}
@@ -258,14 +265,14 @@ def same_images(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     """The frames with their rows in the first one's image order; ValueError when they do not
     hold the same test images with the same true grades (a paired comparison needs the same
     labelled photographs)."""
-    order = frames[0]["image"]
+    order = frames[0][IMAGE_COLUMN]
     aligned = []
     for frame in frames:
-        if len(frame) != len(order) or set(frame["image"]) != set(order):
+        if len(frame) != len(order) or set(frame[IMAGE_COLUMN]) != set(order):
             raise ValueError("the runs were tested on different images")
-        aligned.append(frame.set_index("image").loc[order].reset_index())
-    truth = aligned[0]["grade"].to_numpy()
-    differ = max(int((frame["grade"].to_numpy() != truth).sum()) for frame in aligned)
+        aligned.append(frame.set_index(IMAGE_COLUMN).loc[order].reset_index())
+    truth = aligned[0][GRADE_COLUMN].to_numpy()
+    differ = max(int((frame[GRADE_COLUMN].to_numpy() != truth).sum()) for frame in aligned)
     if differ:
         raise ValueError(f"the runs' true grades differ on {differ} images of the same names: "
                          "they were tested on differently labelled sets")

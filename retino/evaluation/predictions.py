@@ -11,8 +11,12 @@ import pandas as pd
 from sklearn.metrics import log_loss
 
 from retino.core.grades import (
+    GRADE_COLUMN,
     GRADES,
+    IMAGE_COLUMN,
     OUTPUT_COLUMN,
+    PATIENT_COLUMN,
+    PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     REFERABLE_GRADE,
     REFERABLE_PROBABILITY_COLUMN,
@@ -40,8 +44,8 @@ def predictions_frame(paths: Sequence[Path], true: np.ndarray, answers: np.ndarr
     (why not)."""
     names = [Path(path).stem for path in paths]
     patients = list(patients) if patients else [patient_of(name) for name in names]
-    frame = _with_answers(pd.DataFrame({"image": names, "patient": patients,
-                                        "grade": np.asarray(true, int)}), answers)
+    frame = _with_answers(pd.DataFrame({IMAGE_COLUMN: names, PATIENT_COLUMN: patients,
+                                        GRADE_COLUMN: np.asarray(true, int)}), answers)
     if not_gradable is not None:
         frame["gradable"] = [not why for why in not_gradable]
         frame["quality_reason"] = list(not_gradable)
@@ -62,7 +66,7 @@ def with_cut_points(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataF
     val = frames.get("val")
     if val is None or not is_regression_frame(val):
         return frames, None
-    cuts = fit_cut_points(val["grade"].to_numpy(), val[OUTPUT_COLUMN].to_numpy())
+    cuts = fit_cut_points(val[GRADE_COLUMN].to_numpy(), val[OUTPUT_COLUMN].to_numpy())
     cut = {split: frame.assign(predicted=grades_from_outputs(frame[OUTPUT_COLUMN], cuts))
            for split, frame in frames.items()}
     return cut, cuts
@@ -88,7 +92,7 @@ def _with_answers(frame: pd.DataFrame, answers: np.ndarray) -> pd.DataFrame:
     regression head's grades rounded: with_cut_points cuts them)."""
     frame = frame.copy()
     answers = np.asarray(answers, float)
-    frame["predicted"] = predicted_grades(answers)
+    frame[PREDICTED_COLUMN] = predicted_grades(answers)
     if answers.ndim == 1 or answers.shape[1] == 1:
         frame[OUTPUT_COLUMN] = answers.reshape(-1)
         return frame
@@ -111,8 +115,9 @@ def out_of_fold_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     model(s) that did not train on it (several seeds of a fold: their mean answers)."""
     joined = pd.concat(frames, ignore_index=True)
     columns = answer_columns(joined)
-    answers = joined.groupby("image", sort=False)[columns].mean()
-    first = joined.drop_duplicates("image").set_index("image").loc[answers.index].reset_index()
+    answers = joined.groupby(IMAGE_COLUMN, sort=False)[columns].mean()
+    first = (joined.drop_duplicates(IMAGE_COLUMN).set_index(IMAGE_COLUMN).loc[answers.index]
+             .reset_index())
     return _with_answers(first, answers.to_numpy(float))
 
 
@@ -155,8 +160,8 @@ def on_ensemble_scale(frame: pd.DataFrame, singles: Sequence[pd.DataFrame],
     rounds = int(np.clip(ENSEMBLE_ROWS // max(len(frame), 1), 1, ENSEMBLE_DRAWS))
     draws = np.empty((rounds, len(frame)))
     own = spread / models_per_answer  # error variance left in an out-of-fold answer
-    for members in (frame["grade"].to_numpy() >= REFERABLE_GRADE,
-                    frame["grade"].to_numpy() < REFERABLE_GRADE):
+    for members in (frame[GRADE_COLUMN].to_numpy() >= REFERABLE_GRADE,
+                    frame[GRADE_COLUMN].to_numpy() < REFERABLE_GRADE):
         values = score[members]
         if not len(values):
             continue
@@ -168,8 +173,9 @@ def on_ensemble_scale(frame: pd.DataFrame, singles: Sequence[pd.DataFrame],
         draws[:, members] = answers.mean(axis=1)
     # Each draw's patients are its own: a patient's worse eye is taken within one draw, never
     # the highest of fifty
-    repeated = pd.concat([frame.assign(image=frame["image"] + f"#{k}",
-                                       patient=frame["patient"].astype(str) + f"#{k}")
+    images, patients = frame[IMAGE_COLUMN], frame[PATIENT_COLUMN].astype(str)
+    repeated = pd.concat([frame.assign(**{IMAGE_COLUMN: images + f"#{k}",
+                                          PATIENT_COLUMN: patients + f"#{k}"})
                           for k in range(rounds)], ignore_index=True)
     return repeated.assign(**{column: draws.reshape(-1)})
 
@@ -178,14 +184,14 @@ def frame_metrics(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
     """Loss (cross-entropy; a regression head's mean squared error on the grade), grading and
     referable-DR metrics of a predictions frame."""
     if is_regression_frame(frame):
-        loss = float(np.mean((frame[OUTPUT_COLUMN] - frame["grade"]) ** 2))
+        loss = float(np.mean((frame[OUTPUT_COLUMN] - frame[GRADE_COLUMN]) ** 2))
     else:
         probs = frame[PROBABILITY_COLUMNS].to_numpy()
         probs = probs / probs.sum(axis=1, keepdims=True)  # as read back from a CSV: off by 1e-9
-        loss = float(log_loss(frame["grade"], probs, labels=GRADES))
+        loss = float(log_loss(frame[GRADE_COLUMN], probs, labels=GRADES))
     return {f"{prefix}loss": loss,
-            **grading_metrics(frame["grade"].to_numpy(), frame["predicted"].to_numpy(), prefix,
-                              referable_scores(frame))}
+            **grading_metrics(frame[GRADE_COLUMN].to_numpy(), frame[PREDICTED_COLUMN].to_numpy(),
+                              prefix, referable_scores(frame))}
 
 
 def honouring_quality(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -206,12 +212,12 @@ def gradable_rows(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 
 def majority_baseline(frame: pd.DataFrame) -> float:
     """The accuracy of predicting the most common grade for every image."""
-    return float(frame["grade"].value_counts(normalize=True).max())
+    return float(frame[GRADE_COLUMN].value_counts(normalize=True).max())
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
     """A predictions file as written by predictions_frame (names kept as text: '10_left')."""
-    frame = pd.read_csv(path, dtype={"image": str, "patient": str})
+    frame = pd.read_csv(path, dtype={IMAGE_COLUMN: str, PATIENT_COLUMN: str})
     if "quality_reason" in frame:
         frame["quality_reason"] = frame["quality_reason"].fillna("").astype(str)
     return frame
@@ -227,11 +233,11 @@ def headline_metrics(test: pd.DataFrame, val: pd.DataFrame | None,
     if val is not None:
         metrics |= frame_metrics(val, "val_")
         chooses = gradable_rows(val)  # as the screening report chooses it
-        threshold = threshold_for_sensitivity(chooses["grade"].to_numpy(),
+        threshold = threshold_for_sensitivity(chooses[GRADE_COLUMN].to_numpy(),
                                               referable_scores(chooses), sensitivity_target)
         for frame, prefix in ((test, "test_"), (val, "val_")):
             if not np.isnan(threshold):  # none chosen: no metric labelled "at target"
-                metrics |= at_threshold(frame["grade"].to_numpy(), referable_scores(frame),
+                metrics |= at_threshold(frame[GRADE_COLUMN].to_numpy(), referable_scores(frame),
                                         threshold, prefix)
     selected = {f"{key}_selected": value for key, value in metrics.items()}
     if bootstrap_rounds:  # test_acc_selected_ci_low, test_acc_selected_ci_high, ...

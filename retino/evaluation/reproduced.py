@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from retino.core.grades import IMAGE_COLUMN
 from retino.core.metric_names import ALL_PHOTOGRAPHS
 from retino.evaluation.intervals import INTERVAL_METRICS, paired_differences, run_intervals
 from retino.evaluation.predictions import frame_metrics
@@ -67,8 +68,8 @@ def identical_predictions(original: pd.DataFrame, reproduced: pd.DataFrame) -> b
     """The same photographs, each with the same answers to the last digit."""
     if sorted(original.columns) != sorted(reproduced.columns) or len(original) != len(reproduced):
         return False
-    a = original.sort_values("image").reset_index(drop=True)
-    b = reproduced.sort_values("image").reset_index(drop=True)[a.columns]
+    a = original.sort_values(IMAGE_COLUMN).reset_index(drop=True)
+    b = reproduced.sort_values(IMAGE_COLUMN).reset_index(drop=True)[a.columns]
     return bool(a.equals(b))
 
 

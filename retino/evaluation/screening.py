@@ -29,7 +29,13 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from retino.core.grades import PROBABILITY_COLUMNS, REFERABLE_GRADE
+from retino.core.grades import (
+    GRADE_COLUMN,
+    PATIENT_COLUMN,
+    PREDICTED_COLUMN,
+    PROBABILITY_COLUMNS,
+    REFERABLE_GRADE,
+)
 from retino.core.metric_names import (
     ALL_PHOTOGRAPHS,
     GRADABLE_PHOTOGRAPHS,
@@ -66,7 +72,7 @@ class OperatingPoint:
 
     def flags(self, frame: pd.DataFrame) -> np.ndarray:
         if np.isnan(self.threshold):
-            flagged = frame["predicted"].to_numpy() >= REFERABLE_GRADE
+            flagged = frame[PREDICTED_COLUMN].to_numpy() >= REFERABLE_GRADE
         else:
             flagged = referable_scores(frame) >= self.threshold
         if self.refer_ungradable and "gradable" in frame:
@@ -90,7 +96,7 @@ def operating_points(val: pd.DataFrame | None, sensitivity_target: float,
     predicted grade alone when it has none."""
     if val is None:
         return [AT_PREDICTED_GRADE]
-    grades, scores = val["grade"].to_numpy(), referable_scores(val)
+    grades, scores = val[GRADE_COLUMN].to_numpy(), referable_scores(val)
     sensitive = threshold_for_sensitivity(grades, scores, sensitivity_target)
     specific = threshold_for_specificity(grades, scores, specificity_target)
     points = [OperatingPoint("sensitivity target", "at_target", sensitive,
@@ -109,11 +115,11 @@ def worse_eye(frame: pd.DataFrame) -> pd.DataFrame:
     predicted grade (flagged when either eye is), and (where assessed) whether every one of
     their photographs was gradable."""
     score = referable_column(frame)
-    columns = {"grade": ("grade", "max"), score: (score, "max"),
-               "predicted": ("predicted", "max")}
+    columns = {GRADE_COLUMN: (GRADE_COLUMN, "max"), score: (score, "max"),
+               PREDICTED_COLUMN: (PREDICTED_COLUMN, "max")}
     if "gradable" in frame:
         columns["gradable"] = ("gradable", "min")
-    return frame.groupby("patient", sort=False).agg(**columns).reset_index()
+    return frame.groupby(PATIENT_COLUMN, sort=False).agg(**columns).reset_index()
 
 
 @dataclass(frozen=True)
@@ -165,9 +171,9 @@ class LevelReport:
 def level_report(frame: pd.DataFrame, level: str, points: list[OperatingPoint]) -> LevelReport:
     """AUC and the rates at each operating point of these cases, each with its interval, a
     patient's eyes counted together (intervals.py)."""
-    referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
+    referable = frame[GRADE_COLUMN].to_numpy() >= REFERABLE_GRADE
     score = referable_scores(frame)
-    patients = frame["patient"].to_numpy()
+    patients = frame[PATIENT_COLUMN].to_numpy()
     report = LevelReport(level, len(frame), int(referable.sum()), referable_auc(referable, score),
                          auc_interval(referable, score, patients))
     for point in points:
@@ -221,12 +227,12 @@ def calibration(frame: pd.DataFrame) -> Calibration | None:
         return None
     if frame.empty:
         return Calibration(np.nan, np.nan, np.nan, np.nan)
-    referable = frame["grade"].to_numpy() >= REFERABLE_GRADE
+    referable = frame[GRADE_COLUMN].to_numpy() >= REFERABLE_GRADE
     p_referable = np.clip(frame["p_referable"].to_numpy(), 0, 1)
     probs = frame[PROBABILITY_COLUMNS].to_numpy()
     probs = probs / probs.sum(axis=1, keepdims=True)
-    truth = np.eye(len(PROBABILITY_COLUMNS))[frame["grade"].to_numpy()]
-    correct = probs.argmax(axis=1) == frame["grade"].to_numpy()
+    truth = np.eye(len(PROBABILITY_COLUMNS))[frame[GRADE_COLUMN].to_numpy()]
+    correct = probs.argmax(axis=1) == frame[GRADE_COLUMN].to_numpy()
     return Calibration(float(brier_score_loss(referable, p_referable, pos_label=True)),
                        expected_calibration_error(referable, p_referable),
                        float(((probs - truth) ** 2).sum(axis=1).mean()),
@@ -237,8 +243,8 @@ def calibration(frame: pd.DataFrame) -> Calibration | None:
 def grade_recalls(frame: pd.DataFrame) -> dict[int, Proportion]:
     """Per grade the test set holds, the share of its photographs given that grade, with its
     interval (a patient's eyes counted together)."""
-    grades, predicted = frame["grade"].to_numpy(), frame["predicted"].to_numpy()
-    patients = frame["patient"].to_numpy()
+    grades, predicted = frame[GRADE_COLUMN].to_numpy(), frame[PREDICTED_COLUMN].to_numpy()
+    patients = frame[PATIENT_COLUMN].to_numpy()
     return {int(g): proportion(predicted[grades == g] == g, patients[grades == g])
             for g in np.unique(grades)}
 
@@ -392,7 +398,7 @@ def imageability(frame: pd.DataFrame) -> Proportion | None:
     """The share of photographs gradable, with its interval; None when not assessed."""
     if "gradable" not in frame:
         return None
-    return proportion(frame["gradable"].to_numpy(bool), frame["patient"].to_numpy())
+    return proportion(frame["gradable"].to_numpy(bool), frame[PATIENT_COLUMN].to_numpy())
 
 
 def fully_gradable(patients: pd.DataFrame) -> pd.DataFrame:

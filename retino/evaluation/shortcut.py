@@ -20,7 +20,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.tree import DecisionTreeClassifier
 
-from retino.core.grades import GRADES, PROBABILITY_COLUMNS, REFERABLE_PROBABILITY_COLUMN
+from retino.core.grades import (
+    GRADE_COLUMN,
+    GRADES,
+    IMAGE_COLUMN,
+    PATIENT_COLUMN,
+    PREDICTED_COLUMN,
+    PROBABILITY_COLUMNS,
+    REFERABLE_PROBABILITY_COLUMN,
+)
 from retino.evaluation.intervals import answers, interval_statistics, run_intervals
 from retino.evaluation.metrics import quadratic_weighted_kappa, referable_probability
 
@@ -106,10 +114,10 @@ def _out_of_fold(x: np.ndarray, grades: np.ndarray, patients: np.ndarray, folds:
 def _predictions(usable: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
     """The out-of-fold answers as a predictions frame (the columns intervals read)."""
     frame = pd.DataFrame(probabilities, columns=PROBABILITY_COLUMNS)
-    frame.insert(0, "patient", usable["patient"].astype(str).to_numpy())
-    frame.insert(0, "image", usable["name"].astype(str).to_numpy())
-    frame.insert(0, "grade", usable["grade"].to_numpy(int))
-    frame["predicted"] = probabilities.argmax(axis=1)
+    frame.insert(0, PATIENT_COLUMN, usable["patient"].astype(str).to_numpy())
+    frame.insert(0, IMAGE_COLUMN, usable["name"].astype(str).to_numpy())
+    frame.insert(0, GRADE_COLUMN, usable["grade"].to_numpy(int))
+    frame[PREDICTED_COLUMN] = probabilities.argmax(axis=1)
     frame[REFERABLE_PROBABILITY_COLUMN] = referable_probability(probabilities)
     return frame
 

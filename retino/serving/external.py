@@ -16,7 +16,7 @@ from retino.config.schema import QualityConfig
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text
-from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
+from retino.core.grades import GRADE_COLUMN, OUTPUT_COLUMN, PREDICTED_COLUMN, REFERABLE_GRADE
 from retino.core.keys import EVALUATION_KEYS
 from retino.core.metric_names import TEST_MAJORITY_BASELINE
 from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, SCREENING_FILE, predictions_file
@@ -97,7 +97,7 @@ def external_metrics(test, cfg: DictConfig, run: TrainedRun,
     metrics = headline_metrics(test, None, cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
     if run.threshold_chosen:
-        flagged = at_threshold(test["grade"].to_numpy(), referable_scores(test), run.threshold,
+        flagged = at_threshold(test[GRADE_COLUMN].to_numpy(), referable_scores(test), run.threshold,
                                "test_")
         metrics |= {f"{key}_selected": value for key, value in flagged.items()}
     metrics |= screening.metrics("test")
@@ -123,10 +123,10 @@ def evaluate_elsewhere(run: TrainedRun, cfg: DictConfig, out_dir: Path) -> tuple
     screening = external_screening(test, cfg, run)
     files = [atomic_write_text(out_dir / predictions_file("test"), test.to_csv(index=False)),
              atomic_write_text(out_dir / SCREENING_FILE, screening_markdown(screening)),
-             plot_confusion_matrix(confusion_matrix(test["grade"], test["predicted"]),
+             plot_confusion_matrix(confusion_matrix(test[GRADE_COLUMN], test[PREDICTED_COLUMN]),
                                    out_dir / CONFUSION_FIGURE,
                                    title=f"{run.source} on {location.root.name}"),
-             plot_referable_roc({"test": (test["grade"] >= REFERABLE_GRADE,
+             plot_referable_roc({"test": (test[GRADE_COLUMN] >= REFERABLE_GRADE,
                                           referable_scores(test))}, out_dir / ROC_FIGURE,
                                 title=f"on {location.root.name}: referable DR")]
     return external_metrics(test, cfg, run, screening), files

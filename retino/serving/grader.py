@@ -28,8 +28,11 @@ from tqdm import tqdm
 from retino.config.schema import QualityConfig
 from retino.core.errors import ConfigError, DataError
 from retino.core.grades import (
+    GRADE_COLUMN,
+    IMAGE_COLUMN,
     NUM_GRADES,
     OUTPUT_COLUMN,
+    PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     REFERABLE_GRADE,
     REFERABLE_PROBABILITY_COLUMN,
@@ -108,7 +111,7 @@ def operating_point(cfg: DictConfig, val: pd.DataFrame | None) -> tuple[float, b
     threshold = float("nan")
     if val is not None:
         chooses = gradable_rows(val)  # as its report chose it
-        threshold = threshold_for_sensitivity(chooses["grade"].to_numpy(),
+        threshold = threshold_for_sensitivity(chooses[GRADE_COLUMN].to_numpy(),
                                               referable_scores(chooses),
                                               cfg.referable_sensitivity_target)
     if np.isnan(threshold):
@@ -135,7 +138,7 @@ def judgement_on(cfg: DictConfig, val: pd.DataFrame | None) -> dict:
     threshold, chosen = operating_point(cfg, val)
     cuts = None
     if val is not None and is_regression_frame(val):  # every validation image, as the run
-        cuts = tuple(float(c) for c in fit_cut_points(val["grade"].to_numpy(),
+        cuts = tuple(float(c) for c in fit_cut_points(val[GRADE_COLUMN].to_numpy(),
                                                       val[OUTPUT_COLUMN].to_numpy()))
     return {"threshold": threshold, "threshold_chosen": chosen, "cuts": cuts}
 
@@ -432,21 +435,21 @@ def answers_frame(paths: list[Path], probs: np.ndarray, errors: list[str], thres
                   cuts: tuple[float, ...] | None = None) -> pd.DataFrame:
     """The rows grade() returns, from the answers (N, 5) (a regression head's (N, 1), cut at
     `cuts`, else rounded), nan where a photograph was not graded."""
-    frame = pd.DataFrame({"image": [str(p) for p in paths]})
+    frame = pd.DataFrame({IMAGE_COLUMN: [str(p) for p in paths]})
     frame = pd.concat([frame, quality_columns(qualities or [None] * len(paths), errors)], axis=1)
     graded = ~np.isnan(probs).any(axis=1)
     answers = np.nan_to_num(probs)
     if answers.shape[1] == 1:  # a regression head: its output ranks referable DR
         score = answers[:, 0]
         predicted = grades_from_outputs(score, np.asarray(cuts if cuts else ROUNDING))
-        frame["predicted"] = pd.Series(predicted, dtype="Int64")
+        frame[PREDICTED_COLUMN] = pd.Series(predicted, dtype="Int64")
         frame[OUTPUT_COLUMN] = probs[:, 0]
     else:
         score = referable_probability(answers)
-        frame["predicted"] = pd.Series(answers.argmax(axis=1), dtype="Int64")
+        frame[PREDICTED_COLUMN] = pd.Series(answers.argmax(axis=1), dtype="Int64")
         frame[PROBABILITY_COLUMNS] = probs
         frame[REFERABLE_PROBABILITY_COLUMN] = np.where(graded, score, np.nan)
     frame["referable"] = pd.Series((score >= threshold).astype(int), dtype="Int64")
-    frame.loc[~graded, ["predicted", "referable"]] = pd.NA  # skipped: blank, not grade 0
+    frame.loc[~graded, [PREDICTED_COLUMN, "referable"]] = pd.NA  # skipped: blank, not grade 0
     frame["error"] = errors
     return frame

@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 
 from retino.core.errors import ConfigError
-from retino.core.grades import REFERABLE_GRADE
+from retino.core.grades import GRADE_COLUMN, PATIENT_COLUMN, REFERABLE_GRADE
 from retino.core.keys import IN_NAME, NOT_AN_AXIS
 from retino.core.metric_names import ALL_PHOTOGRAPHS, SELECTION_SCORE, VAL_QWK, selected
 from retino.core.names import FINISHED
@@ -145,8 +145,8 @@ def auc_difference(a: Configuration, b: Configuration) -> DeLong | None:
     aligned = same_images([run.test for run in a.runs + b.runs])
     scores = [referable_scores(frame) for frame in aligned]
     try:
-        return mean_auc_test(aligned[0]["grade"] >= REFERABLE_GRADE, scores[: len(a.runs)],
-                             scores[len(a.runs):], aligned[0]["patient"])
+        return mean_auc_test(aligned[0][GRADE_COLUMN] >= REFERABLE_GRADE, scores[: len(a.runs)],
+                             scores[len(a.runs):], aligned[0][PATIENT_COLUMN])
     except ValueError:
         return None
 

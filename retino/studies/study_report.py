@@ -25,7 +25,7 @@ import numpy as np
 
 from retino.core.errors import ConfigError
 from retino.core.files import atomic_write_text, csv_text
-from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.grades import GRADE_COLUMN, GRADES, REFERABLE_GRADE
 from retino.core.metric_names import (
     ALL_PHOTOGRAPHS,
     SELECTED_EPOCH,
@@ -468,7 +468,7 @@ def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,
     if matrices:
         files.append(plot_confusion_grid(matrices, folder / "confusion_grid.png"))
     names = run_names(finished, labels)
-    curves = {names[run.run_id]: (run.test["grade"] >= REFERABLE_GRADE,
+    curves = {names[run.run_id]: (run.test[GRADE_COLUMN] >= REFERABLE_GRADE,
                                   referable_scores(run.test))
               for run in finished if run.test is not None}
     if curves:

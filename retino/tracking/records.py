@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from retino.core.grades import NUM_GRADES
+from retino.core.grades import GRADE_COLUMN, NUM_GRADES, PREDICTED_COLUMN
 from retino.core.metric_names import TEST_ACC, TEST_QWK, TRAIN_ACC
 from retino.core.names import CONFIG_NAME_TAG, CONFUSION_CSV, predictions_file
 from retino.evaluation.metrics import confusion_matrix
@@ -54,7 +54,7 @@ def _confusion(client: RetryingClient, run_id: str, names: set[str], test: pd.Da
     """From the test predictions; from confusion_matrix.csv for runs that logged no
     predictions."""
     if test is not None:
-        return confusion_matrix(test["grade"], test["predicted"])
+        return confusion_matrix(test[GRADE_COLUMN], test[PREDICTED_COLUMN])
     if CONFUSION_CSV not in names:
         return None
     path = client.download_artifacts(run_id, CONFUSION_CSV, str(folder))

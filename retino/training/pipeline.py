@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from retino.config.naming import run_name
 from retino.core.errors import DataError, first_line
 from retino.core.files import atomic_write_text, clear_interrupted_writes, csv_text
-from retino.core.grades import GRADES, REFERABLE_GRADE
+from retino.core.grades import GRADE_COLUMN, GRADES, PREDICTED_COLUMN, REFERABLE_GRADE
 from retino.core.metric_names import (
     ALL_PHOTOGRAPHS,
     GRADABLE_PHOTOGRAPHS,
@@ -225,7 +225,7 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
         files.append(atomic_write_text(out_dir / predictions_file(split),
                                        frame.to_csv(index=False)))
     test = frames["test"]
-    result.confusion = confusion_matrix(test["grade"], test["predicted"])
+    result.confusion = confusion_matrix(test[GRADE_COLUMN], test[PREDICTED_COLUMN])
     screening = screening_report(test, frames.get("val"), cfg.referable_sensitivity_target,
                                  cfg.referable_specificity_target,
                                  programme_prevalence=cfg.programme_prevalence)
@@ -429,7 +429,7 @@ def _curves(frames: dict[str, pd.DataFrame],
     label saying which."""
     if photographs == GRADABLE_PHOTOGRAPHS:
         frames = {split: gradable_rows(frame) for split, frame in frames.items()}
-    return {f"{split} ({photographs})": (frame["grade"].to_numpy() >= REFERABLE_GRADE,
+    return {f"{split} ({photographs})": (frame[GRADE_COLUMN].to_numpy() >= REFERABLE_GRADE,
                                          referable_scores(frame))
             for split, frame in frames.items()}
 
