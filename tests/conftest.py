@@ -43,10 +43,18 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def expected_seconds(item: pytest.Item) -> float:
+    """What a test is expected to take on the developers' machine: `slow(seconds=N)` where a
+    test gives it, 5 for any other slow test, 0 for the rest."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 5))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (the order is stable otherwise), so that no minute-long test starts
-    when the other worker has nothing left to run."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest tests first (the order is stable otherwise): pytest-xdist hands the first
+    half of the list to one worker and lets the other take from its end, so the run ends on
+    short tests, not on a minute-long one started when the other worker had nothing left."""
+    items.sort(key=lambda item: -expected_seconds(item))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +108,10 @@ def isolated_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setenv("RETINO_LOCK_DIR", str(tmp_path / "locks"))
+    # The `mlflow server` and `mlflow ui` a test starts run no server-side jobs (MLflow 3's
+    # GenAI job runner): else each starts seven more Python processes, which import MLflow on
+    # the test's two cores for half a minute and which no test uses.
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import torchvision
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
-from timm.models import get_pretrained_cfg
 
 from retino.core.errors import ConfigError, WeightsUnavailableError, first_line
 from retino.models.network import HEAD, GradingNetwork
@@ -105,6 +104,8 @@ def resolve_timm_weights(arch: str, weights_file: str | None) -> Path:
     given file, else the Hugging Face hub cache; never a download."""
     if weights_file:
         return _given_file(weights_file)
+    from timm.models import get_pretrained_cfg  # timm only for timm's backbones (see timm_network)
+
     pretrained = get_pretrained_cfg(arch)
     repo = pretrained.hf_hub_id if pretrained else None
     if not repo:

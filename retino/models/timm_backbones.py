@@ -11,8 +11,8 @@ what timm's own head computes before its classifier (`forward_head(..., pre_logi
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
-import timm
 import torch
 from torch import nn
 
@@ -81,6 +81,8 @@ def timm_network(arch: str | None, head: str = "classification",
                  num_classes: int = NUM_GRADES) -> TimmNetwork:
     """timm's `arch` (a name, optionally with its pretrained tag: efficientnet_b0.ra_in1k),
     randomly initialised, ending in retino's head of the given kind."""
+    import timm  # here, not at the top: timm adds most of a second to every run that needs it not
+
     if not arch:
         raise ConfigError(f"model={TIMM_MODEL} needs model.arch=<a timm architecture>, e.g. "
                           "model.arch=efficientnet_b4.")
@@ -112,6 +114,11 @@ for _name in (*TIMM_NAMED, TIMM_MODEL):
     NETWORKS.add(_name, _timm_builder(_name))
 
 
-def timm_architectures() -> list[str]:
-    """Every architecture timm knows (without pretrained tags), for validation's messages."""
-    return timm.list_models()
+class TimmArchitectures:
+    """Every architecture timm knows (without pretrained tags), for validation's messages: read
+    from timm when iterated, so that a run that names no timm model never imports timm."""
+
+    def __iter__(self) -> Iterator[str]:
+        import timm
+
+        return iter(timm.list_models())

@@ -21,7 +21,7 @@ from retino.data.loaders import grade_histogram
 from retino.models import HEADS, NETWORKS, RESNETS
 from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import PRETRAIN_SOURCES
-from retino.models.timm_backbones import timm_architectures
+from retino.models.timm_backbones import TimmArchitectures
 
 # (config, the parameters that learn) -> optimizer
 OPTIMIZERS: Registry[Callable[[DictConfig, list[nn.Parameter]], torch.optim.Optimizer]] = \
@@ -85,7 +85,7 @@ def registered_choices() -> dict[str, Iterable[str]]:
     """Config key -> the names its registry knows, for validate_config."""
     return {"model.name": NETWORKS, "head.name": HEADS, "pretrain.source": PRETRAIN_SOURCES,
             "optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES, "imbalance": LOSSES,
-            "model.arch": timm_architectures(), "cifar10_models": RESNETS}
+            "model.arch": TimmArchitectures(), "cifar10_models": RESNETS}
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -159,7 +159,7 @@ def test_a_run_refuses_a_test_photograph_it_would_learn_from_under_another_name(
     assert tracker.tags[COPIES_ACROSS_SPLITS_TAG] == "1"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_prepare_drops_copies_keeping_the_training_one_and_audits_the_cache(tmp_path):
     """--duplicates drop leaves the training photograph of a group and lists the test copy as
     a duplicate; the audit then runs on the cache (its file properties those of the

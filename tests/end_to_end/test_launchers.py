@@ -48,7 +48,7 @@ def test_gpu_lease_gives_running_jobs_different_gpus_and_frees_them(tmp_path):
         assert again == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(tmp_path,
                                                                               monkeypatch):
     """Two jobs at once (one per core here), each starting loader worker processes inside
@@ -108,7 +108,7 @@ def _submitit_tasks(folder: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_submitit_jobs_preempted_mid_training_requeue_and_resume_their_runs(tmp_path):
     from retino import PROJECT_ROOT
 

@@ -27,6 +27,7 @@ from tests.helpers.sources import make_kaggle_folder
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow(seconds=50)
 def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_path):
     fill_hub_cache("resnet18")
     fill_hub_cache("resnet50")
@@ -126,6 +127,7 @@ def mlflow_ui(folder):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow(seconds=10)
 def test_failing_run_ends_failed_with_its_error(tmp_path):
     root = make_kaggle_folder(tmp_path / "dr")
     (root / "images" / "1_left_train.jpeg").write_bytes(b"truncated")
@@ -157,6 +159,7 @@ def wait_for(condition, timeout=300):
     return condition()
 
 
+@pytest.mark.slow(seconds=35)
 def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_path):
     args = [*TINY, "epochs=3", "data.train_size=40", f"data.root={tmp_path / 'demo'}"]
     jobs = {name: start_cli(args, tmp_path, name) for name in ("a", "b")}
@@ -183,6 +186,7 @@ def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_p
     assert sorted(steps) == [1, 2, 3]  # one unbroken series: nothing missing, nothing twice
 
 
+@pytest.mark.slow(seconds=15)
 def test_a_sweep_stopped_by_sigterm_ends_its_parent_run(tmp_path, signum=signal.SIGTERM):
     """SIGTERM, as `kill` or a cluster sends it (Ctrl-C's KeyboardInterrupt takes the same path
     from there: tests/jobs/test_job.py stops a study with each exception in-process)."""
@@ -250,6 +254,7 @@ def without_run_ids(text):
     return [line for line in text.splitlines()[1:] if "best seed's run" not in line]
 
 
+@pytest.mark.slow(seconds=65)
 def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
         tmp_path, monkeypatch, capsys, caplog):
     """A run again from its id, in the author's store; the study (a two-fold cross-validation,
@@ -258,6 +263,7 @@ def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
     another store, a verdict per run, and imported into a third store, its report rebuilt."""
     from retino.bundle import main as bundle_main
     from retino.core.names import BUNDLE_TAG, IMPORTED_FROM_TAG
+    from retino.jobs.identity import code_version
     from retino.studies.study_report import write_report
     from retino.tracking.records import read_runs
     from tests.helpers.cli import copy_of_the_code
@@ -325,11 +331,16 @@ def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
     assert {row["verdict"] for row in table} == {"identical"} and len(table) == 3 * 2
 
     # The reviewer's code differs from the author's: refused, naming the commit to check out.
+    # (Here, in this process, with the changed checkout's code version: a third command's
+    # start-up would cost the suite ten seconds.)
     (code / "retino" / "training" / "loop.py").open("a").write("# a reviewer's change\n")
-    proc = reviewer(code, store, bundle, f"data.root={tmp_path / 'reviewer-data'}")
+    changed = code_version(code)
+    monkeypatch.setattr("retino.studies.reproduction.code_version", lambda: changed)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert reproduce(str(bundle), f"data.root={tmp_path / 'reviewer-data'}").returncode == 2
     commit = study.data.tags["git_commit"].removesuffix("-dirty")
-    assert proc.returncode == 2 and f"git checkout {commit}" in proc.stderr
-    assert "--allow-code-change" in proc.stderr
+    assert f"git checkout {commit}" in caplog.text and "--allow-code-change" in caplog.text
 
     # Imported into a third store without running: the author's report, rebuilt.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'third.db'}")

@@ -12,7 +12,7 @@ from tests.conftest import TINY
 from tests.helpers.cli import run_cli, study_runs
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=17)
 def test_a_three_trial_search_optimises_the_validation_metric_past_a_failed_trial(tmp_path):
     # batch_size 0 is invalid: with the sampler's seed 0, the first trial draws it and fails.
     proc = run_cli(["-m", "-cd", "sweeps", "-cn", "search", *TINY, "hydra.sweeper.n_trials=3",

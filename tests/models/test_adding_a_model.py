@@ -40,7 +40,7 @@ def tinynet(head: str, num_classes: int, arch: str | None) -> GradingNetwork:
 '''
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_a_model_is_one_module_and_one_config_file(tmp_path):
     code = copy_of_the_code(tmp_path / "code")
     (code / "retino" / "models" / "tinynet.py").write_text(TINYNET)

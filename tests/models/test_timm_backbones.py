@@ -251,7 +251,7 @@ def test_arch_is_logged_and_named_only_for_model_timm():
     assert run_name(cfg).startswith("resnet10t-scratch")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_a_pretrained_frozen_efficientnet_runs_end_to_end(tmp_path):
     """run.py with EfficientNet-B0 from a timm-format file, frozen, averaged, with maps."""
     from tests.helpers.cli import run_cli

@@ -13,6 +13,7 @@ from retino import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow(seconds=22)
 def test_the_gpu_check_dry_run_passes_every_step_and_returns_two_files(tmp_path):
     env = {**os.environ, "GPU_CHECK_DRY_RUN": "1", "WHEELS": str(tmp_path / "no-wheels"),
            "GPU_CHECK_WORK": str(tmp_path / "work"), "PYTHON": sys.executable,

@@ -22,7 +22,7 @@ with mlflow_run("parallel", f"job{sys.argv[1]}", {f"p{i}": i for i in range(60)}
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 def test_four_jobs_starting_at_once_on_a_new_sqlite_store_lose_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"  # not created yet: the jobs create it
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

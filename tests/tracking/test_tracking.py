@@ -200,7 +200,7 @@ def test_a_dataset_another_job_logged_at_the_same_moment_is_linked_not_an_error(
     assert len(calls) == 2 and run.inputs.dataset_inputs[0].dataset.digest == "abc123"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=17)
 def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, caplog):
     """The server is killed after epoch 1 and back after epoch 2: training never stops (a
     call used to retry for 4 minutes, and the job ended FAILED), and the run finishes with

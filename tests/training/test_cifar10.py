@@ -194,7 +194,7 @@ def _pretrain_in_a_process(tmp_path, run_ids):
     run_ids.put(tags["cifar10_pretrain_run_id"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_two_jobs_with_one_recipe_pretrain_once_and_share_that_run(tmp_path):
     write_cifar10(tmp_path / "cifar")
     context = multiprocessing.get_context("spawn")

@@ -40,7 +40,7 @@ def test_gradient_step_clips_the_true_gradient_norm():
     assert norm <= 0.1 + 1e-4
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16", "data.train_size=8",
                         "data.test_size=5", "data.val_fraction=0", "batch_size=4"]  # fp16: slow

@@ -27,7 +27,7 @@ def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
     assert counts.sum() == 10 and (counts == result.confusion).all()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2", "augmentation=strong",
                         "deterministic=true"]
