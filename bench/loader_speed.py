@@ -7,7 +7,7 @@ before), in the same run; their ratio per augmentation.
 
 Each path: one worker process, batches collated through shared memory into the main process, as
 training gets them. Today's path leaves rotation, colour jitter and normalisation to the training
-device (retino/data/device_augment.py: a few passes over the whole batch; `bench/train_speed.py
+device (retino/data/load/device_augment.py: a few passes over the whole batch; `bench/train_speed.py
 --augmentation strong` times them in the real loop), so they are not a worker's work and not
 timed here; the path before did all of it in the worker. Best of --rounds passes over the same
 images (the first pass, which reads the files into the page cache, is not timed).
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from retino import PROJECT_ROOT  # noqa: E402
-from retino.data.dataset import (  # noqa: E402
+from retino.data.load.dataset import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     RetinopathyDataset,
@@ -37,13 +37,13 @@ from retino.data.dataset import (  # noqa: E402
     collate_images,
     read_rgb,
 )
-from retino.data.demo import ensure_demo_dataset  # noqa: E402
-from retino.data.loaders import (  # noqa: E402
+from retino.data.load.loaders import (  # noqa: E402
     DatasetLocation,
     read_index_at,
     training_set,
     worker_start_method,
 )
+from retino.data.prepare.demo import ensure_demo_dataset  # noqa: E402
 
 AUGMENTATIONS = PROJECT_ROOT / "conf" / "augmentation"
 

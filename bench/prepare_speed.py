@@ -10,7 +10,7 @@ Prints, on the same generated files:
 1. images/s per core of the lab's method (full decode, area resize, center crop, one process)
    and of retino's center_crop (reduced-scale decode, then the same), their ratio, and the mean
    absolute difference between the two outputs in grey levels;
-2. what the quality assessment (retino/data/quality.py) adds: to prepare's time per image
+2. what the quality assessment (retino/data/prepare/quality.py) adds: to prepare's time per image
    (its share; target at most 10 %), and in milliseconds to a full-size photograph that
    retino.predict has decoded;
 3. retino's images/s on 1 process and on every core, and the scaling between them.
@@ -31,11 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retino.data.demo import draw_fundus  # noqa: E402
-from retino.data.prepare import ImageTask, cache_dir, prepare_images  # noqa: E402
-from retino.data.preprocess import METHODS, decode_photograph, prepare_image  # noqa: E402
-from retino.data.public_sets import IMAGE_SUFFIXES  # noqa: E402
-from retino.data.quality import assess  # noqa: E402
+from retino.data.prepare.cache import ImageTask, cache_dir, prepare_images  # noqa: E402
+from retino.data.prepare.demo import draw_fundus  # noqa: E402
+from retino.data.prepare.preprocess import METHODS, decode_photograph, prepare_image  # noqa: E402
+from retino.data.prepare.public_sets import IMAGE_SUFFIXES  # noqa: E402
+from retino.data.prepare.quality import assess  # noqa: E402
 
 
 def make_kaggle_like_jpegs(folder: Path, n: int, width: int, height: int,

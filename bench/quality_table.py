@@ -1,5 +1,5 @@
 """The measurements behind the quality defaults (docs/quality.md): every measure of
-retino/data/quality.py on a real fundus photograph (scikit-image's retina.jpg, in its wheel)
+retino/data/prepare/quality.py on a real fundus photograph (scikit-image's retina.jpg, in its wheel)
 placed and spoiled as cameras and captures do, on photographs that are no fundus, and on the
 real photographs of several cameras in ../shared/realfundus-dev/ when that folder is there.
 
@@ -28,7 +28,7 @@ import skimage.data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retino.data.quality import assess  # noqa: E402
+from retino.data.prepare.quality import assess  # noqa: E402
 
 REAL_SET = Path(__file__).resolve().parents[2] / "shared" / "realfundus-dev"
 MEASURES = ("disc_fraction", "lit_corners", "rim_fit", "red_ratio", "red_blue_ratio",

@@ -28,8 +28,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from retino.config.schema import PRECISIONS  # noqa: E402
-from retino.data.demo import ensure_demo_dataset  # noqa: E402
-from retino.data.loaders import (  # noqa: E402
+from retino.data.load.loaders import (  # noqa: E402
     DEFAULT_DEMO_CACHE,
     DatasetLocation,
     build_loaders,
@@ -37,6 +36,7 @@ from retino.data.loaders import (  # noqa: E402
     read_index_at,
     resolve_num_workers,
 )
+from retino.data.prepare.demo import ensure_demo_dataset  # noqa: E402
 from retino.models import build_network  # noqa: E402
 from retino.training.devices import resolve_device  # noqa: E402
 from retino.training.loop import seed_epoch, seed_everything, train_one_epoch  # noqa: E402

@@ -27,9 +27,9 @@ from retino.config.registration import composed
 from retino.config.validation import validate_config
 from retino.core.errors import ConfigError, DataError
 from retino.core.names import AUDIT_DIR, AUDIT_REPORT_FILE, SURVEY_FILE
-from retino.data.digest import data_identity
 from retino.data.layout import SplitIndex
-from retino.data.loaders import locate_dataset, read_index_at
+from retino.data.load.digest import data_identity
+from retino.data.load.loaders import locate_dataset, read_index_at
 from retino.data.split import with_validation
 from retino.evaluation.audit_report import write_audit
 from retino.evaluation.data_audit import DataAudit, audit_index

@@ -17,8 +17,8 @@ from retino import PROJECT_ROOT
 from retino.config.help import key_roles_markdown, reference_markdown
 from retino.config.schema import Config, DataConfig
 from retino.core.files import atomic_write_text
-from retino.data.demo import demo_folder_name
-from retino.data.loaders import DEFAULT_DEMO_CACHE
+from retino.data.load.loaders import DEFAULT_DEMO_CACHE
+from retino.data.prepare.demo import demo_folder_name
 
 DOCS_DIR = PROJECT_ROOT / "docs"
 STAGES = ("core", "config", "data", "models", "evaluation", "training", "tracking", "serving",
@@ -45,9 +45,16 @@ def ownership_markdown(package: Path = PROJECT_ROOT / "retino") -> str:
     for stage in STAGES:
         folder = package / stage
         lines += ["", f"### `{stage}`", "", _first_sentence(folder / "__init__.py"), ""]
-        lines += [f"- `{path.name}`: {_first_sentence(path)}"
-                  for path in sorted(folder.glob("*.py")) if path.name != "__init__.py"]
+        lines += [f"- `{_module_name(path, folder)}`: {_first_sentence(path)}"
+                  for path in sorted(folder.rglob("*.py")) if path != folder / "__init__.py"]
     return "\n".join(lines) + "\n"
+
+
+def _module_name(path: Path, stage: Path) -> str:
+    """A module as the stage's folder names it: `split.py`, `prepare/cache.py`; a subpackage's
+    __init__ as the subpackage, `prepare/`."""
+    name = path.relative_to(stage).as_posix()
+    return name.removesuffix("__init__.py") if path.name == "__init__.py" else name
 
 
 def demo_folder_markdown() -> str:

@@ -31,8 +31,8 @@ from retino.core.metric_names import (
     selected,
 )
 from retino.core.names import DATA_DIGEST_TAG, EVALUATES_TAG
-from retino.data.digest import data_identity
-from retino.data.loaders import cache_params, locate_dataset
+from retino.data.load.digest import data_identity
+from retino.data.load.loaders import cache_params, locate_dataset
 from retino.serving.external import evaluate_elsewhere, evaluation_config, source_experiment
 from retino.serving.grader import load_trained_run
 from retino.tracking.runs import mlflow_run

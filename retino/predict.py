@@ -34,7 +34,7 @@ from pathlib import Path
 from retino.core.errors import ConfigError, DataError, RetinoError
 from retino.core.files import atomic_write_text
 from retino.core.grades import IMAGE_COLUMN
-from retino.data.loaders import resolve_num_workers
+from retino.data.load.loaders import resolve_num_workers
 from retino.serving.grader import Engine, TrainedRun, grade, list_images, load_trained_run
 from retino.training.devices import resolve_device
 

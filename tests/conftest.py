@@ -127,7 +127,7 @@ def trained_run(tmp_path_factory):
     made from 200 x 150 photographs (tests/helpers/sources.py's synthetic Kaggle source)."""
     from mlflow.tracking import MlflowClient
 
-    from retino.data.prepare import cache_dir, prepare_cache
+    from retino.data.prepare.cache import cache_dir, prepare_cache
     from retino.jobs.lifecycle import JobContext, run_job
     from tests.helpers.sources import make_kaggle_source
 

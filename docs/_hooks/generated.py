@@ -5,7 +5,7 @@ cannot drift from it (retino/docs.py, fill_generated):
   (retino/config/schema.py) and conf/ — the same source as `python run.py --help`.
 - `<!-- generated: key roles -->`: the key-roles table (retino/core/keys.py).
 - `<!-- generated: ownership -->`: which module owns what (each module's docstring).
-- `<!-- generated: demo folder -->`: where the demo set lands (retino/data/demo.py).
+- `<!-- generated: demo folder -->`: where the demo set lands (retino/data/prepare/demo.py).
 
 The parts are committed too (`python -m retino.docs` refreshes them; a test fails when
 they are stale), so the repository's own page of the docs shows them.

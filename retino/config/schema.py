@@ -111,8 +111,8 @@ class FreezeConfig:
 
 @dataclass
 class QualityConfig:
-    """Is a photograph gradable (retino/data/quality.py; docs/quality.md: how the defaults were
-    chosen). heuristic: measured on each photograph; off: every photograph is graded."""
+    """Is a photograph gradable (retino/data/prepare/quality.py; docs/quality.md: how the defaults
+    were chosen). heuristic: measured on each photograph; off: every photograph is graded."""
 
     name: str = "heuristic"
     min_disc_fraction: float = 0.15  # the fundus disc's least share of the frame

@@ -25,8 +25,8 @@ from retino.core.names import (  # noqa: E402
     SURVEY_FILE,
 )
 from retino.core.pages import html_page, markdown_table  # noqa: E402
-from retino.data.preprocess import BadImage, decode_for_size, inspect_image  # noqa: E402
-from retino.data.properties import PROPERTIES  # noqa: E402
+from retino.data.prepare.preprocess import BadImage, decode_for_size, inspect_image  # noqa: E402
+from retino.data.prepare.properties import PROPERTIES  # noqa: E402
 from retino.evaluation.data_audit import (  # noqa: E402
     NOT_GRADABLE_SHARE,
     DataAudit,

@@ -19,8 +19,8 @@ import torch
 from torch.nn import functional
 
 from retino.core.grades import GRADES
-from retino.data.dataset import RetinopathyDataset, normalize_images
-from retino.data.device_decode import EncodedImages
+from retino.data.load.dataset import RetinopathyDataset, normalize_images
+from retino.data.load.device_decode import EncodedImages
 from retino.evaluation.cut_points import grades_from_outputs
 from retino.models import GradingNetwork, NoActivationMap
 from retino.models.heads import grades_by_rounding, is_regression

@@ -1,12 +1,12 @@
 """The shortcut floor: what a model scores on a data set without looking at the retina.
 
 A random forest is trained on each photograph's file and camera properties alone
-(retino.data.properties: size, aspect, file size, JPEG quality, brightness, contrast, where the
-field of view sits and how large it is) and scored by cross-validation by patient, as the same
+(retino.data.prepare.properties: size, aspect, file size, JPEG quality, brightness, contrast, where
+the field of view sits and how large it is) and scored by cross-validation by patient, as the same
 kappa and referable AUC, with the same intervals, that runs report. Where a camera or an export
 carries a grade, this floor is well above the majority baseline's (kappa 0), and a network's score
-on the set holds that much of it without any retinopathy learned; the kappa each property
-reaches alone names what carries it.
+on the set holds that much of it without any retinopathy learned; the kappa each property reaches
+alone names what carries it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ match (retino/jobs/decision.py). The code version hashes the source files that d
 computes (the package, the entry point, the configs), so a README edit changes nothing and a copy
 outside git still has one. Moving or renaming a module changes it too: runs made before such a
 change are retrained by a sweep, not skipped. The data digest lives with the data
-(retino/data/digest.py); which config keys count is the key-roles table (retino/core/keys.py).
+(retino/data/load/digest.py); which config keys count is the key-roles table (retino/core/keys.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from retino import PROJECT_ROOT
 from retino.config.params import params_to_log
 from retino.core.keys import AS_RESOLVED, NOT_IDENTITY
-from retino.data.digest import short_digest
+from retino.data.load.digest import short_digest
 
 CODE_FILES = ("retino/**/*.py", "run.py", "conf/**/*.yaml")  # relative to the project root
 # Launcher presets decide where and how many jobs run, never what one computes: raising a SLURM

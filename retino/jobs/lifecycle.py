@@ -56,7 +56,7 @@ from retino.core.names import (
     RUNNING,
     SUPERSEDED_TAG,
 )
-from retino.data.digest import DataIdentity, data_identity
+from retino.data.load.digest import DataIdentity, data_identity
 from retino.jobs.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun, JobIdentity, decide
 from retino.jobs.identity import code_version, config_hash, git_commit
 from retino.jobs.launchers import gpu_count, gpu_lease, on_gpu
@@ -114,7 +114,7 @@ def check_config(cfg: DictConfig) -> None:
 def plan_job(cfg: DictConfig) -> JobPlan:
     """Validate the config, find the data (the demo set is generated on first use) and compute
     the job's identity: config, code and data."""
-    from retino.data.loaders import locate_dataset
+    from retino.data.load.loaders import locate_dataset
 
     check_config(cfg)
     data = data_identity(locate_dataset(cfg.data).root)

@@ -21,7 +21,7 @@ from retino.core.keys import EVALUATION_KEYS
 from retino.core.metric_names import TEST_MAJORITY_BASELINE
 from retino.core.names import CONFUSION_FIGURE, ROC_FIGURE, SCREENING_FILE, predictions_file
 from retino.data.layout import read_split_index
-from retino.data.loaders import evaluation_loader, locate_dataset, resolve_num_workers
+from retino.data.load.loaders import evaluation_loader, locate_dataset, resolve_num_workers
 from retino.evaluation.cut_points import grades_from_outputs
 from retino.evaluation.metrics import at_threshold, confusion_matrix, referable_scores
 from retino.evaluation.plots import plot_confusion_matrix, plot_referable_roc

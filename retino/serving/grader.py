@@ -38,9 +38,9 @@ from retino.core.grades import (
     REFERABLE_PROBABILITY_COLUMN,
 )
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
-from retino.data.dataset import build_transform, collate_images, normalize_images, read_rgb
 from retino.data.layout import read_manifest
-from retino.data.preprocess import (
+from retino.data.load.dataset import build_transform, collate_images, normalize_images, read_rgb
+from retino.data.prepare.preprocess import (
     MAX_MEGAPIXELS,
     METHOD_VERSIONS,
     METHODS,
@@ -48,7 +48,7 @@ from retino.data.preprocess import (
     decode_photograph,
     inspect_image,
 )
-from retino.data.quality import Quality, assess
+from retino.data.prepare.quality import Quality, assess
 from retino.evaluation.cam import class_activation_maps, overlay
 from retino.evaluation.cut_points import ROUNDING, fit_cut_points, grades_from_outputs
 from retino.evaluation.metrics import (
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    method: str  # a retino.data.preprocess method
+    method: str  # a retino.data.prepare.preprocess method
     size: int
 
 

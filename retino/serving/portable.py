@@ -34,10 +34,10 @@ from torch import nn
 from retino.core.errors import ConfigError, DataError
 from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
 from retino.core.names import GIT_COMMIT_TAG
-from retino.data.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from retino.data.demo import demo_folder_name
 from retino.data.layout import read_split_index
-from retino.data.loaders import DEFAULT_DEMO_CACHE, evaluation_set, locate_dataset
+from retino.data.load.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+from retino.data.load.loaders import DEFAULT_DEMO_CACHE, evaluation_set, locate_dataset
+from retino.data.prepare.demo import demo_folder_name
 from retino.models.answers import head_answers
 from retino.serving.grader import TrainedRun, head_name, pytorch_engine, trained_model
 

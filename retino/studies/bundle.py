@@ -59,8 +59,8 @@ from retino.core.names import (
     SUPERSEDED_TAG,
     WEIGHTS_FILE,
 )
-from retino.data.digest import data_identity, dataset_files
-from retino.data.loaders import locate_dataset
+from retino.data.load.digest import data_identity, dataset_files
+from retino.data.load.loaders import locate_dataset
 from retino.tracking.runs import set_run_tags
 from retino.tracking.studies import study_members, tagged_runs
 from retino.tracking.transfer import (

@@ -203,8 +203,8 @@ def _differing_files(recorded: Path | None, root: Path) -> list[str]:
 def data_problem(bundle, extra: list[str]) -> str | None:
     """Why the data the command line points at is not the data the bundle's runs used; None
     when it is. ConfigError when a run's data folder is not on this machine at all."""
-    from retino.data.digest import data_identity
-    from retino.data.loaders import locate_dataset
+    from retino.data.load.digest import data_identity
+    from retino.data.load.loaders import locate_dataset
 
     dotted = _data_overrides(extra)
     pointed = any(item.startswith("data.root=") for item in dotted)

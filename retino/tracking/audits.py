@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from retino.core.names import AUDIT_TAG, DATA_DIGEST_TAG, NOTE_TAG
-from retino.data.digest import DataIdentity
+from retino.data.load.digest import DataIdentity
 from retino.tracking.runs import mlflow_run
 from retino.tracking.store import mlflow_client
 

@@ -37,7 +37,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from retino.core.errors import first_line, user_message
 from retino.core.names import ERROR_FILE, ERROR_TAG, FAILED, FINISHED, KILLED, RUNNING
-from retino.data.digest import DataIdentity
+from retino.data.load.digest import DataIdentity
 from retino.tracking.store import (
     EXPERIMENT_KIND,
     artifact_location,

@@ -32,7 +32,7 @@ from retino.core.locks import exclusive
 from retino.core.metric_names import TRAIN_ACC
 from retino.core.names import CIFAR10_RUN_TAG
 from retino.core.pickles import load_data_pickle
-from retino.data.dataset import normalize_images
+from retino.data.load.dataset import normalize_images
 from retino.models import build_model
 from retino.training.checkpoint import atomic_torch_save, cpu_state_dict
 from retino.training.loop import (

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from retino.core.metric_names import TEST_ACC, TEST_LOSS, TEST_QWK, TRAIN_ACC, TRAIN_LOSS, VAL_QWK
 from retino.core.names import CHECKPOINT_FILE
-from retino.data.loaders import epoch_seed
+from retino.data.load.loaders import epoch_seed
 from retino.evaluation.cut_points import cut_point_metrics, fit_cut_points, grades_from_outputs
 from retino.evaluation.metrics import grading_metrics, referable_probability
 from retino.evaluation.predictions import predicted_grades, predictions_frame

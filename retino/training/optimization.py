@@ -17,7 +17,7 @@ from torch import nn
 
 from retino.core.grades import NUM_GRADES
 from retino.core.registry import Registry
-from retino.data.loaders import grade_histogram
+from retino.data.load.loaders import grade_histogram
 from retino.models import HEADS, NETWORKS, RESNETS
 from retino.models.heads import GradeRegressionLoss
 from retino.models.pretrained import PRETRAIN_SOURCES

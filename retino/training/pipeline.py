@@ -65,26 +65,26 @@ from retino.core.names import (
     predictions_file,
 )
 from retino.core.pages import html_page
-from retino.data.audit import (
-    audit_summary,
-    copies_between_splits,
-    listed_photographs,
-    read_originals,
-    survey_reusing,
-)
-from retino.data.dataset import (
+from retino.data.layout import SplitIndex
+from retino.data.load.dataset import (
     index_problems,
     listed_problems,
     refuse_photographs,
     without_photographs,
 )
-from retino.data.digest import data_identity
-from retino.data.layout import SplitIndex
-from retino.data.loaders import (
+from retino.data.load.digest import data_identity
+from retino.data.load.loaders import (
     cache_params,
     data_loaders,
     locate_dataset,
     read_index_at,
+)
+from retino.data.prepare.audit import (
+    audit_summary,
+    copies_between_splits,
+    listed_photographs,
+    read_originals,
+    survey_reusing,
 )
 from retino.data.split import shared_patients, with_validation
 from retino.evaluation.cam import cam_examples

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from retino.data.dataset import normalize_images
+from retino.data.load.dataset import normalize_images
 
 log = logging.getLogger(__name__)
 # The dtype of each of config.PRECISIONS but auto (tests/training/test_precision.py checks that

@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 from retino.audit import main as audit_main
 from retino.core.errors import DataError
 from retino.core.names import AUDIT_TAG, COPIES_ACROSS_SPLITS_TAG, DUPLICATES_FILE
-from retino.data.audit import Listed, find_duplicates, survey
-from retino.data.demo import draw_fundus
 from retino.data.layout import write_split_csvs
+from retino.data.prepare.audit import Listed, find_duplicates, survey
+from retino.data.prepare.demo import draw_fundus
 from retino.training.pipeline import train_and_evaluate
 from retino.training.tracker import NullTracker
 from tests.conftest import TINY, compose_config
@@ -164,7 +164,7 @@ def test_prepare_drops_copies_keeping_the_training_one_and_audits_the_cache(tmp_
     """--duplicates drop leaves the training photograph of a group and lists the test copy as
     a duplicate; the audit then runs on the cache (its file properties those of the
     originals, not of the cache's 64 px re-encodings)."""
-    from retino.data.prepare import main as prepare_main
+    from retino.data.prepare.cache import main as prepare_main
 
     source = fundus_folder(tmp_path / "source", {"train": [k % 5 for k in range(12)],
                                                  "test": [0, 1, 2, 3]})
@@ -215,8 +215,8 @@ def test_a_validation_copy_of_a_training_photograph_is_found_and_a_second_audit_
     """The copy check compares held-out splits with the splits a model learns from (here a
     validation photograph and its training original); an audit run again reuses its survey,
     an unreadable file included, and says the same."""
-    from retino.data.audit import copies_between_splits, listed_photographs, survey_reusing
     from retino.data.layout import SplitIndex
+    from retino.data.prepare.audit import copies_between_splits, listed_photographs, survey_reusing
 
     root = fundus_folder(tmp_path / "dr", {"train": [k % 5 for k in range(8)], "test": [0, 1]})
     images = root / "images"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from retino.core.errors import DataError
-from retino.data.dataset import (
+from retino.data.layout import read_split_index, write_split_csvs
+from retino.data.load.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RetinopathyDataset,
@@ -17,9 +18,8 @@ from retino.data.dataset import (
     normalize_images,
     read_rgb,
 )
-from retino.data.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
-from retino.data.layout import read_split_index, write_split_csvs
-from retino.data.loaders import build_loaders, locate_dataset, read_index
+from retino.data.load.loaders import build_loaders, locate_dataset, read_index
+from retino.data.prepare.demo import KAGGLE_GRADE_SHARES, ensure_demo_dataset, grade_counts
 from retino.training.optimization import class_weights
 from tests.conftest import compose_config
 from tests.helpers.sources import make_kaggle_folder
@@ -157,7 +157,7 @@ def test_bad_photographs_skip_trains_without_them_and_lists_each(tmp_path):
 def test_a_jpeg_with_a_long_trailer_is_whole(tmp_path):
     """A phone's "motion photo" appends more than 64 KB after the image: the end marker is
     found by reading on, and the photograph is not called truncated."""
-    from retino.data.dataset import photograph_problems
+    from retino.data.load.dataset import photograph_problems
 
     root = make_kaggle_folder(tmp_path / "dr")
     photograph = root / "images" / "0_right_train.jpeg"
@@ -244,7 +244,7 @@ def test_balanced_sampler_and_weights_favour_rare_grades(tmp_path):
 
 
 def test_auto_worker_count_follows_the_cores_this_job_may_use(monkeypatch):
-    from retino.data.loaders import resolve_num_workers
+    from retino.data.load.loaders import resolve_num_workers
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
@@ -261,7 +261,7 @@ def test_auto_worker_count_follows_the_cores_this_job_may_use(monkeypatch):
 
 
 def test_loader_workers_are_fitted_to_the_shared_memory_there_is(monkeypatch, tmp_path, caplog):
-    import retino.data.loaders as loaders
+    import retino.data.load.loaders as loaders
 
     monkeypatch.setattr(loaders, "SHARED_MEMORY", tmp_path)
     free = 64 * 2**20  # a container's default /dev/shm

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from retino.data.device_augment import augment_on_device, draw_device_params, jitter, rotate
-from retino.data.loaders import training_set
+from retino.data.load.device_augment import augment_on_device, draw_device_params, jitter, rotate
+from retino.data.load.loaders import training_set
 from tests.conftest import compose_config
 from tests.helpers.sources import make_kaggle_folder
 
@@ -44,7 +44,7 @@ def test_colour_factors_per_image():
 def test_strong_samples_carry_their_parameters_drawn_from_their_seed(tmp_path):
     root = make_kaggle_folder(tmp_path / "dr")
     cfg = compose_config(["augmentation=strong", "data=kaggle", f"data.root={root}"])
-    from retino.data.loaders import read_index
+    from retino.data.load.loaders import read_index
 
     dataset = training_set(read_index(cfg.data)["train"], cfg.augmentation, 32)
     image, grade, params = dataset[(2, 1234)]

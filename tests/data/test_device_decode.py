@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from retino.core.errors import DataError
-from retino.data.demo import ensure_demo_dataset
-from retino.data.device_decode import JpegBatch
 from retino.data.layout import read_split_index
-from retino.data.loaders import build_loaders, data_loaders, evaluation_set, training_set
+from retino.data.load.device_decode import JpegBatch
+from retino.data.load.loaders import build_loaders, data_loaders, evaluation_set, training_set
+from retino.data.prepare.demo import ensure_demo_dataset
 from tests.conftest import compose_config
 
 
@@ -79,7 +79,7 @@ def test_loaders_with_workers_hand_over_encoded_batches(fundus_index):
 def test_decoding_on_the_device_off_a_gpu_says_it_is_slower(tmp_path, caplog):
     cfg = compose_config(["data.decode=gpu", f"data.root={tmp_path / 'demo'}",
                           "data.train_size=10", "data.test_size=5", "data.image_size=32"])
-    from retino.data.loaders import read_index
+    from retino.data.load.loaders import read_index
 
     with caplog.at_level(logging.WARNING):
         train, _, _ = data_loaders(cfg, read_index(cfg.data), torch.device("cpu"))

@@ -12,11 +12,17 @@ import numpy as np
 import pytest
 
 from retino.core.errors import DataError
-from retino.data.demo import grade_counts
 from retino.data.layout import patient_of
-from retino.data.loaders import cache_params, read_index
-from retino.data.prepare import cache_dir, main, prepare_cache
-from retino.data.preprocess import center_crop, decode_for_size, fundus_box, graham, retina_crop
+from retino.data.load.loaders import cache_params, read_index
+from retino.data.prepare.cache import cache_dir, main, prepare_cache
+from retino.data.prepare.demo import grade_counts
+from retino.data.prepare.preprocess import (
+    center_crop,
+    decode_for_size,
+    fundus_box,
+    graham,
+    retina_crop,
+)
 from retino.data.split import LAB_TEST_FRACTION, split_by_patient
 from retino.training.pipeline import train_and_evaluate
 from tests.conftest import compose_config
@@ -140,12 +146,12 @@ def test_interrupted_run_leaves_no_truncated_file_and_rerun_finishes(tmp_path, m
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr("retino.data.prepare.os.replace", crash_on_fifth)
+    monkeypatch.setattr("retino.data.prepare.cache.os.replace", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(source, tmp_path / "cache", "retina_crop", SIZE, workers=1)
     cache = cache_dir(tmp_path / "cache", "retina_crop", SIZE)
     assert len(list((cache / "images").glob("*.jpeg"))) == 4  # only complete files by name
-    monkeypatch.setattr("retino.data.prepare.os.replace", real_replace)
+    monkeypatch.setattr("retino.data.prepare.cache.os.replace", real_replace)
     first = sorted((cache / "images").glob("*.jpeg"))[0]
     before = first.stat().st_mtime_ns
     manifest = prepare_cache(source, tmp_path / "cache", "retina_crop", SIZE, workers=1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retino.data.layout import read_split_index
-from retino.data.prepare import cache_dir, main, prepare_cache
+from retino.data.prepare.cache import cache_dir, main, prepare_cache
 from tests.helpers.sources import kaggle_frame
 
 SIZE = 48
@@ -171,7 +171,7 @@ def test_an_unknown_layout_names_the_known_ones(tmp_path, caplog):
 
 @pytest.mark.parametrize("fmt", ["aptos", "idrid"])
 def test_a_prepared_public_set_trains_and_evaluates_as_kaggle_data(tmp_path, fmt):
-    from retino.data.loaders import read_index
+    from retino.data.load.loaders import read_index
     from tests.conftest import compose_config
 
     source = (make_aptos if fmt == "aptos" else make_idrid)(tmp_path / fmt)

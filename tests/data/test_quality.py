@@ -11,7 +11,7 @@ import skimage.data
 
 from retino import PROJECT_ROOT
 from retino.config.schema import QualityConfig
-from retino.data.quality import (
+from retino.data.prepare.quality import (
     BLANK,
     NO_DISC,
     NOT_COLOUR_FUNDUS,
@@ -182,7 +182,7 @@ def test_graham_masks_the_detected_field_of_view_so_a_cut_draws_no_band():
     subtraction used to draw a bright band along the cut inside its fixed circle (rows there
     deviated from grey by ~110 levels on average); masked with the detected field of view,
     no row deviates more than the retina's own detail does (~25)."""
-    from retino.data.preprocess import graham
+    from retino.data.prepare.preprocess import graham
 
     photograph = cv2.cvtColor(framed(RETINA, 1200, 1800, 1500), cv2.COLOR_RGB2BGR)
     enhanced = graham(photograph, 512).astype(int)

@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from retino import PROJECT_ROOT
-from retino.data.quality import (
+from retino.data.prepare.quality import (
     NO_DISC,
     NOT_COLOUR_FUNDUS,
     OVER_EXPOSED,

@@ -72,7 +72,7 @@ def test_one_step_at_512_px_with_resnet50(tmp_path):
 def test_nvjpeg_decodes_what_the_workers_decode_within_rounding(tmp_path):
     """data.decode=gpu: a batch decoded by nvJPEG on the device is the CPU path's batch up to
     the decoders' rounding, and a run with it trains (workers reading bytes, CAMs decoded)."""
-    from retino.data.loaders import read_index, training_set
+    from retino.data.load.loaders import read_index, training_set
 
     cfg = on_gpu(tmp_path, "data.decode=gpu", "data.num_workers=2", "augmentation=strong",
                  "cam_per_grade=1")

@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retino import PROJECT_ROOT
-from retino.data.prepare import cache_dir
-from retino.data.prepare import main as prepare
-from retino.data.quality import assess
+from retino.data.prepare.cache import cache_dir
+from retino.data.prepare.cache import main as prepare
+from retino.data.prepare.quality import assess
 from tests.conftest import TINY, compose_config
 
 IDRID = PROJECT_ROOT / "tests" / "fixtures" / "idrid"

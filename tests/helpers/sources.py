@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retino.data.demo import draw_fundus
 from retino.data.layout import write_split_csvs
+from retino.data.prepare.demo import draw_fundus
 from retino.training.cifar10 import FOLDER
 
 BGR_RED = (0, 0, 255)  # OpenCV order: pure red

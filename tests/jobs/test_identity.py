@@ -9,8 +9,8 @@ import pytest
 from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.core.locks import try_lock
-from retino.data.digest import data_identity
-from retino.data.prepare import cache_dir, main, prepare_cache
+from retino.data.load.digest import data_identity
+from retino.data.prepare.cache import cache_dir, main, prepare_cache
 from retino.jobs.identity import code_version
 from tests.helpers.sources import SIZE, make_kaggle_source
 

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from retino.core.grades import PROBABILITY_COLUMNS
-from retino.data.prepare import cache_dir, prepare_cache
+from retino.data.prepare.cache import cache_dir, prepare_cache
 from retino.evaluate import main
 from retino.evaluation.predictions import read_predictions
 from tests.helpers.sources import add_ungradable_photographs, make_kaggle_source

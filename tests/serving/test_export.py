@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from retino.core.errors import ConfigError
 from retino.core.grades import PROBABILITY_COLUMNS
 from retino.core.names import CONFIG_FILE, WEIGHTS_FILE, predictions_file
-from retino.data.dataset import _statistics
+from retino.data.load.dataset import _statistics
 from retino.export import REFUSED, main
 from retino.models import build_model
 from retino.serving.grader import load_trained_run

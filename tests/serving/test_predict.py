@@ -87,7 +87,7 @@ def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(
     from omegaconf import OmegaConf
 
     from retino.data.layout import read_split_index
-    from retino.data.loaders import evaluation_loader
+    from retino.data.load.loaders import evaluation_loader
     from retino.models.answers import head_answers
     from retino.serving.grader import grade, load_trained_run, trained_model
     from retino.training.loop import score_split

@@ -179,7 +179,7 @@ def test_a_dataset_another_job_logged_at_the_same_moment_is_linked_not_an_error(
     the second attempt links it."""
     from mlflow.exceptions import MlflowException
 
-    from retino.data.digest import DataIdentity
+    from retino.data.load.digest import DataIdentity
     from retino.tracking.runs import MlflowTracker
 
     tracker = MlflowTracker("exp")

@@ -56,7 +56,7 @@ def test_fp16_resume_restores_the_gradient_scale(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
-    from retino.data.loaders import build_loaders, read_index
+    from retino.data.load.loaders import build_loaders, read_index
 
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "model=resnet18"])
     model = prepare_model(cfg)

@@ -2,9 +2,9 @@
 content fingerprint), the same photograph under two names, and the grades such copies disagree on.
 
 The survey is a table, one row per listed photograph (its split, name, grade, patient, the
-PROPERTIES of retino.data.properties, its fingerprint and, for a file that cannot be read, the
-reason). From it: groups of one photograph (retino.data.fingerprints), which of them cross
-splits (a test photograph the model trained on), which carry conflicting grades, the accuracy
+PROPERTIES of retino.data.prepare.properties, its fingerprint and, for a file that cannot be read,
+the reason). From it: groups of one photograph (retino.data.prepare.fingerprints), which of them
+cross splits (a test photograph the model trained on), which carry conflicting grades, the accuracy
 those conflicts cap any grader at, and patients whose two eyes are graded two or more apart.
 """
 
@@ -23,7 +23,8 @@ import pandas as pd
 
 from retino.core.errors import first_line
 from retino.core.names import AUDIT_DIR, AUDIT_SUMMARY_FILE
-from retino.data.fingerprints import (
+from retino.data.layout import ORIGINALS_FILE, SplitIndex
+from retino.data.prepare.fingerprints import (
     BITS,
     FINGERPRINT_VERSION,
     Pair,
@@ -38,9 +39,8 @@ from retino.data.fingerprints import (
     normalised_field,
     read_view,
 )
-from retino.data.layout import ORIGINALS_FILE, SplitIndex
-from retino.data.preprocess import MAX_MEGAPIXELS, BadImage, inspect_image
-from retino.data.properties import FILE_PROPERTIES, PROPERTIES, photograph_properties
+from retino.data.prepare.preprocess import MAX_MEGAPIXELS, BadImage, inspect_image
+from retino.data.prepare.properties import FILE_PROPERTIES, PROPERTIES, photograph_properties
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 A model can learn a set's grades from these alone when one camera, one clinic or one export
 carries a grade (APTOS 2019: a resolution that is 92.5 % "No DR"); the data audit measures how
 far (retino.evaluation.shortcut) and shows them per grade and split. Each is read from the file's
-header or from the working view (retino.data.fingerprints.View), never from the full-size pixels.
+header or from the working view (retino.data.prepare.fingerprints.View), never from the full-size
+pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from retino.core.files import atomic_write_text
-from retino.data.fingerprints import View
+from retino.data.prepare.fingerprints import View
 
 # What each property is, in the audit report's words (and the columns of its tables).
 PROPERTIES = {

@@ -26,7 +26,7 @@ from retino.data.layout import (
     read_lines,
     write_split_csvs,
 )
-from retino.data.quality import assess
+from retino.data.prepare.quality import assess
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The loader workers only read each file's bytes and draw its geometry (random res
 from the image's own seed, in the order the CPU path draws them; the training process decodes a
 whole batch at once (nvJPEG on CUDA, through torchvision.io.decode_jpeg) and resizes, crops and
 flips each image there. Rotation and colour jitter follow on the device as in the CPU path
-(retino/data/device_augment.py). So the same seed gives the same geometry on either path, and
+(retino/data/load/device_augment.py). So the same seed gives the same geometry on either path, and
 the pixels differ only by the decoder's and the resize's rounding.
 
 torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they still work,
@@ -26,8 +26,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional
 
 from retino.core.errors import DataError
-from retino.data.device_augment import draw_device_params
 from retino.data.layout import SplitIndex
+from retino.data.load.device_augment import draw_device_params
 
 log = logging.getLogger(__name__)
 CROP_RATIO = (0.9, 1.1)  # the aspect ratios a random resized crop may take, both paths

@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.core.grades import NUM_GRADES
-from retino.data.dataset import RetinopathyDataset, build_transform
-from retino.data.demo import ensure_demo_dataset
-from retino.data.device_decode import EncodedImages, warn_unless_gpu
 from retino.data.layout import SplitIndex, read_manifest, read_split_index
+from retino.data.load.dataset import RetinopathyDataset, build_transform
+from retino.data.load.device_decode import EncodedImages, warn_unless_gpu
+from retino.data.prepare.demo import ensure_demo_dataset
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _loader_options(dataset: Dataset, batch_size: int, num_workers: int, seed: i
 
 def evaluation_set(split: SplitIndex, size: int, decode: str = "cpu") -> Dataset:
     """A split's images, plain: decoded in the loader worker, or (decode=gpu) read there and
-    decoded on the device (retino/data/device_decode.py)."""
+    decoded on the device (retino/data/load/device_decode.py)."""
     if decode == "gpu":
         return EncodedImages(split, size)
     return RetinopathyDataset(split, build_transform(size, train=False))
@@ -232,7 +232,7 @@ def training_set(split: SplitIndex, augmentation: DictConfig, size: int,
                  decode: str = "cpu") -> Dataset:
     """The augmented training images: resize, crop and flips in the loader worker (decode=gpu:
     their parameters drawn there, applied on the device); rotation and colour jitter, the
-    costly ones, on the training device (retino/data/device_augment.py)."""
+    costly ones, on the training device (retino/data/load/device_augment.py)."""
     aug = {k: v for k, v in augmentation.items() if k != "name"}
     rotate, jitter = aug.pop("rotate_degrees", 0.0), aug.pop("color_jitter", 0.0)
     on_device = (rotate, jitter) if rotate > 0 or jitter > 0 else None

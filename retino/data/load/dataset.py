@@ -20,10 +20,10 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from retino.core.errors import DataError
-from retino.data.device_augment import augment_on_device, draw_device_params
-from retino.data.device_decode import CROP_RATIO
 from retino.data.layout import SplitIndex
-from retino.data.preprocess import MAX_MEGAPIXELS, BadImage, decode_rgb, inspect_image
+from retino.data.load.device_augment import augment_on_device, draw_device_params
+from retino.data.load.device_decode import CROP_RATIO
+from retino.data.prepare.preprocess import MAX_MEGAPIXELS, BadImage, decode_rgb, inspect_image
 
 # ImageNet statistics (RGB): pretrained weights expect inputs normalised this way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,7 +99,7 @@ def _kept(split: SplitIndex, rows: list[int]) -> SplitIndex:
 class RetinopathyDataset(Dataset):
     """Fundus images of one split, returned as (transformed tensor, grade), and with
     device_augmentation (rotate_degrees, color_jitter) the image's parameters for
-    retino.data.device_augment as a third element."""
+    retino.data.load.device_augment as a third element."""
 
     def __init__(self, index: SplitIndex, transform: Callable | None = None,
                  device_augmentation: tuple[float, float] | None = None) -> None:

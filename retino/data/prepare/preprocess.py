@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from retino.config.schema import Config
-from retino.data.quality import field_of_view
+from retino.data.prepare.quality import field_of_view
 
 # libjpeg decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling); largest factor first.
 _REDUCED_DECODE = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),

@@ -1,4 +1,5 @@
-"""Prepare Kaggle DR images into the training layout, once, on every core.
+"""Prepare a photograph source (Kaggle DR, a public set) into a cache in the lab's layout, once,
+on every core.
 
     python -m retino.data.prepare SOURCE OUT [--method center_crop] [--size 512] [--workers N]
 
@@ -46,7 +47,6 @@ from retino.core.files import (
 )
 from retino.core.locks import try_lock
 from retino.core.names import AUDIT_DIR, SURVEY_FILE
-from retino.data.audit import find_duplicates, listed_photographs, read_originals, survey_reusing
 from retino.data.layout import (
     DUPLICATE,
     IMAGE_SUFFIX,
@@ -61,7 +61,13 @@ from retino.data.layout import (
     write_patients_csv,
     write_split_csvs,
 )
-from retino.data.preprocess import (
+from retino.data.prepare.audit import (
+    find_duplicates,
+    listed_photographs,
+    read_originals,
+    survey_reusing,
+)
+from retino.data.prepare.preprocess import (
     METHOD_VERSIONS,
     METHODS,
     BadImage,
@@ -69,9 +75,15 @@ from retino.data.preprocess import (
     encode_jpeg,
     jpeg_is_complete,
 )
-from retino.data.properties import write_originals
-from retino.data.quality import assess
-from retino.data.sources import SOURCE_FORMATS, SPLIT_MODES, Source, read_source, unlabelled_images
+from retino.data.prepare.properties import write_originals
+from retino.data.prepare.quality import assess
+from retino.data.prepare.sources import (
+    SOURCE_FORMATS,
+    SPLIT_MODES,
+    Source,
+    read_source,
+    unlabelled_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +366,8 @@ def prepare_cache(source: Path, out_root: Path, method: str, size: int, workers:
                   patients: Path | None = None, quality: str = "keep",
                   duplicates: str = "keep") -> dict:
     """Build (or finish) the cache of one method and size; returns the manifest. patients: a
-    file saying whose eye each image is (retino.data.public_sets.read_exam_list); duplicates:
-    drop leaves one photograph of each group of copies in the splits (drop_copies)."""
+    file saying whose eye each image is (retino.data.prepare.public_sets.read_exam_list);
+    duplicates: drop leaves one photograph of each group of copies in the splits (drop_copies)."""
     source = Path(source).resolve()
     if method not in METHODS:
         raise DataError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
@@ -415,7 +427,7 @@ DUPLICATE_MODES = ("keep", "drop")  # --duplicates
 
 def drop_copies(out: Path, workers: int, manifest: dict) -> dict[str, int]:
     """Leave one photograph of each group of copies (the same photograph under several
-    names, found from its pixels: retino.data.audit) in the cache's splits, a training one
+    names, found from its pixels: retino.data.prepare.audit) in the cache's splits, a training one
     where the group has one, so that no copy stays in the test split; the others are listed in
     report.csv as duplicates. A group whose grades conflict keeps its kept photograph's grade
     (the audit lists the conflict). The survey is kept for the audit. Returns the new
@@ -479,9 +491,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "with the columns image,patient, or one row per examination naming its "
                         "images (Messidor-2's pair list is found by itself)")
     parser.add_argument("--quality", choices=QUALITY_ACTIONS, default="keep",
-                        help="photographs that are not gradable (retino/data/quality.py): keep "
-                        "and mark them in report.csv (default), drop them from the splits, or "
-                        "off (do not assess)")
+                        help="photographs that are not gradable "
+                        "(retino/data/prepare/quality.py): keep and mark them in report.csv "
+                        "(default), drop them from the splits, or off (do not assess)")
     parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="keep",
                         help="copies of one photograph under several names (found from their "
                         "pixels): keep them (the audit lists them; a run refuses a test copy of "

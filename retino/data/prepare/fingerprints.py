@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retino.data.preprocess import MAX_MEGAPIXELS, decode_for_size, inspect_image
-from retino.data.quality import disc_circle, field_of_view
+from retino.data.prepare.preprocess import MAX_MEGAPIXELS, decode_for_size, inspect_image
+from retino.data.prepare.quality import disc_circle, field_of_view
 
 # Bump when a change below changes the bits or the fields: surveys of older ones are redone.
 FINGERPRINT_VERSION = 1

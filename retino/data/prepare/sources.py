@@ -3,7 +3,7 @@ kept for the report. Formats (auto-detected from the folder, or named with --for
 
 - kaggle: Kaggle/EyePACS's trainLabels.csv and train/ (split here, by patient);
 - lab: the lab's four CSVs and images/ (their split, used as it is);
-- aptos, messidor2, idrid: the public sets of retino/data/public_sets.py.
+- aptos, messidor2, idrid: the public sets of retino/data/prepare/public_sets.py.
 
 Split modes: patient (stratified by grade; by image where names carry no patient; a set's own
 split where it has one, and one made here where it holds training images only) or none (every
@@ -19,7 +19,7 @@ from pathlib import Path
 from retino.core.errors import DataError
 from retino.core.grades import parse_grade
 from retino.data.layout import IMAGE_SUFFIX, SPLITS, csv_paths, patient_of, read_lines
-from retino.data.public_sets import (
+from retino.data.prepare.public_sets import (
     IMAGE_SUFFIXES,
     PUBLIC_SETS,
     Labelled,
