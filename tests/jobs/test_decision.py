@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from retino import PROJECT_ROOT
 from retino.core.locks import JobLock, RunBusyError, lock_holder
 from retino.jobs.decision import BUSY, NEW, RESUME, SKIP, JobIdentity, decide
-from retino.jobs.lifecycle import earlier_runs
+from retino.jobs.reconcile import earlier_runs
 
 JOB = JobIdentity("cfg0", "code-a", "data-a")
 CODE = {"same": "code-a", "other": "code-b"}

@@ -110,7 +110,7 @@ def test_an_interrupted_run_whose_checkpoint_is_unreadable_is_not_resumed(tmp_pa
 
     from retino.core.names import CHECKPOINT_SET_ASIDE_TAG, CONFIG_HASH_TAG, OUTPUT_DIR_TAG
     from retino.jobs.decision import NEW, JobIdentity, decide
-    from retino.jobs.lifecycle import earlier_runs
+    from retino.jobs.reconcile import earlier_runs
 
     folder = tmp_path / "old"
     folder.mkdir()

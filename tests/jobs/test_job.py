@@ -14,7 +14,8 @@ import retino.training.pipeline
 from retino.core.locks import JobLock
 from retino.core.names import PARENT_ENV
 from retino.jobs.identity import code_version
-from retino.jobs.lifecycle import JobContext, plan_job, run_job, with_execution
+from retino.jobs.lifecycle import JobContext, run_job
+from retino.jobs.plan import plan_job, with_execution
 from retino.studies.callbacks import study_guard
 from retino.tracking.records import read_runs
 from retino.tracking.runs import start_parent_run
@@ -73,7 +74,7 @@ def test_the_run_page_and_the_console_end_with_the_result_and_where_the_report_i
 def test_a_study_rerun_skips_unless_the_code_changed_and_every_study_keeps_its_rows(
         tiny_cfg, tmp_path, monkeypatch, caplog):
     code = copy_of_the_code(tmp_path / "checkout")
-    monkeypatch.setattr("retino.jobs.lifecycle.code_version", lambda: code_version(code))
+    monkeypatch.setattr("retino.jobs.plan.code_version", lambda: code_version(code))
     first_study = start_parent_run("retino", "first", {})
     run_job(tiny_cfg, sweep_job(tmp_path, "a", first_study))
     [trained] = set(runs_by_id()) - {first_study}
@@ -103,14 +104,14 @@ def test_an_interrupted_run_continues_and_records_every_commit_it_trained_under(
     def killed_after_epoch_1(row, epochs):
         raise KeyboardInterrupt  # after epoch 1's checkpoint and metrics
 
-    monkeypatch.setattr("retino.jobs.lifecycle.git_commit", lambda: "commit-1")
+    monkeypatch.setattr("retino.jobs.plan.git_commit", lambda: "commit-1")
     monkeypatch.setattr("retino.training.loop._log_epoch", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, job)
     [run] = runs_by_id().values()
     assert run.info.status == "KILLED"
     monkeypatch.setattr("retino.training.loop._log_epoch", original_log_epoch)
-    monkeypatch.setattr("retino.jobs.lifecycle.git_commit", lambda: "commit-2")
+    monkeypatch.setattr("retino.jobs.plan.git_commit", lambda: "commit-2")
     study = start_parent_run("retino", "study", {})
     run_job(cfg, sweep_job(tmp_path, "elsewhere", study))  # continued by a study's job
     again = runs_by_id()[run.info.run_id]

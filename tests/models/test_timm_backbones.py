@@ -228,7 +228,7 @@ def test_an_unknown_timm_architecture_fails_fast_before_any_data(tmp_path, caplo
 def test_a_pretrained_timm_model_is_not_checked_against_torchvisions_weights():
     """torchvision's weight variants are the ResNets' concern: a timm architecture torchvision
     does not know passes the job's checks (its weights are looked for later, offline)."""
-    from retino.jobs.lifecycle import check_config
+    from retino.jobs.plan import check_config
 
     check_config(compose_config(["model=timm", "model.arch=resnet10t", "pretrained=true"]))
 
