@@ -50,11 +50,21 @@ def expected_seconds(item: pytest.Item) -> float:
     return 0.0 if marker is None else float(marker.kwargs.get("seconds", 5))
 
 
+# Fixtures that train or export once per worker process: the tests that use one run on one
+# worker (pytest-xdist's loadgroup), so it is made once a suite, not once per worker.
+SHARED_ONCE = ("trained_run", "old_study")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first (the order is stable otherwise): pytest-xdist hands the first
-    half of the list to one worker and lets the other take from its end, so the run ends on
-    short tests, not on a minute-long one started when the other worker had nothing left."""
+    """The longest tests first (the order is stable otherwise): each worker takes the next test
+    when it is nearly done (pyproject.toml: --dist loadgroup --no-loadscope-reorder), so the run
+    ends on short tests, not on a minute-long one started when the other worker had nothing
+    left. The tests of one shared fixture are one group, placed where the first of them is."""
     items.sort(key=lambda item: -expected_seconds(item))
+    for item in items:
+        shared = [name for name in SHARED_ONCE if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,12 +24,12 @@ from retino.core.names import (
 )
 from retino.data.load.digest import DataIdentity, data_identity
 from retino.data.load.loaders import locate_dataset
+from retino.jobs import identity
 from retino.jobs.context import JobContext
-from retino.jobs.decision import EarlierRun, JobIdentity
-from retino.jobs.identity import code_version, config_hash, git_commit
+from retino.jobs.decision import JobIdentity
+from retino.jobs.identity import code_version, config_hash
 from retino.models import timm_arch
 from retino.models.pretrained import imagenet_weights_url
-from retino.tracking.studies import study_member_tags
 from retino.training.devices import execution_params, resolve_device
 from retino.training.optimization import registered_choices
 
@@ -57,7 +57,8 @@ def plan_job(cfg: DictConfig) -> JobPlan:
     the job's identity: config, code and data."""
     check_config(cfg)
     data = data_identity(locate_dataset(cfg.data).root)
-    return JobPlan(JobIdentity(config_hash(cfg), code_version(), data.digest), data, git_commit())
+    return JobPlan(JobIdentity(config_hash(cfg), code_version(), data.digest), data,
+                   identity.git_commit())
 
 
 def with_execution(cfg: DictConfig, plan: JobPlan) -> JobPlan:
@@ -90,13 +91,4 @@ def new_run_tags(ctx: JobContext, plan: JobPlan) -> dict[str, str]:
         DATA_DIGEST_TAG: plan.identity.data_digest, CONFIG_HASH_TAG: plan.identity.config_hash}
     if ctx.reproduces:
         tags[REPRODUCES_TAG] = ctx.reproduces
-    return tags
-
-
-def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
-    """A continued run keeps its tags; it adds the commit it now trains under, and this study."""
-    commits = run.tags.get(GIT_COMMITS_TAG, run.tags.get(GIT_COMMIT_TAG, "")).split()
-    tags = {GIT_COMMITS_TAG: " ".join(dict.fromkeys([*commits, plan.git_commit]))}
-    if ctx.parent_run_id:
-        tags |= study_member_tags(run.tags, ctx.parent_run_id)
     return tags

@@ -1,7 +1,6 @@
-"""A job run under MLflow, behind the lifecycle's one boundary (retino/jobs/lifecycle.py):
-planned, decided under the configuration's lock, its run claimed (new or continued), trained,
-its MLflow model logged and its result said; a sweep job that cannot start is kept as a FAILED
-run."""
+"""A planned job run under MLflow, behind the lifecycle's boundary (retino/jobs/lifecycle.py):
+decided under the configuration's lock, its run claimed (new or continued), trained, its MLflow
+model logged and its result said; a sweep job that cannot start is kept as a FAILED run."""
 
 from __future__ import annotations
 
@@ -29,29 +28,23 @@ from retino.core.names import (
     AUDIT_RUN_TAG,
     CODE_VERSION_TAG,
     GIT_COMMIT_TAG,
+    GIT_COMMITS_TAG,
     MODEL_DIR,
     PAGE_FILE,
     PARENT_TAG,
     PRETRAINING,
     PURPOSE_TAG,
 )
+from retino.jobs import identity
 from retino.jobs.context import JobContext
-from retino.jobs.decision import BUSY, NEW, RESUME, SKIP, Decision
-from retino.jobs.identity import git_commit
+from retino.jobs.decision import BUSY, NEW, RESUME, SKIP, Decision, EarlierRun
 from retino.jobs.launchers import gpu_count, gpu_lease, on_gpu
-from retino.jobs.plan import (
-    JobPlan,
-    invocation_tags,
-    named,
-    new_run_tags,
-    plan_job,
-    resumed_run_tags,
-    with_execution,
-)
+from retino.jobs.plan import JobPlan, invocation_tags, named, new_run_tags, with_execution
 from retino.jobs.reconcile import decide_job, decision_lock, retire_replaced, skipped_run_score
 from retino.serving.pyfunc import save_grader
 from retino.tracking.audits import audit_run_for
 from retino.tracking.runs import mlflow_run
+from retino.tracking.studies import study_member_tags
 from retino.training.pipeline import headline_markdown, train_and_evaluate
 
 if TYPE_CHECKING:
@@ -62,15 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("retino")
 
 
-def planned_and_tracked(cfg: DictConfig, ctx: JobContext) -> float:
-    """Plan, lease a GPU, run the job tracked; its selection score. A sweep job whose config
-    or claim fails is recorded FAILED before the error goes on to the lifecycle's policy."""
-    try:
-        plan = plan_job(cfg)
-    except RetinoError as err:
-        if not ctx.multirun:
-            raise
-        record_failed_job(cfg, ctx, err)  # keeps the bad job in MLflow, then raises
+def run_planned(cfg: DictConfig, ctx: JobContext, plan: JobPlan) -> float:
+    """Lease a GPU and run the planned job tracked; its selection score. A sweep job that finds
+    its run busy is recorded FAILED before the error goes on to the lifecycle's policy."""
     with job_gpu(cfg, ctx) as gpu, on_gpu(gpu):
         try:
             return tracked_job(cfg, ctx, with_execution(cfg, plan))
@@ -135,6 +122,15 @@ def _claimed_run(cfg: DictConfig, ctx: JobContext, plan: JobPlan,
             yield tracker, out_dir
 
 
+def resumed_run_tags(run: EarlierRun, ctx: JobContext, plan: JobPlan) -> dict[str, str]:
+    """A continued run keeps its tags; it adds the commit it now trains under, and this study."""
+    commits = run.tags.get(GIT_COMMITS_TAG, run.tags.get(GIT_COMMIT_TAG, "")).split()
+    tags = {GIT_COMMITS_TAG: " ".join(dict.fromkeys([*commits, plan.git_commit]))}
+    if ctx.parent_run_id:
+        tags |= study_member_tags(run.tags, ctx.parent_run_id)
+    return tags
+
+
 def _link_audit(tracker: Tracker, experiment: str, digest: str) -> None:
     """The run names the audit of its data (python -m retino.audit), when one was logged."""
     if audit := audit_run_for(experiment, digest):
@@ -177,6 +173,6 @@ def log_grader(tracker: Tracker, out_dir: Path, result: FitResult, cfg: DictConf
 def record_failed_job(cfg: DictConfig, ctx: JobContext, err: RetinoError) -> NoReturn:
     """A sweep job that cannot start is kept in MLflow as FAILED with its error. It carries no
     config_hash, so it never stands in the way of resuming a real run of that config."""
-    tags = invocation_tags(ctx, git_commit()) | named(cfg)
+    tags = invocation_tags(ctx, identity.git_commit()) | named(cfg)
     with mlflow_run(cfg.experiment, run_name(cfg, ctx.swept), params_to_log(cfg), tags):
         raise err

@@ -2,7 +2,7 @@
 figures and files, logged through a Tracker. What it optimises (optimizer, schedule, loss) is
 built by retino/training/optimization.py, the epochs run in retino/training/loop.py.
 
-Called by the job (retino/jobs/lifecycle.py) with an MLflow tracker, and by tests with a
+Called by the job (retino/jobs/tracked.py) with an MLflow tracker, and by tests with a
 NullTracker and a temp folder.
 """
 

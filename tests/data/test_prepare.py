@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from retino import PROJECT_ROOT
 from retino.core.errors import DataError
 from retino.data.layout import patient_of
 from retino.data.load.loaders import cache_params, read_index
@@ -100,9 +103,11 @@ def test_prepares_kaggle_source_and_reports_every_bad_file(tmp_path):
     source = make_kaggle_source(tmp_path / "kaggle")
     expected_bad = add_bad_files(source)
     converted = add_converted_files(source)
-    status = main(["--no-audit",
-                   str(source), str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "2"])
-    assert status == 1  # something was skipped: a script can tell
+    # the command as users type it: the package's __main__, its worker processes started
+    proc = subprocess.run([sys.executable, "-m", "retino.data.prepare", "--no-audit", str(source),
+                           str(tmp_path / "cache"), "--size", str(SIZE), "--workers", "2"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # something was skipped: a script can tell
     cache = cache_dir(tmp_path / "cache", "center_crop", SIZE)
     report = read_report(cache)
     for name, words in expected_bad.items():

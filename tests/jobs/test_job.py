@@ -104,14 +104,14 @@ def test_an_interrupted_run_continues_and_records_every_commit_it_trained_under(
     def killed_after_epoch_1(row, epochs):
         raise KeyboardInterrupt  # after epoch 1's checkpoint and metrics
 
-    monkeypatch.setattr("retino.jobs.plan.git_commit", lambda: "commit-1")
+    monkeypatch.setattr("retino.jobs.identity.git_commit", lambda: "commit-1")
     monkeypatch.setattr("retino.training.loop._log_epoch", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, job)
     [run] = runs_by_id().values()
     assert run.info.status == "KILLED"
     monkeypatch.setattr("retino.training.loop._log_epoch", original_log_epoch)
-    monkeypatch.setattr("retino.jobs.plan.git_commit", lambda: "commit-2")
+    monkeypatch.setattr("retino.jobs.identity.git_commit", lambda: "commit-2")
     study = start_parent_run("retino", "study", {})
     run_job(cfg, sweep_job(tmp_path, "elsewhere", study))  # continued by a study's job
     again = runs_by_id()[run.info.run_id]
