@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m retino.export",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="an MLflow run id, or a run's output folder")
-    parser.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    parser.add_argument("--format", default="onnx", choices=list(EXPORT_FORMATS))
     parser.add_argument("--out", type=Path,
                         help="the file to write (default: grader.onnx or grader.pt)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    out = args.out or Path("grader.onnx" if args.format == "onnx" else "grader.pt")
+    out = args.out or Path(EXPORT_FORMATS[args.format].default_file)
     try:
         run = load_trained_run(args.run)
         done = export_run(run, args.format, out, args.tolerance)

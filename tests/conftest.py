@@ -55,6 +55,7 @@ def expected_seconds(item: pytest.Item) -> float:
 SHARED_ONCE = ("trained_run", "old_study")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups it marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest tests first (the order is stable otherwise): each worker takes the next test
     when it is nearly done (pyproject.toml: --dist loadgroup --no-loadscope-reorder), so the run

@@ -125,8 +125,6 @@ def resolve_timm_weights(arch: str, weights_file: str | None) -> Path:
         f"HF_HOME), or pass pretrain.weights=/path/to/{HF_WEIGHTS_FILES[0]}.")
 
 
-# Where pretrained weights can come from (`pretrain.source`); see experiment.pretrained_weights.
-PRETRAIN_SOURCES = ("imagenet", "cifar10")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

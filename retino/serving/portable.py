@@ -34,6 +34,7 @@ from torch import nn
 from retino.core.errors import ConfigError, DataError
 from retino.core.grades import OUTPUT_COLUMN, REFERABLE_GRADE
 from retino.core.names import GIT_COMMIT_TAG
+from retino.core.registry import Registry
 from retino.data.layout import read_split_index
 from retino.data.load.dataset import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from retino.data.load.loaders import DEFAULT_DEMO_CACHE, evaluation_set, locate_dataset
@@ -43,7 +44,6 @@ from retino.serving.grader import TrainedRun, head_name, pytorch_engine, trained
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "images"
 INPUT_LAYOUT = "NCHW"  # (batch, 3 RGB channels, height, width)
 PROBABILITIES, REFERABLE = "probabilities", "p_referable"  # output names, classification heads
@@ -199,13 +199,39 @@ class OnnxEngine:
                     for k, v in wrong.items()) + ". Export this run: python -m retino.export.")
 
 
-def run_exported(path: Path, fmt: str, images: torch.Tensor) -> list[np.ndarray]:
-    """The exported file's outputs for a uint8 batch, run as a user would run it."""
-    if fmt == "onnx":
-        return OnnxEngine(path).run(images.numpy())
+@dataclass(frozen=True)
+class ExportFormat:
+    """A format retino exports to: how the model is written, and how the file is run (by what
+    its users run it with) for the self-check."""
+
+    default_file: str  # what --out is when not given
+    write: Callable[[ExportedGrader, torch.Tensor, TrainedRun, dict[str, str], Path], None]
+    run: Callable[[Path, torch.Tensor], list[np.ndarray]]
+
+
+def _torchscript_answers(path: Path, images: torch.Tensor) -> list[np.ndarray]:
     loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
         return [out.numpy() for out in loaded(images)]
+
+
+# python -m retino.export --format <name>: a new format is one ExportFormat added here
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("--format")
+EXPORT_FORMATS.add("onnx", ExportFormat(
+    "grader.onnx",
+    lambda model, example, run, metadata, path: write_onnx(model, example, output_names(run),
+                                                           metadata, path),
+    lambda path, images: OnnxEngine(path).run(images.numpy())))
+EXPORT_FORMATS.add("torchscript", ExportFormat(
+    "grader.pt",
+    lambda model, example, run, metadata, path: write_torchscript(model, example, metadata,
+                                                                  path),
+    _torchscript_answers))
+
+
+def run_exported(path: Path, fmt: str, images: torch.Tensor) -> list[np.ndarray]:
+    """The exported file's outputs for a uint8 batch, run as a user would run it."""
+    return EXPORT_FORMATS[fmt].run(path, images)
 
 
 def run_test_images(run: TrainedRun, count: int) -> torch.Tensor | None:
@@ -305,9 +331,7 @@ def export_run(run: TrainedRun, fmt: str, out: Path,
     """Write the run's model to `out` in this format and check it; a file that fails its check
     is removed and ExportMismatch raised (an earlier file at `out` is never left half-replaced:
     the export is written beside it and renamed once it passed)."""
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not valid; choose one of: "
-                          f"{', '.join(EXPORT_FORMATS)}.")
+    form = EXPORT_FORMATS[fmt]  # an unknown format: ConfigError naming the valid ones
     started = time.perf_counter()
     model = exported_grader(run)
     images, description = check_images(run)
@@ -315,10 +339,7 @@ def export_run(run: TrainedRun, fmt: str, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     try:
-        if fmt == "onnx":
-            write_onnx(model, images[:2], output_names(run), metadata, partial)
-        else:
-            write_torchscript(model, images[:2], metadata, partial)
+        form.write(model, images[:2], run, metadata, partial)
         check = check_export(partial, fmt, pytorch_answers(run), images, description,
                              tolerance)
     except BaseException:

@@ -20,8 +20,8 @@ from retino.core.registry import Registry
 from retino.data.load.loaders import grade_histogram
 from retino.models import HEADS, NETWORKS, RESNETS
 from retino.models.heads import GradeRegressionLoss
-from retino.models.pretrained import PRETRAIN_SOURCES
 from retino.models.timm_backbones import TimmArchitectures
+from retino.training.starting_weights import PRETRAIN_SOURCES
 
 # (config, the parameters that learn) -> optimizer
 OPTIMIZERS: Registry[Callable[[DictConfig, list[nn.Parameter]], torch.optim.Optimizer]] = \

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,12 +111,10 @@ from retino.evaluation.screening import (
     screening_markdown,
     screening_report,
 )
-from retino.models import GradingNetwork, build_network, freeze_backbone, timm_arch
+from retino.models import GradingNetwork, build_network, freeze_backbone
 from retino.models.cost import measure_cost
 from retino.models.pretrained import (
     load_backbone_weights,
-    resolve_imagenet_weights,
-    resolve_timm_weights,
 )
 from retino.training.checkpoint import (
     Checkpoint,
@@ -126,7 +123,7 @@ from retino.training.checkpoint import (
     load_checkpoint,
     read_or_set_aside,
 )
-from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
+from retino.training.cifar10 import PretrainDevice, RunFactory
 from retino.training.devices import resolve_device
 from retino.training.ema import WeightAverage
 from retino.training.loop import (
@@ -141,29 +138,10 @@ from retino.training.loop import (
 from retino.training.optimization import build_criterion, build_optimizer, build_scheduler
 from retino.training.precision import StepSettings, resolve_step_settings
 from retino.training.selection import Selection
+from retino.training.starting_weights import pretrained_weights, untracked_run
 from retino.training.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-
-
-def _untracked_run(name: str, params: dict) -> AbstractContextManager:
-    return nullcontext(NullTracker())
-
-
-def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = _untracked_run,
-                       on: PretrainDevice = ON_CPU) -> tuple[Path | None, dict]:
-    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10, on the
-    run's device and precision) and the tags tying the run to where they came from; (None, {})
-    when training from scratch."""
-    if not cfg.pretrained:
-        return None, {}
-    if cfg.pretrain.source == "cifar10":
-        return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory, on)
-    arch = timm_arch(cfg.model.name, cfg.model.get("arch"))
-    if arch:  # timm's file format and its Hugging Face cache, not torchvision's
-        return resolve_timm_weights(arch, cfg.pretrain.weights), {}
-    return resolve_imagenet_weights(cfg.model.name, cfg.pretrain.variant,
-                                    cfg.pretrain.weights), {}
 
 
 def prepare_model(cfg: DictConfig, weights: Path | None = None,
@@ -503,7 +481,7 @@ def write_run_page(cfg: DictConfig, result: FitResult, files: list[Path], out_di
 
 
 def train_and_evaluate(cfg: DictConfig, out_dir: Path, tracker: Tracker | None = None,
-                       run_factory: RunFactory = _untracked_run, resume: bool = False,
+                       run_factory: RunFactory = untracked_run, resume: bool = False,
                        jobs_at_once: int = 1) -> FitResult:
     """Train and evaluate one configuration; everything it writes lands in out_dir and tracker.
     run_factory opens the tracked run of a CIFAR-10 pretraining, when one is needed; with

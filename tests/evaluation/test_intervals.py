@@ -46,7 +46,7 @@ def test_headline_metrics_carry_the_intervals_when_asked():
 
 
 def test_the_study_table_shows_a_single_run_with_its_intervals():
-    from retino.studies.study_report import results_table
+    from retino.studies.results_table import results_table
     from retino.tracking.records import RunRecord
 
     final = {"test_acc_selected": 0.872, "test_acc_selected_ci_low": 0.84,
@@ -80,7 +80,7 @@ def test_undefined_resamples_are_counted_and_one_referable_patient_gives_no_auc_
 
 
 def test_the_study_table_says_why_an_interval_is_missing():
-    from retino.studies.study_report import results_table
+    from retino.studies.results_table import results_table
     from retino.tracking.records import RunRecord
 
     final = {"test_referable_auc_selected": 0.91, "test_referable_auc_selected_ci_low": np.nan,
@@ -96,7 +96,7 @@ def test_the_study_table_says_why_an_interval_is_missing():
 
 
 def test_sensitivity_without_an_operating_point_is_labelled_at_the_predicted_grade():
-    from retino.studies.study_report import results_table
+    from retino.studies.results_table import results_table
     from retino.tracking.records import RunRecord
 
     final = {"test_referable_sensitivity_selected": 0.8, "test_referable_specificity_selected": 0.9}

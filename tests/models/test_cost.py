@@ -11,7 +11,7 @@ from torch import nn
 
 from retino.core.names import COST_MACHINE_TAG
 from retino.models.cost import measure_cost
-from retino.studies.study_report import results_table
+from retino.studies.results_table import results_table
 from retino.tracking.records import RunRecord
 
 COST_METRICS = ("cost_params", "cost_weights_mb", "cost_gflops_per_image",

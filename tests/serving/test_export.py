@@ -135,6 +135,7 @@ def test_a_tampered_file_is_refused(trained_run, onnx_file, tmp_path):
                      described, 1e-4)
 
 
+@pytest.mark.slow
 def test_the_command_refuses_above_the_tolerance_and_keeps_no_file(trained_run, tmp_path,
                                                                    capsys):
     out = tmp_path / "exports" / "grader.onnx"

@@ -19,7 +19,8 @@ from retino.evaluation.predictions import frame_metrics
 from retino.studies.comparison import COLUMNS as COMPARISON_COLUMNS
 from retino.studies.comparison import configurations, one_axis_pairs, run_labels
 from retino.studies.folds import CROSS_VALIDATION_COLUMNS
-from retino.studies.study_report import results_table, write_report
+from retino.studies.results_table import results_table
+from retino.studies.study_report import write_report
 from retino.tracking.records import RunRecord
 from tests.helpers.predictions import better, predictions
 

@@ -104,6 +104,7 @@ def test_missing_folder_without_download_names_it(tmp_path):
         read_cifar10(tmp_path / "nowhere", download=False)
 
 
+@pytest.mark.slow
 def test_cifar10_init_trains_once_then_reuses_the_checkpoint(tmp_path):
     write_cifar10(tmp_path / "cifar")
     cfg = cifar_cfg(tmp_path)
@@ -141,6 +142,7 @@ def test_checkpoint_name_changes_with_the_recipe(tmp_path):
     assert checkpoint_path("resnet18", cfg.pretrain) != checkpoint_path("resnet50", cfg.pretrain)
 
 
+@pytest.mark.slow
 def test_a_deterministic_run_is_the_same_on_a_cache_miss_and_a_cache_hit(tmp_path):
     write_cifar10(tmp_path / "cifar")
     cfg = compose_config([*cifar_cfg_overrides(tmp_path), "deterministic=true"])
