@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,20 @@ def emptied_when_passed(request: pytest.FixtureRequest, tmp_path: Path):
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_files_in_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every temporary file of the run, this process's and the commands' it starts, goes in a
+    folder of pytest's own, removed at the end: what is left behind in /tmp by a process
+    killed on purpose (its atexit never runs), a downloaded run's weights, MLflow's copy of
+    every model it loads, added up to tens of GB there over many runs."""
+    folder = tmp_path_factory.mktemp("tmp")  # short: a socket's path in it must fit 107 bytes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """One mechanism for every named choice: a `Registry` maps the names one setting may take
-(`model.name`, `head.name`, `optimizer.name`, `schedule.name`, `imbalance`, prepare's
-`--format`) to what each name builds or reads.
+(`model.name`, `head.name`, `optimizer.name`, `schedule.name`, `imbalance`, `pretrain.source`,
+prepare's `--format`, export's `--format`) to what each name builds or reads.
 
 A builder is added where it is defined, with the `register` decorator (as timm's
 `register_model`), so a new choice is its own code and its config file, and nothing else lists

@@ -125,8 +125,6 @@ def resolve_timm_weights(arch: str, weights_file: str | None) -> Path:
         f"HF_HOME), or pass pretrain.weights=/path/to/{HF_WEIGHTS_FILES[0]}.")
 
 
-
-
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file (Hugging Face's format) or a torch pickle of one
     (.pth, .bin), read without running any code from it."""

@@ -180,7 +180,7 @@ HEADLINE = ["run", "seeds", *COLUMNS[:3], COLUMNS[5]]  # accuracy, kappa, AUC; t
 
 
 def only_columns(header: list[str], rows: list[list[str]],
-          columns: list[str]) -> tuple[list[str], list[list[str]]]:
+                 columns: list[str]) -> tuple[list[str], list[list[str]]]:
     """The table reduced to these columns, in their order."""
     keep = [header.index(column) for column in columns]
     return [header[k] for k in keep], [[row[k] for k in keep] for row in rows]

@@ -182,6 +182,7 @@ def refused_lines(refused: list[tuple[str, str, str]]) -> str:
     lines += [f"- {a} and {b}: {why}" for a, b, why in refused]
     return "\n".join(lines) + "\n"
 
+
 @dataclass(frozen=True)
 class Section:
     """A part of results.md, and the files it wrote beside it."""

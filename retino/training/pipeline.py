@@ -113,9 +113,7 @@ from retino.evaluation.screening import (
 )
 from retino.models import GradingNetwork, build_network, freeze_backbone
 from retino.models.cost import measure_cost
-from retino.models.pretrained import (
-    load_backbone_weights,
-)
+from retino.models.pretrained import load_backbone_weights
 from retino.training.checkpoint import (
     Checkpoint,
     atomic_torch_save,
@@ -123,7 +121,7 @@ from retino.training.checkpoint import (
     load_checkpoint,
     read_or_set_aside,
 )
-from retino.training.cifar10 import PretrainDevice, RunFactory
+from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory
 from retino.training.devices import resolve_device
 from retino.training.ema import WeightAverage
 from retino.training.loop import (
@@ -150,7 +148,7 @@ def prepare_model(cfg: DictConfig, weights: Path | None = None,
     at all when a checkpoint will overwrite them), freeze the backbone when asked."""
     model = build_network(cfg.model.name, cfg.head.name, cfg.model.get("arch"))
     if weights is None and load_pretrained:
-        weights, _ = pretrained_weights(cfg)
+        weights, _ = pretrained_weights(cfg, untracked_run, ON_CPU)
     if weights is not None:
         load_backbone_weights(model, weights)
     if cfg.freeze.name == "backbone":

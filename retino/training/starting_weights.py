@@ -1,24 +1,29 @@
 """Where a pretrained run's starting weights come from: `pretrain.source` names a source, and
 each source is a function registered here (imagenet: the file given, or found in the torch hub
 or Hugging Face cache, or downloaded there; cifar10: a ResNet pretrained on CIFAR-10 here first,
-as a run of its own). A new source is one such function and its conf/pretrain/<name>.yaml."""
+as a run of its own). A new source is one such function and its conf/pretrain/<name>.yaml (its
+own settings: fields of PretrainConfig in retino/config/schema.py, and their entry in
+_ONLY_WHEN of retino/config/params.py, so that other runs neither log nor hash them)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from retino.core.registry import Registry
 from retino.models import timm_arch
 from retino.models.pretrained import resolve_imagenet_weights, resolve_timm_weights
-from retino.training.cifar10 import ON_CPU, PretrainDevice, RunFactory, cifar10_weights
 from retino.training.tracker import NullTracker
 
+if TYPE_CHECKING:
+    from retino.training.cifar10 import PretrainDevice, RunFactory
+
 # (config, how to open a tracked run, where to pretrain) -> (weights file, tags of where from)
-WeightsSource = Callable[[DictConfig, RunFactory, PretrainDevice], tuple[Path, dict]]
+WeightsSource = Callable[[DictConfig, "RunFactory", "PretrainDevice"], tuple[Path, dict]]
 PRETRAIN_SOURCES: Registry[WeightsSource] = Registry("pretrain.source")
 
 
@@ -33,6 +38,10 @@ def imagenet(cfg: DictConfig, run_factory: RunFactory, on: PretrainDevice) -> tu
 
 @PRETRAIN_SOURCES.register("cifar10")
 def cifar10(cfg: DictConfig, run_factory: RunFactory, on: PretrainDevice) -> tuple[Path, dict]:
+    # imported here: validation reads this registry, and a bad value must not wait for the
+    # CIFAR-10 training stack (its loop, its evaluation)
+    from retino.training.cifar10 import cifar10_weights
+
     return cifar10_weights(cfg.model.name, cfg.pretrain, run_factory, on)
 
 
@@ -41,11 +50,11 @@ def untracked_run(name: str, params: dict) -> AbstractContextManager:
     return nullcontext(NullTracker())
 
 
-def pretrained_weights(cfg: DictConfig, run_factory: RunFactory = untracked_run,
-                       on: PretrainDevice = ON_CPU) -> tuple[Path | None, dict]:
-    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10, on the
-    run's device and precision) and the tags tying the run to where they came from; (None, {})
-    when training from scratch."""
+def pretrained_weights(cfg: DictConfig, run_factory: RunFactory,
+                       on: PretrainDevice) -> tuple[Path | None, dict]:
+    """The weights file to start from (found, downloaded, or pretrained now on CIFAR-10, on
+    `on`: the run's device and precision) and the tags tying the run to where they came from;
+    (None, {}) when training from scratch."""
     if not cfg.pretrained:
         return None, {}
     return PRETRAIN_SOURCES[cfg.pretrain.source](cfg, run_factory, on)
