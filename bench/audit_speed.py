@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retino.data.prepare.audit import Listed, survey_row  # noqa: E402
 from retino.data.prepare.demo import draw_fundus  # noqa: E402
 from retino.data.prepare.fingerprints import BITS, bits_from_text, candidate_pairs  # noqa: E402
+from retino.data.prepare.survey import Listed, survey_row  # noqa: E402
 
 TARGET = 100.0  # photographs per second per core (the issue's)
 KAGGLE = 35_126  # the lab's Kaggle set: 28,100 train + 7,026 test photographs

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from retino.studies.bundle import export_bundle
+    from retino.studies.study_bundle import export_bundle
 
     done = export_bundle(args.study, args.out, args.weights, args.photographs)
     left = f"; left out, not finished: {', '.join(done.left_out)}" if done.left_out else ""
@@ -58,7 +58,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from retino.studies.bundle import import_bundle, open_bundle
+    from retino.studies.study_bundle import import_bundle, open_bundle
     from retino.tracking.store import default_tracking_uri
 
     with tempfile.TemporaryDirectory(prefix="retino-bundle-") as tmp:

@@ -1,11 +1,10 @@
 """A data set's audit: what its photographs hold besides their grades, in one object.
 
-From the survey of every listed photograph (retino.data.prepare.audit): the groups of one photograph
-and which cross splits, the grades they disagree on and the accuracy that caps, patients whose eyes
-are graded far apart, the files that cannot be read, the properties per grade and split, and the
-shortcut floor (retino.evaluation.shortcut). Its summary (summary.json beside the data, and the
-metrics of the audit's MLflow run) is what runs on that data quote.
-"""
+From the survey of every listed photograph (retino.data.prepare.survey): the groups of one
+photograph and which cross splits, the grades they disagree on and the accuracy that caps, patients
+whose eyes are graded far apart, the files that cannot be read, the properties per grade and split,
+and the shortcut floor (retino.evaluation.shortcut). Its summary (summary.json beside the data, and
+the metrics of the audit's MLflow run) is what runs on that data quote. """
 
 from __future__ import annotations
 
@@ -17,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from retino.data.layout import SplitIndex
-from retino.data.prepare.audit import (
+from retino.data.prepare.preprocess import MAX_MEGAPIXELS
+from retino.data.prepare.properties import PROPERTIES
+from retino.data.prepare.survey import (
     AUDIT_VERSION,
     Duplicates,
     agreement_ceiling,
@@ -29,8 +30,6 @@ from retino.data.prepare.audit import (
     read_originals,
     survey_reusing,
 )
-from retino.data.prepare.preprocess import MAX_MEGAPIXELS
-from retino.data.prepare.properties import PROPERTIES
 from retino.evaluation.shortcut import ROUNDS, SHORTCUT_NAME, ShortcutFloor, shortcut_floor
 
 # The audit's numbers: its MLflow run's metrics and summary.json's, which runs and study reports

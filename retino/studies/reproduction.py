@@ -262,7 +262,7 @@ def reproduce_bundle(path: Path, extra: list[str], allow_code: bool, allow_data:
     """Every finished run of a bundle's study again, after checking the code and the data; the
     study is imported first (or found from an earlier import), so the store shows the author's
     runs beside the reproduction and its report compares them."""
-    from retino.studies.bundle import import_bundle, open_bundle
+    from retino.studies.study_bundle import import_bundle, open_bundle
 
     with tempfile.TemporaryDirectory(prefix="retino-bundle-") as tmp:
         bundle = open_bundle(path, Path(tmp))

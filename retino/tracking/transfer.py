@@ -1,6 +1,6 @@
 """Runs carried between MLflow stores: a run read out whole (its name, status and times, params,
 tags, every metric's full history, its artifacts) and written into another store as an ended run
-with the same values, for a study a reviewer takes home (retino/studies/bundle.py).
+with the same values, for a study a reviewer takes home (retino/studies/study_bundle.py).
 
 MLflow's own client does it. mlflow-export-import, the tool for copying between stores, was
 weighed: its releases predate MLflow 3, which retino runs on, and a copy here needs no more than a

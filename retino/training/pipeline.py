@@ -78,7 +78,7 @@ from retino.data.load.loaders import (
     locate_dataset,
     read_index_at,
 )
-from retino.data.prepare.audit import (
+from retino.data.prepare.survey import (
     audit_summary,
     copies_between_splits,
     listed_photographs,

@@ -17,8 +17,8 @@ from retino.audit import main as audit_main
 from retino.core.errors import DataError
 from retino.core.names import AUDIT_TAG, COPIES_ACROSS_SPLITS_TAG, DUPLICATES_FILE
 from retino.data.layout import write_split_csvs
-from retino.data.prepare.audit import Listed, find_duplicates, survey
 from retino.data.prepare.demo import draw_fundus
+from retino.data.prepare.survey import Listed, find_duplicates, survey
 from retino.training.pipeline import train_and_evaluate
 from retino.training.tracker import NullTracker
 from tests.conftest import TINY, compose_config
@@ -216,7 +216,7 @@ def test_a_validation_copy_of_a_training_photograph_is_found_and_a_second_audit_
     validation photograph and its training original); an audit run again reuses its survey,
     an unreadable file included, and says the same."""
     from retino.data.layout import SplitIndex
-    from retino.data.prepare.audit import copies_between_splits, listed_photographs, survey_reusing
+    from retino.data.prepare.survey import copies_between_splits, listed_photographs, survey_reusing
 
     root = fundus_folder(tmp_path / "dr", {"train": [k % 5 for k in range(8)], "test": [0, 1]})
     images = root / "images"

@@ -126,3 +126,12 @@ def test_run_statuses_are_spelt_out_in_one_module_only():
     """FINISHED, FAILED, KILLED, RUNNING: retino/core/names.py (35 literals in 9 modules were)."""
     spelt = spelt_out(re.compile("FINISHED|FAILED|KILLED|RUNNING"), "names.py")
     assert spelt == [], "use retino.core.names:\n" + "\n".join(spelt)
+
+
+def test_no_two_modules_of_retino_share_a_file_name():
+    """A name says one thing: `python -m retino.audit` is the command, and the survey it reads
+    is data/prepare/survey.py, not a second audit.py (a traceback or an import must not leave a
+    reader guessing which). Packages' __init__ and __main__ are the exception."""
+    names = [path.name for path in (PROJECT_ROOT / "retino").rglob("*.py")
+             if path.name not in ("__init__.py", "__main__.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from retino.core.errors import BundleError
-from retino.studies.bundle import (
+from retino.studies.study_bundle import (
     FORMAT,
     MANIFEST,
     bundle_id,

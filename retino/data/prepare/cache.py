@@ -61,12 +61,6 @@ from retino.data.layout import (
     write_patients_csv,
     write_split_csvs,
 )
-from retino.data.prepare.audit import (
-    find_duplicates,
-    listed_photographs,
-    read_originals,
-    survey_reusing,
-)
 from retino.data.prepare.preprocess import (
     METHOD_VERSIONS,
     METHODS,
@@ -83,6 +77,12 @@ from retino.data.prepare.sources import (
     Source,
     read_source,
     unlabelled_images,
+)
+from retino.data.prepare.survey import (
+    find_duplicates,
+    listed_photographs,
+    read_originals,
+    survey_reusing,
 )
 
 log = logging.getLogger(__name__)
@@ -427,7 +427,7 @@ DUPLICATE_MODES = ("keep", "drop")  # --duplicates
 
 def drop_copies(out: Path, workers: int, manifest: dict) -> dict[str, int]:
     """Leave one photograph of each group of copies (the same photograph under several
-    names, found from its pixels: retino.data.prepare.audit) in the cache's splits, a training one
+    names, found from its pixels: retino.data.prepare.survey) in the cache's splits, a training one
     where the group has one, so that no copy stays in the test split; the others are listed in
     report.csv as duplicates. A group whose grades conflict keeps its kept photograph's grade
     (the audit lists the conflict). The survey is kept for the audit. Returns the new
