@@ -140,14 +140,14 @@ def _batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=1 << 16)
 
 
-def write_onnx(model: ExportedGrader, example: torch.Tensor, outputs: list[str],
+def write_onnx(model: ExportedGrader, example: torch.Tensor, run: TrainedRun,
                metadata: dict[str, str], path: Path) -> None:
-    """The model as ONNX (torch's dynamo exporter, a dynamic batch axis), metadata_props set,
-    validated by onnx.checker."""
+    """The model as ONNX (torch's dynamo exporter, a dynamic batch axis, the outputs named for
+    the run's head), metadata_props set, validated by onnx.checker."""
     onnx = optional_module("onnx")
     optional_module("onnxscript")  # what torch.onnx's exporter translates with
     program = torch.onnx.export(model, (example,), input_names=[INPUT_NAME],
-                                output_names=outputs,
+                                output_names=output_names(run),
                                 dynamic_shapes={"images": {0: _batch_dim()}},
                                 dynamo=True, verbose=False)
     proto = program.model_proto
@@ -157,8 +157,8 @@ def write_onnx(model: ExportedGrader, example: torch.Tensor, outputs: list[str],
     onnx.save_model(proto, str(path))
 
 
-def write_torchscript(model: ExportedGrader, example: torch.Tensor, metadata: dict[str, str],
-                      path: Path) -> None:
+def write_torchscript(model: ExportedGrader, example: torch.Tensor, run: TrainedRun,
+                      metadata: dict[str, str], path: Path) -> None:
     """The model traced (the batch size stays free: the self-check runs two), the metadata as an
     extra file."""
     with torch.no_grad(), warnings.catch_warnings():
@@ -209,6 +209,10 @@ class ExportFormat:
     run: Callable[[Path, torch.Tensor], list[np.ndarray]]
 
 
+def _onnx_answers(path: Path, images: torch.Tensor) -> list[np.ndarray]:
+    return OnnxEngine(path).run(images.numpy())
+
+
 def _torchscript_answers(path: Path, images: torch.Tensor) -> list[np.ndarray]:
     loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
@@ -217,16 +221,9 @@ def _torchscript_answers(path: Path, images: torch.Tensor) -> list[np.ndarray]:
 
 # python -m retino.export --format <name>: a new format is one ExportFormat added here
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("--format")
-EXPORT_FORMATS.add("onnx", ExportFormat(
-    "grader.onnx",
-    lambda model, example, run, metadata, path: write_onnx(model, example, output_names(run),
-                                                           metadata, path),
-    lambda path, images: OnnxEngine(path).run(images.numpy())))
-EXPORT_FORMATS.add("torchscript", ExportFormat(
-    "grader.pt",
-    lambda model, example, run, metadata, path: write_torchscript(model, example, metadata,
-                                                                  path),
-    _torchscript_answers))
+EXPORT_FORMATS.add("onnx", ExportFormat("grader.onnx", write_onnx, _onnx_answers))
+EXPORT_FORMATS.add("torchscript", ExportFormat("grader.pt", write_torchscript,
+                                               _torchscript_answers))
 
 
 def run_exported(path: Path, fmt: str, images: torch.Tensor) -> list[np.ndarray]:

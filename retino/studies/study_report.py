@@ -200,7 +200,7 @@ class StudyRuns:
     header: list[str]  # the results table (every column) and its rows, one per configuration
     rows: list[list[str]]
 
-    @property
+    @functools.cached_property
     def finished(self) -> list[RunRecord]:
         return [run for run in self.runs if run.status == FINISHED]
 

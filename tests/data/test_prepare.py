@@ -295,7 +295,6 @@ def test_a_run_on_a_prepared_cache_logs_which_cache_it_read(tmp_path):
     assert recorder.params["cache.method"] == "retina_crop" and recorder.params["cache.size"] == 64
 
 
-
 def test_byte_identical_files_across_splits_are_reported(tmp_path, caplog):
     """The same photograph under two names, one in train and one in test: prepare keeps both
     but lists the pair in report.csv, counts it in the manifest and warns."""

@@ -88,7 +88,6 @@ from retino.data.prepare.survey import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ImageTask:
     split: str
