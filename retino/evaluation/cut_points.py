@@ -15,26 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from retino.core.grades import NUM_GRADES
+from retino.evaluation.metrics import quadratic_weighted_kappa
 
 ROUNDING = np.arange(NUM_GRADES - 1) + 0.5  # 0.5 .. 3.5: the cuts where none were fitted
 _MAX_CANDIDATES = 256  # gaps tried per cut and sweep (quantiles beyond that: 7,000 images)
 _MAX_SWEEPS = 20
-_WEIGHTS = (np.arange(NUM_GRADES)[:, None] - np.arange(NUM_GRADES)[None, :]) ** 2
 
 
 def grades_from_outputs(outputs: np.ndarray, cuts: np.ndarray = ROUNDING) -> np.ndarray:
     """(N,) grades 0..4: the number of cuts at or below each output."""
     return np.searchsorted(np.asarray(cuts, float), np.asarray(outputs, float), side="right")
-
-
-def _kappa(true: np.ndarray, pred: np.ndarray) -> float:
-    """Quadratic weighted kappa from the confusion counts (equal to scikit-learn's, for the
-    thousands of evaluations a fit makes; 0 where it is undefined)."""
-    counts = np.bincount(true * NUM_GRADES + pred, minlength=NUM_GRADES ** 2)
-    observed = counts.reshape(NUM_GRADES, NUM_GRADES) / len(true)
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
-    disagreement = (_WEIGHTS * expected).sum()
-    return float(1 - (_WEIGHTS * observed).sum() / disagreement) if disagreement else 0.0
 
 
 def _candidates(outputs: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -51,7 +41,7 @@ def _ascend(true: np.ndarray, outputs: np.ndarray, start: np.ndarray) -> tuple[n
     """(cuts, kappa) where coordinate ascent from `start` stops: no single cut's move raises
     kappa."""
     cuts = np.asarray(start, float).copy()
-    best = _kappa(true, grades_from_outputs(outputs, cuts))
+    best = quadratic_weighted_kappa(true, grades_from_outputs(outputs, cuts))
     for _ in range(_MAX_SWEEPS):
         moved = False
         for k in range(len(cuts)):
@@ -60,7 +50,7 @@ def _ascend(true: np.ndarray, outputs: np.ndarray, start: np.ndarray) -> tuple[n
             for candidate in _candidates(outputs, low, high):
                 trial = cuts.copy()
                 trial[k] = candidate
-                score = _kappa(true, grades_from_outputs(outputs, trial))
+                score = quadratic_weighted_kappa(true, grades_from_outputs(outputs, trial))
                 if score > best + 1e-12:
                     best, cuts, moved = score, trial, True
         if not moved:

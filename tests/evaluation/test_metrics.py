@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from retino.core.grades import GRADES
 from retino.evaluation.metrics import (
     at_threshold,
     confusion_matrix,
@@ -44,6 +45,25 @@ def test_qwk_extremes():
     # Predicting grade 0 for everyone, the majority answer, is worth nothing.
     assert quadratic_weighted_kappa(TRUE, np.zeros(10, int)) == 0.0
     assert quadratic_weighted_kappa(np.zeros(4, int), np.zeros(4, int)) == 0.0  # undefined
+
+
+def test_qwk_is_scikit_learns_cohen_kappa_on_any_answers():
+    """retino counts the 5 x 5 table itself (bootstraps call it thousands of times): the same
+    number as scikit-learn's, on balanced, skewed, one-sided and off-the-scale answers."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 5, n), rng.integers(0, 5, n)) for n in (3, 40, 400)]
+    skewed = rng.choice(5, 300, p=[0.7, 0.1, 0.1, 0.05, 0.05])
+    cases += [(skewed, np.clip(skewed + rng.integers(-1, 2, 300), 0, 4)),
+              (skewed, np.zeros(300, int)), (np.full(5, 2), np.array([0, 1, 2, 3, 4])),
+              (np.array([0, 1, 7, 4]), np.array([0, 2, 3, -1]))]  # 7, -1: off the scale
+    for true, pred in cases:
+        expected = cohen_kappa_score(true, pred, labels=GRADES, weights="quadratic")
+        assert quadratic_weighted_kappa(true, pred) == pytest.approx(expected, abs=1e-12)
+    none = np.array([], int)  # no images: undefined, as one grade everywhere is
+    assert quadratic_weighted_kappa(none, none) == 0.0
+    assert np.isnan(quadratic_weighted_kappa(none, none, undefined=np.nan))
 
 
 def test_per_grade_metrics_and_macro_f1_by_hand():
