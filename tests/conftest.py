@@ -148,7 +148,7 @@ def tiny_cfg(tmp_path: Path) -> DictConfig:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, empty_store):
     """(run folder, run id, tracking URI, raw source folder, cache folder): one tiny tracked
     run, trained once for every test that uses a finished run, on a center_crop cache at 64 px
     made from 200 x 150 photographs (tests/helpers/sources.py's synthetic Kaggle source)."""
@@ -162,6 +162,7 @@ def trained_run(tmp_path_factory):
     source = make_kaggle_source(root / "raw", patients=12)
     prepare_cache(source, root / "cache", "center_crop", 64, workers=1)
     cache = cache_dir(root / "cache", "center_crop", 64)
+    shutil.copy(empty_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)

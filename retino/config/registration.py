@@ -4,6 +4,7 @@ stage that imports Hydra, so that training and data can read the config stage wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -16,8 +17,11 @@ from retino.config.schema import Config
 from retino.core.errors import ConfigError
 
 
+@cache
 def register_configs() -> None:
-    """Register the schema (`retino_schema`) and the --help page written from it."""
+    """Register the schema (`retino_schema`) and the --help page written from it, once per
+    process: Hydra's ConfigStore is the process's, and writing the help page takes a twentieth
+    of a second, which every composition paid again (7 s of the tests' 230)."""
     store = ConfigStore.instance()
     store.store(name="retino_schema", node=Config)
     store.store(group="hydra/help", name="retino_help",  # python run.py --help

@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,7 +257,7 @@ def without_run_ids(text):
 
 @pytest.mark.slow(seconds=65)
 def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
-        tmp_path, monkeypatch, capsys, caplog):
+        tmp_path, monkeypatch, capsys, caplog, empty_store):
     """A run again from its id, in the author's store; the study (a two-fold cross-validation,
     sweeps/cross_validation.yaml, whose report pools the folds) exported as one bundle, refused
     when a file changed, the data or the code differ, reproduced in another checkout with
@@ -304,6 +305,7 @@ def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
     # Another checkout, another store: every run again, each identical to the author's.
     code = copy_of_the_code(tmp_path / "reviewer")
     store = tmp_path / "reviewer.db"
+    shutil.copy(empty_store, store)  # tables made once (conftest.empty_store)
     proc = reviewer(code, store, bundle, f"data.root={tmp_path / 'reviewer-data'}",
                     f"hydra.sweep.dir={tmp_path / 'study-again'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -343,6 +345,7 @@ def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
     assert f"git checkout {commit}" in caplog.text and "--allow-code-change" in caplog.text
 
     # Imported into a third store without running: the author's report, rebuilt.
+    shutil.copy(empty_store, tmp_path / "third.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'third.db'}")
     assert bundle_main(["import", str(bundle)]) == 0
     third, imported = experiment_runs()

@@ -215,7 +215,7 @@ def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, ca
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(port), "--workers", "1", "--backend-store-uri",
-               f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+               f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
                str(tmp_path / "artifacts")]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
