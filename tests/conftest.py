@@ -22,9 +22,9 @@ pytest.register_assert_rewrite("tests.helpers")
 CONF_DIR = PROJECT_ROOT / "conf"
 
 # A run small enough for a CPU test: the smoke preset users run (conf/preset/smoke.yaml: a few
-# tiny images, one epoch), without the MLflow model and the cost timing (they cost a second or
-# two a run; the tests that need them ask for them).
-TINY = ["+preset=smoke", "log_model=false", "measure_cost=false"]
+# tiny images, one epoch), without the MLflow model, the cost timing and the figures (they cost
+# a second or two a run, the figures 40 % of a tiny one; the tests that need them ask for them).
+TINY = ["+preset=smoke", "log_model=false", "measure_cost=false", "plots=false"]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -168,7 +168,7 @@ def trained_run(tmp_path_factory, empty_store):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("RETINO_LOCK_DIR", str(root / "locks"))
         cfg = compose_config([*TINY, "data=kaggle", f"data.root={cache}", "data.val_fraction=0.2",
-                              "log_model=true", "measure_cost=true"])
+                              "log_model=true", "measure_cost=true", "plots=true"])
         run_job(cfg, JobContext(output_dir=root / "run"))
     run_id = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("retino").experiment_id])[0].info.run_id

@@ -176,6 +176,10 @@ class Config:
     # The trained model's cost as cost_* metrics: parameters, weights MB, GFLOPs and CPU
     # latency per image at batch 1 and 32 (a few seconds at the end of the run)
     measure_cost: bool = True
+    # Each run's figures: accuracy per epoch, confusion matrix, referable ROC, calibration,
+    # decision curve, activation maps (about a second a run). false: the same numbers, tables
+    # and report without the pictures, for searches of many runs (and the tests).
+    plots: bool = True
     # A study's best configuration (by the validation metric) into the Model Registry by this name
     register_model: Optional[str] = None
     # The epoch a run keeps and reports on the test set: the best by this validation metric.

@@ -162,13 +162,13 @@ def write_run_files(result: FitResult, cfg: DictConfig, model: nn.Module,
                     out_dir: Path) -> list[Path]:
     """The run's figures, tables, config and selected weights, as files in out_dir."""
     title = run_name(cfg)
-    files = [
-        plot_accuracy(result.history, out_dir / ACCURACY_FIGURE, title=f"{title}: accuracy"),
-        plot_confusion_matrix(result.confusion, out_dir / CONFUSION_FIGURE,
-                              title=f"{title}: normalized confusion matrix"),
-        out_dir / CONFUSION_CSV, out_dir / HISTORY_FILE, out_dir / CONFIG_FILE,
-        out_dir / WEIGHTS_FILE,
-    ]
+    files = [out_dir / CONFUSION_CSV, out_dir / HISTORY_FILE, out_dir / CONFIG_FILE,
+             out_dir / WEIGHTS_FILE]
+    if cfg.plots:
+        files += [plot_accuracy(result.history, out_dir / ACCURACY_FIGURE,
+                                title=f"{title}: accuracy"),
+                  plot_confusion_matrix(result.confusion, out_dir / CONFUSION_FIGURE,
+                                        title=f"{title}: normalized confusion matrix")]
     counts = [["true\\pred", *(f"grade{g}" for g in GRADES)]]
     counts += [[f"grade{g}", *map(str, row)] for g, row in enumerate(result.confusion)]
     atomic_write_text(out_dir / CONFUSION_CSV, csv_text(counts))
@@ -208,10 +208,11 @@ def judge_selected(cfg: DictConfig, model: nn.Module, result: FitResult,
     result.screening = screening_markdown(screening)
     thresholds = {point.name: point.threshold for point in screening.points
                   if not np.isnan(point.threshold)}
-    files += [plot_referable_roc(_curves(frames, ALL_PHOTOGRAPHS), out_dir / ROC_FIGURE,
-                                 f"{run_name(cfg)}: referable DR", thresholds),
-              atomic_write_text(out_dir / SCREENING_FILE, result.screening)]
-    if not is_regression_frame(test):  # a regression head's output is not a probability
+    files.append(atomic_write_text(out_dir / SCREENING_FILE, result.screening))
+    if cfg.plots:
+        files.append(plot_referable_roc(_curves(frames, ALL_PHOTOGRAPHS), out_dir / ROC_FIGURE,
+                                        f"{run_name(cfg)}: referable DR", thresholds))
+    if cfg.plots and not is_regression_frame(test):  # a regression's output: no probability
         files += _probability_figures(frames, out_dir, run_name(cfg))
     metrics = headline_metrics(test, frames.get("val"), cfg.referable_sensitivity_target,
                                cfg.bootstrap_rounds)
@@ -367,7 +368,7 @@ def finish_run(cfg: DictConfig, result: FitResult, model: GradingNetwork, out_di
     """The run's files (figures, tables, config, selected weights, activation maps,
     predictions) into the tracker."""
     files = write_run_files(result, cfg, model, out_dir) + predictions
-    if cfg.cam_per_grade > 0:
+    if cfg.plots and cfg.cam_per_grade > 0:
         examples = cam_examples(model, test_loader.dataset, cfg.cam_per_grade, device,
                                 cut_points_from(result.selected, "_selected"))
         if examples:  # none for a network without activation maps (cam_examples says why)

@@ -85,7 +85,7 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
     assert logs.count("2 loader workers (2 job(s) at once on this machine)") == 2, logs[-2000:]
     # The files went to the server's own artifact folder.
     stored = {p.name for p in (tmp_path / "server" / "artifacts").rglob("*") if p.is_file()}
-    assert {"model_state.pt", "confusion_matrix.png", "results.md"} <= stored
+    assert {"model_state.pt", "history.csv", "results.md"} <= stored
 
 
 def most_at_once(runs) -> int:

@@ -33,7 +33,8 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     fill_hub_cache("resnet18")
     fill_hub_cache("resnet50")
     args = ["-m", "model=resnet18,resnet50", "pretrained=true,false", *TINY,
-            f"data.root={tmp_path / 'demo'}", "log_model=true", "register_model=dr-grader"]
+            f"data.root={tmp_path / 'demo'}", "log_model=true", "register_model=dr-grader",
+            "plots=true"]
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, all_runs = experiment_runs()

@@ -33,7 +33,7 @@ def test_run_logs_the_maps_when_asked(tmp_path):
     jet scale tints."""
     from matplotlib.image import imread
 
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "cam_per_grade=1"])
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "cam_per_grade=1", "plots=true"])
     train_and_evaluate(cfg, tmp_path / "run")
     figure = imread(tmp_path / "run" / "class_activation_maps.png")[..., :3]  # RGB in [0, 1]
     black = figure.max(axis=2) < 0.03

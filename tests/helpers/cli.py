@@ -16,8 +16,8 @@ from retino import PROJECT_ROOT
 from retino.core.names import PARENT_TAG
 
 STEPS_OF_EVERY_EPOCH = ("train_loss", "train_acc", "test_loss", "test_acc", "test_qwk")
-RUN_FILES = {"config.yaml", "confusion_matrix.png", "confusion_matrix.csv", "accuracy.png",
-             "model_state.pt", "history.csv"}
+RUN_FILES = {"config.yaml", "confusion_matrix.csv", "model_state.pt", "history.csv",
+             "report.html"}  # and figures, where a run draws them (plots=true)
 
 
 def run_cli(args, tmp_path, timeout=600):

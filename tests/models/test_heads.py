@@ -54,8 +54,8 @@ def test_an_ordinal_model_keeps_torchvision_names_and_a_run_works_end_to_end(tmp
     model = build_model("resnet18", head="ordinal")
     assert model.state_dict()["fc.weight"].shape == (1, 512)
     assert model.state_dict()["fc.bias"].shape == (4,)
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "head=ordinal",
-                                 "cam_per_grade=1", "data.val_fraction=0.25",
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "plots=true",
+                                 "head=ordinal", "cam_per_grade=1", "data.val_fraction=0.25",
                                  "data.train_size=40"])
     result = train_and_evaluate(cfg, tmp_path / "run")
     test = pd.read_csv(tmp_path / "run" / "predictions_test.csv")
@@ -135,8 +135,8 @@ def test_a_regression_run_cuts_its_grades_where_validation_puts_them(tmp_path):
     from retino.serving.grader import grade, load_trained_run
     from retino.serving.pyfunc import signature
 
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "head=regression",
-                                 "cam_per_grade=1", "data.val_fraction=0.25",
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "plots=true",
+                                 "head=regression", "cam_per_grade=1", "data.val_fraction=0.25",
                                  "data.train_size=40"])
     result = train_and_evaluate(cfg, tmp_path / "run")
     run = tmp_path / "run"

@@ -257,7 +257,7 @@ def test_a_pretrained_frozen_efficientnet_runs_end_to_end(tmp_path):
     from tests.helpers.cli import run_cli
 
     path, _ = timm_file(tmp_path, ".safetensors")
-    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}", "model=efficientnet_b0",
+    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}", "plots=true", "model=efficientnet_b0",
                     "pretrained=true", f"pretrain.weights={path}", "freeze=backbone",
                     "ema_decay=0.9", "cam_per_grade=1"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -93,7 +93,7 @@ def test_the_run_keeps_the_best_validation_epoch_and_reports_the_test_set_there(
     assert chosen["val_qwk_selected"] == pytest.approx(frame_metrics(val, "val_")["val_qwk"])
     assert {"test_referable_sensitivity_at_target_selected",
             "test_referable_threshold_selected"} <= chosen.keys()
-    assert result.confusion.sum() == 10 and (tmp_path / "run" / "roc_referable.png").is_file()
+    assert result.confusion.sum() == 10
 
 
 def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):

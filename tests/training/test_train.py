@@ -9,16 +9,18 @@ from tests.conftest import TINY, compose_config
 from tests.helpers.runs import DiesAfterEpoch
 
 
-def test_one_epoch_fit_writes_every_run_file(tiny_cfg, tmp_path):
+def test_one_epoch_fit_writes_every_run_file(tmp_path):
     out = tmp_path / "run"
-    result = train_and_evaluate(tiny_cfg, out)
+    result = train_and_evaluate(compose_config([*TINY, f"data.root={tmp_path / 'demo'}",
+                                                "plots=true"]), out)
     assert [row["epoch"] for row in result.history] == [1]
     row = result.history[0]
     assert 0 <= row["test_acc"] <= 1 and -1 <= row["test_qwk"] <= 1
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])
     assert result.confusion.sum() == 10
-    for name in ("accuracy.png", "confusion_matrix.png", "confusion_matrix.csv", "history.csv",
-                 "config.yaml", "model_state.pt", "last.pt"):
+    for name in ("accuracy.png", "confusion_matrix.png", "roc_referable.png", "calibration.png",
+                 "decision_curve.png", "confusion_matrix.csv", "history.csv", "config.yaml",
+                 "model_state.pt", "last.pt", "report.html"):
         assert (out / name).stat().st_size > 0, name
     state = torch.load(out / "model_state.pt", weights_only=True)
     assert state["fc.weight"].shape == (5, 512)
@@ -124,7 +126,10 @@ def test_resume_after_a_kill_between_checkpoint_and_logging_loses_no_epoch(tmp_p
     result = train_and_evaluate(cfg, tmp_path / "run", resumed, resume=True)
     assert resumed.steps == [2]  # the missing epoch is logged from the checkpoint, once
     assert [row["epoch"] for row in result.history] == [1, 2]  # nothing trained again
-    assert result.confusion.sum() == 10 and (tmp_path / "run" / "accuracy.png").is_file()
+    assert result.confusion.sum() == 10
+    # plots=false (TINY): the run's page and tables, without a figure
+    assert (tmp_path / "run" / "report.html").is_file()
+    assert not list((tmp_path / "run").glob("*.png"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
