@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray,
                      num_classes: int = NUM_GRADES) -> np.ndarray:
-    """counts[i, j] = number of images of true grade i predicted as grade j."""
-    return skm.confusion_matrix(true, pred, labels=list(range(num_classes))).astype(np.int64)
+    """counts[i, j] = number of images of true grade i predicted as grade j (answers off the
+    0 .. num_classes - 1 scale left out, as scikit-learn leaves out labels not asked for)."""
+    true, pred = np.asarray(true, np.int64), np.asarray(pred, np.int64)
+    on_the_scale = (true >= 0) & (true < num_classes) & (pred >= 0) & (pred < num_classes)
+    return np.bincount(true[on_the_scale] * num_classes + pred[on_the_scale],
+                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def normalize_by_true_class(counts: np.ndarray) -> np.ndarray:
@@ -49,10 +53,7 @@ def quadratic_weighted_kappa(true: np.ndarray, pred: np.ndarray,
     everywhere, in both true and predicted, or no images. Computed from the 5 x 5 counts, equal
     to scikit-learn's cohen_kappa_score at a fiftieth of its time: bootstraps and the regression
     head's cut-point fit call it thousands of times per run."""
-    true, pred = np.asarray(true, np.int64), np.asarray(pred, np.int64)
-    on_the_scale = (true >= 0) & (true < NUM_GRADES) & (pred >= 0) & (pred < NUM_GRADES)
-    counts = np.bincount(true[on_the_scale] * NUM_GRADES + pred[on_the_scale],
-                         minlength=NUM_GRADES ** 2).reshape(NUM_GRADES, NUM_GRADES)
+    counts = confusion_matrix(true, pred)
     if not counts.any():
         return undefined
     observed = counts / counts.sum()
