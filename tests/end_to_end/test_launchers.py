@@ -15,7 +15,14 @@ import pytest
 
 from retino.jobs.launchers import gpu_lease
 from tests.conftest import TINY
-from tests.helpers.cli import api, assert_complete, free_port, run_cli, study_runs
+from tests.helpers.cli import (
+    api,
+    assert_complete,
+    free_port,
+    run_cli,
+    server_env,
+    study_runs,
+)
 
 
 @contextmanager
@@ -27,8 +34,7 @@ def mlflow_server(folder, empty_store):
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
                "--artifacts-destination", str(folder / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    server = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen(command, cwd=folder, env=server_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -22,7 +22,7 @@ from retino.jobs.lifecycle import JobContext, run_job
 from retino.report import main as report_main
 from retino.training.devices import execution_params
 from tests.conftest import TINY, compose_config
-from tests.helpers.cli import api, experiment_runs, free_port, run_cli
+from tests.helpers.cli import api, experiment_runs, free_port, run_cli, server_env
 from tests.helpers.runs import fill_hub_cache
 from tests.helpers.sources import make_kaggle_folder
 
@@ -117,11 +117,13 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
 
 @contextmanager
 def mlflow_ui(folder):
-    """`mlflow ui` started in folder with no tracking URI set, as a user starts it."""
+    """`mlflow ui` started in folder with no tracking URI set, as a user starts it (with one web
+    worker and no GenAI job runner, as docs/results-in-mlflow.md suggests on a small machine:
+    the default's 15 processes changed nothing this test checks and took 19 s of its CPU)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--port", str(port)],
-                              cwd=folder, env=env, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--port", str(port),
+                               "--workers", "1"],
+                              cwd=folder, env=server_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -35,6 +35,16 @@ def experiment_runs(name="retino"):
     return client, client.search_runs([experiment.experiment_id])
 
 
+def server_env() -> dict[str, str]:
+    """The environment of an `mlflow server` or `mlflow ui` a test starts: no tracking URI (the
+    server is the store), and no GenAI job runner. MLflow 3.17 starts one by default beside the
+    web workers (a runner and seven huey consumers: about 11 s of CPU before the first answer,
+    and a fifth of a core while idle); retino gives it no jobs, and on the suite's two cores
+    those seconds were the tests'."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ from retino.config.validation import validate_config
 from retino.core.errors import ConfigError, WeightsUnavailableError
 from retino.core.names import CONFIG_FILE
 from retino.evaluation.cam import class_activation_maps
+from retino.jobs.lifecycle import JobContext, run_job
 from retino.models import HEADS, NoActivationMap, build_network
 from retino.models.heads import make_head
 from retino.models.pretrained import resolve_timm_weights
@@ -251,16 +252,15 @@ def test_arch_is_logged_and_named_only_for_model_timm():
     assert run_name(cfg).startswith("resnet10t-scratch")
 
 
-@pytest.mark.slow(seconds=12)
+@pytest.mark.slow(seconds=7)
 def test_a_pretrained_frozen_efficientnet_runs_end_to_end(tmp_path):
-    """run.py with EfficientNet-B0 from a timm-format file, frozen, averaged, with maps."""
-    from tests.helpers.cli import run_cli
-
+    """run.py's job with EfficientNet-B0 from a timm-format file, frozen, averaged, with maps
+    (in this process: the command line's own path is the end-to-end tests' subject)."""
     path, _ = timm_file(tmp_path, ".safetensors")
-    proc = run_cli([*TINY, f"data.root={tmp_path / 'demo'}", "plots=true", "model=efficientnet_b0",
-                    "pretrained=true", f"pretrain.weights={path}", "freeze=backbone",
-                    "ema_decay=0.9", "cam_per_grade=1"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [*TINY, f"data.root={tmp_path / 'demo'}", "plots=true", "model=efficientnet_b0",
+            "pretrained=true", f"pretrain.weights={path}", "freeze=backbone", "ema_decay=0.9",
+            "cam_per_grade=1"]
+    run_job(compose_config(args), JobContext(output_dir=tmp_path / "outputs"))
     run = next((tmp_path / "outputs").rglob("model_state.pt")).parent
     assert (run / "class_activation_maps.png").is_file()
     weights = torch.load(run / "model_state.pt", weights_only=True)

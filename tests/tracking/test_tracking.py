@@ -209,7 +209,7 @@ def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, ca
     import subprocess
     import sys
 
-    from tests.helpers.cli import api, free_port
+    from tests.helpers.cli import api, free_port, server_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -217,7 +217,7 @@ def test_a_run_outlives_its_tracking_server_going_away(tmp_path, monkeypatch, ca
                str(port), "--workers", "1", "--backend-store-uri",
                f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
                str(tmp_path / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = server_env()
 
     def serve():
         server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,

@@ -14,7 +14,8 @@ from tests.conftest import TINY, compose_config
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_every_precision_trains_on_cpu(tmp_path, precision):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", f"precision={precision}",
-                                 "channels_last=true", "grad_clip=1.0"])
+                                 "channels_last=true", "grad_clip=1.0",
+                                 "resolution.size=32"])  # fp16 on a CPU: slow
     row = train_and_evaluate(cfg, tmp_path / "run").history[0]
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])
     state = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
@@ -40,10 +41,11 @@ def test_gradient_step_clips_the_true_gradient_norm():
     assert norm <= 0.1 + 1e-4
 
 
-@pytest.mark.slow(seconds=11)
+@pytest.mark.slow(seconds=6)
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16", "data.train_size=8",
-                        "data.test_size=5", "data.val_fraction=0", "batch_size=4"]  # fp16: slow
+                        "data.test_size=5", "data.val_fraction=0", "batch_size=4",
+                        "resolution.size=32"]  # fp16 on a CPU: slow
     train_and_evaluate(compose_config(overrides + ["epochs=1"]), tmp_path / "run")  # "stopped"
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     checkpoint["scaler"]["scale"] = 1024.0  # as if overflows had lowered it from 65536
