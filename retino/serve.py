@@ -13,7 +13,9 @@ model cannot be loaded.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import tempfile
 
 from retino.core.errors import first_line
 from retino.serving.server import DEFAULT_MAX_REQUEST_MB, scoring_app
@@ -44,16 +46,24 @@ def _positive(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        app = scoring_app(args.model, args.max_request_mb)
-    except Exception as err:  # MLflow raises its own and OS errors for a missing model
-        print(f"error: cannot load the model {args.model}: {first_line(err)}",
-              file=sys.stderr)
-        return 2
-    import uvicorn  # installed with MLflow, which serves with it
+    with tempfile.TemporaryDirectory(prefix="retino-serve-") as folder:  # the model's copy
+        try:
+            app = scoring_app(args.model, args.max_request_mb, folder)
+        except Exception as err:  # MLflow raises its own and OS errors for a missing model
+            print(f"error: cannot load the model {args.model}: {first_line(err)}",
+                  file=sys.stderr)
+            return 2
+        import uvicorn  # installed with MLflow, which serves with it
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        # uvicorn shuts down on SIGTERM, then raises it again: unwound, not killed outright,
+        # the process removes the model's copy on its way out.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +176,7 @@ def run_from_store(run_id: str) -> TrainedRun:
     # Here, not at the top: grading with a run's folder never waits for MLflow to import.
     from mlflow.exceptions import MlflowException
 
-    from retino.tracking.runs import download_artifact
+    from retino.tracking.runs import download_artifact, read_artifact
     from retino.tracking.store import mlflow_client
 
     try:
@@ -183,21 +186,26 @@ def run_from_store(run_id: str) -> TrainedRun:
                           f"({err.message.splitlines()[0]}). Give a run id from `mlflow ui` "
                           "(with MLFLOW_TRACKING_URI for another store) or a run's output "
                           "folder.") from err
+    folder = Path(tempfile.mkdtemp(prefix="retino-weights-"))
     try:
-        cfg = OmegaConf.load(download_artifact(run_id, CONFIG_FILE))
-        weights = download_artifact(run_id, WEIGHTS_FILE)
+        cfg = read_artifact(run_id, CONFIG_FILE, OmegaConf.load)
+        weights = download_artifact(run_id, WEIGHTS_FILE, folder)
     except MlflowException as err:  # a study's parent run, a failed run: no trained model
+        shutil.rmtree(folder, ignore_errors=True)
         raise ConfigError(f"Run {run_id} holds no trained model ({CONFIG_FILE} and "
                           f"{WEIGHTS_FILE}): give a FINISHED training run's id, not a study's "
                           "parent run or a failed run.") from err
     try:
-        val = download_artifact(run_id, predictions_file("val"))
+        judged = read_artifact(run_id, predictions_file("val"), lambda val: judgement(cfg, val))
     except MlflowException:
-        val = None  # a run without a validation split
-    return TrainedRun(run_id, cfg, weights,
-                      _preprocessing(params.get("cache.method"), params.get("cache.size"),
-                                     params.get("cache.method_version", 1)),
-                      **judgement(cfg, val))
+        judged = judgement(cfg, None)  # a run without a validation split
+    run = TrainedRun(run_id, cfg, weights,
+                     _preprocessing(params.get("cache.method"), params.get("cache.size"),
+                                    params.get("cache.method_version", 1)), **judged)
+    # The downloaded weights last as long as the run that grades with them (a server's life,
+    # or one predict), not until the process exits.
+    weakref.finalize(run, shutil.rmtree, folder, ignore_errors=True)
+    return run
 
 
 def load_trained_run(source: str) -> TrainedRun:

@@ -11,6 +11,7 @@ max_megapixels before it is decoded.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -117,10 +118,15 @@ def _replay(body: bytes, live: Receive) -> Receive:
     return receive
 
 
-def scoring_app(model_uri: str, max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> App:
+def scoring_app(model_uri: str, max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
+                folder: str | None = None) -> App:
     """MLflow's scoring app for the model at model_uri (its /invocations, /ping, /health and
-    /version, as `mlflow models serve` answers them), behind BodyLimit."""
-    from mlflow.pyfunc import scoring_server  # the web stack is imported only to serve
+    /version, as `mlflow models serve` answers them), behind BodyLimit. The model is copied into
+    folder (the caller's to remove; None: a temporary folder MLflow never removes, which kept
+    a copy of the weights per server started)."""
+    from mlflow.pyfunc import load_model, scoring_server  # the web stack: only to serve
 
-    model = scoring_server.load_model_with_mlflow_config(model_uri)
+    config = os.environ.get(scoring_server.SERVING_MODEL_CONFIG)  # as MLflow's server reads it
+    model = load_model(model_uri, dst_path=folder,
+                       **({"model_config": json.loads(config)} if config else {}))
     return BodyLimit(scoring_server.init(model), int(max_request_mb * 1e6))

@@ -30,7 +30,7 @@ from retino.core.names import ENSEMBLE_MODEL_DIR, MODEL_DIR, PARENT_TAG, STUDY_T
 from retino.studies.comparison import best_run
 from retino.studies.folds import EnsembleChoice, best_fold_ensemble
 from retino.tracking.records import RunRecord
-from retino.tracking.runs import download_artifact, log_folder
+from retino.tracking.runs import log_folder, read_artifact
 from retino.tracking.store import RetryingClient, mlflow_client
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ def _input_example(run_id: str) -> pd.DataFrame | None:
     """The first fold model's input example (a photograph), for the ensemble's MLmodel; None
     when the run logged no model."""
     try:
-        example = json.loads(download_artifact(run_id, f"{MODEL_DIR}/input_example.json")
-                             .read_text())
+        example = read_artifact(run_id, f"{MODEL_DIR}/input_example.json",
+                                lambda path: json.loads(path.read_text()))
     except (MlflowException, OSError, ValueError):
         return None
     return pd.DataFrame(example["data"], columns=example["columns"])

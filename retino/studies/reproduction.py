@@ -81,17 +81,18 @@ def overrides_from_config(config_yaml: Path) -> list[str]:
     return [f"{key}={override_value(value)}" for key, value in sorted(flat.items())]
 
 
-def logged_config(source: str) -> tuple[Path, str]:
-    """(config.yaml, the run id or folder it came from), from a run id or an output folder."""
+def logged_overrides(source: str) -> tuple[list[str], str]:
+    """(overrides_from_config of its config.yaml, the run id or folder it came from), from a
+    run id or an output folder."""
     folder = Path(source)
     if folder.is_dir():
         for candidate in (folder / ".hydra" / CONFIG_FILE, folder / CONFIG_FILE):
             if candidate.is_file():
-                return candidate, str(folder.resolve())
+                return overrides_from_config(candidate), str(folder.resolve())
         raise SystemExit(f"{folder} holds no .hydra/config.yaml nor config.yaml.")
-    from retino.tracking.runs import download_artifact
+    from retino.tracking.runs import read_artifact
 
-    return download_artifact(source, CONFIG_FILE), source
+    return read_artifact(source, CONFIG_FILE, overrides_from_config), source
 
 
 def warn_if_code_changed(recorded: str | None, what: str) -> None:
@@ -104,7 +105,7 @@ def warn_if_code_changed(recorded: str | None, what: str) -> None:
 
 def study_option_files(parent_id: str, folder: Path) -> list[str]:
     """Write one option of the `reproduce` group per FINISHED run of the study; their names."""
-    from retino.tracking.runs import download_artifact, run_tags
+    from retino.tracking.runs import read_artifact, run_tags
     from retino.tracking.studies import study_members
 
     (folder / REPRODUCE_GROUP).mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
                         run_id, status)
             continue
         warn_if_code_changed(run_tags(run_id).get(CODE_VERSION_TAG), f"run {run_id}")
-        config = schema_config(download_artifact(run_id, CONFIG_FILE))
+        config = read_artifact(run_id, CONFIG_FILE, schema_config)
         text = "# @package _global_\n" + OmegaConf.to_yaml(config)  # every leaf, at the root
         (folder / REPRODUCE_GROUP / f"{OPTION_PREFIX}{run_id}.yaml").write_text(text)
         names.append(f"{OPTION_PREFIX}{run_id}")
@@ -150,9 +151,8 @@ def reproduce(source: str, extra: list[str]) -> int:
         if STUDY_TAG in tags:  # each of its runs is checked as it is read
             return reproduce_study(source, extra)
         warn_if_code_changed(tags.get(CODE_VERSION_TAG), f"run {source}")
-    config_yaml, origin = logged_config(source)
-    command = [sys.executable, str(PROJECT_ROOT / "run.py"), *overrides_from_config(config_yaml),
-               "resume=false", *extra]
+    overrides, origin = logged_overrides(source)
+    command = [sys.executable, str(PROJECT_ROOT / "run.py"), *overrides, "resume=false", *extra]
     return _run(command, origin)
 
 
@@ -240,13 +240,13 @@ def _new_study(parent_id: str, experiment: str, since_ms: int) -> str | None:
 
 def say_verdicts(parent_id: str, experiment: str, since_ms: int) -> None:
     """Each configuration's verdict, from the reproduction's report (reproduction.csv)."""
-    from retino.tracking.runs import download_artifact
+    from retino.tracking.runs import read_artifact
 
     new = _new_study(parent_id, experiment, since_ms)
     if new is None:
         return
     try:
-        table = download_artifact(new, REPRODUCTION_FILE).read_text().splitlines()
+        table = read_artifact(new, REPRODUCTION_FILE, Path.read_text).splitlines()
     except Exception:  # noqa: BLE001 - a study that failed before its report: said above
         return
     verdicts: dict[tuple[str, str], list[str]] = {}

@@ -8,19 +8,17 @@ that talks to MLflow runs; serving and studies import mlflow only for models and
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from mlflow.entities import (
@@ -48,6 +46,7 @@ from retino.tracking.store import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")  # what read_artifact's reader makes of a file
 
 _BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _MAX_TAG_CHARS = 5000
@@ -368,13 +367,17 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
         mlflow_client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def download_artifact(run_id: str, path: str) -> Path:
-    """One artifact of a run, downloaded to a temporary folder that is removed when the
-    process exits (each predict by run id left three, one with a copy of the weights)."""
-    client = mlflow_client()
-    folder = tempfile.mkdtemp(prefix="retino-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return Path(client.download_artifacts(run_id, path, folder))
+def read_artifact(run_id: str, path: str, read: Callable[[Path], T]) -> T:
+    """What `read` makes of one artifact of a run, downloaded to a temporary folder that is
+    removed as soon as it is read (a notebook or a server grading by run id kept every
+    download, weights included, until it exited)."""
+    with tempfile.TemporaryDirectory(prefix="retino-") as folder:
+        return read(Path(mlflow_client().download_artifacts(run_id, path, folder)))
+
+
+def download_artifact(run_id: str, path: str, folder: Path) -> Path:
+    """One artifact of a run, downloaded into folder, which is the caller's to remove."""
+    return Path(mlflow_client().download_artifacts(run_id, path, str(folder)))
 
 
 def log_folder(run_id: str, folder: Path, artifact_path: str) -> str:

@@ -22,6 +22,7 @@ from retino.tracking.runs import start_parent_run
 from retino.training.devices import execution_params
 from tests.conftest import TINY, compose_config
 from tests.helpers.cli import copy_of_the_code
+from tests.helpers.sources import make_kaggle_folder
 
 
 def runs_by_id():
@@ -134,6 +135,26 @@ def test_a_bad_sweep_job_is_recorded_failed_and_a_bad_single_run_exits_2(tmp_pat
     with pytest.raises(SystemExit) as stop:
         run_job(cfg, JobContext(output_dir=tmp_path / "single"))
     assert stop.value.code == 2
+
+
+def test_a_run_whose_photograph_is_bad_ends_failed_with_its_error_and_exits_2(tmp_path,
+                                                                            caplog):
+    """The run has started when its photographs are looked over (before the first epoch): it
+    ends FAILED with the file named in its error tag, and the job exits 2 with that message
+    alone. (run.py's status and output for such an error, from a shell: the loser of
+    tests/end_to_end/test_run_cli.py's two commands at once.)"""
+    root = make_kaggle_folder(tmp_path / "dr")
+    (root / "images" / "1_left_train.jpeg").write_bytes(b"truncated")
+    cfg = compose_config(["data=kaggle", f"data.root={root}", "resolution=64px", "epochs=1",
+                          "batch_size=2", "data.num_workers=2",
+                          "data.val_fraction=0"])  # 6 images: too few to split
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stop:
+        run_job(cfg, JobContext(output_dir=tmp_path / "out"))
+    assert stop.value.code == 2
+    assert "1 photograph(s) cannot be trained on" in caplog.text
+    assert "1_left_train.jpeg: not an image" in caplog.text
+    [run] = runs_by_id().values()
+    assert run.info.status == "FAILED" and "1_left_train.jpeg" in run.data.tags["error"]
 
 
 def test_a_job_replacing_its_dead_attempt_ends_it_and_the_study_reports_only_the_new_run(

@@ -84,10 +84,12 @@ def test_served_model_answers_with_the_same_grades_and_refuses_a_large_body(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     photos = raw_photographs(source, 3)
     port = free_port()
+    scratch = tmp_path / "tmp"  # the server's temporary folders
+    scratch.mkdir()
     server = subprocess.Popen(
         [sys.executable, "-m", "retino.serve", f"runs:/{run_id}/model", "--port", str(port),
-         "--max-request-mb", "1"],
-        env=dict(os.environ), stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+         "--max-request-mb", "1"], env=dict(os.environ, TMPDIR=str(scratch)),
+        stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
         answers = pd.DataFrame(post_json(port, [encode_image(p) for p in photos])["predictions"])
@@ -102,6 +104,8 @@ def test_served_model_answers_with_the_same_grades_and_refuses_a_large_body(
                                atol=1e-6)
     assert refused.value.code == 413
     assert "--max-request-mb" in json.load(refused.value)["message"]
+    # Stopped, it leaves no copy of the model behind (MLflow's own download folder stayed).
+    assert [path.name for path in scratch.iterdir()] == []
 
 
 def post_json(port, cells):
