@@ -96,6 +96,17 @@ def test_the_run_keeps_the_best_validation_epoch_and_reports_the_test_set_there(
     assert result.confusion.sum() == 10
 
 
+def test_a_checkpoint_whose_epoch_is_the_selected_one_holds_its_weights_once(tmp_path):
+    """An epoch better than every one before wrote its weights twice into last.pt, as the
+    model's and as the selected epoch's: with AdamW, 179 MB where 134 MB hold it all."""
+    train_and_evaluate(compose_config(TINY + [f"data.root={tmp_path / 'demo'}"]), tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["selection"]["epoch"] == state["epoch"] == 1
+    for name, tensor in state["model"].items():  # one storage each: written once
+        selected = state["selected_model"][name]
+        assert selected.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr(), name
+
+
 def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "epochs=2",
                                  "data.val_fraction=0"])
