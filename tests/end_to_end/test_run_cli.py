@@ -116,9 +116,9 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
 
 @contextmanager
 def mlflow_ui(folder):
-    """`mlflow ui` started in folder with no tracking URI set, as a user starts it (with one web
-    worker and no GenAI job runner, as docs/results-in-mlflow.md suggests on a small machine:
-    the default's 15 processes changed nothing this test checks and took 19 s of its CPU)."""
+    """`mlflow ui` started in folder with no tracking URI set, as a user starts it, with one web
+    worker (as docs/results-in-mlflow.md suggests on a machine that trains: the default's four
+    each import MLflow's server, 10 s of CPU that changed nothing this test checks)."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--port", str(port),
                                "--workers", "1"],

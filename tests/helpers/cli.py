@@ -36,13 +36,10 @@ def experiment_runs(name="retino"):
 
 
 def server_env() -> dict[str, str]:
-    """The environment of an `mlflow server` or `mlflow ui` a test starts: no tracking URI (the
-    server is the store), and no GenAI job runner. MLflow 3.17 starts one by default beside the
-    web workers (a runner and seven huey consumers: about 11 s of CPU before the first answer,
-    and a fifth of a core while idle); retino gives it no jobs, and on the suite's two cores
-    those seconds were the tests'."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    """The environment of an `mlflow server` or `mlflow ui` a test starts: the test's, less its
+    tracking URI (the server is the store). MLflow's GenAI job runner is off in every test's
+    environment (conftest.py)."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
 
 def free_port() -> int:
