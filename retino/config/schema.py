@@ -178,7 +178,8 @@ class Config:
     measure_cost: bool = True
     # Each run's figures: accuracy per epoch, confusion matrix, referable ROC, calibration,
     # decision curve, activation maps (about a second a run). false: the same numbers, tables
-    # and report without the pictures, for searches of many runs (and the tests).
+    # and report without the pictures, for searches of many runs (and the tests); a study all
+    # of whose runs have it false draws none of its own either.
     plots: bool = True
     # A study's best configuration (by the validation metric) into the Model Registry by this name
     register_model: Optional[str] = None

@@ -39,7 +39,8 @@ ROLES: dict[str, KeyRole] = {
     "log_system_metrics": _runs("samples CPU, memory and GPU use into the run"),
     "log_model": _runs("logs the trained model as an MLflow model"),
     "measure_cost": _runs("times the trained model on the CPU and counts its size and FLOPs"),
-    "plots": _runs("draws each run's figures; the numbers and files are the same without them"),
+    "plots": _runs("draws each run's figures (and, unless all its runs had it false, the "
+                   "study's); the numbers and files are the same without them"),
     "register_model": _runs("registers a study's best model; trains nothing differently"),
     GPU_PARAM: _runs("the GPU's model: a requeued job on another GPU continues its run"),
     "device": KeyRole("auto, cpu or cuda: identity holds what auto resolved to",

@@ -324,11 +324,17 @@ def write_report(runs: list[RunRecord], folder: Path, title: str) -> list[Path]:
     text = f"# {title}\n\n" + "".join(section.text for section in sections)
     files = [atomic_write_text(folder / RESULTS_FILE, text)]
     files += [path for section in sections for path in section.files]
-    if study.finished:
+    if study.finished and _drawn(study.finished):
         files += _figures(study.finished, study.labels, folder, title)
     figures = [path for path in files if path.suffix == ".png"]
     files.append(atomic_write_text(folder / PAGE_FILE, html_page(title, text, figures)))
     return files
+
+
+def _drawn(finished: list[RunRecord]) -> bool:
+    """Whether the study draws its figures: unless every run of it ran with plots=false (a
+    search of many runs, whose runs drew none either). Runs logged before the key: drawn."""
+    return any(run.params.get("plots", "True") != "False" for run in finished)
 
 
 def _figures(finished: list[RunRecord], labels: dict[str, str], folder: Path,

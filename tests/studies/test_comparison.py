@@ -92,6 +92,19 @@ def test_pairs_are_configurations_that_differ_in_exactly_one_axis():
     assert sorted(scratch18.repeats()) == ["0/", "1/", "2/"]  # seed / fold (none)
 
 
+def test_a_study_of_runs_without_figures_draws_none_and_one_with_them_draws_its_own(tmp_path):
+    """plots=false on every run (a search of many runs): the study's report is the same, less
+    its figures; a run that drew its figures (or was logged before the key) brings them back."""
+    base = predictions(40)
+    runs = [record(f"r{s}", better(base, 0.1 * s, s), seed=s, plots=False) for s in range(2)]
+    quiet = {f.name for f in write_report(runs, tmp_path / "quiet", "seeds")}
+    assert {"results.md", "results.csv", "report.html"} <= quiet
+    assert not [name for name in quiet if name.endswith(".png")]
+    runs[0].params.pop("plots")  # logged before the key existed: drawn, as it was then
+    drawn = {f.name for f in write_report(runs, tmp_path / "drawn", "seeds")}
+    assert {"comparison.png", "roc_referable.png"} <= drawn
+
+
 def test_report_numbers_come_from_the_predictions_files(tmp_path):
     base = predictions(60)  # one test set, three seeds that answer it differently
     seeds = {seed: better(base, 0.1 * seed, seed) for seed in range(3)}
