@@ -28,7 +28,7 @@ from tests.helpers.runs import fill_hub_cache
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow(seconds=35)
 def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_path):
     fill_hub_cache("resnet18")
     fill_hub_cache("resnet50")
