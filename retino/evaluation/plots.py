@@ -4,33 +4,50 @@ referable-DR ROC curve (files on disk)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")  # files only: no display on servers and in tests
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from retino.core.grades import GRADE_NAMES  # noqa: E402
+from retino.core.grades import GRADE_NAMES
 from retino.core.metric_names import TEST_ACC, TRAIN_ACC
-from retino.evaluation.metrics import (  # noqa: E402
+from retino.evaluation.metrics import (
     net_benefit,
     normalize_by_true_class,
     referable_auc,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot():
+    """matplotlib.pyplot on its file-only backend (no display on servers and in tests),
+    imported when a figure is drawn: a run with plots=false, and a command that draws nothing,
+    no longer waits half a second for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_ticks(axis) -> None:  # a matplotlib Axis
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
 
 def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
     """Train and test accuracy (%) per epoch, as in the lab's comparison figure."""
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     ax.plot(epochs, [100 * row[TRAIN_ACC] for row in history], "o-", label="train")
     ax.plot(epochs, [100 * row[TEST_ACC] for row in history], "s-", label="test")
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "Accuracy per epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -39,7 +56,7 @@ def plot_accuracy(history: list[dict[str, float]], path: Path, title: str = "") 
 def plot_confusion_matrix(counts: np.ndarray, path: Path, title: str = "") -> Path:
     """Confusion matrix normalised by true grade (each row sums to 1), with the values printed."""
     normalized = normalize_by_true_class(counts)
-    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4.8))
     image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046)
     for (i, j), value in np.ndenumerate(normalized):
@@ -58,7 +75,7 @@ def plot_referable_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: P
     """ROC curves of referable DR (grade >= 2 against P(grade >= 2)), one per split or run:
     curves maps a label to (referable truth, score); thresholds (an operating point's name ->
     P(referable) threshold) are marked where they fall on every curve."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
     for i, (label, (referable, score)) in enumerate(curves.items()):
         auc = referable_auc(referable, score)
         if np.isnan(auc):  # a curve needs both kinds of image
@@ -82,7 +99,7 @@ def plot_accuracy_comparison(panels: dict[str, list[tuple[str, list[float], list
                              path: Path, title: str = "") -> Path:
     """The lab's comparison figure: one panel per architecture; per run a colour, train dashed
     and test solid, accuracy (%) per epoch. panels: architecture -> [(label, train, test)]."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (architecture, curves) in zip(axes[0], panels.items(), strict=True):
         for i, (label, train, test) in enumerate(curves):
             colour = f"C{i}"
@@ -91,7 +108,7 @@ def plot_accuracy_comparison(panels: dict[str, list[tuple[str, list[float], list
             ax.plot(range(1, len(test) + 1), [100 * v for v in test], "-", marker="o",
                     color=colour, label=f"{label} test")
         ax.set(title=architecture, xlabel="epoch", ylabel="accuracy (%)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -103,7 +120,7 @@ def plot_confusion_grid(matrices: list[tuple[str, np.ndarray]], path: Path) -> P
     """Every run's confusion matrix normalised by true grade, side by side."""
     cols = min(4, len(matrices))
     rows = -(-len(matrices) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(matrices):]:
         ax.axis("off")
     for ax, (name, counts) in zip(axes.flat, matrices, strict=False):
@@ -122,7 +139,7 @@ def plot_class_activation_maps(examples: list[tuple[np.ndarray, np.ndarray, int,
     """Each example: the fundus with its activation map over it, titled true -> predicted."""
     cols = min(5, len(examples))
     rows = -(-len(examples) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (rgb, heat, grade, predicted) in zip(axes.flat, examples, strict=False):
@@ -135,10 +152,10 @@ def plot_class_activation_maps(examples: list[tuple[np.ndarray, np.ndarray, int,
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return Path(path)
 
 
@@ -150,7 +167,7 @@ def plot_decision_curve(referable: np.ndarray, probability: np.ndarray, path: Pa
     referable = np.asarray(referable, bool)
     thresholds = np.linspace(0.01, 0.6, 60)
     prevalence = referable.mean() if len(referable) else np.nan
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5, 4))
     ax.plot(thresholds, net_benefit(referable, probability, thresholds), label="the model")
     ax.plot(thresholds, prevalence - (1 - prevalence) * thresholds / (1 - thresholds), "--",
             color="grey", label="refer everyone")
@@ -168,7 +185,7 @@ def plot_calibration(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
     """Reliability diagram of P(referable): per equal-width bin, the observed share of
     referable images against the mean predicted probability (the diagonal is perfect), one
     curve per split or run, and below, how many images fall in each bin."""
-    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    fig, (ax, counts) = _pyplot().subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
     edges = np.linspace(0, 1, bins + 1)
     for i, (label, (referable, score)) in enumerate(curves.items()):
         score = np.clip(np.asarray(score, float), 0, 1)

@@ -71,10 +71,11 @@ def test_retino_is_ten_stages_and_a_few_thin_commands():
 
 @pytest.mark.slow
 def test_importing_training_and_data_imports_neither_mlflow_nor_hydra():
+    """Nor matplotlib: it comes when a figure is drawn (a run with plots=false draws none)."""
     check = ("import sys, retino.training.pipeline, retino.data.load.loaders, "
              "retino.data.prepare.cache; "
-             "assert not {'mlflow', 'hydra'} & set(sys.modules), "
-             "sorted({'mlflow', 'hydra'} & set(sys.modules))")
+             "assert not {'mlflow', 'hydra', 'matplotlib'} & set(sys.modules), "
+             "sorted({'mlflow', 'hydra', 'matplotlib'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", check], cwd=PROJECT_ROOT, check=True, timeout=120)
 
 
