@@ -46,6 +46,9 @@ def _positive(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds (uvicorn, which takes it while serving, raises it again once shut down):
+    # the process removes the model's copy on its way out, even while it is still loading.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with tempfile.TemporaryDirectory(prefix="retino-serve-") as folder:  # the model's copy
         try:
             app = scoring_app(args.model, args.max_request_mb, folder)
@@ -55,9 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         import uvicorn  # installed with MLflow, which serves with it
 
-        # uvicorn shuts down on SIGTERM, then raises it again: unwound, not killed outright,
-        # the process removes the model's copy on its way out.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -176,7 +176,6 @@ def run_from_store(run_id: str) -> TrainedRun:
     # Here, not at the top: grading with a run's folder never waits for MLflow to import.
     from mlflow.exceptions import MlflowException
 
-    from retino.tracking.runs import download_artifact, read_artifact
     from retino.tracking.store import mlflow_client
 
     try:
@@ -188,10 +187,27 @@ def run_from_store(run_id: str) -> TrainedRun:
                           "folder.") from err
     folder = Path(tempfile.mkdtemp(prefix="retino-weights-"))
     try:
+        run = _downloaded_run(run_id, params, folder)
+    except BaseException:  # whatever stops it, nothing is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    # The downloaded weights last as long as the run that grades with them (one predict or
+    # evaluate, or a notebook's variable), not until the process exits.
+    weakref.finalize(run, shutil.rmtree, folder, ignore_errors=True)
+    return run
+
+
+def _downloaded_run(run_id: str, params: dict[str, str], folder: Path) -> TrainedRun:
+    """The run's config and judgement read from the store, its weights downloaded into
+    folder."""
+    from mlflow.exceptions import MlflowException
+
+    from retino.tracking.runs import download_artifact, read_artifact
+
+    try:
         cfg = read_artifact(run_id, CONFIG_FILE, OmegaConf.load)
         weights = download_artifact(run_id, WEIGHTS_FILE, folder)
     except MlflowException as err:  # a study's parent run, a failed run: no trained model
-        shutil.rmtree(folder, ignore_errors=True)
         raise ConfigError(f"Run {run_id} holds no trained model ({CONFIG_FILE} and "
                           f"{WEIGHTS_FILE}): give a FINISHED training run's id, not a study's "
                           "parent run or a failed run.") from err
@@ -199,13 +215,9 @@ def run_from_store(run_id: str) -> TrainedRun:
         judged = read_artifact(run_id, predictions_file("val"), lambda val: judgement(cfg, val))
     except MlflowException:
         judged = judgement(cfg, None)  # a run without a validation split
-    run = TrainedRun(run_id, cfg, weights,
-                     _preprocessing(params.get("cache.method"), params.get("cache.size"),
-                                    params.get("cache.method_version", 1)), **judged)
-    # The downloaded weights last as long as the run that grades with them (a server's life,
-    # or one predict), not until the process exits.
-    weakref.finalize(run, shutil.rmtree, folder, ignore_errors=True)
-    return run
+    return TrainedRun(run_id, cfg, weights,
+                      _preprocessing(params.get("cache.method"), params.get("cache.size"),
+                                     params.get("cache.method_version", 1)), **judged)
 
 
 def load_trained_run(source: str) -> TrainedRun:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -121,12 +122,14 @@ def _replay(body: bytes, live: Receive) -> Receive:
 def scoring_app(model_uri: str, max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
                 folder: str | None = None) -> App:
     """MLflow's scoring app for the model at model_uri (its /invocations, /ping, /health and
-    /version, as `mlflow models serve` answers them), behind BodyLimit. The model is copied into
-    folder (the caller's to remove; None: a temporary folder MLflow never removes, which kept
-    a copy of the weights per server started)."""
+    /version, as `mlflow models serve` answers them), behind BodyLimit. A model in a store
+    (runs:/, models:/) is downloaded into folder, the caller's to remove (None: into a temporary
+    folder MLflow never removes, a copy of the weights per server started); a model folder is
+    loaded where it lies."""
     from mlflow.pyfunc import load_model, scoring_server  # the web stack: only to serve
 
     config = os.environ.get(scoring_server.SERVING_MODEL_CONFIG)  # as MLflow's server reads it
-    model = load_model(model_uri, dst_path=folder,
+    local = Path(model_uri).expanduser().is_dir()
+    model = load_model(model_uri, dst_path=None if local else folder,
                        **({"model_config": json.loads(config)} if config else {}))
     return BodyLimit(scoring_server.init(model), int(max_request_mb * 1e6))

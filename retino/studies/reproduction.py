@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,14 +52,16 @@ def original_run(choice: str | None) -> str | None:
     return choice.removeprefix(OPTION_PREFIX) if choice else None
 
 
-def schema_config(config_yaml: Path) -> DictConfig:
+def schema_config(config_yaml: Path, shown: str | None = None) -> DictConfig:
     """A logged config, when every one of its top-level keys is the schema's: a run folder's
     config.yaml is a file anyone may have written, and a `hydra:` key (its callbacks, its
     launcher) or a key the schema lacks would reach Hydra as code to run. ConfigError naming
-    the keys refused otherwise."""
+    the keys refused otherwise, and the file as `shown` (a run's, downloaded: not the temporary
+    path it was read from)."""
+    shown = shown or str(config_yaml)
     config = OmegaConf.load(config_yaml)
     if not isinstance(config, DictConfig):
-        raise ConfigError(f"{config_yaml} is not a run's config (a mapping of its keys).")
+        raise ConfigError(f"{shown} is not a run's config (a mapping of its keys).")
     allowed = {field.name for field in fields(Config)}
     refused = sorted(str(key) for key in config if key not in allowed)
     # ${...} would be resolved here, in this process: ${oc.env:SECRET} would become a param
@@ -66,7 +69,7 @@ def schema_config(config_yaml: Path) -> DictConfig:
     refused += sorted(key for key, value in unresolved.items()
                       if isinstance(value, str) and "${" in value)
     if refused:
-        raise ConfigError(f"{config_yaml} holds key(s) that are not retino's config, or values "
+        raise ConfigError(f"{shown} holds key(s) that are not retino's config, or values "
                           f"to be resolved (${{...}}): {', '.join(refused)}. A reproduction "
                           "takes the schema's keys and plain values only (`python run.py "
                           "--help` lists them); remove the others from the file, or re-run by "
@@ -74,10 +77,10 @@ def schema_config(config_yaml: Path) -> DictConfig:
     return config
 
 
-def overrides_from_config(config_yaml: Path) -> list[str]:
+def overrides_from_config(config_yaml: Path, shown: str | None = None) -> list[str]:
     """One `key=value` per leaf of a logged config (schema_config); every leaf set, nothing
     left to defaults."""
-    flat = flatten_config(schema_config(config_yaml))
+    flat = flatten_config(schema_config(config_yaml, shown))
     return [f"{key}={override_value(value)}" for key, value in sorted(flat.items())]
 
 
@@ -92,7 +95,8 @@ def logged_overrides(source: str) -> tuple[list[str], str]:
         raise SystemExit(f"{folder} holds no .hydra/config.yaml nor config.yaml.")
     from retino.tracking.runs import read_artifact
 
-    return read_artifact(source, CONFIG_FILE, overrides_from_config), source
+    shown = f"Run {source}'s {CONFIG_FILE}"
+    return read_artifact(source, CONFIG_FILE, partial(overrides_from_config, shown=shown)), source
 
 
 def warn_if_code_changed(recorded: str | None, what: str) -> None:
@@ -116,7 +120,8 @@ def study_option_files(parent_id: str, folder: Path) -> list[str]:
                         run_id, status)
             continue
         warn_if_code_changed(run_tags(run_id).get(CODE_VERSION_TAG), f"run {run_id}")
-        config = read_artifact(run_id, CONFIG_FILE, schema_config)
+        config = read_artifact(run_id, CONFIG_FILE,
+                               partial(schema_config, shown=f"Run {run_id}'s {CONFIG_FILE}"))
         text = "# @package _global_\n" + OmegaConf.to_yaml(config)  # every leaf, at the root
         (folder / REPRODUCE_GROUP / f"{OPTION_PREFIX}{run_id}.yaml").write_text(text)
         names.append(f"{OPTION_PREFIX}{run_id}")

@@ -80,8 +80,9 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
             assert_complete(client, run, epochs=1)
             assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
         assert parent.info.status == "FINISHED"
-        assert {"results.md", "report.html"} <= {a.path for a in client.list_artifacts(
-            parent.info.run_id)}
+        report = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"results.md", "report.html"} <= report
+        assert "comparison.png" not in report  # a sweep with plots=false draws no figures
         results = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
         assert [row.split(",")[:2] for row in Path(results).read_text().splitlines()[1:]] == [
             ["resnet18-scratch-64px", "2"]]

@@ -152,7 +152,7 @@ def test_a_run_whose_photograph_is_bad_ends_failed_with_its_error_and_exits_2(tm
         run_job(cfg, JobContext(output_dir=tmp_path / "out"))
     assert stop.value.code == 2
     assert "1 photograph(s) cannot be trained on" in caplog.text
-    assert "1_left_train.jpeg: not an image" in caplog.text
+    assert "1_left_train.jpeg: not an image" in caplog.text and "Traceback" not in caplog.text
     [run] = runs_by_id().values()
     assert run.info.status == "FAILED" and "1_left_train.jpeg" in run.data.tags["error"]
 

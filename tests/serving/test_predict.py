@@ -69,14 +69,20 @@ def test_a_run_that_is_not_there_is_a_clear_error(tmp_path, capsys):
     assert "neither a folder nor a run" in capsys.readouterr().err
 
 
-def test_a_run_without_a_trained_model_is_a_clear_error(tmp_path, capsys):
+def test_a_run_without_a_trained_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
     """A study's parent run (or a failed run) has no config.yaml nor weights: exit 2, no
-    traceback."""
+    traceback, and no temporary folder left for the weights it did not find."""
+    import tempfile
+
     from retino.tracking.runs import start_parent_run
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     parent = start_parent_run("retino", "a-study", {"study": "a-study"})
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert main([parent, str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
     assert "holds no trained model" in capsys.readouterr().err
+    assert [path.name for path in scratch.iterdir()] == []
 
 
 def test_test_time_flips_average_four_passes_and_predict_matches_the_evaluation(trained_run,
