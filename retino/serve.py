@@ -13,11 +13,11 @@ model cannot be loaded.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tempfile
 
 from retino.core.errors import first_line
+from retino.jobs.signals import handle_stop_signals
 from retino.serving.server import DEFAULT_MAX_REQUEST_MB, scoring_app
 
 
@@ -46,9 +46,9 @@ def _positive(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM unwinds (uvicorn, which takes it while serving, raises it again once shut down):
-    # the process removes the model's copy on its way out, even while it is still loading.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    # SIGTERM unwinds, as in a job (uvicorn, which takes it while serving, raises it again once
+    # shut down): the process removes the model's copy on its way out, even while it loads.
+    handle_stop_signals()
     with tempfile.TemporaryDirectory(prefix="retino-serve-") as folder:  # the model's copy
         try:
             app = scoring_app(args.model, args.max_request_mb, folder)
@@ -60,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ class StudyCallback(Callback):
             folder = Path(config.hydra.sweep.dir).resolve() / "report"
             # the sweep's plots, not its runs': a run reused from an earlier sweep kept its own
             files = write_report(runs, folder, study_title(study_name(config), runs),
-                                 figures=bool(config.get("plots", True)))
+                                 draw=bool(config.get("plots", True)))
             log.info("Study report: %s (MLflow parent run %s)", folder / PAGE_FILE, run_id)
             if config.get("register_model"):
                 _register(runs, config.register_model, run_id)

@@ -316,9 +316,9 @@ SECTIONS: tuple[Callable[[StudyRuns], Section], ...] = (
 
 
 def write_report(runs: list[RunRecord], folder: Path, title: str,
-                 figures: bool | None = None) -> list[Path]:
+                 draw: bool | None = None) -> list[Path]:
     """The study's tables and figures as files in folder: results.md (its sections), the files
-    each section wrote, the figures and report.html. figures: whether to draw them (a sweep's
+    each section wrote, the figures and report.html. draw: whether to draw the figures (a sweep's
     own plots setting); None: unless every run ran with plots=false (a report rebuilt later)."""
     folder.mkdir(parents=True, exist_ok=True)
     study = StudyRuns(runs, folder, *results_table(runs))
@@ -326,7 +326,7 @@ def write_report(runs: list[RunRecord], folder: Path, title: str,
     text = f"# {title}\n\n" + "".join(section.text for section in sections)
     files = [atomic_write_text(folder / RESULTS_FILE, text)]
     files += [path for section in sections for path in section.files]
-    if study.finished and (_drawn(study.finished) if figures is None else figures):
+    if study.finished and (_drawn(study.finished) if draw is None else draw):
         files += _figures(study.finished, study.labels, folder, title)
     figures = [path for path in files if path.suffix == ".png"]
     files.append(atomic_write_text(folder / PAGE_FILE, html_page(title, text, figures)))

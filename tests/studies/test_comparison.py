@@ -101,12 +101,12 @@ def test_a_study_of_runs_without_figures_draws_none_and_one_with_them_draws_its_
     assert {"results.md", "results.csv", "report.html"} <= quiet
     assert not [name for name in quiet if name.endswith(".png")]
     # A sweep's own setting wins over its runs' (a run it reused kept the setting it ran with)
-    asked = {f.name for f in write_report(runs, tmp_path / "asked", "seeds", figures=True)}
+    asked = {f.name for f in write_report(runs, tmp_path / "asked", "seeds", draw=True)}
     assert {"comparison.png", "roc_referable.png"} <= asked
     runs[0].params.pop("plots")  # logged before the key existed: drawn, as it was then
     drawn = {f.name for f in write_report(runs, tmp_path / "drawn", "seeds")}
     assert {"comparison.png", "roc_referable.png"} <= drawn
-    refused = {f.name for f in write_report(runs, tmp_path / "refused", "seeds", figures=False)}
+    refused = {f.name for f in write_report(runs, tmp_path / "refused", "seeds", draw=False)}
     assert not [name for name in refused if name.endswith(".png")]
 
 
