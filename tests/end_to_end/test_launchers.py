@@ -75,7 +75,7 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
         assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
         # A run's name shows the axis its study sweeps; the report still pools the seeds.
         assert sorted(r.info.run_name for r in children) == [
-            f"resnet18-scratch-64px seed={seed}" for seed in range(2)]
+            f"resnet18-scratch-32px seed={seed}" for seed in range(2)]
         for run in children:
             assert_complete(client, run, epochs=1)
             assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
@@ -85,7 +85,7 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
         assert "comparison.png" not in report  # a sweep with plots=false draws no figures
         results = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
         assert [row.split(",")[:2] for row in Path(results).read_text().splitlines()[1:]] == [
-            ["resnet18-scratch-64px", "2"]]
+            ["resnet18-scratch-32px", "2"]]
         assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not overlap)
     # Each job knew it shared the machine's shared memory with the other.
     logs = "".join(log.read_text() for log in tmp_path.rglob("run.log"))

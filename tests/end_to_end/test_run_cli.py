@@ -42,8 +42,8 @@ def test_four_way_multirun_logs_four_complete_runs_shown_by_plain_mlflow_ui(tmp_
     runs = [r for r in all_runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     expected_params = params_to_log(compose_config(args[3:]))
     assert sorted(r.info.run_name for r in runs) == [
-        "resnet18-pretrained-64px", "resnet18-scratch-64px",
-        "resnet50-pretrained-64px", "resnet50-scratch-64px"]
+        "resnet18-pretrained-32px", "resnet18-scratch-32px",
+        "resnet50-pretrained-32px", "resnet50-scratch-32px"]
     for run in runs:
         assert run.info.status == "FINISHED"
         params = run.data.params
@@ -148,7 +148,9 @@ def wait_for(condition, timeout=300):
 
 @pytest.mark.slow(seconds=35)
 def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_path):
-    args = [*TINY, "epochs=3", "data.train_size=40", f"data.root={tmp_path / 'demo'}"]
+    # at 64 px: an epoch long enough that the winner is stopped before it ends
+    args = [*TINY, "resolution.size=64", "epochs=3", "data.train_size=40",
+            f"data.root={tmp_path / 'demo'}"]
     jobs = {name: start_cli(args, tmp_path, name) for name in ("a", "b")}
     assert wait_for(lambda: any(job.poll() is not None for job in jobs.values()))
     [loser] = [name for name, job in jobs.items() if job.poll() is not None]

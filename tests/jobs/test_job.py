@@ -63,7 +63,7 @@ def test_the_run_page_and_the_console_end_with_the_result_and_where_the_report_i
     assert accuracy[2:] in page and "Referable DR (grade ≥ 2), test, all photographs: AUC" in note
     assert note.endswith(f"(on disk: {tmp_path / 'out' / 'report.html'}).")
     last = caplog.records[-1].getMessage()
-    assert last.startswith("Result of resnet18-scratch-64px:") and accuracy[2:] in last
+    assert last.startswith("Result of resnet18-scratch-32px:") and accuracy[2:] in last
     assert f"Report: {tmp_path / 'out' / 'report.html'}" in last
     assert f"In mlflow ui: http://127.0.0.1:5000/#/experiments/1/runs/{run.info.run_id}" in last
     assert "CloudPickle" not in capfd.readouterr().err
@@ -221,9 +221,9 @@ def test_cifar10_init_is_a_run_of_its_own_that_the_dr_run_points_to(tmp_path):
     run_job(cfg, sweep_job(tmp_path, "out", study))
     by_name = {run.info.run_name: run for run in runs_by_id().values()}
     assert by_name["cifar10-pretrain-resnet18"].data.tags[PARENT_TAG] == study
-    assert [run.name for run in read_runs(parent_id=study)] == ["resnet18-pretrained-cifar10-64px"]
+    assert [run.name for run in read_runs(parent_id=study)] == ["resnet18-pretrained-cifar10-32px"]
     pretraining = by_name["cifar10-pretrain-resnet18"]
-    dr_run = by_name["resnet18-pretrained-cifar10-64px"]
+    dr_run = by_name["resnet18-pretrained-cifar10-32px"]
     assert pretraining.info.status == dr_run.info.status == "FINISHED"
     assert dr_run.data.tags["cifar10_pretrain_run_id"] == pretraining.info.run_id
     assert pretraining.data.tags["code_version"] == dr_run.data.tags["code_version"]
