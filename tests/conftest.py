@@ -3,6 +3,7 @@ Hugging Face hub cache."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -70,6 +71,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         shared = [name for name in SHARED_ONCE if name in getattr(item, "fixturenames", ())]
         if shared:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection imported (torch, MLflow, Hydra, every test module: millions of objects)
+    is set aside from the garbage collector, and a full collection waits for 100 younger ones
+    rather than 10: each walked all of it, 0.4 s a time, 20-odd times per worker in the fast
+    suite alone (cycles still go; reference counting frees the rest as ever)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 100)
 
 
 def pytest_configure(config: pytest.Config) -> None:

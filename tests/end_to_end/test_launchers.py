@@ -67,15 +67,16 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
     (tmp_path / "server").mkdir()
     with mlflow_server(tmp_path / "server", empty_store) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        # at 64 px: jobs long enough to run side by side
         proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
-                        "seed=0,1", *TINY, "data.num_workers=2",
+                        "seed=0,1", *TINY, "resolution.size=64", "data.num_workers=2",
                         f"data.root={tmp_path / 'demo'}"], tmp_path)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         client, parent, children = study_runs()
         assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
         # A run's name shows the axis its study sweeps; the report still pools the seeds.
         assert sorted(r.info.run_name for r in children) == [
-            f"resnet18-scratch-32px seed={seed}" for seed in range(2)]
+            f"resnet18-scratch-64px seed={seed}" for seed in range(2)]
         for run in children:
             assert_complete(client, run, epochs=1)
             assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
@@ -85,7 +86,7 @@ def test_parallel_jobs_with_loader_workers_log_over_http_to_a_tracking_server(
         assert "comparison.png" not in report  # a sweep with plots=false draws no figures
         results = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
         assert [row.split(",")[:2] for row in Path(results).read_text().splitlines()[1:]] == [
-            ["resnet18-scratch-32px", "2"]]
+            ["resnet18-scratch-64px", "2"]]
         assert most_at_once(children) >= 2  # jobs ran side by side (tiny ones may not overlap)
     # Each job knew it shared the machine's shared memory with the other.
     logs = "".join(log.read_text() for log in tmp_path.rglob("run.log"))
@@ -125,7 +126,9 @@ def test_a_submitit_job_preempted_mid_training_is_requeued_and_resumes_its_run(t
     from retino import PROJECT_ROOT
 
     sweep = tmp_path / "multirun"
-    args = ["-m", "hydra/launcher=local", "seed=0", *TINY, "epochs=2", "data.train_size=40",
+    # at 64 px: an epoch long enough to be preempted in
+    args = ["-m", "hydra/launcher=local", "seed=0", *TINY, "resolution.size=64", "epochs=2",
+            "data.train_size=40",
             "data.num_workers=0",  # one process per job: the one to preempt
             f"data.root={tmp_path / 'demo'}", f"hydra.sweep.dir={sweep}"]
     log = tmp_path / "run.out"  # a file, not a pipe nobody reads until the end

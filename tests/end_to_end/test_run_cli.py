@@ -180,8 +180,8 @@ def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_p
 def test_a_sweep_stopped_by_sigterm_ends_its_parent_run(tmp_path, signum=signal.SIGTERM):
     """SIGTERM, as `kill` or a cluster sends it (Ctrl-C's KeyboardInterrupt takes the same path
     from there: tests/jobs/test_job.py stops a study with each exception in-process)."""
-    args = ["-m", "seed=0,1", *TINY, "epochs=3", "data.train_size=40",
-            f"data.root={tmp_path / 'demo'}"]
+    args = ["-m", "seed=0,1", *TINY, "resolution.size=64", "epochs=3", "data.train_size=40",
+            f"data.root={tmp_path / 'demo'}"]  # at 64 px: long enough to be stopped
     sweep = start_cli(args, tmp_path, "sweep")
     assert wait_for(lambda: any((tmp_path / "sweep").glob("*/last.pt")) or sweep.poll() is not None)
     sweep.send_signal(signum)
