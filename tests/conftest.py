@@ -74,13 +74,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """What collection imported (torch, MLflow, Hydra, every test module: millions of objects)
-    is set aside from the garbage collector, and a full collection waits for 100 younger ones
-    rather than 10: each walked all of it, 0.4 s a time, 20-odd times per worker in the fast
-    suite alone (cycles still go; reference counting frees the rest as ever)."""
+    """What collection imported (torch, MLflow, Hydra, every test module: millions of objects
+    that live as long as the worker) is set aside from the garbage collector, which walked all
+    of it in each full collection, 0.4 s a time, 20-odd times per worker in the fast suite alone
+    (pytest_configure below: full collections are rarer too, as in run.py)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(700, 10, 100)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     them, not on every core, and so do the commands it starts (run.py and the others read
     OMP_NUM_THREADS, as under a launcher): two workers' subprocesses each spinning a thread per
     core on two cores ran the suite's slowest tests at half speed."""
+    gc.set_threshold(*gc.get_threshold()[:2], 100)  # before collection's imports (run.py: why)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
