@@ -62,7 +62,7 @@ def test_cifar10_pretraining_runs_on_the_gpu(tmp_path):
 
 
 def test_one_step_at_512_px_with_resnet50(tmp_path):
-    cfg = on_gpu(tmp_path, "model=resnet50", "data.image_size=512", "resolution=512px",
+    cfg = on_gpu(tmp_path, "model=resnet50", "data.image_size=512", "resolution.size=512",
                  "data.train_size=8", "data.test_size=5", "batch_size=4", "data.val_fraction=0",
                  "augmentation=strong")
     result = train_and_evaluate(cfg, tmp_path / "run")

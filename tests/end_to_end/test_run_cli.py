@@ -146,7 +146,7 @@ def wait_for(condition, timeout=300):
     return condition()
 
 
-@pytest.mark.slow(seconds=35)
+@pytest.mark.slow(seconds=20)
 def test_same_command_twice_at_once_one_trains_and_after_a_kill_it_resumes(tmp_path):
     # at 64 px: an epoch long enough that the winner is stopped before it ends
     args = [*TINY, "resolution.size=64", "epochs=3", "data.train_size=40",
@@ -244,7 +244,7 @@ def without_run_ids(text):
     return [line for line in text.splitlines()[1:] if "best seed's run" not in line]
 
 
-@pytest.mark.slow(seconds=65)
+@pytest.mark.slow(seconds=55)
 def test_a_run_and_a_study_are_reproduced_the_study_from_its_bundle_elsewhere(
         tmp_path, monkeypatch, capsys, caplog, empty_store):
     """A run again from its id, in the author's store; the study (a two-fold cross-validation,

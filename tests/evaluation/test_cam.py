@@ -33,7 +33,8 @@ def test_run_logs_the_maps_when_asked(tmp_path):
     jet scale tints."""
     from matplotlib.image import imread
 
-    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "cam_per_grade=1", "plots=true"])
+    cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "cam_per_grade=1", "plots=true",
+                                 "resolution.size=64"])  # maps of 2 x 2, not one colour
     train_and_evaluate(cfg, tmp_path / "run")
     figure = imread(tmp_path / "run" / "class_activation_maps.png")[..., :3]  # RGB in [0, 1]
     black = figure.max(axis=2) < 0.03

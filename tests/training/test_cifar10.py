@@ -190,6 +190,7 @@ def _pretrain_in_a_process(tmp_path, run_ids):
     """One job's view: the recipe's weights, pretrained in a tracked run when missing."""
     from retino.tracking.runs import mlflow_run
 
+    torch.set_num_threads(1)  # forked: the parent's OpenMP threads are not the child's to use
     cfg = cifar_cfg(tmp_path)
     _, tags = cifar10_weights("resnet18", cfg.pretrain, lambda name, params: mlflow_run(
         "retino", name, params, {"purpose": "cifar10 pretraining"}))
@@ -199,16 +200,21 @@ def _pretrain_in_a_process(tmp_path, run_ids):
 def test_two_jobs_with_one_recipe_pretrain_once_and_share_that_run(tmp_path):
     write_cifar10(tmp_path / "cifar")
     # forked: each job a process of its own with its own locks and store connection, without
-    # the 8 s of imports a new interpreter would pay (the two race as jobs do, only sooner)
-    context = multiprocessing.get_context("fork")
+    # the 8 s of imports a new interpreter would pay (the two race as jobs do, only sooner);
+    # spawned where a GPU is, whose autograd threads make a forked child's backward refuse
+    context = multiprocessing.get_context("spawn" if torch.cuda.is_available() else "fork")
     run_ids = context.Queue()
-    jobs = [context.Process(target=_pretrain_in_a_process, args=(tmp_path, run_ids))
+    jobs = [context.Process(target=_pretrain_in_a_process, args=(tmp_path, run_ids), daemon=True)
             for _ in range(2)]
     for job in jobs:
         job.start()
-    for job in jobs:
-        job.join(timeout=300)
-    assert [job.exitcode for job in jobs] == [0, 0]
+    try:
+        for job in jobs:
+            job.join(timeout=300)
+        assert [job.exitcode for job in jobs] == [0, 0]  # tracebacks: stderr
+    finally:
+        for job in jobs:
+            job.kill()  # one that hangs is not left behind
     first, second = run_ids.get(timeout=5), run_ids.get(timeout=5)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("retino").experiment_id])

@@ -14,8 +14,7 @@ from tests.conftest import TINY, compose_config
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_every_precision_trains_on_cpu(tmp_path, precision):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", f"precision={precision}",
-                                 "channels_last=true", "grad_clip=1.0",
-                                 "resolution.size=32"])  # fp16 on a CPU: slow
+                                 "channels_last=true", "grad_clip=1.0"])
     row = train_and_evaluate(cfg, tmp_path / "run").history[0]
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])
     state = torch.load(tmp_path / "run" / "model_state.pt", weights_only=True)
@@ -44,8 +43,7 @@ def test_gradient_step_clips_the_true_gradient_norm():
 @pytest.mark.slow(seconds=6)
 def test_fp16_resume_restores_the_gradient_scale(tmp_path):
     overrides = TINY + [f"data.root={tmp_path / 'demo'}", "precision=fp16", "data.train_size=8",
-                        "data.test_size=5", "data.val_fraction=0", "batch_size=4",
-                        "resolution.size=32"]  # fp16 on a CPU: slow
+                        "data.test_size=5", "data.val_fraction=0", "batch_size=4"]
     train_and_evaluate(compose_config(overrides + ["epochs=1"]), tmp_path / "run")  # "stopped"
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     checkpoint["scaler"]["scale"] = 1024.0  # as if overflows had lowered it from 65536
@@ -63,7 +61,8 @@ def test_compiled_model_trains_and_saves_plain_parameter_names(tmp_path):
     cfg = compose_config(TINY + [f"data.root={tmp_path / 'demo'}", "model=resnet18"])
     model = prepare_model(cfg)
     optimizer = build_optimizer(cfg, model)
-    train, test = build_loaders(read_index(cfg.data), cfg.augmentation, 64, 8, 0, seed=0)
+    train, test = build_loaders(read_index(cfg.data), cfg.augmentation, cfg.resolution.size, 8,
+                                 0, seed=0)
     settings = StepSettings(compile=True, compile_backend="aot_eager")  # inductor: minutes
     recipe = Recipe(torch.nn.CrossEntropyLoss(), optimizer, build_scheduler(cfg, optimizer), 1,
                     torch.device("cpu"), settings)
