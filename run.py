@@ -9,14 +9,10 @@ lifecycle (validate, decide skip / resume / new, MLflow run, training, error pol
 
 from __future__ import annotations
 
-import gc
+from retino.core.collector import fewer_full_collections
 
-# A job imports torch, MLflow and Hydra: millions of objects that live as long as it does, which
-# Python's collector walked in each full collection (nine in a tiny run: 1.2 s of its 9). One
-# full collection per 100 younger ones rather than 10 leaves one; reference counting frees
-# tensors and the rest as ever, only garbage cycles that outlive two collections wait longer.
-# (Before the imports below, which are most of those objects: hence E402 for this file.)
-gc.set_threshold(*gc.get_threshold()[:2], 100)
+# Before the imports below, which make most of the objects it would walk: hence E402 here.
+fewer_full_collections()
 
 import math
 import os

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from retino import PROJECT_ROOT
 from retino.config.registration import register_configs
+from retino.core.collector import fewer_full_collections
 
 # The shared helpers' asserts (tests/helpers/) explain a failure as a test module's own asserts do.
 pytest.register_assert_rewrite("tests.helpers")
@@ -87,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
     them, not on every core, and so do the commands it starts (run.py and the others read
     OMP_NUM_THREADS, as under a launcher): two workers' subprocesses each spinning a thread per
     core on two cores ran the suite's slowest tests at half speed."""
-    gc.set_threshold(*gc.get_threshold()[:2], 100)  # before collection's imports (run.py: why)
+    fewer_full_collections()  # before collection's imports, as run.py does before its own
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch

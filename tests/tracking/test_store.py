@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from retino.tracking.runs import mlflow_run
 from retino.tracking.store import call_with_lock_retries
+from tests.helpers.processes import exit_codes
 
 
 def job(number: int, uri: str) -> None:
@@ -26,16 +27,7 @@ def test_four_jobs_starting_at_once_on_a_new_sqlite_store_lose_nothing(tmp_path)
     # forked: four processes, each with its own connections and locks, without the 4 s of
     # imports a new interpreter would pay first (they start closer together: a harder race)
     context = multiprocessing.get_context("fork")
-    jobs = [context.Process(target=job, args=(n, uri), daemon=True) for n in range(4)]
-    for process in jobs:
-        process.start()
-    try:
-        for process in jobs:
-            process.join(timeout=300)
-        assert [process.exitcode for process in jobs] == [0, 0, 0, 0]  # tracebacks: stderr
-    finally:
-        for process in jobs:
-            process.kill()  # one that hangs is not left behind
+    assert exit_codes(context, job, [(n, uri) for n in range(4)]) == [0, 0, 0, 0]
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["job0", "job1", "job2", "job3"]

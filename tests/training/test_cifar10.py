@@ -24,6 +24,7 @@ from retino.training.pipeline import train_and_evaluate
 from retino.training.precision import StepSettings
 from retino.training.tracker import NullTracker
 from tests.conftest import compose_config
+from tests.helpers.processes import exit_codes
 from tests.helpers.runs import cifar_cfg_overrides
 from tests.helpers.sources import write_cifar10
 
@@ -204,17 +205,8 @@ def test_two_jobs_with_one_recipe_pretrain_once_and_share_that_run(tmp_path):
     # spawned where a GPU is, whose autograd threads make a forked child's backward refuse
     context = multiprocessing.get_context("spawn" if torch.cuda.is_available() else "fork")
     run_ids = context.Queue()
-    jobs = [context.Process(target=_pretrain_in_a_process, args=(tmp_path, run_ids), daemon=True)
-            for _ in range(2)]
-    for job in jobs:
-        job.start()
-    try:
-        for job in jobs:
-            job.join(timeout=300)
-        assert [job.exitcode for job in jobs] == [0, 0]  # tracebacks: stderr
-    finally:
-        for job in jobs:
-            job.kill()  # one that hangs is not left behind
+    jobs = [(tmp_path, run_ids)] * 2
+    assert exit_codes(context, _pretrain_in_a_process, jobs) == [0, 0]
     first, second = run_ids.get(timeout=5), run_ids.get(timeout=5)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("retino").experiment_id])
